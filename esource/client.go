@@ -1,0 +1,246 @@
+package esource
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"strconv"
+	"time"
+)
+
+// maxBatch bounds the bytes a client sends in one write, so that a stalled
+// client pins little of the log and a busy one flushes often.
+const maxBatch = 64 << 10
+
+// A sink is where a client's bytes go: an HTTP response, or a Tee iterator.
+type sink interface {
+	// write sends bufs, in order, and flushes them.
+	write(bufs [][]byte) error
+	// abort makes a pending or future write fail soon. It may be called
+	// from any goroutine.
+	abort()
+}
+
+// A client is one subscriber: a cursor into the log, and the sink that its
+// single writer goroutine (the caller of run) writes to.
+type client struct {
+	es     *EventSource
+	sink   sink
+	cursor uint64 // seq of the next event to send
+	lastID string // ID of the last event sent with one
+	bufs   [][]byte
+}
+
+// run serves c until ctx ends, the sink fails, or the EventSource shuts
+// down. With resume set, the client continues after the event lastID;
+// otherwise it starts with the next event published.
+func (c *client) run(ctx context.Context, lastID string, resume bool) error {
+	es := c.es
+	if !es.register(c) {
+		return ErrClosed
+	}
+	defer es.unregister(c)
+
+	es.mu.RLock()
+	c.cursor = es.next
+	seq, ok := es.ids[lastID]
+	es.mu.RUnlock()
+	if resume {
+		c.lastID = lastID
+		if ok {
+			c.cursor = seq + 1
+		} else if err := c.catchUp(ctx, false); err != nil {
+			return err
+		}
+	}
+
+	var heartbeat <-chan time.Time
+	var timer *time.Timer
+	if es.cfg.heartbeat > 0 {
+		timer = time.NewTimer(es.cfg.heartbeat)
+		defer timer.Stop()
+		heartbeat = timer.C
+	}
+	for {
+		es.mu.RLock()
+		wake, closed, head := es.wake, es.closed, es.head
+		behind := c.cursor < head
+		if !behind {
+			c.collect()
+		}
+		es.mu.RUnlock()
+
+		switch {
+		case behind:
+			if err := c.catchUp(ctx, true); err != nil {
+				return err
+			}
+			continue
+		case len(c.bufs) > 0:
+			err := c.sink.write(c.bufs)
+			clear(c.bufs)
+			if err != nil {
+				return err
+			}
+			if timer != nil {
+				timer.Reset(es.cfg.heartbeat)
+			}
+			continue
+		case closed:
+			return c.sink.write([][]byte{retryLine(jitter(es.cfg.drainRetry))})
+		}
+
+		select {
+		case <-wake:
+		case <-es.done:
+		case <-heartbeat:
+			if err := c.sink.write([][]byte{heartbeatLine}); err != nil {
+				return err
+			}
+			timer.Reset(es.cfg.heartbeat)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// collect gathers into c.bufs the wire bytes of the events from c.cursor
+// on, up to maxBatch bytes, and moves the cursor past them. es.mu must be
+// held, and c.cursor must not be behind the log.
+func (c *client) collect() {
+	es := c.es
+	c.bufs = c.bufs[:0]
+	n := 0
+	for ; c.cursor < es.next && (n == 0 || n < maxBatch); c.cursor++ {
+		e := &es.ring[c.cursor%uint64(len(es.ring))]
+		c.bufs = append(c.bufs, e.wire)
+		n += len(e.wire)
+		if e.id != "" {
+			c.lastID = e.id
+		}
+	}
+}
+
+// catchUp serves a client whose position the log does not hold: one that
+// resumes after an ID the log does not know, or one that fell behind the log. It hands the client to the History hook, which replays
+// up to the log; without a hook, or when the hook fails, the client is sent
+// a gap event and continues with the oldest event the log holds (when it
+// fell behind) or the next one published (when its ID is unknown).
+func (c *client) catchUp(ctx context.Context, behind bool) error {
+	es := c.es
+	reason := "unknown-id"
+	if behind {
+		reason = "slow"
+	}
+	if h := es.cfg.history; h != nil && c.lastID != "" {
+		joined, err := c.replay(ctx, h)
+		if joined || ctx.Err() != nil {
+			return ctx.Err()
+		}
+		var sinkErr sinkError
+		if errors.As(err, &sinkErr) {
+			return sinkErr.err
+		}
+		reason = "history"
+		if err != nil {
+			reason = "history: " + err.Error()
+			es.cfg.logger.Warn("esource: history could not serve a client",
+				"lastEventId", c.lastID, "err", err)
+		}
+	}
+
+	es.mu.RLock()
+	var missed uint64
+	if behind {
+		missed = es.head - c.cursor
+		c.cursor = es.head
+	} else {
+		c.cursor = es.next
+	}
+	var id string
+	if c.cursor > es.head {
+		// The gap's ID is the event before the cursor, so that a browser
+		// reconnecting after it resumes where the stream goes on.
+		id = es.ring[(c.cursor-1)%uint64(len(es.ring))].id
+	}
+	es.mu.RUnlock()
+	ev := Gap{Reason: reason, LastEventID: c.lastID, Missed: missed}.Event(id)
+	wire, err := ev.appendWire(nil)
+	if err != nil { // the ID came from the log, so it is valid
+		return err
+	}
+	if id != "" {
+		c.lastID = id
+	}
+	return c.sink.write([][]byte{wire})
+}
+
+// replay runs the History hook for c and reports whether c joined the log.
+func (c *client) replay(ctx context.Context, h History) (joined bool, err error) {
+	es := c.es
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	r := &Replay{c: c, cancel: cancel, last: c.lastID}
+	es.mu.Lock()
+	if seq, ok := es.ids[c.lastID]; ok {
+		es.mu.Unlock()
+		c.cursor = seq + 1
+		return true, nil
+	}
+	es.catching[r] = struct{}{}
+	es.mu.Unlock()
+
+	err = h.Replay(rctx, c.lastID, r)
+	if ferr := r.Flush(); err == nil || errors.Is(err, ErrCaughtUp) {
+		err = ferr
+	}
+
+	es.mu.Lock()
+	delete(es.catching, r)
+	joined = r.joined
+	es.mu.Unlock()
+	c.lastID = r.last
+	if joined {
+		c.cursor = r.joinAt
+		return true, nil
+	}
+	if errors.Is(err, ErrCaughtUp) || errors.Is(err, context.Canceled) && ctx.Err() == nil {
+		err = nil
+	}
+	return false, err
+}
+
+// Gap is the data of a gap event: it tells a client that events it should
+// have received are lost to it, and why. The stream goes on after it.
+type Gap struct {
+	// Reason says why: "unknown-id" (the log does not hold the client's
+	// Last-Event-ID and there is no history), "slow" (the client fell
+	// behind the log), "history" or "history: ERROR" (the History hook
+	// could not serve it), or a reason set by the History hook.
+	Reason string `json:"reason"`
+	// LastEventID is the client's position before the gap.
+	LastEventID string `json:"lastEventId"`
+	// Missed is how many events were lost, when known.
+	Missed uint64 `json:"missed,omitempty"`
+}
+
+// GapType is the event type of gap events.
+const GapType = "gap"
+
+// Event returns the gap event with the given ID: the position from which
+// the stream goes on.
+func (g Gap) Event(id string) Event {
+	return Event{ID: id, Type: GapType, Data: g}
+}
+
+var heartbeatLine = []byte(":\n\n")
+
+func retryLine(d time.Duration) []byte {
+	b := strconv.AppendInt([]byte("retry: "), d.Milliseconds(), 10)
+	return append(b, '\n', '\n')
+}
+
+// jitter returns d scaled by a random factor in [0.5, 1.5).
+func jitter(d time.Duration) time.Duration {
+	return d/2 + rand.N(d)
+}

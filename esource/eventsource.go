@@ -1,0 +1,228 @@
+package esource
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+)
+
+// ContentType is the media type of an event stream response.
+const ContentType = "text/event-stream; charset=utf-8"
+
+// Errors returned by this package. Test for them with errors.Is.
+var (
+	// ErrClosed is returned by every method called after Close or Shutdown.
+	ErrClosed = errors.New("esource: event source closed")
+
+	// ErrInvalidEvent is returned for an event that cannot be encoded.
+	ErrInvalidEvent = errors.New("esource: invalid event")
+
+	// ErrInvalidOption is returned by New for an option out of range.
+	ErrInvalidOption = errors.New("esource: invalid option")
+
+	// ErrCaughtUp is returned by Replay.Send once the client has reached
+	// the log; the History hook then returns.
+	ErrCaughtUp = errors.New("esource: client caught up with the log")
+)
+
+// An EventSource fans one stream of events out to any number of clients.
+//
+// It keeps the newest events, encoded once, in a bounded log. Each client
+// is a cursor into that log: its writer wakes when the log grows and writes
+// everything it has not sent yet in one write. A publisher never waits for
+// a client; a client that falls behind the log is handed to the History
+// hook, or told of its loss with a gap event.
+//
+// All methods are safe for concurrent use.
+type EventSource struct {
+	cfg config
+
+	mu       sync.RWMutex
+	ring     []entry           // the log; event seq lives at ring[seq%len(ring)]
+	head     uint64            // seq of the oldest event in the log
+	next     uint64            // seq the next event gets
+	size     int               // wire bytes in the log
+	ids      map[string]uint64 // ID -> seq, for the events in the log
+	wake     chan struct{}     // closed and replaced when the log grows
+	catching map[*Replay]struct{}
+	clients  map[*client]struct{}
+	closed   bool
+	done     chan struct{} // closed by Close and Shutdown
+	drained  chan struct{} // closed once closed and no client is left
+}
+
+type entry struct {
+	id   string
+	wire []byte
+}
+
+// New returns an EventSource configured by opts, or ErrInvalidOption
+// wrapped with the reason.
+func New(opts ...Option) (*EventSource, error) {
+	cfg := defaultConfig()
+	for _, o := range opts {
+		if err := o(&cfg); err != nil {
+			return nil, err
+		}
+	}
+	return &EventSource{
+		cfg:      cfg,
+		ring:     make([]entry, cfg.backlog),
+		ids:      make(map[string]uint64),
+		wake:     make(chan struct{}),
+		catching: make(map[*Replay]struct{}),
+		clients:  make(map[*client]struct{}),
+		done:     make(chan struct{}),
+		drained:  make(chan struct{}),
+	}, nil
+}
+
+// Publish encodes ev once and appends it to the log, from where every
+// client sends it. It never waits for a client. It returns ErrInvalidEvent
+// for an event that cannot be encoded and ErrClosed after shutdown.
+func (es *EventSource) Publish(ev Event) error {
+	wire, err := ev.appendWire(nil)
+	if err != nil {
+		return err
+	}
+	es.mu.Lock()
+	defer es.mu.Unlock()
+	if es.closed {
+		return ErrClosed
+	}
+	seq := es.next
+	if len(es.ring) == int(es.next-es.head) {
+		es.evict()
+	}
+	es.ring[seq%uint64(len(es.ring))] = entry{id: ev.ID, wire: wire}
+	es.next++
+	es.size += len(wire)
+	for es.cfg.backlogBytes > 0 && es.size > es.cfg.backlogBytes && es.next-es.head > 1 {
+		es.evict()
+	}
+	if ev.ID != "" {
+		es.ids[ev.ID] = seq
+		for r := range es.catching {
+			if r.last == ev.ID {
+				r.join(seq + 1)
+			}
+		}
+	}
+	close(es.wake)
+	es.wake = make(chan struct{})
+	return nil
+}
+
+// evict drops the oldest event of the log. es.mu must be held.
+func (es *EventSource) evict() {
+	i := es.head % uint64(len(es.ring))
+	e := es.ring[i]
+	if e.id != "" && es.ids[e.id] == es.head {
+		delete(es.ids, e.id)
+	}
+	es.size -= len(e.wire)
+	es.ring[i] = entry{}
+	es.head++
+}
+
+// SetBacklog changes the number of events kept in memory, dropping the
+// oldest at once if more are held. It returns ErrInvalidOption for fewer
+// than one event and ErrClosed after shutdown.
+func (es *EventSource) SetBacklog(events int) error {
+	if events < 1 {
+		return fmt.Errorf("%w: backlog %d < 1", ErrInvalidOption, events)
+	}
+	es.mu.Lock()
+	defer es.mu.Unlock()
+	if es.closed {
+		return ErrClosed
+	}
+	for es.next-es.head > uint64(events) {
+		es.evict()
+	}
+	ring := make([]entry, events)
+	for seq := es.head; seq < es.next; seq++ {
+		ring[seq%uint64(events)] = es.ring[seq%uint64(len(es.ring))]
+	}
+	es.ring = ring
+	es.cfg.backlog = events
+	return nil
+}
+
+// Clients returns the number of clients being served, Tee iterators included.
+func (es *EventSource) Clients() int {
+	es.mu.RLock()
+	defer es.mu.RUnlock()
+	return len(es.clients)
+}
+
+// Close ends every stream, as Shutdown does, without waiting: each client
+// is sent what was published before Close, then a retry line, in the
+// background. Close is idempotent and always returns nil.
+func (es *EventSource) Close() error {
+	es.mu.Lock()
+	defer es.mu.Unlock()
+	es.close()
+	return nil
+}
+
+// close stops publishing and tells every client to finish. es.mu must be held.
+func (es *EventSource) close() {
+	if es.closed {
+		return
+	}
+	es.closed = true
+	close(es.done)
+	if len(es.clients) == 0 {
+		close(es.drained)
+	}
+}
+
+// Shutdown ends every stream gracefully and waits for them: each client is
+// sent every event published before Shutdown, then a short, jittered retry
+// line so that browsers reconnect (to this instance's successor, or to
+// another one), and its response ends. New requests get the same retry line
+// at once. If ctx ends first, the remaining writes are cut short and
+// Shutdown returns ctx.Err(). After Shutdown, Publish, SetBacklog and Tee
+// return ErrClosed. Shutdown is idempotent.
+func (es *EventSource) Shutdown(ctx context.Context) error {
+	es.mu.Lock()
+	es.close()
+	es.mu.Unlock()
+	select {
+	case <-es.drained:
+		return nil
+	case <-ctx.Done():
+	}
+	es.mu.RLock()
+	for c := range es.clients {
+		c.sink.abort()
+	}
+	es.mu.RUnlock()
+	return ctx.Err()
+}
+
+// register adds c to the clients, or reports false after shutdown.
+func (es *EventSource) register(c *client) bool {
+	es.mu.Lock()
+	defer es.mu.Unlock()
+	if es.closed {
+		return false
+	}
+	es.clients[c] = struct{}{}
+	return true
+}
+
+func (es *EventSource) unregister(c *client) {
+	es.mu.Lock()
+	defer es.mu.Unlock()
+	delete(es.clients, c)
+	if es.closed && len(es.clients) == 0 {
+		select {
+		case <-es.drained:
+		default:
+			close(es.drained)
+		}
+	}
+}

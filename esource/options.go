@@ -1,0 +1,151 @@
+package esource
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Defaults used by New when no Option says otherwise.
+const (
+	// DefaultBacklog is the number of events an EventSource keeps in memory
+	// for clients that are catching up or resuming.
+	DefaultBacklog = 4096
+
+	// DefaultBacklogBytes caps the wire bytes of the kept events.
+	DefaultBacklogBytes = 16 << 20
+
+	// DefaultHeartbeat is the idle time after which a comment is sent.
+	DefaultHeartbeat = 15 * time.Second
+
+	// DefaultRetry is the reconnection delay sent to clients at connect.
+	DefaultRetry = 3 * time.Second
+
+	// DefaultWriteTimeout bounds each write to a client.
+	DefaultWriteTimeout = 30 * time.Second
+
+	// DefaultDrainRetry is the reconnection delay sent to clients when their
+	// stream ends at shutdown, before jitter.
+	DefaultDrainRetry = time.Second
+)
+
+// An Option configures an EventSource in New.
+type Option func(*config) error
+
+type config struct {
+	backlog      int
+	backlogBytes int
+	heartbeat    time.Duration
+	retry        time.Duration
+	writeTimeout time.Duration
+	drainRetry   time.Duration
+	history      History
+	logger       *slog.Logger
+}
+
+func defaultConfig() config {
+	return config{
+		backlog:      DefaultBacklog,
+		backlogBytes: DefaultBacklogBytes,
+		heartbeat:    DefaultHeartbeat,
+		retry:        DefaultRetry,
+		writeTimeout: DefaultWriteTimeout,
+		drainRetry:   DefaultDrainRetry,
+		logger:       slog.New(slog.DiscardHandler),
+	}
+}
+
+// WithBacklog sets how many events are kept in memory (at least 1).
+func WithBacklog(events int) Option {
+	return func(c *config) error {
+		if events < 1 {
+			return fmt.Errorf("%w: backlog %d < 1", ErrInvalidOption, events)
+		}
+		c.backlog = events
+		return nil
+	}
+}
+
+// WithBacklogBytes caps the wire bytes of the events kept in memory; the
+// newest event is kept whatever its size. Zero means no cap beyond the
+// event count.
+func WithBacklogBytes(n int) Option {
+	return func(c *config) error {
+		if n < 0 {
+			return fmt.Errorf("%w: backlog bytes %d < 0", ErrInvalidOption, n)
+		}
+		c.backlogBytes = n
+		return nil
+	}
+}
+
+// WithHeartbeat sets the idle time after which a client is sent a comment,
+// which keeps proxies from closing the stream and finds dead connections.
+// Zero disables heartbeats.
+func WithHeartbeat(d time.Duration) Option {
+	return func(c *config) error {
+		if d < 0 {
+			return fmt.Errorf("%w: heartbeat %v < 0", ErrInvalidOption, d)
+		}
+		c.heartbeat = d
+		return nil
+	}
+}
+
+// WithRetry sets the reconnection delay announced with a retry line when a
+// client connects. Zero sends no retry line (browsers then wait about 3 s).
+func WithRetry(d time.Duration) Option {
+	return func(c *config) error {
+		if d < 0 {
+			return fmt.Errorf("%w: retry %v < 0", ErrInvalidOption, d)
+		}
+		c.retry = d
+		return nil
+	}
+}
+
+// WithWriteTimeout bounds each write to a client; a client that does not
+// take its data in that time is disconnected.
+func WithWriteTimeout(d time.Duration) Option {
+	return func(c *config) error {
+		if d <= 0 {
+			return fmt.Errorf("%w: write timeout %v <= 0", ErrInvalidOption, d)
+		}
+		c.writeTimeout = d
+		return nil
+	}
+}
+
+// WithDrainRetry sets the reconnection delay sent when a stream ends at
+// shutdown. Each client gets it jittered by ±50%, so that browsers do not
+// all come back at once.
+func WithDrainRetry(d time.Duration) Option {
+	return func(c *config) error {
+		if d <= 0 {
+			return fmt.Errorf("%w: drain retry %v <= 0", ErrInvalidOption, d)
+		}
+		c.drainRetry = d
+		return nil
+	}
+}
+
+// WithHistory sets the hook that serves clients the log cannot: a
+// Last-Event-ID the log does not hold, or a client that fell behind the log.
+// Without it such clients receive a gap event.
+func WithHistory(h History) Option {
+	return func(c *config) error {
+		c.history = h
+		return nil
+	}
+}
+
+// WithLogger sets the logger; nil discards.
+func WithLogger(l *slog.Logger) Option {
+	return func(c *config) error {
+		if l == nil {
+			l = slog.New(slog.DiscardHandler)
+		}
+		c.logger = l
+		return nil
+	}
+}

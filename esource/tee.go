@@ -1,0 +1,97 @@
+package esource
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"iter"
+	"strings"
+	"sync/atomic"
+)
+
+// Tee returns an iterator over the events as a client would receive them:
+// those that follow lastID (from the log, the History hook, or after a gap
+// event, as for ServeHTTP), or with lastID empty the events published from
+// now on. Data arrives as a string, or nil for an event without data.
+//
+// The iteration ends when ctx ends, when the loop body breaks, or when the
+// EventSource shuts down (after the events published before it). Tee
+// returns ErrClosed after shutdown. Like an HTTP client, an iteration that
+// falls behind the log is caught up through History, or sent a gap event:
+// it never holds the publisher back.
+func (es *EventSource) Tee(ctx context.Context, lastID string) (iter.Seq[Event], error) {
+	es.mu.RLock()
+	closed := es.closed
+	es.mu.RUnlock()
+	if closed {
+		return nil, ErrClosed
+	}
+	return func(yield func(Event) bool) {
+		c := &client{es: es, sink: &teeSink{yield: yield}}
+		_ = c.run(ctx, lastID, lastID != "")
+	}, nil
+}
+
+var errStopped = errors.New("esource: iteration stopped")
+
+// teeSink decodes the wire bytes back into events for an iterator.
+type teeSink struct {
+	yield   func(Event) bool
+	aborted atomic.Bool
+}
+
+func (s *teeSink) write(bufs [][]byte) error {
+	for _, b := range bufs {
+		if s.aborted.Load() || !decodeWire(b, s.yield) {
+			return errStopped
+		}
+	}
+	return nil
+}
+
+func (s *teeSink) abort() { s.aborted.Store(true) }
+
+// decodeWire yields the events encoded in b, which holds whole events as
+// appendWire writes them (and comment and retry lines, which it skips). It
+// reports false if yield did.
+func decodeWire(b []byte, yield func(Event) bool) bool {
+	var ev Event
+	var data strings.Builder
+	hasData, seen := false, false
+	for len(b) > 0 {
+		line := b
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			line, b = b[:i], b[i+1:]
+		} else {
+			b = nil
+		}
+		if len(line) == 0 {
+			if seen {
+				if hasData {
+					ev.Data = data.String()
+				}
+				if !yield(ev) {
+					return false
+				}
+			}
+			ev, hasData, seen = Event{}, false, false
+			data.Reset()
+			continue
+		}
+		name, value, _ := bytes.Cut(line, []byte(":"))
+		value = bytes.TrimPrefix(value, []byte(" "))
+		switch string(name) {
+		case "id":
+			ev.ID, seen = string(value), true
+		case "event":
+			ev.Type, seen = string(value), true
+		case "data":
+			if hasData {
+				data.WriteByte('\n')
+			}
+			data.Write(value)
+			hasData, seen = true, true
+		}
+	}
+	return true
+}

@@ -1,0 +1,3 @@
+module github.com/esbridge/esbridge
+
+go 1.26
