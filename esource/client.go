@@ -157,12 +157,9 @@ func (c *client) catchUp(ctx context.Context, behind bool) error {
 	} else {
 		c.cursor = es.next
 	}
-	var id string
-	if c.cursor > es.head {
-		// The gap's ID is the event before the cursor, so that a browser
-		// reconnecting after it resumes where the stream goes on.
-		id = es.ring[(c.cursor-1)%uint64(len(es.ring))].id
-	}
+	// The gap's ID is that of the event before the cursor, so that a
+	// browser reconnecting after the gap resumes where the stream goes on.
+	id := es.idBefore(c.cursor)
 	es.mu.RUnlock()
 	ev := Gap{Reason: reason, LastEventID: c.lastID, Missed: missed}.Event(id)
 	wire, err := ev.appendWire(nil)

@@ -43,6 +43,7 @@ type EventSource struct {
 	head     uint64            // seq of the oldest event in the log
 	next     uint64            // seq the next event gets
 	size     int               // wire bytes in the log
+	evicted  string            // ID of the event before head, if any
 	ids      map[string]uint64 // ID -> seq, for the events in the log
 	wake     chan struct{}     // closed and replaced when the log grows
 	catching map[*Replay]struct{}
@@ -123,7 +124,17 @@ func (es *EventSource) evict() {
 	}
 	es.size -= len(e.wire)
 	es.ring[i] = entry{}
+	es.evicted = e.id
 	es.head++
+}
+
+// idBefore returns the ID of the event before seq, which must be in
+// [head, next]. es.mu must be held.
+func (es *EventSource) idBefore(seq uint64) string {
+	if seq == es.head {
+		return es.evicted
+	}
+	return es.ring[(seq-1)%uint64(len(es.ring))].id
 }
 
 // SetBacklog changes the number of events kept in memory, dropping the

@@ -1,0 +1,370 @@
+package esource
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestNewRejectsBadOptions(t *testing.T) {
+	for _, opt := range []Option{
+		WithBacklog(0), WithBacklogBytes(-1), WithHeartbeat(-1), WithRetry(-1),
+		WithWriteTimeout(0), WithDrainRetry(0),
+	} {
+		if _, err := New(opt); !errors.Is(err, ErrInvalidOption) {
+			t.Errorf("New: %v, want ErrInvalidOption", err)
+		}
+	}
+}
+
+func TestServeHeadersAndFirstFrame(t *testing.T) {
+	checkNoLeaks(t)
+	es := newSource(t, WithRetry(1500*time.Millisecond))
+	srv := serve(t, es)
+	resp, err := http.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	for name, want := range map[string]string{
+		"Content-Type":      "text/event-stream; charset=utf-8",
+		"Cache-Control":     "no-cache",
+		"X-Accel-Buffering": "no",
+		"Content-Length":    "",
+	} {
+		if got := resp.Header.Get(name); got != want {
+			t.Errorf("%s = %q, want %q", name, got, want)
+		}
+	}
+	// The first frame arrives before any event, so the browser opens.
+	buf := make([]byte, 64)
+	n, err := io.ReadAtLeast(resp.Body, buf, len("retry: 1500\n\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(buf[:n]); got != "retry: 1500\n\n" {
+		t.Errorf("first frame %q, want %q", got, "retry: 1500\n\n")
+	}
+}
+
+func TestServeMethods(t *testing.T) {
+	es := newSource(t)
+	srv := serve(t, es)
+	resp, err := http.Post(srv.URL, "text/plain", strings.NewReader("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != "GET, HEAD" {
+		t.Errorf("POST: status %d, Allow %q", resp.StatusCode, resp.Header.Get("Allow"))
+	}
+	resp, err = http.Head(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != ContentType {
+		t.Errorf("HEAD: status %d, type %q", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+}
+
+func TestLiveDelivery(t *testing.T) {
+	checkNoLeaks(t)
+	es := newSource(t)
+	srv := serve(t, es)
+	publishN(t, es, 1, 3) // before connecting: not sent to a new client
+	s := connect(t, srv.Client(), srv.URL, "")
+	waitClients(t, es, 1)
+	publishN(t, es, 4, 6)
+	s.expect(4, 6)
+	if err := es.Publish(Event{Type: "note", Data: map[string]string{"k": "v"}}); err != nil {
+		t.Fatal(err)
+	}
+	if ev := s.next(); ev.Type != "note" || ev.Data != `{"k":"v"}` || ev.LastEventID != "6" {
+		t.Errorf("got %+v", ev)
+	}
+}
+
+func TestPublishRejectsInvalidEvent(t *testing.T) {
+	es := newSource(t)
+	if err := es.Publish(Event{ID: "a\nb"}); !errors.Is(err, ErrInvalidEvent) {
+		t.Errorf("Publish: %v, want ErrInvalidEvent", err)
+	}
+}
+
+func TestResumeFromLog(t *testing.T) {
+	checkNoLeaks(t)
+	es := newSource(t)
+	srv := serve(t, es)
+	publishN(t, es, 1, 10)
+
+	s := connect(t, srv.Client(), srv.URL, "4")
+	s.expect(5, 10)
+	publishN(t, es, 11, 12)
+	s.expect(11, 12)
+
+	// A first request passes the ID in the URL.
+	q := connect(t, srv.Client(), srv.URL+"?lastEventId=9", "")
+	q.expect(10, 12)
+
+	// When both are present, the header wins: automatic reconnects reuse
+	// the first URL.
+	h := connect(t, srv.Client(), srv.URL+"?lastEventId=2", "11")
+	publishN(t, es, 13, 13)
+	h.expect(12, 13)
+}
+
+func TestUnknownIDWithoutHistoryIsGap(t *testing.T) {
+	checkNoLeaks(t)
+	es := newSource(t, WithBacklog(4))
+	srv := serve(t, es)
+	publishN(t, es, 1, 10) // the log holds 7..10
+
+	for _, lastID := range []string{"3", "garbage\u00e9"} {
+		s := connect(t, srv.Client(), srv.URL, lastID)
+		ev := s.next()
+		var gap Gap
+		if err := json.Unmarshal([]byte(ev.Data), &gap); err != nil || ev.Type != GapType {
+			t.Fatalf("first event %+v, want a gap (%v)", ev, err)
+		}
+		if gap.Reason != "unknown-id" || gap.LastEventID != lastID {
+			t.Errorf("gap %+v, want reason unknown-id for %q", gap, lastID)
+		}
+		// The stream goes on live, and the browser now holds the newest ID.
+		if ev.LastEventID != "10" {
+			t.Errorf("gap moved the last event ID to %q, want 10", ev.LastEventID)
+		}
+	}
+	publishN(t, es, 11, 11)
+}
+
+func TestSlowClientWithoutHistoryIsGap(t *testing.T) {
+	checkNoLeaks(t)
+	es := newSource(t, WithBacklog(4))
+	events, err := es.Tee(t.Context(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		waitClients(t, es, 1)
+		publishN(t, es, 1, 1)
+	}()
+	var got []Event
+	for ev := range events {
+		got = append(got, ev)
+		if ev.ID == "1" {
+			// While the client is busy, the log moves on without it.
+			publishN(t, es, 2, 12)
+		}
+		if ev.ID == "12" {
+			break
+		}
+	}
+	if len(got) != 6 || got[1].Type != GapType {
+		t.Fatalf("got %+v, want event 1, a gap, then 9..12", got)
+	}
+	var gap Gap
+	if err := json.Unmarshal([]byte(got[1].Data.(string)), &gap); err != nil {
+		t.Fatal(err)
+	}
+	if gap.Reason != "slow" || gap.LastEventID != "1" || gap.Missed != 7 || got[1].ID != "8" {
+		t.Errorf("gap %+v with ID %q, want slow after 1, 7 missed, ID 8", gap, got[1].ID)
+	}
+	for i, ev := range got[2:] {
+		if want := strconv.Itoa(9 + i); ev.ID != want || ev.Data != "e"+want {
+			t.Errorf("after the gap got %+v, want %s", ev, want)
+		}
+	}
+}
+
+func TestBacklogBytesBound(t *testing.T) {
+	es := newSource(t, WithBacklog(1000), WithBacklogBytes(100))
+	publishN(t, es, 1, 50) // each event is 16-18 bytes on the wire
+	es.mu.RLock()
+	held, size := es.next-es.head, es.size
+	es.mu.RUnlock()
+	if size > 100 || held < 5 {
+		t.Errorf("log holds %d events, %d bytes; want at most 100 bytes", held, size)
+	}
+	if err := es.Publish(Event{ID: "big", Data: strings.Repeat("x", 500)}); err != nil {
+		t.Fatal(err)
+	}
+	es.mu.RLock()
+	held = es.next - es.head
+	es.mu.RUnlock()
+	if held != 1 {
+		t.Errorf("after an event over the cap the log holds %d events, want it alone", held)
+	}
+}
+
+func TestSetBacklog(t *testing.T) {
+	es := newSource(t, WithBacklog(10))
+	publishN(t, es, 1, 10)
+	if err := es.SetBacklog(3); err != nil {
+		t.Fatal(err)
+	}
+	events, err := es.Tee(t.Context(), "7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for ev := range events {
+		if ev.Type != GapType {
+			t.Fatalf("resume from 7 with a backlog of 3 (8..10): got %+v, want a gap", ev)
+		}
+		break
+	}
+	events, _ = es.Tee(t.Context(), "8")
+	for ev := range events {
+		if ev.ID != "9" {
+			t.Fatalf("resume from 8: got %+v, want 9", ev)
+		}
+		break
+	}
+	if err := es.SetBacklog(0); !errors.Is(err, ErrInvalidOption) {
+		t.Errorf("SetBacklog(0): %v, want ErrInvalidOption", err)
+	}
+}
+
+func TestShutdown(t *testing.T) {
+	checkNoLeaks(t)
+	es, err := New(WithDrainRetry(200 * time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := serve(t, es)
+	var streams []*stream
+	for range 3 {
+		streams = append(streams, connect(t, srv.Client(), srv.URL, ""))
+	}
+	waitClients(t, es, 3)
+	publishN(t, es, 1, 5)
+	if err := es.Shutdown(t.Context()); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	for _, s := range streams {
+		// Everything published before Shutdown arrives, then a retry
+		// line, then the end of the response.
+		rest := s.end()
+		if len(rest) != 5 || rest[4].LastEventID != "5" {
+			t.Errorf("after Shutdown the stream had %+v, want events 1..5", rest)
+		}
+		if r := s.parser.retry; r < 100 || r >= 300 {
+			t.Errorf("retry %d ms, want 200 ms ±50%%", r)
+		}
+	}
+	if err := es.Publish(Event{Data: "late"}); !errors.Is(err, ErrClosed) {
+		t.Errorf("Publish after Shutdown: %v, want ErrClosed", err)
+	}
+	if _, err := es.Tee(t.Context(), ""); !errors.Is(err, ErrClosed) {
+		t.Errorf("Tee after Shutdown: %v, want ErrClosed", err)
+	}
+	if err := es.SetBacklog(5); !errors.Is(err, ErrClosed) {
+		t.Errorf("SetBacklog after Shutdown: %v, want ErrClosed", err)
+	}
+	if err := es.Shutdown(t.Context()); err != nil {
+		t.Errorf("second Shutdown: %v", err)
+	}
+	if err := es.Close(); err != nil {
+		t.Errorf("Close after Shutdown: %v", err)
+	}
+	// A browser arriving now is told to come back, not failed for good.
+	late := connect(t, srv.Client(), srv.URL, "")
+	if rest := late.end(); len(rest) != 0 || late.parser.retry <= 0 {
+		t.Errorf("request after Shutdown: events %+v, retry %d", rest, late.parser.retry)
+	}
+}
+
+func TestShutdownCutsStalledClients(t *testing.T) {
+	checkNoLeaks(t)
+	es, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := serve(t, es)
+	conn := stalledClient(t, srv.Listener.Addr().String())
+	defer conn.Close()
+	waitClients(t, es, 1)
+	big := strings.Repeat("x", 64<<10)
+	for range 100 { // far more than the socket buffers hold
+		if err := es.Publish(Event{Data: big}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	defer cancel()
+	if err := es.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Shutdown with a stalled client: %v, want DeadlineExceeded", err)
+	}
+	waitClients(t, es, 0) // its write was cut short
+}
+
+func TestCloseDoesNotWait(t *testing.T) {
+	checkNoLeaks(t)
+	es, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := serve(t, es)
+	s := connect(t, srv.Client(), srv.URL, "")
+	waitClients(t, es, 1)
+	publishN(t, es, 1, 2)
+	if err := es.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if rest := s.end(); len(rest) != 2 {
+		t.Errorf("after Close the stream had %+v, want events 1..2", rest)
+	}
+	if err := es.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+}
+
+func TestTee(t *testing.T) {
+	checkNoLeaks(t)
+	es := newSource(t)
+	publishN(t, es, 1, 5)
+	events, err := es.Tee(t.Context(), "2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		waitClients(t, es, 1)
+		publishN(t, es, 6, 7)
+		es.Publish(Event{ID: "8"}) // an ID-only event reaches Tee too
+	})
+	var ids []string
+	for ev := range events {
+		ids = append(ids, ev.ID)
+		if ev.ID == "8" {
+			if ev.Data != nil {
+				t.Errorf("ID-only event arrived with data %q", ev.Data)
+			}
+			break
+		}
+	}
+	wg.Wait()
+	if got := strings.Join(ids, ","); got != "3,4,5,6,7,8" {
+		t.Errorf("Tee after 2 gave %s, want 3,4,5,6,7,8", got)
+	}
+	waitClients(t, es, 0) // breaking the loop ends the subscription
+}
+
+// waitClients waits until es serves n clients.
+func waitClients(t testing.TB, es *EventSource, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for es.Clients() != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d clients, want %d", es.Clients(), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
