@@ -51,6 +51,7 @@ type clientProc struct {
 	streams []*stream
 	stalled net.Conn
 	prog    net.Conn
+	cpu0    time.Duration // CPU time used when the streams were ready
 }
 
 // connectResult is the reply to "connect".
@@ -71,7 +72,7 @@ type clientReport struct {
 	Disorder   uint64        `json:"disorder"`
 	Latency    latency       `json:"latency"`
 	Stalled    string        `json:"stalled,omitempty"` // what became of the non-reading client
-	CPU        time.Duration `json:"cpu"`
+	CPU        time.Duration `json:"cpu"`               // since the streams were ready
 }
 
 // latency summarizes a histogram.
@@ -158,6 +159,7 @@ func (p *clientProc) connect(c command) (connectResult, error) {
 					return connectResult{}, err
 				}
 			}
+			p.cpu0 = cpuTime()
 			return connectResult{Ready: ready, Errors: errs, Elapsed: time.Since(start)}, nil
 		}
 		time.Sleep(10 * time.Millisecond)
@@ -349,7 +351,7 @@ func (p *clientProc) report() clientReport {
 	if p.stalled != nil {
 		r.Stalled = drain(p.stalled)
 	}
-	r.CPU = cpuTime()
+	r.CPU = cpuTime() - p.cpu0
 	return r
 }
 

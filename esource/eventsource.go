@@ -69,7 +69,7 @@ func New(opts ...Option) (*EventSource, error) {
 	}
 	return &EventSource{
 		cfg:      cfg,
-		ring:     make([]entry, cfg.backlog),
+		ring:     make([]entry, min(cfg.backlog, 64)),
 		ids:      make(map[string]uint64),
 		wake:     make(chan struct{}),
 		catching: make(map[*Replay]struct{}),
@@ -93,8 +93,12 @@ func (es *EventSource) Publish(ev Event) error {
 		return ErrClosed
 	}
 	seq := es.next
-	if len(es.ring) == int(es.next-es.head) {
-		es.evict()
+	if n := len(es.ring); n == int(es.next-es.head) {
+		if n < es.cfg.backlog {
+			es.resize(min(2*n, es.cfg.backlog))
+		} else {
+			es.evict()
+		}
 	}
 	es.ring[seq%uint64(len(es.ring))] = entry{id: ev.ID, wire: wire}
 	es.next++
@@ -152,13 +156,19 @@ func (es *EventSource) SetBacklog(events int) error {
 	for es.next-es.head > uint64(events) {
 		es.evict()
 	}
-	ring := make([]entry, events)
+	es.cfg.backlog = events
+	es.resize(min(events, max(int(es.next-es.head), 64)))
+	return nil
+}
+
+// resize lays the log out in a ring of n entries, n at least the number of
+// events held. es.mu must be held.
+func (es *EventSource) resize(n int) {
+	ring := make([]entry, n)
 	for seq := es.head; seq < es.next; seq++ {
-		ring[seq%uint64(events)] = es.ring[seq%uint64(len(es.ring))]
+		ring[seq%uint64(n)] = es.ring[seq%uint64(len(es.ring))]
 	}
 	es.ring = ring
-	es.cfg.backlog = events
-	return nil
 }
 
 // Clients returns the number of clients being served, Tee iterators included.

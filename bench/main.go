@@ -1,0 +1,531 @@
+// Command bench compares three SSE servers fanning one stream out over
+// loopback HTTP: esource (this repository), github.com/r3labs/sse/v2 and
+// github.com/tmaxmax/go-sse, side by side in the same run.
+//
+// Usage, from this directory:
+//
+//	go run .                  # every scenario, default sizes (about 4 minutes)
+//	go run . -quick           # a small version for smoke testing
+//	go run . -scenarios=AC -libs=esource,r3labs -json
+//
+// The scenarios, each run for every library:
+//
+//	A  throughput: -clients streams, -size-byte events, published as fast as
+//	   a closed loop allows: event i only once every client has received
+//	   event i-window. Deliveries/s = events × clients / elapsed.
+//	B  latency: -rate events/s to -clients streams; each event carries its
+//	   publish time; the clients report publish-to-receive percentiles.
+//	C  memory per idle connection: -idle streams open, the server's memory
+//	   after GC before and after they connect.
+//	D  stalled client: scenario A again with one more client that never
+//	   reads (SO_RCVBUF 4 KiB); the other clients' deliveries/s with and
+//	   without it, or "stalled" if they make no progress for -stall-timeout.
+//
+// The orchestrator (this process) re-executes itself twice per library and
+// scenario: a server process (-role=server), whose memory is measured
+// alone, and a client process (-role=client) holding every client
+// connection; each has its own file descriptor limit. Both processes run on
+// the same machine, so that their clocks agree.
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// options are the command-line flags of the orchestrator.
+type options struct {
+	scenarios     string
+	libs          []string
+	clients       int
+	idle          int
+	size          int
+	window        int
+	rate          int
+	backlog       int
+	duration      time.Duration
+	latDuration   time.Duration
+	stallDuration time.Duration
+	stallTimeout  time.Duration
+	writeTimeout  time.Duration
+	profileDir    string
+	json          bool
+	verbose       bool
+}
+
+func main() {
+	var (
+		o     options
+		role  string
+		lib   string
+		libs  string
+		quick bool
+	)
+	flag.StringVar(&role, "role", "", "internal: run as the `server` or `client` process")
+	flag.StringVar(&lib, "lib", "", "internal: the library a server process serves")
+	flag.StringVar(&o.scenarios, "scenarios", "ABCD", "scenarios to run (letters A, B, C, D)")
+	flag.StringVar(&libs, "libs", strings.Join(libraries, ","), "libraries to compare, comma-separated")
+	flag.IntVar(&o.clients, "clients", 1000, "clients in scenarios A, B and D")
+	flag.IntVar(&o.idle, "idle", 10000, "idle connections in scenario C")
+	flag.IntVar(&o.size, "size", 100, "event data size in bytes")
+	flag.IntVar(&o.window, "window", 4096, "closed-loop window: events in flight beyond the slowest client")
+	flag.IntVar(&o.rate, "rate", 1000, "events per second in scenario B")
+	flag.IntVar(&o.backlog, "backlog", 65536, "esource backlog and r3labs stream buffer, in events")
+	flag.DurationVar(&o.duration, "duration", 10*time.Second, "publishing time in scenario A")
+	flag.DurationVar(&o.latDuration, "latency-duration", 10*time.Second, "publishing time in scenario B")
+	flag.DurationVar(&o.stallDuration, "stall-duration", 10*time.Second, "publishing time in scenario D")
+	flag.DurationVar(&o.stallTimeout, "stall-timeout", 10*time.Second, "report a stall after this long without progress")
+	flag.DurationVar(&o.writeTimeout, "write-timeout", 5*time.Second, "esource write timeout")
+	flag.StringVar(&o.profileDir, "profile", "", "write the server processes' CPU (A, B, D) and heap (C) profiles to this `dir`")
+	flag.BoolVar(&o.json, "json", false, "print the results as JSON instead of tables")
+	flag.BoolVar(&o.verbose, "v", false, "show the child processes' stderr and progress")
+	flag.BoolVar(&quick, "quick", false, "a small, fast run for smoke testing (overrides sizes and durations)")
+	flag.Parse()
+
+	var err error
+	switch role {
+	case "server":
+		err = runServer(lib, serverConfig{backlog: o.backlog, writeTimeout: o.writeTimeout})
+	case "client":
+		err = runClient()
+	case "":
+		o.libs = strings.Split(libs, ",")
+		if quick {
+			o.clients, o.idle = 100, 1000
+			o.duration, o.latDuration, o.stallDuration = 2*time.Second, 2*time.Second, 3*time.Second
+			o.stallTimeout, o.writeTimeout = 3*time.Second, time.Second
+		}
+		err = orchestrate(o)
+	default:
+		err = fmt.Errorf("unknown role %q", role)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+// results holds everything measured, for the tables and -json.
+type results struct {
+	Go         string       `json:"go"`
+	CPUs       int          `json:"cpus"`
+	Options    jsonOptions  `json:"options"`
+	Throughput []throughput `json:"throughput,omitempty"`
+	Latency    []latencyRun `json:"latency,omitempty"`
+	Memory     []memoryRun  `json:"memory,omitempty"`
+	Stall      []stallRun   `json:"stall,omitempty"`
+}
+
+type jsonOptions struct {
+	Clients, Idle, Size, Window, Rate, Backlog int
+	Duration, LatencyDuration, StallDuration   time.Duration
+	StallTimeout, WriteTimeout                 time.Duration
+}
+
+// throughput is one library's result in scenario A (or D).
+type throughput struct {
+	Lib            string        `json:"lib"`
+	Error          string        `json:"error,omitempty"`
+	Run            runResult     `json:"run"`
+	Client         clientReport  `json:"client"`
+	DeliveriesPerS float64       `json:"deliveriesPerSecond"`
+	VsEsource      float64       `json:"vsEsource,omitempty"`
+	Connect        connectResult `json:"connect"`
+}
+
+// latencyRun is one library's result in scenario B.
+type latencyRun struct {
+	Lib    string       `json:"lib"`
+	Error  string       `json:"error,omitempty"`
+	Run    runResult    `json:"run"`
+	Client clientReport `json:"client"`
+}
+
+// memoryRun is one library's result in scenario C.
+type memoryRun struct {
+	Lib         string        `json:"lib"`
+	Error       string        `json:"error,omitempty"`
+	Connect     connectResult `json:"connect"`
+	Before      memResult     `json:"before"`
+	After       memResult     `json:"after"`
+	HeapStackKB float64       `json:"heapStackKBPerConn"`
+	SysKB       float64       `json:"sysKBPerConn"`
+	RSSKB       float64       `json:"rssKBPerConn"`
+	Goroutines  float64       `json:"goroutinesPerConn"`
+}
+
+// stallRun is one library's result in scenario D.
+type stallRun struct {
+	Lib     string     `json:"lib"`
+	Without throughput `json:"without"`
+	With    throughput `json:"with"`
+	Ratio   float64    `json:"ratio"` // deliveries/s with the stalled client over without
+}
+
+func orchestrate(o options) error {
+	for _, l := range o.libs {
+		if _, err := newServer(l, serverConfig{backlog: 1, writeTimeout: time.Second}); err != nil {
+			return err
+		}
+	}
+	if o.profileDir != "" {
+		if err := os.MkdirAll(o.profileDir, 0o755); err != nil {
+			return err
+		}
+	}
+	res := results{
+		Go:   runtime.Version() + " " + runtime.GOOS + "/" + runtime.GOARCH,
+		CPUs: runtime.NumCPU(),
+		Options: jsonOptions{
+			Clients: o.clients, Idle: o.idle, Size: o.size, Window: o.window, Rate: o.rate,
+			Backlog: o.backlog, Duration: o.duration, LatencyDuration: o.latDuration,
+			StallDuration: o.stallDuration, StallTimeout: o.stallTimeout, WriteTimeout: o.writeTimeout,
+		},
+	}
+	sc := strings.ToUpper(o.scenarios)
+	start := time.Now()
+	if strings.Contains(sc, "A") {
+		for _, lib := range o.libs {
+			o.logf("A %s", lib)
+			res.Throughput = append(res.Throughput, o.throughput(lib, "A", o.duration, false))
+		}
+		ratios(res.Throughput)
+	}
+	if strings.Contains(sc, "B") {
+		for _, lib := range o.libs {
+			o.logf("B %s", lib)
+			res.Latency = append(res.Latency, o.latency(lib))
+		}
+	}
+	if strings.Contains(sc, "C") {
+		for _, lib := range o.libs {
+			o.logf("C %s", lib)
+			res.Memory = append(res.Memory, o.memory(lib))
+		}
+	}
+	if strings.Contains(sc, "D") {
+		for _, lib := range o.libs {
+			o.logf("D %s", lib)
+			var without throughput
+			if o.stallDuration == o.duration {
+				for _, t := range res.Throughput {
+					if t.Lib == lib {
+						without = t
+					}
+				}
+			}
+			if without.Lib == "" {
+				without = o.throughput(lib, "D0", o.stallDuration, false)
+			}
+			with := o.throughput(lib, "D", o.stallDuration, true)
+			r := stallRun{Lib: lib, Without: without, With: with}
+			if without.DeliveriesPerS > 0 && !with.Run.Stalled {
+				r.Ratio = with.DeliveriesPerS / without.DeliveriesPerS
+			}
+			res.Stall = append(res.Stall, r)
+		}
+	}
+	o.logf("done in %v", time.Since(start).Round(time.Second))
+	if o.json {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(res)
+	}
+	printTables(os.Stdout, o, res)
+	return nil
+}
+
+func (o options) logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...)
+}
+
+// A session is a server process and a client process for one library.
+type session struct {
+	srv, cli *child
+	addr     hello
+}
+
+func (o options) open(lib string) (*session, error) {
+	srv, err := startChild("server "+lib, o.verbose, "-role=server", "-lib="+lib,
+		fmt.Sprint("-backlog=", o.backlog), fmt.Sprint("-write-timeout=", o.writeTimeout))
+	if err != nil {
+		return nil, err
+	}
+	s := &session{srv: srv}
+	if err := srv.call(command{}, &s.addr, 30*time.Second); err != nil {
+		srv.kill()
+		return nil, err
+	}
+	if s.cli, err = startChild("client "+lib, o.verbose, "-role=client"); err != nil {
+		srv.kill()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *session) close() {
+	s.cli.kill()
+	s.srv.kill()
+}
+
+// connect opens n client streams (and the stalled one) while the server
+// publishes warm-up events, and returns once each has received one.
+func (s *session) connect(n int, c command) (connectResult, error) {
+	var cr connectResult
+	var none struct{}
+	if err := s.srv.call(command{Cmd: "warm", On: true}, &none, 10*time.Second); err != nil {
+		return cr, err
+	}
+	c.Cmd, c.N, c.URL = "connect", n, s.addr.HTTP
+	if err := s.cli.call(c, &cr, 3*time.Minute); err != nil {
+		return cr, err
+	}
+	if err := s.srv.call(command{Cmd: "warm", On: false}, &none, 10*time.Second); err != nil {
+		return cr, err
+	}
+	if cr.Errors > 0 {
+		return cr, fmt.Errorf("%d of %d clients failed to connect", cr.Errors, n)
+	}
+	if c.Stall {
+		// Let the non-reading client, which cannot tell, be subscribed.
+		time.Sleep(200 * time.Millisecond)
+	}
+	return cr, nil
+}
+
+func (o options) profile(scenario, lib, kind string) string {
+	if o.profileDir == "" {
+		return ""
+	}
+	return filepath.Join(o.profileDir, scenario+"-"+lib+"."+kind+".pprof")
+}
+
+// throughput runs the closed-loop publisher (scenarios A and D).
+func (o options) throughput(lib, scenario string, d time.Duration, stall bool) (t throughput) {
+	t.Lib = lib
+	s, err := o.open(lib)
+	if err != nil {
+		t.Error = err.Error()
+		return t
+	}
+	defer s.close()
+	t.Connect, err = s.connect(o.clients, command{Stall: stall, BufSize: 64 << 10, Progress: s.addr.Progress})
+	if err != nil {
+		t.Error = err.Error()
+		return t
+	}
+	cmd := command{Cmd: "closed", Window: o.window, Duration: d, Size: o.size,
+		StallTimeout: o.stallTimeout, CPUProfile: o.profile(scenario, lib, "cpu")}
+	if err := s.srv.call(cmd, &t.Run, d+o.stallTimeout+time.Minute); err != nil {
+		t.Error = err.Error()
+		return t
+	}
+	if err := s.cli.call(command{Cmd: "report"}, &t.Client, time.Minute); err != nil {
+		t.Error = err.Error()
+		return t
+	}
+	if t.Run.Elapsed > 0 {
+		t.DeliveriesPerS = float64(t.Run.Delivered) * float64(o.clients) / t.Run.Elapsed.Seconds()
+	}
+	return t
+}
+
+// ratios sets each result's throughput relative to esource's.
+func ratios(ts []throughput) {
+	var base float64
+	for _, t := range ts {
+		if t.Lib == "esource" {
+			base = t.DeliveriesPerS
+		}
+	}
+	for i := range ts {
+		if base > 0 && ts[i].DeliveriesPerS > 0 {
+			ts[i].VsEsource = ts[i].DeliveriesPerS / base
+		}
+	}
+}
+
+// latency runs scenario B.
+func (o options) latency(lib string) (l latencyRun) {
+	l.Lib = lib
+	s, err := o.open(lib)
+	if err != nil {
+		l.Error = err.Error()
+		return l
+	}
+	defer s.close()
+	if _, err := s.connect(o.clients, command{Latency: true, BufSize: 64 << 10, Progress: s.addr.Progress}); err != nil {
+		l.Error = err.Error()
+		return l
+	}
+	cmd := command{Cmd: "paced", Rate: o.rate, Duration: o.latDuration, Size: o.size,
+		StallTimeout: o.stallTimeout, CPUProfile: o.profile("B", lib, "cpu")}
+	if err := s.srv.call(cmd, &l.Run, o.latDuration+o.stallTimeout+time.Minute); err != nil {
+		l.Error = err.Error()
+		return l
+	}
+	if err := s.cli.call(command{Cmd: "report"}, &l.Client, time.Minute); err != nil {
+		l.Error = err.Error()
+	}
+	return l
+}
+
+// memory runs scenario C.
+func (o options) memory(lib string) (m memoryRun) {
+	m.Lib = lib
+	s, err := o.open(lib)
+	if err != nil {
+		m.Error = err.Error()
+		return m
+	}
+	defer s.close()
+	if err := s.srv.call(command{Cmd: "mem"}, &m.Before, time.Minute); err != nil {
+		m.Error = err.Error()
+		return m
+	}
+	if m.Connect, err = s.connect(o.idle, command{BufSize: 4 << 10}); err != nil {
+		m.Error = err.Error()
+		return m
+	}
+	time.Sleep(500 * time.Millisecond) // let the last warm-up writes settle
+	if err := s.srv.call(command{Cmd: "mem", HeapProfile: o.profile("C", lib, "heap")}, &m.After, time.Minute); err != nil {
+		m.Error = err.Error()
+		return m
+	}
+	n := float64(o.idle)
+	kb := func(after, before uint64) float64 { return (float64(after) - float64(before)) / 1024 / n }
+	m.HeapStackKB = kb(m.After.HeapInuse+m.After.StackInuse, m.Before.HeapInuse+m.Before.StackInuse)
+	m.SysKB = kb(m.After.Sys, m.Before.Sys)
+	m.RSSKB = kb(m.After.RSS, m.Before.RSS)
+	m.Goroutines = float64(m.After.Goroutines-m.Before.Goroutines) / n
+	return m
+}
+
+// printTables writes the results as plain-text tables.
+func printTables(out io.Writer, o options, r results) {
+	fmt.Fprintf(out, "SSE fan-out over 127.0.0.1, %s, %d CPUs; server and clients in separate processes\n", r.Go, r.CPUs)
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	row := func(cells ...any) {
+		for _, c := range cells {
+			fmt.Fprint(tw, c, "\t")
+		}
+		fmt.Fprintln(tw)
+	}
+	section := func(title string) {
+		tw.Flush()
+		fmt.Fprintf(out, "\n%s\n", title)
+	}
+	if len(r.Throughput) > 0 {
+		section(fmt.Sprintf("A. Throughput: %d clients, %d-byte events, closed loop with window %d, %v",
+			o.clients, o.size, o.window, o.duration))
+		row("library", "events", "elapsed", "deliveries/s", "vs esource", "missing", "gaps", "disorder", "server CPU", "client CPU", "note")
+		for _, t := range r.Throughput {
+			row(throughputCells(t)...)
+		}
+	}
+	if len(r.Latency) > 0 {
+		section(fmt.Sprintf("B. Latency: %d events/s (%d bytes) to %d clients for %v, publish to receive",
+			o.rate, o.size, o.clients, o.latDuration))
+		row("library", "events", "published/s", "p50", "p90", "p99", "max", "missing", "gaps", "disorder", "server CPU", "note")
+		for _, l := range r.Latency {
+			if l.Error != "" {
+				row(l.Lib, "", "", "", "", "", "", "", "", "", "", "error: "+l.Error)
+				continue
+			}
+			rate := 0.0
+			if l.Run.PublishTime > 0 {
+				rate = float64(l.Run.Published) / l.Run.PublishTime.Seconds()
+			}
+			row(l.Lib, l.Run.Published, fmt.Sprintf("%.0f", rate),
+				ms(l.Client.Latency.P50), ms(l.Client.Latency.P90), ms(l.Client.Latency.P99), ms(l.Client.Latency.Max),
+				missing(l.Run, l.Client), l.Client.Gaps, l.Client.Disorder,
+				pct(l.Run.CPU, l.Run.Elapsed), note(l.Run, l.Client))
+		}
+	}
+	if len(r.Memory) > 0 {
+		section(fmt.Sprintf("C. Memory per idle connection: %d connections, server process, after GC", o.idle))
+		row("library", "heap+stack KB/conn", "Sys KB/conn", "RSS KB/conn", "goroutines/conn", "RSS before MB", "RSS after MB", "note")
+		for _, m := range r.Memory {
+			if m.Error != "" {
+				row(m.Lib, "", "", "", "", "", "", "error: "+m.Error)
+				continue
+			}
+			row(m.Lib, fmt.Sprintf("%.1f", m.HeapStackKB), fmt.Sprintf("%.1f", m.SysKB), fmt.Sprintf("%.1f", m.RSSKB),
+				fmt.Sprintf("%.2f", m.Goroutines), m.Before.RSS>>20, m.After.RSS>>20, "")
+		}
+	}
+	if len(r.Stall) > 0 {
+		section(fmt.Sprintf("D. Stalled client: %d clients + 1 that never reads (SO_RCVBUF 4 KiB), closed loop for %v; esource write timeout %v",
+			o.clients, o.stallDuration, o.writeTimeout))
+		row("library", "deliveries/s without", "deliveries/s with", "with/without", "events", "missing", "gaps", "non-reading client")
+		for _, s := range r.Stall {
+			if s.With.Error != "" || s.Without.Error != "" {
+				row(s.Lib, "", "", "", "", "", "", "error: "+s.With.Error+s.Without.Error)
+				continue
+			}
+			ratio := fmt.Sprintf("%.2f", s.Ratio)
+			if s.With.Run.Stalled {
+				ratio = "STALLED"
+			}
+			with := fmt.Sprintf("%.0f", s.With.DeliveriesPerS)
+			if s.With.Run.Stalled {
+				with = fmt.Sprintf("0 after %d events", s.With.Run.Delivered)
+			}
+			row(s.Lib, fmt.Sprintf("%.0f", s.Without.DeliveriesPerS), with, ratio,
+				s.With.Run.Published, missing(s.With.Run, s.With.Client), s.With.Client.Gaps, s.With.Client.Stalled)
+		}
+	}
+	tw.Flush()
+}
+
+func throughputCells(t throughput) []any {
+	if t.Error != "" {
+		return []any{t.Lib, "", "", "", "", "", "", "", "", "", "error: " + t.Error}
+	}
+	vs := "1.00x"
+	if t.Lib != "esource" {
+		vs = fmt.Sprintf("1/%.1f", 1/t.VsEsource)
+	}
+	if t.VsEsource == 0 {
+		vs = "-"
+	}
+	return []any{t.Lib, t.Run.Published, t.Run.Elapsed.Round(time.Millisecond), fmt.Sprintf("%.0f", t.DeliveriesPerS), vs,
+		missing(t.Run, t.Client), t.Client.Gaps, t.Client.Disorder,
+		pct(t.Run.CPU, t.Run.Elapsed), pct(t.Client.CPU, t.Run.Elapsed), note(t.Run, t.Client)}
+}
+
+// missing is the largest number of published events a client lacks.
+func missing(r runResult, c clientReport) uint64 {
+	if c.MinEvents >= r.Published {
+		return 0
+	}
+	return r.Published - c.MinEvents
+}
+
+func note(r runResult, c clientReport) string {
+	var n []string
+	if r.Stalled {
+		n = append(n, fmt.Sprintf("STALLED: no progress for the stall timeout after %d of %d events", r.Delivered, r.Published))
+	}
+	if c.Errors > 0 {
+		n = append(n, fmt.Sprintf("%d client errors: %s", c.Errors, c.FirstError))
+	}
+	return strings.Join(n, "; ")
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2fms", float64(d)/1e6) }
+
+func pct(cpu, wall time.Duration) string {
+	if wall <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f%%", 100*cpu.Seconds()/wall.Seconds())
+}
