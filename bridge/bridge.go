@@ -1,0 +1,192 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/esbridge/esbridge/esource"
+)
+
+// A Route maps an HTTP path to a source's stream.
+type Route struct {
+	// Path is the URL path the stream is served at, such as "/orders".
+	Path string
+	// Source is the stream.
+	Source Source
+	// Options are the route's options.
+	Options Options
+}
+
+// Config configures a Bridge. The zero Config is valid.
+type Config struct {
+	// Backlog is how many events each route keeps in memory for clients
+	// that resume or fall behind; zero means esource.DefaultBacklog.
+	Backlog int
+	// Heartbeat is the idle time after which clients get a comment; zero
+	// means esource.DefaultHeartbeat.
+	Heartbeat time.Duration
+	// Logger receives the bridge's logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// ErrBadRoute is returned by New for a route it cannot serve.
+var ErrBadRoute = errors.New("bridge: bad route")
+
+// A Bridge serves routes over HTTP: each route's path streams its source's
+// messages as Server-Sent Events, /healthz answers 200 while the process
+// runs, and /readyz answers 200 once every source is connected (503, with
+// the routes that are not, before).
+//
+// Run reads the sources; ServeHTTP serves clients; Shutdown ends streams.
+// All methods are safe for concurrent use.
+type Bridge struct {
+	routes map[string]*route
+	order  []*route
+	logger *slog.Logger
+	runMu  sync.Mutex
+}
+
+// New returns a Bridge for routes. It returns ErrBadRoute, wrapped with the
+// path and the reason, for a route it cannot serve.
+func New(cfg Config, routes ...Route) (*Bridge, error) {
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	b := &Bridge{routes: make(map[string]*route), logger: logger}
+	for _, rt := range routes {
+		r, err := b.newRoute(cfg, rt)
+		if err != nil {
+			return nil, fmt.Errorf("%w %q: %w", ErrBadRoute, rt.Path, err)
+		}
+		b.routes[rt.Path] = r
+		b.order = append(b.order, r)
+	}
+	return b, nil
+}
+
+func (b *Bridge) newRoute(cfg Config, rt Route) (*route, error) {
+	switch {
+	case !strings.HasPrefix(rt.Path, "/"):
+		return nil, errors.New("path must begin with /")
+	case rt.Path == "/healthz" || rt.Path == "/readyz":
+		return nil, errors.New("path is reserved for health checks")
+	case b.routes[rt.Path] != nil:
+		return nil, errors.New("path used twice")
+	case rt.Source == nil:
+		return nil, errors.New("no source")
+	}
+	info := rt.Source.Info()
+	opts := rt.Options
+	if opts.Format == "" {
+		opts.Format = FormatRaw
+	}
+	if opts.Earliest && !info.History {
+		return nil, fmt.Errorf("%w: start=earliest needs a source with history, and %s keeps none", ErrBadOption, info.Stream)
+	}
+	r := &route{
+		path:   rt.Path,
+		src:    rt.Source,
+		info:   info,
+		opts:   opts,
+		codec:  newCodec(info.Stream),
+		tr:     translator{opts: opts, info: info},
+		epoch:  uint64(rand.Uint32()),
+		logger: b.logger,
+	}
+	esOpts := []esource.Option{esource.WithLogger(b.logger)}
+	if cfg.Backlog > 0 {
+		esOpts = append(esOpts, esource.WithBacklog(cfg.Backlog))
+	}
+	if cfg.Heartbeat > 0 {
+		esOpts = append(esOpts, esource.WithHeartbeat(cfg.Heartbeat))
+	}
+	if info.History {
+		esOpts = append(esOpts, esource.WithHistory(r))
+	}
+	es, err := esource.New(esOpts...)
+	if err != nil {
+		return nil, err
+	}
+	r.es = es
+	return r, nil
+}
+
+// Run reads every route's source live until ctx ends, reconnecting with
+// backoff, then returns. Run may be called once.
+func (b *Bridge) Run(ctx context.Context) error {
+	if !b.runMu.TryLock() {
+		return errors.New("bridge: Run called twice")
+	}
+	var wg sync.WaitGroup
+	for _, r := range b.order {
+		wg.Go(func() { r.run(ctx) })
+	}
+	wg.Wait()
+	return nil
+}
+
+// Ready reports whether every route's source is connected.
+func (b *Bridge) Ready() bool {
+	for _, r := range b.order {
+		if !r.ready.Load() {
+			return false
+		}
+	}
+	return true
+}
+
+// ServeHTTP serves the routes and the health checks. An unknown path gets
+// 404 with a short text.
+func (b *Bridge) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	if r := b.routes[req.URL.Path]; r != nil {
+		r.ServeHTTP(w, req)
+		return
+	}
+	switch req.URL.Path {
+	case "/healthz":
+		fmt.Fprintln(w, "ok")
+	case "/readyz":
+		var waiting []string
+		for _, r := range b.order {
+			if !r.ready.Load() {
+				waiting = append(waiting, r.path+" ("+r.info.Stream+")")
+			}
+		}
+		if len(waiting) > 0 {
+			http.Error(w, "not ready: "+strings.Join(waiting, ", "), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	default:
+		http.Error(w, "esbridge: no route at "+req.URL.Path, http.StatusNotFound)
+	}
+}
+
+// Shutdown ends every stream gracefully, as esource.EventSource.Shutdown
+// does: clients get what was published, then a short retry line, so that
+// browsers reconnect elsewhere and resume from their IDs. It waits until
+// the streams have ended or ctx ends.
+func (b *Bridge) Shutdown(ctx context.Context) error {
+	var errs []error
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, r := range b.order {
+		wg.Go(func() {
+			if err := r.es.Shutdown(ctx); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}

@@ -1,0 +1,45 @@
+// Package bridge serves broker streams to browsers as Server-Sent Events,
+// with the broker position of each message as its event ID.
+//
+// A [Route] maps an HTTP path to a [Source]: a JetStream stream, a NATS
+// subject, a Kafka topic, a RabbitMQ stream or queue (see the packages under
+// source/). For each route the bridge keeps one live [Reader] on the source,
+// translates each message into an event once, and fans it out to every
+// client through an [esource.EventSource].
+//
+// # Event IDs and resume
+//
+// An event ID is an opaque, versioned, URL-safe token holding the stream's
+// identity and the position after the message: the JetStream sequence, the
+// RabbitMQ stream offset, or the next offset of every Kafka partition. The
+// ID is the whole resume state: when a browser reconnects with
+// Last-Event-ID, any bridge instance serving the same stream continues it
+// from its in-memory log, or replays from the broker with a transient
+// reader and hands the client over to the live log, with no event twice and
+// none skipped. For sources whose broker keeps no history (core NATS,
+// AMQP queues) IDs carry an instance epoch and a sequence instead, and a
+// resume the log cannot serve is announced with a gap event (see
+// [esource.Gap]). So is an ID of another stream, or one that cannot be
+// decoded; the response is still 200, for a browser never reconnects after
+// another status.
+//
+// # Route options
+//
+// [Options] are common to all sources and come from a route URL's query:
+// start=latest|earliest, type= (none, subject or header:NAME) and
+// format=raw|envelope. See [ParseOptions].
+//
+// # Payloads
+//
+// In the raw format, a payload that is valid UTF-8 is the event's data as
+// it is (CR and CRLF arrive as LF in a browser); a payload that is not is
+// sent as an event of type [BinaryType] whose data is the payload in
+// standard base64. In the envelope format the data is a JSON object:
+//
+//	{"subject": "orders.eu", "sequence": 42, "headers": {"k": ["v"]},
+//	 "time": "2026-11-25T18:00:00Z", "data": "payload"}
+//
+// with "topic", "partition", "offset" and "key" for Kafka, "offset" for
+// RabbitMQ streams, and "data_base64" (and "key_base64") in place of
+// "data" ("key") when the bytes are not valid UTF-8.
+package bridge

@@ -1,0 +1,115 @@
+package bridge
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/esbridge/esbridge/esource"
+)
+
+// BinaryType is the event type of a raw-format message whose payload is
+// not valid UTF-8: its data is the payload in standard base64.
+const BinaryType = "binary"
+
+// translator turns a route's messages into events.
+type translator struct {
+	opts Options
+	info Info
+}
+
+// event returns the event for m, with the given ID.
+func (t translator) event(id string, m *Message) esource.Event {
+	ev := esource.Event{ID: id, Type: t.eventType(m)}
+	switch {
+	case t.opts.Format == FormatEnvelope:
+		ev.Data = t.envelope(m)
+	case utf8.Valid(m.Data):
+		ev.Data = m.Data
+	default:
+		ev.Type, ev.Data = BinaryType, base64.StdEncoding.EncodeToString(m.Data)
+	}
+	return ev
+}
+
+func (t translator) eventType(m *Message) string {
+	var typ string
+	switch {
+	case t.opts.Type == TypeSubject:
+		typ = m.Subject
+		if m.Topic != "" {
+			typ = m.Topic
+		}
+	case strings.HasPrefix(t.opts.Type, "header:"):
+		name := strings.TrimPrefix(t.opts.Type, "header:")
+		for _, h := range m.Headers {
+			if strings.EqualFold(h.Key, name) {
+				typ = h.Value
+				break
+			}
+		}
+	}
+	if strings.ContainsAny(typ, "\r\n") || !utf8.ValidString(typ) {
+		return "" // cannot be an SSE event type: the message goes as "message"
+	}
+	return typ
+}
+
+// envelope is the JSON form of a message in the envelope format.
+type envelope struct {
+	Subject    string              `json:"subject,omitempty"`
+	Topic      string              `json:"topic,omitempty"`
+	Partition  *int                `json:"partition,omitempty"`
+	Sequence   *uint64             `json:"sequence,omitempty"`
+	Offset     *uint64             `json:"offset,omitempty"`
+	Key        *string             `json:"key,omitempty"`
+	KeyBase64  []byte              `json:"key_base64,omitempty"`
+	Headers    map[string][]string `json:"headers,omitempty"`
+	Time       *time.Time          `json:"time,omitempty"`
+	Data       *string             `json:"data,omitempty"`
+	DataBase64 []byte              `json:"data_base64,omitempty"`
+}
+
+func (t translator) envelope(m *Message) json.RawMessage {
+	e := envelope{Subject: m.Subject, Topic: m.Topic}
+	if m.Topic != "" {
+		e.Partition = &m.Partition
+	}
+	if t.info.History {
+		if t.info.OffsetName == "sequence" {
+			e.Sequence = &m.Offset
+		} else {
+			e.Offset = &m.Offset
+		}
+	}
+	if m.Key != nil {
+		if utf8.Valid(m.Key) {
+			k := string(m.Key)
+			e.Key = &k
+		} else {
+			e.KeyBase64 = m.Key
+		}
+	}
+	if len(m.Headers) > 0 {
+		e.Headers = make(map[string][]string, len(m.Headers))
+		for _, h := range m.Headers {
+			e.Headers[h.Key] = append(e.Headers[h.Key], h.Value)
+		}
+	}
+	if !m.Time.IsZero() {
+		e.Time = &m.Time
+	}
+	if utf8.Valid(m.Data) {
+		d := string(m.Data)
+		e.Data = &d
+	} else {
+		e.DataBase64 = m.Data
+	}
+	b, err := json.Marshal(e)
+	if err != nil { // unreachable: every field encodes
+		return json.RawMessage(`{}`)
+	}
+	return b
+}

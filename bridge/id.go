@@ -1,0 +1,147 @@
+package bridge
+
+import (
+	"encoding/base64"
+	"encoding/binary"
+	"fmt"
+	"hash/fnv"
+)
+
+// Event IDs are opaque, versioned, URL-safe tokens: the unpadded base64url
+// encoding of
+//
+//	head     1 byte: the version (1) times 16, plus the kind
+//	         (kindPosition, kindLive or kindOrigin)
+//	stream   4 bytes, FNV-1a of Info.Stream
+//	body     kindPosition: uvarint n, then the n next offsets of the
+//	         Position: the first as a uvarint, each other as the zigzag
+//	         varint of its difference from the one before;
+//	         kindLive: uvarint instance epoch, uvarint sequence;
+//	         kindOrigin: nothing (the start of the stream)
+//
+// A JetStream sequence of 1,000,000 makes a 12-character ID; a Kafka topic
+// of 12 partitions at ten-digit offsets, at most 90 characters.
+const (
+	idVersion = 1
+
+	kindPosition = 0
+	kindLive     = 1
+	kindOrigin   = 2
+)
+
+// A codec encodes and decodes the event IDs of one stream.
+type codec struct {
+	tag [4]byte
+}
+
+func newCodec(stream string) codec {
+	h := fnv.New32a()
+	h.Write([]byte(stream))
+	var c codec
+	h.Sum(c.tag[:0])
+	return c
+}
+
+// A token is a decoded event ID.
+type token struct {
+	kind       byte
+	pos        Position // kindPosition
+	epoch, seq uint64   // kindLive
+}
+
+func (c codec) header(kind byte) []byte {
+	return []byte{idVersion<<4 | kind, c.tag[0], c.tag[1], c.tag[2], c.tag[3]}
+}
+
+func (c codec) encode(b []byte) string {
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// position returns the ID of a point in a stream with history.
+func (c codec) position(p Position) string {
+	b := c.header(kindPosition)
+	b = binary.AppendUvarint(b, uint64(len(p)))
+	for i, off := range p {
+		if i == 0 {
+			b = binary.AppendUvarint(b, off)
+		} else {
+			b = binary.AppendVarint(b, int64(off-p[i-1]))
+		}
+	}
+	return c.encode(b)
+}
+
+// live returns the ID of a message of a stream without history.
+func (c codec) live(epoch, seq uint64) string {
+	b := binary.AppendUvarint(c.header(kindLive), epoch)
+	return c.encode(binary.AppendUvarint(b, seq))
+}
+
+// origin returns the ID of the start of the stream.
+func (c codec) origin() string {
+	return c.encode(c.header(kindOrigin))
+}
+
+// decode decodes an ID of this stream. It returns ErrMalformedID or
+// ErrOtherStream, wrapped with the ID.
+func (c codec) decode(id string) (token, error) {
+	b, err := base64.RawURLEncoding.DecodeString(id)
+	if err != nil || len(b) < 5 || b[0]>>4 != idVersion {
+		return token{}, fmt.Errorf("%w: %q", ErrMalformedID, id)
+	}
+	if [4]byte(b[1:5]) != c.tag {
+		return token{}, fmt.Errorf("%w: %q", ErrOtherStream, id)
+	}
+	t := token{kind: b[0] & 0xf}
+	r := varints{b: b[5:]}
+	switch t.kind {
+	case kindPosition:
+		n := r.uvarint()
+		if n > uint64(len(r.b)) { // each offset takes a byte at least
+			return token{}, fmt.Errorf("%w: %q", ErrMalformedID, id)
+		}
+		t.pos = make(Position, n)
+		for i := range t.pos {
+			if i == 0 {
+				t.pos[i] = r.uvarint()
+			} else {
+				t.pos[i] = t.pos[i-1] + uint64(r.varint())
+			}
+		}
+	case kindLive:
+		t.epoch, t.seq = r.uvarint(), r.uvarint()
+	case kindOrigin:
+	default:
+		r.bad = true
+	}
+	if r.bad || len(r.b) != 0 {
+		return token{}, fmt.Errorf("%w: %q", ErrMalformedID, id)
+	}
+	return t, nil
+}
+
+// varints reads varints from b, remembering the first failure.
+type varints struct {
+	b   []byte
+	bad bool
+}
+
+func (r *varints) uvarint() uint64 {
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 {
+		r.bad, r.b = true, nil
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *varints) varint() int64 {
+	v, n := binary.Varint(r.b)
+	if n <= 0 {
+		r.bad, r.b = true, nil
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}

@@ -1,0 +1,117 @@
+package bridge
+
+import (
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestIDRoundTrip(t *testing.T) {
+	c := newCodec("jetstream/ORDERS")
+	positions := []Position{
+		{1},
+		{1000000},
+		{0, 0, 0},
+		{9999999999, 9999999000, 9999999999, 10, 1 << 63, 0},
+		{^uint64(0), 0, ^uint64(0)},
+	}
+	for _, p := range positions {
+		id := c.position(p)
+		tok, err := c.decode(id)
+		if err != nil || tok.kind != kindPosition || !slices.Equal(tok.pos, p) {
+			t.Errorf("decode(position(%v)) = %+v, %v", p, tok, err)
+		}
+		if strings.Trim(id, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") != "" {
+			t.Errorf("ID %q is not URL-safe", id)
+		}
+	}
+	tok, err := c.decode(c.live(7, 42))
+	if err != nil || tok.kind != kindLive || tok.epoch != 7 || tok.seq != 42 {
+		t.Errorf("live: %+v, %v", tok, err)
+	}
+	tok, err = c.decode(c.origin())
+	if err != nil || tok.kind != kindOrigin {
+		t.Errorf("origin: %+v, %v", tok, err)
+	}
+}
+
+func TestIDLength(t *testing.T) {
+	c := newCodec("kafka/orders")
+	if id := c.position(Position{1000000}); len(id) > 12 {
+		t.Errorf("sequence 1,000,000: ID %q has %d characters, want at most 12", id, len(id))
+	}
+	// Twelve partitions at ten-digit offsets, far apart.
+	p := Position{9876543210, 1234567890, 5555555555, 9999999999, 1000000000, 4242424242,
+		8080808080, 3141592653, 2718281828, 1414213562, 6666666666, 7777777777}
+	if id := c.position(p); len(id) > 100 {
+		t.Errorf("12 partitions: ID %q has %d characters, want at most 100", id, len(id))
+	}
+}
+
+func TestIDRejects(t *testing.T) {
+	c := newCodec("jetstream/ORDERS")
+	other := newCodec("jetstream/PAYMENTS")
+	tests := []struct {
+		id   string
+		want error
+	}{
+		{"", ErrMalformedID},
+		{"42", ErrMalformedID},
+		{"not base64!", ErrMalformedID},
+		{other.position(Position{5}), ErrOtherStream},
+		{other.live(1, 2), ErrOtherStream},
+		{c.position(Position{5}) + "AA", ErrMalformedID},                // trailing bytes
+		{c.position(Position{5})[:8], ErrMalformedID},                   // cut short
+		{"Ag" + c.position(Position{5})[2:], ErrMalformedID},            // another version
+		{c.encode(append(c.header(9), 1)), ErrMalformedID},              // unknown kind
+		{c.encode(append(c.header(kindPosition), 200)), ErrMalformedID}, // too many offsets
+	}
+	for _, tt := range tests {
+		if _, err := c.decode(tt.id); !errors.Is(err, tt.want) {
+			t.Errorf("decode(%q): %v, want %v", tt.id, err, tt.want)
+		}
+	}
+}
+
+// FuzzIDDecode checks that decoding never panics and that whatever decodes
+// encodes back to an ID with the same meaning.
+func FuzzIDDecode(f *testing.F) {
+	c := newCodec("s")
+	f.Add(c.position(Position{1, 2, 3}))
+	f.Add(c.live(1, 2))
+	f.Add(c.origin())
+	f.Add("garbage")
+	f.Fuzz(func(t *testing.T, id string) {
+		tok, err := c.decode(id)
+		if err != nil {
+			return
+		}
+		var again string
+		switch tok.kind {
+		case kindPosition:
+			again = c.position(tok.pos)
+		case kindLive:
+			again = c.live(tok.epoch, tok.seq)
+		case kindOrigin:
+			again = c.origin()
+		}
+		tok2, err := c.decode(again)
+		if err != nil || tok2.kind != tok.kind || !slices.Equal(tok2.pos, tok.pos) || tok2.epoch != tok.epoch || tok2.seq != tok.seq {
+			t.Errorf("%q decodes to %+v, which encodes to %q, which decodes to %+v, %v", id, tok, again, tok2, err)
+		}
+	})
+}
+
+// FuzzIDPosition checks that positions round-trip.
+func FuzzIDPosition(f *testing.F) {
+	f.Add(uint64(1), uint64(2), uint64(3))
+	f.Fuzz(func(t *testing.T, a, b, c uint64) {
+		cd := newCodec("s")
+		p := Position{a, b, c}
+		tok, err := cd.decode(cd.position(p))
+		if err != nil || !slices.Equal(tok.pos, p) {
+			t.Errorf("%v: %+v, %v", p, tok, err)
+		}
+	})
+}

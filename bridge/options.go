@@ -1,0 +1,74 @@
+package bridge
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+)
+
+// Options are a route's options, common to every source. In a route URL
+// they are query parameters: start, type and format.
+type Options struct {
+	// Earliest makes a client without an event ID begin with the earliest
+	// message the broker holds (start=earliest) rather than with the next
+	// one to arrive (start=latest, the default). It needs a source with
+	// history.
+	Earliest bool
+
+	// Type chooses the SSE event type: TypeNone (the default, so that
+	// onmessage fires), TypeSubject (the NATS subject, Kafka topic or AMQP
+	// routing key), or "header:NAME" (the value of header NAME, none when
+	// the message lacks it).
+	Type string
+
+	// Format is FormatRaw (the default: the payload as the data) or
+	// FormatEnvelope (a JSON object with the payload and its metadata).
+	Format string
+}
+
+// Option values.
+const (
+	TypeNone    = ""
+	TypeSubject = "subject"
+
+	FormatRaw      = "raw"
+	FormatEnvelope = "envelope"
+)
+
+// ErrBadOption is returned for a route option out of range.
+var ErrBadOption = errors.New("bridge: bad route option")
+
+// ParseOptions takes the common route options out of q and returns them
+// with the remaining parameters, which belong to the source. It returns
+// ErrBadOption, wrapped with the option, for a value out of range.
+func ParseOptions(q url.Values) (Options, url.Values, error) {
+	rest := url.Values{}
+	o := Options{Format: FormatRaw}
+	for name, values := range q {
+		v := values[len(values)-1]
+		switch name {
+		case "start":
+			switch v {
+			case "latest":
+			case "earliest":
+				o.Earliest = true
+			default:
+				return o, nil, fmt.Errorf("%w: start=%q: want latest or earliest", ErrBadOption, v)
+			}
+		case "type":
+			if v != TypeNone && v != TypeSubject && (!strings.HasPrefix(v, "header:") || v == "header:") {
+				return o, nil, fmt.Errorf("%w: type=%q: want subject or header:NAME", ErrBadOption, v)
+			}
+			o.Type = v
+		case "format":
+			if v != FormatRaw && v != FormatEnvelope {
+				return o, nil, fmt.Errorf("%w: format=%q: want raw or envelope", ErrBadOption, v)
+			}
+			o.Format = v
+		default:
+			rest[name] = values
+		}
+	}
+	return o, rest, nil
+}

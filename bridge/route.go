@@ -1,0 +1,197 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/esbridge/esbridge/esource"
+)
+
+// replayFlushInterval bounds how long replayed events wait in a client's
+// buffer while more are read.
+const replayFlushInterval = 10 * time.Millisecond
+
+// A route serves one source's stream at one path: one live reader feeds an
+// EventSource, which fans it out; clients that must catch up are replayed
+// from the source by the route's History method.
+type route struct {
+	path   string
+	src    Source
+	info   Info
+	opts   Options
+	codec  codec
+	tr     translator
+	es     *esource.EventSource
+	epoch  uint64 // instance epoch, for sources without history
+	seq    uint64 // live sequence, for sources without history
+	ready  atomic.Bool
+	logger *slog.Logger
+}
+
+// run reads the source live and publishes every message, reopening the
+// reader where it left off after an error, until ctx ends.
+func (r *route) run(ctx context.Context) {
+	var start Start // the first reader starts with the next message
+	opened := false
+	backoff := newBackoff()
+	for ctx.Err() == nil {
+		rd, err := r.src.Open(ctx, start)
+		if err != nil {
+			r.ready.Store(false)
+			if ctx.Err() == nil {
+				r.logger.Warn("source unavailable; retrying", "route", r.path, "stream", r.info.Stream, "err", err)
+			}
+			backoff.wait(ctx)
+			continue
+		}
+		if opened && !r.info.History {
+			// A source without history lost what came while it was away.
+			r.publishGap("source-reconnected")
+		}
+		opened = true
+		r.ready.Store(true)
+		backoff.reset()
+		pos, err := r.follow(ctx, rd)
+		rd.Close()
+		r.ready.Store(false)
+		if ctx.Err() != nil {
+			return
+		}
+		r.logger.Warn("source reader failed; reopening", "route", r.path, "stream", r.info.Stream, "err", err)
+		start = Start{Position: pos} // nil for a source without history: latest
+		backoff.wait(ctx)
+	}
+}
+
+// follow publishes rd's messages until it fails, and returns the position
+// after the last message published.
+func (r *route) follow(ctx context.Context, rd Reader) (Position, error) {
+	pos := slices.Clone(rd.Position())
+	for {
+		m, err := rd.Next(ctx)
+		switch {
+		case errors.Is(err, ErrLost):
+			r.publishGap("messages-lost")
+			continue
+		case err != nil:
+			return pos, err
+		}
+		var id string
+		if r.info.History {
+			pos = advance(pos, &m)
+			id = r.codec.position(pos)
+		} else {
+			r.seq++
+			id = r.codec.live(r.epoch, r.seq)
+		}
+		if err := r.es.Publish(r.tr.event(id, &m)); err != nil {
+			if errors.Is(err, esource.ErrClosed) {
+				return pos, err
+			}
+			r.logger.Error("message cannot be sent", "route", r.path, "id", id, "err", err)
+		}
+	}
+}
+
+// publishGap tells every client of a live-only route that messages were
+// lost. Its ID moves them past the loss.
+func (r *route) publishGap(reason string) {
+	r.seq++
+	gap := esource.Gap{Reason: reason}.Event(r.codec.live(r.epoch, r.seq))
+	if err := r.es.Publish(gap); err != nil && !errors.Is(err, esource.ErrClosed) {
+		r.logger.Error("gap cannot be sent", "route", r.path, "err", err)
+	}
+}
+
+// advance returns pos moved past m.
+func advance(pos Position, m *Message) Position {
+	for len(pos) <= m.Partition {
+		pos = append(pos, 0)
+	}
+	pos[m.Partition] = m.Offset + 1
+	return pos
+}
+
+// Replay implements esource.History: it reads the source from the position
+// in lastID and sends the client what follows, until it has caught up with
+// the live log.
+func (r *route) Replay(ctx context.Context, lastID string, rp *esource.Replay) error {
+	tok, err := r.codec.decode(lastID)
+	if err != nil {
+		return err
+	}
+	var start Start
+	switch tok.kind {
+	case kindOrigin:
+		start.Earliest = true
+	case kindPosition:
+		start.Position = tok.pos
+	default:
+		return fmt.Errorf("%w: %q is the ID of a live-only stream", ErrNoHistory, lastID)
+	}
+	rd, err := r.src.Open(ctx, start)
+	if errors.Is(err, ErrExpired) {
+		if err := rp.Send(esource.Gap{Reason: "expired", LastEventID: lastID}.Event("")); err != nil {
+			return err
+		}
+		start = Start{Earliest: true}
+		rd, err = r.src.Open(ctx, start)
+	}
+	if err != nil {
+		return err
+	}
+	defer rd.Close()
+
+	pos := slices.Clone(start.Position)
+	flushed := time.Now()
+	for {
+		m, err := rd.Next(ctx)
+		if err != nil {
+			return err
+		}
+		pos = advance(pos, &m)
+		if err := rp.Send(r.tr.event(r.codec.position(pos), &m)); err != nil {
+			return err
+		}
+		if now := time.Now(); now.Sub(flushed) > replayFlushInterval {
+			if err := rp.Flush(); err != nil {
+				return err
+			}
+			flushed = now
+		}
+	}
+}
+
+// ServeHTTP serves the route's event stream.
+func (r *route) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	if r.opts.Earliest && req.Header.Get("Last-Event-ID") == "" && req.URL.Query().Get("lastEventId") == "" {
+		// A new client starts at the beginning of the stream.
+		req = req.Clone(req.Context())
+		req.Header.Set("Last-Event-ID", r.codec.origin())
+	}
+	r.es.ServeHTTP(w, req)
+}
+
+// backoff waits between retries: 100 ms, doubling up to 5 s, jittered.
+type backoff struct{ d time.Duration }
+
+func newBackoff() *backoff { return &backoff{d: 100 * time.Millisecond} }
+
+func (b *backoff) reset() { b.d = 100 * time.Millisecond }
+
+func (b *backoff) wait(ctx context.Context) {
+	t := time.NewTimer(b.d/2 + rand.N(b.d))
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	b.d = min(2*b.d, 5*time.Second)
+}

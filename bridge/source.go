@@ -1,0 +1,129 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// A Source is one broker stream that a route serves: a JetStream stream, a
+// NATS subject, a Kafka topic, a RabbitMQ stream or queue. A source knows
+// nothing of HTTP or SSE; the bridge opens readers on it, one live reader
+// per route and a short-lived one per client that must catch up.
+//
+// Implementations must be safe for concurrent use.
+type Source interface {
+	// Info describes the stream. It is called once, when the route is made.
+	Info() Info
+
+	// Open returns a reader of the stream's messages, in broker order,
+	// from start on. It returns an error wrapping ErrNoHistory for a start
+	// position on a source without history, and ErrUnavailable while the
+	// broker cannot be reached, so that the bridge retries.
+	Open(ctx context.Context, start Start) (Reader, error)
+
+	// Close releases the source's connections. Readers must be closed first.
+	Close() error
+}
+
+// Info describes a source's stream.
+type Info struct {
+	// Stream names the stream, e.g. "jetstream/ORDERS". It is part of every
+	// event ID, so that an ID from one stream is never read as a position
+	// in another. Two bridges serving the same stream must agree on it.
+	Stream string
+
+	// History reports whether the broker keeps the stream's messages, so
+	// that Open accepts a position. Without it, event IDs carry an instance
+	// epoch and a sequence, and a resume that the in-memory log cannot
+	// serve is announced with a gap event.
+	History bool
+
+	// OffsetName is what the envelope format calls Message.Offset:
+	// "sequence" for JetStream, "offset" for Kafka and RabbitMQ.
+	OffsetName string
+}
+
+// A Reader reads a stream's messages in order. It is used by one goroutine
+// at a time.
+type Reader interface {
+	// Next returns the next message, waiting for one until ctx ends. After
+	// an error wrapping ErrLost (a source without history lost messages
+	// while reconnecting) the reader goes on; after any other error the
+	// bridge closes it and opens a new one where it left off.
+	// Next may be called again after it returned ctx's error.
+	Next(ctx context.Context) (Message, error)
+
+	// Position returns where the reader stands: for each partition, the
+	// offset of the next message it will return, as far as it knows.
+	// Sources without history return nil.
+	Position() Position
+
+	// Close releases the reader.
+	Close() error
+}
+
+// A Message is one broker message.
+type Message struct {
+	// Partition is the message's partition (Kafka); 0 for streams of one.
+	Partition int
+	// Offset is the message's position in its partition: the JetStream
+	// stream sequence, the Kafka or RabbitMQ stream offset. Sources
+	// without history leave it 0.
+	Offset uint64
+	// Subject is the NATS subject or the AMQP routing key.
+	Subject string
+	// Topic is the Kafka topic.
+	Topic string
+	// Key is the Kafka message key.
+	Key []byte
+	// Headers are the message headers, in broker order.
+	Headers []Header
+	// Time is when the broker stored the message, if it says.
+	Time time.Time
+	// Data is the payload.
+	Data []byte
+}
+
+// A Header is one message header.
+type Header struct {
+	Key, Value string
+}
+
+// A Position is a point in a stream: for each partition, the offset of the
+// next message to read. Streams of one partition have a Position of length 1.
+type Position []uint64
+
+// Start says where a Reader begins: at Position when it is set, else at the
+// earliest message the broker holds when Earliest is set, else with the next
+// message to arrive.
+type Start struct {
+	Position Position
+	Earliest bool
+}
+
+// Errors of sources and of the bridge. Test for them with errors.Is.
+var (
+	// ErrNoHistory is returned by Open for a position on a source whose
+	// broker keeps no history.
+	ErrNoHistory = errors.New("bridge: source keeps no history")
+
+	// ErrUnavailable is returned while the broker cannot be reached or the
+	// stream does not exist; the bridge retries with backoff.
+	ErrUnavailable = errors.New("bridge: source unavailable")
+
+	// ErrLost is returned by Reader.Next when messages were lost, as when
+	// a source without history reconnects; the reader goes on after it.
+	ErrLost = errors.New("bridge: messages lost")
+
+	// ErrExpired is returned by Open, or by Reader.Next, when a position is
+	// older than what the broker still holds (retention). The bridge then
+	// sends a gap event and continues from the earliest message.
+	ErrExpired = errors.New("bridge: position expired")
+
+	// ErrOtherStream is returned for an event ID of another stream.
+	ErrOtherStream = errors.New("bridge: event ID of another stream")
+
+	// ErrMalformedID is returned for an event ID that cannot be decoded.
+	ErrMalformedID = errors.New("bridge: malformed event ID")
+)
