@@ -72,7 +72,7 @@ type envelope struct {
 	DataBase64 []byte              `json:"data_base64,omitempty"`
 }
 
-func (t translator) envelope(m *Message) json.RawMessage {
+func (t translator) envelope(m *Message) []byte {
 	e := envelope{Subject: m.Subject, Topic: m.Topic}
 	if m.Topic != "" {
 		e.Partition = &m.Partition
@@ -109,7 +109,7 @@ func (t translator) envelope(m *Message) json.RawMessage {
 	}
 	b, err := json.Marshal(e)
 	if err != nil { // unreachable: every field encodes
-		return json.RawMessage(`{}`)
+		return []byte(`{}`)
 	}
 	return b
 }

@@ -62,6 +62,8 @@ func (e *Event) appendWire(dst []byte) ([]byte, error) {
 		data = d
 	case []byte:
 		data = string(d) // does not escape: only read below.
+	case json.RawMessage:
+		data = string(d)
 	default:
 		b, err := json.Marshal(d)
 		if err != nil {
