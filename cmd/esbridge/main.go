@@ -1,0 +1,203 @@
+// Command esbridge serves broker streams to browsers as Server-Sent Events.
+//
+// Usage:
+//
+//	esbridge -route /orders=jetstream://127.0.0.1:4222/ORDERS [-route ...]
+//	esbridge -demo
+//
+// Each -route maps an HTTP path to a stream URL; see README.md for the URL
+// forms and options. -demo runs an embedded NATS server with a generator of
+// live messages, the route /demo, and a page at / that shows it.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/esbridge/esbridge/bridge"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "devel"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stderr))
+}
+
+// config is the parsed command line.
+type config struct {
+	listen    string
+	routes    routeFlags
+	backlog   int
+	heartbeat time.Duration
+	drain     time.Duration
+	logLevel  slog.Level
+	logFormat string
+	demo      bool
+	version   bool
+}
+
+// parseFlags parses args. Errors name the flag and its value.
+func parseFlags(args []string) (*config, error) {
+	var c config
+	fs := flag.NewFlagSet("esbridge", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&c.listen, "listen", ":8080", "`ADDR`ess to serve HTTP on")
+	fs.Var(&c.routes, "route", "a route, `PATH=URL` (repeatable)")
+	fs.IntVar(&c.backlog, "backlog", 0, "events kept in memory per route (`N`; default 4096)")
+	fs.DurationVar(&c.heartbeat, "heartbeat", 15*time.Second, "idle `DURATION` before a heartbeat comment")
+	fs.DurationVar(&c.drain, "drain-timeout", 10*time.Second, "how long shutdown waits for streams to end")
+	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "debug, info, warn or error")
+	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
+	fs.BoolVar(&c.demo, "demo", false, "run an embedded NATS server with a live demo at /")
+	fs.BoolVar(&c.version, "version", false, "print the version and exit")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	switch {
+	case fs.NArg() > 0:
+		return nil, fmt.Errorf("unexpected argument %q (routes are given with -route PATH=URL)", fs.Arg(0))
+	case c.backlog < 0:
+		return nil, fmt.Errorf("invalid value %d for flag -backlog: must be at least 1", c.backlog)
+	case c.heartbeat <= 0:
+		return nil, fmt.Errorf("invalid value %v for flag -heartbeat: must be positive", c.heartbeat)
+	case c.drain <= 0:
+		return nil, fmt.Errorf("invalid value %v for flag -drain-timeout: must be positive", c.drain)
+	case c.logFormat != "text" && c.logFormat != "json":
+		return nil, fmt.Errorf("invalid value %q for flag -log-format: want text or json", c.logFormat)
+	case len(c.routes) == 0 && !c.demo && !c.version:
+		return nil, errors.New("no -route given (try -route /orders=jetstream://127.0.0.1:4222/ORDERS, or -demo)")
+	}
+	return &c, nil
+}
+
+func run(args []string, stderr io.Writer) int {
+	c, err := parseFlags(args)
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprint(stderr, usage)
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "esbridge: %v\n", err)
+		return 2
+	}
+	if c.version {
+		fmt.Fprintln(stderr, "esbridge", version)
+		return 0
+	}
+	logger := newLogger(c, stderr)
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	var page http.Handler
+	if c.demo {
+		d, err := startDemo(ctx, logger)
+		if err != nil {
+			logger.Error("demo cannot start", "err", err)
+			return 1
+		}
+		defer d.close()
+		c.routes = append(c.routes, d.route)
+		page = d.page()
+	}
+
+	routes, closeSources, err := c.routes.open(logger)
+	if err != nil {
+		fmt.Fprintf(stderr, "esbridge: %v\n", err)
+		return 2
+	}
+	defer closeSources()
+	b, err := bridge.New(bridge.Config{Backlog: c.backlog, Heartbeat: c.heartbeat, Logger: logger}, routes...)
+	if err != nil {
+		fmt.Fprintf(stderr, "esbridge: invalid value for flag -route: %v\n", err)
+		return 2
+	}
+
+	ln, err := net.Listen("tcp", c.listen)
+	if err != nil {
+		fmt.Fprintf(stderr, "esbridge: invalid value %q for flag -listen: %v\n", c.listen, err)
+		return 2
+	}
+	handler := http.Handler(b)
+	if page != nil {
+		mux := http.NewServeMux()
+		mux.Handle("/{$}", page)
+		mux.Handle("/", b)
+		handler = mux
+	}
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+
+	runCtx, stopSources := context.WithCancel(context.Background())
+	sourcesDone := make(chan struct{})
+	go func() {
+		defer close(sourcesDone)
+		b.Run(runCtx)
+	}()
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	logger.Info("esbridge listening", "addr", ln.Addr().String(), "routes", len(routes), "version", version)
+
+	status := 0
+	select {
+	case <-ctx.Done():
+		stop() // a second signal ends the process at once
+		logger.Info("shutting down: ending streams with a retry hint")
+	case err := <-serveErr:
+		logger.Error("server failed", "err", err)
+		status = 1
+	}
+	// Streams end first, each with a short retry line, so that browsers
+	// reconnect (to another instance, if any) and resume from their IDs.
+	drainCtx, cancel := context.WithTimeout(context.Background(), c.drain)
+	defer cancel()
+	if err := b.Shutdown(drainCtx); err != nil {
+		logger.Warn("streams did not all end in time", "err", err)
+	}
+	if err := srv.Shutdown(drainCtx); err != nil {
+		logger.Warn("HTTP server did not stop in time", "err", err)
+	}
+	stopSources()
+	<-sourcesDone
+	return status
+}
+
+func newLogger(c *config, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: c.logLevel}
+	if c.logFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+const usage = `Usage: esbridge -route PATH=URL [-route PATH=URL ...] [flags]
+       esbridge -demo
+
+Serves broker streams to browsers as Server-Sent Events.
+
+Flags:
+  -route PATH=URL      a route (repeatable), e.g.
+                         -route /orders=jetstream://127.0.0.1:4222/ORDERS
+                         -route /ticks=nats://127.0.0.1:4222/ticks.>
+  -listen ADDR         address to serve HTTP on (default :8080)
+  -backlog N           events kept in memory per route (default 4096)
+  -heartbeat DURATION  idle time before a heartbeat comment (default 15s)
+  -drain-timeout D     how long shutdown waits for streams to end (default 10s)
+  -log-level LEVEL     debug, info, warn or error (default info)
+  -log-format FORMAT   text or json (default text)
+  -demo                embedded NATS server, live messages at /demo, a page at /
+  -version             print the version and exit
+
+Route options (URL query): start=latest|earliest, type=subject|header:NAME,
+format=raw|envelope. See README.md for every URL form.
+`

@@ -1,0 +1,53 @@
+// Package nats is the NATS source of the bridge: a [Source] reads either a
+// core NATS subject (live only) or a JetStream stream (with history), and
+// implements [bridge.Source].
+//
+// # URL forms
+//
+// [ParseURL] turns a route's broker URL into a [Config]:
+//
+//	nats://[USER:PASS@]HOST:PORT[,HOST:PORT...]/SUBJECT[?OPTIONS]
+//	jetstream://[USER:PASS@]HOST:PORT[,HOST:PORT...]/STREAM[?subject=FILTER&OPTIONS]
+//
+// The nats scheme subscribes to SUBJECT, the URL path without its leading
+// slash (percent-decoded; the wildcards * and > are allowed). Core NATS keeps
+// no history: the History of its [bridge.Info] is false, Open refuses a start position with
+// [bridge.ErrNoHistory], and messages carry no offset.
+//
+// The jetstream scheme reads the stream STREAM, optionally only the messages
+// whose subject matches FILTER. Message.Offset is the stream sequence and a
+// Position is the next sequence to read.
+//
+// OPTIONS, for both schemes, are:
+//
+//	token=TOKEN              token authentication
+//	creds=FILE               a user credentials (JWT and seed) file
+//	nkey=FILE                an NKey seed file
+//	tls=true                 TLS, verifying the server against the system roots
+//	tls_ca=FILE              TLS, verifying the server against these roots
+//	tls_cert=FILE&tls_key=FILE
+//	                         TLS with a client certificate
+//
+// At most one of USER:PASS, token, creds and nkey may be given. Any other
+// query parameter is an error.
+//
+// # Connections and reconnects
+//
+// A Source holds one connection, made by [New] in the background and kept
+// up forever: New does not fail when the server is down, and Open returns an
+// error wrapping [bridge.ErrUnavailable] while it is not connected, so that
+// the bridge retries.
+//
+// A core NATS reader survives reconnects: its subscription is renewed by the
+// client, and Next returns an error wrapping [bridge.ErrLost] once, at the
+// place in the stream where the connection dropped (or where the client
+// dropped messages because the reader was too slow), then goes on.
+//
+// A JetStream reader uses an ordered consumer, which keeps no state on the
+// server and is re-created after a reconnect at the sequence after the last
+// message it delivered, so reading goes on with no gap and no duplicate. If
+// re-creating it fails (the server is not ready yet, the stream was deleted),
+// Next returns that error; the bridge then closes the reader and opens a new
+// one at its Position, which is always the sequence after the last message
+// Next returned.
+package nats

@@ -1,0 +1,345 @@
+package nats
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/esbridge/esbridge/bridge"
+)
+
+// createStream creates the stream ORDERS of subjects orders.> and returns
+// a JetStream context for publishing to it.
+func createStream(t *testing.T, ts *testServer, maxMsgs int64) jetstream.JetStream {
+	t.Helper()
+	js, err := jetstream.New(ts.conn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: "ORDERS", Subjects: []string{"orders.>"}, MaxMsgs: maxMsgs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+// publish publishes messages "m<first>".."m<first+n-1>" on subject.
+func publish(t *testing.T, js jetstream.JetStream, subject string, first, n int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i := first; i < first+n; i++ {
+		m := nats.NewMsg(subject)
+		m.Data = fmt.Appendf(nil, "m%d", i)
+		m.Header.Set("N", fmt.Sprint(i))
+		if _, err := js.PublishMsg(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// read reads n messages and checks that their offsets are want, and
+// Position after each.
+func read(t *testing.T, r bridge.Reader, want ...uint64) {
+	t.Helper()
+	for _, seq := range want {
+		m := next(t, r)
+		if m.Offset != seq || m.Partition != 0 || string(m.Data) != fmt.Sprintf("m%d", seq) || m.Subject == "" ||
+			m.Time.IsZero() || !slices.Equal(m.Headers, []bridge.Header{{Key: "N", Value: fmt.Sprint(seq)}}) {
+			t.Fatalf("got %+v, want offset %d", m, seq)
+		}
+		if p := r.Position(); !slices.Equal(p, bridge.Position{seq + 1}) {
+			t.Fatalf("Position after %d = %v", seq, p)
+		}
+	}
+}
+
+func seqs(from, to uint64) []uint64 {
+	var s []uint64
+	for i := from; i <= to; i++ {
+		s = append(s, i)
+	}
+	return s
+}
+
+func TestStreamStarts(t *testing.T) {
+	ts := runServer(t)
+	js := createStream(t, ts, 0)
+	s := ts.source(Config{Stream: "ORDERS"})
+	if got, want := s.Info(), (bridge.Info{Stream: "jetstream/ORDERS", History: true, OffsetName: "sequence"}); got != want {
+		t.Fatalf("Info = %+v, want %+v", got, want)
+	}
+
+	empty := open(t, s, bridge.Start{Earliest: true})
+	if p := empty.Position(); !slices.Equal(p, bridge.Position{1}) {
+		t.Fatalf("earliest of an empty stream: Position = %v", p)
+	}
+	publish(t, js, "orders.a", 1, 5)
+	read(t, empty, seqs(1, 5)...)
+
+	latest := open(t, s, bridge.Start{})
+	if p := latest.Position(); !slices.Equal(p, bridge.Position{6}) {
+		t.Fatalf("latest: Position = %v", p)
+	}
+	expectNothing(t, latest) // and Next goes on after ctx's error
+	publish(t, js, "orders.b", 6, 3)
+	read(t, latest, 6, 7, 8)
+	expectNothing(t, latest)
+
+	earliest := open(t, s, bridge.Start{Earliest: true})
+	if p := earliest.Position(); !slices.Equal(p, bridge.Position{1}) {
+		t.Fatalf("earliest: Position = %v", p)
+	}
+	read(t, earliest, seqs(1, 8)...)
+
+	at4 := open(t, s, bridge.Start{Position: bridge.Position{4}})
+	if p := at4.Position(); !slices.Equal(p, bridge.Position{4}) {
+		t.Fatalf("at 4: Position = %v", p)
+	}
+	read(t, at4, seqs(4, 8)...)
+	expectNothing(t, at4)
+
+	ahead := open(t, s, bridge.Start{Position: bridge.Position{10}})
+	expectNothing(t, ahead)
+	publish(t, js, "orders.c", 9, 2)
+	read(t, ahead, 10)
+	read(t, at4, 9, 10)
+
+	for _, p := range []bridge.Position{{1, 2}, {0}, {}} {
+		if _, err := s.Open(context.Background(), bridge.Start{Position: p}); err == nil {
+			t.Errorf("Open at %v succeeded", p)
+		}
+	}
+
+	// A closed reader returns an error, not a hang.
+	at4.Close()
+	if _, err := at4.Next(context.Background()); err == nil {
+		t.Error("Next after Close succeeded")
+	}
+}
+
+func TestStreamFilter(t *testing.T) {
+	ts := runServer(t)
+	js := createStream(t, ts, 0)
+	for i := uint64(1); i <= 10; i++ {
+		publish(t, js, fmt.Sprintf("orders.%d", i%2), int(i), 1)
+	}
+	s := ts.source(Config{Stream: "ORDERS", Subject: "orders.1"})
+	if got := s.Info().Stream; got != "jetstream/ORDERS?subject=orders.1" {
+		t.Fatalf("Info().Stream = %q", got)
+	}
+	r := open(t, s, bridge.Start{Earliest: true})
+	read(t, r, 1, 3, 5, 7, 9)
+	expectNothing(t, r)
+	r = open(t, s, bridge.Start{Position: bridge.Position{4}})
+	read(t, r, 5, 7, 9)
+	r = open(t, s, bridge.Start{})
+	if p := r.Position(); !slices.Equal(p, bridge.Position{11}) {
+		t.Fatalf("latest: Position = %v", p)
+	}
+	publish(t, js, "orders.0", 11, 1)
+	publish(t, js, "orders.1", 12, 1)
+	read(t, r, 12)
+}
+
+func TestStreamExpired(t *testing.T) {
+	ts := runServer(t)
+	js := createStream(t, ts, 5)
+	publish(t, js, "orders.x", 1, 20)
+	s := ts.source(Config{Stream: "ORDERS"})
+	for _, p := range []uint64{1, 3, 15} {
+		_, err := s.Open(context.Background(), bridge.Start{Position: bridge.Position{p}})
+		if !errors.Is(err, bridge.ErrExpired) {
+			t.Errorf("Open at %d: %v, want ErrExpired", p, err)
+		}
+	}
+	read(t, open(t, s, bridge.Start{Position: bridge.Position{16}}), seqs(16, 20)...)
+	read(t, open(t, s, bridge.Start{Earliest: true}), seqs(16, 20)...)
+	r := open(t, s, bridge.Start{Position: bridge.Position{21}})
+	publish(t, js, "orders.x", 21, 1)
+	read(t, r, 21)
+}
+
+func TestStreamUnavailable(t *testing.T) {
+	ts := runServer(t)
+	s := ts.source(Config{Stream: "MISSING"})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := s.Open(ctx, bridge.Start{}); !errors.Is(err, bridge.ErrUnavailable) {
+		t.Fatalf("missing stream: %v, want ErrUnavailable", err)
+	}
+
+	ts.stop()
+	waitStatus(t, s, nats.RECONNECTING)
+	if _, err := s.Open(ctx, bridge.Start{}); !errors.Is(err, bridge.ErrUnavailable) {
+		t.Fatalf("server down: %v, want ErrUnavailable", err)
+	}
+	if ctx.Err() != nil {
+		t.Fatal("Open waited for its deadline")
+	}
+}
+
+// TestStreamRestart restarts the server while a reader has messages
+// buffered and is waiting for more; reading as the bridge does (reopening
+// at Position after an error), it gets every message once, in order.
+func TestStreamRestart(t *testing.T) {
+	checkLeaks(t)
+	ts := runServer(t)
+	js := createStream(t, ts, 0)
+	publish(t, js, "orders.x", 1, 10)
+	s := ts.source(Config{Stream: "ORDERS"})
+	r := open(t, s, bridge.Start{Earliest: true})
+	read(t, r, seqs(1, 5)...)
+
+	done := make(chan error)
+	go func() {
+		defer close(done)
+		reopens := 0
+		for want := uint64(6); want <= 20; {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			m, err := r.Next(ctx)
+			cancel()
+			if err != nil {
+				if ctx.Err() != nil {
+					done <- fmt.Errorf("no message %d", want)
+					return
+				}
+				t.Logf("Next: %v; reopening at %v", err, r.Position())
+				p := r.Position()
+				r.Close()
+				if r, err = reopen(s, p); err != nil {
+					done <- err
+					return
+				}
+				reopens++
+				continue
+			}
+			if m.Offset != want {
+				done <- fmt.Errorf("got offset %d, want %d", m.Offset, want)
+				return
+			}
+			want++
+		}
+		r.Close()
+		t.Logf("%d reopens", reopens)
+	}()
+
+	time.Sleep(100 * time.Millisecond) // let the reader read 6..10 and wait
+	ts.stop()
+	ts.start()
+	waitStatus(t, s, nats.CONNECTED)
+	waitStatusConn(t, js.Conn())
+	publish(t, js, "orders.x", 11, 10)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// reopen opens s at p, retrying while unavailable, as the bridge does.
+func reopen(s *Source, p bridge.Position) (bridge.Reader, error) {
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		r, err := s.Open(ctx, bridge.Start{Position: p})
+		cancel()
+		if err == nil {
+			return r, nil
+		}
+		if !errors.Is(err, bridge.ErrUnavailable) || time.Now().After(deadline) {
+			return nil, fmt.Errorf("reopen at %v: %w", p, err)
+		}
+	}
+}
+
+// TestStreamConcurrent reads with many readers on one source at once,
+// while messages are published.
+func TestStreamConcurrent(t *testing.T) {
+	checkLeaks(t)
+	ts := runServer(t)
+	js := createStream(t, ts, 0)
+	publish(t, js, "orders.x", 1, 50)
+	s := ts.source(Config{Stream: "ORDERS"})
+	const readers, last = 16, 100
+
+	var wg sync.WaitGroup
+	errs := make(chan error, readers)
+	for i := range readers {
+		wg.Go(func() {
+			start := bridge.Start{Position: bridge.Position{uint64(1 + i*3)}}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			r, err := s.Open(ctx, start)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer r.Close()
+			for want := start.Position[0]; want <= last; want++ {
+				m, err := r.Next(ctx)
+				if err != nil {
+					errs <- fmt.Errorf("reader %d at %d: %w", i, want, err)
+					return
+				}
+				if m.Offset != want {
+					errs <- fmt.Errorf("reader %d: got %d, want %d", i, m.Offset, want)
+					return
+				}
+			}
+		})
+	}
+	publish(t, js, "orders.y", 51, last-50)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+
+	// Closed readers leave no consumer behind.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := js.Stream(ctx, "ORDERS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := st.CachedInfo().State.Consumers; n != 0 {
+		t.Errorf("%d consumers left", n)
+	}
+}
+
+// TestStreamDeleted deletes the stream under a waiting reader: Next returns
+// an error, not a hang, and Open returns ErrUnavailable.
+func TestStreamDeleted(t *testing.T) {
+	ts := runServer(t)
+	js := createStream(t, ts, 0)
+	publish(t, js, "orders.x", 1, 2)
+	s := ts.source(Config{Stream: "ORDERS"})
+	r := open(t, s, bridge.Start{Earliest: true})
+	read(t, r, 1, 2)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := js.DeleteStream(ctx, "ORDERS"); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := r.Next(ctx); err == nil || ctx.Err() != nil {
+		t.Fatalf("Next after the stream was deleted: %+v, %v", m, err)
+	} else {
+		t.Logf("Next: %v", err)
+	}
+	if p := r.Position(); !slices.Equal(p, bridge.Position{3}) {
+		t.Fatalf("Position = %v", p)
+	}
+	if _, err := r.Next(ctx); err == nil {
+		t.Fatal("Next after its error succeeded")
+	}
+	if _, err := s.Open(ctx, bridge.Start{Position: r.Position()}); !errors.Is(err, bridge.ErrUnavailable) {
+		t.Fatalf("Open: %v, want ErrUnavailable", err)
+	}
+}
