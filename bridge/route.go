@@ -51,9 +51,12 @@ func (r *route) run(ctx context.Context) {
 			backoff.wait(ctx)
 			continue
 		}
-		if opened && !r.info.History {
+		switch {
+		case opened && !r.info.History:
 			// A source without history lost what came while it was away.
 			r.publishGap("source-reconnected")
+		case !opened && r.info.History:
+			r.publishStart(rd.Position())
 		}
 		opened = true
 		r.ready.Store(true)
@@ -107,6 +110,19 @@ func (r *route) publishGap(reason string) {
 	gap := esource.Gap{Reason: reason}.Event(r.codec.live(r.epoch, r.seq))
 	if err := r.es.Publish(gap); err != nil && !errors.Is(err, esource.ErrClosed) {
 		r.logger.Error("gap cannot be sent", "route", r.path, "err", err)
+	}
+}
+
+// publishStart publishes an event with the position the live reader
+// starts at as its ID, and no data: browsers receive nothing, but a client
+// that resumes from that very position (as all do after a restart of an
+// idle stream) finds it in the log and needs no replay from the broker.
+func (r *route) publishStart(pos Position) {
+	if pos == nil {
+		return
+	}
+	if err := r.es.Publish(esource.Event{ID: r.codec.position(pos)}); err != nil && !errors.Is(err, esource.ErrClosed) {
+		r.logger.Error("start position cannot be published", "route", r.path, "err", err)
 	}
 }
 

@@ -38,9 +38,9 @@ type Replay struct {
 }
 
 // Send writes ev to the client. It returns ErrCaughtUp once the log holds
-// the events that follow: then ev and the rest are left for the log to
-// send, and the caller must return. It returns ErrInvalidEvent for an event
-// that cannot be encoded, and the client's write error if it went away.
+// what follows: then the caller must return, and the log sends the rest. It
+// returns ErrInvalidEvent for an event that cannot be encoded, and the
+// client's write error if it went away.
 func (r *Replay) Send(ev Event) error {
 	n := len(r.buf)
 	var err error
@@ -49,17 +49,21 @@ func (r *Replay) Send(ev Event) error {
 	}
 	es := r.c.es
 	es.mu.Lock()
-	if !r.joined && ev.ID != "" {
+	if r.joined {
+		// The log took over after the previous event: ev is its to send.
+		es.mu.Unlock()
+		r.buf = r.buf[:n]
+		return ErrCaughtUp
+	}
+	if ev.ID != "" {
+		r.last = ev.ID
 		if seq, ok := es.ids[ev.ID]; ok {
-			r.join(seq)
-		} else {
-			r.last = ev.ID
+			r.join(seq + 1)
 		}
 	}
 	joined := r.joined
 	es.mu.Unlock()
 	if joined {
-		r.buf = r.buf[:n]
 		return ErrCaughtUp
 	}
 	if len(r.buf) >= maxBatch {

@@ -1,0 +1,322 @@
+package bridge_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/esbridge/esbridge/bridge"
+	natssource "github.com/esbridge/esbridge/source/nats"
+)
+
+// These tests run the bridge against a real, embedded nats-server: the
+// replay hand-off is only proven against a broker that replays.
+
+// jetStream starts an embedded nats-server with a stream S on subjects
+// "s.>" and returns a JetStream client for it and its address.
+func jetStream(t *testing.T) (jetstream.JetStream, string) {
+	t.Helper()
+	srv, err := server.NewServer(&server.Options{
+		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Start()
+	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateStream(t.Context(), jetstream.StreamConfig{Name: "S", Subjects: []string{"s.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	return js, srv.Addr().(*net.TCPAddr).String()
+}
+
+// serveBridge runs a bridge with one route /s on stream S and returns its
+// URL once it is ready.
+func serveBridge(t *testing.T, addr string, cfg bridge.Config, opts bridge.Options) string {
+	t.Helper()
+	src, err := natssource.New(natssource.Config{Servers: []string{addr}, Stream: "S"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := bridge.New(cfg, bridge.Route{Path: "/s", Source: src, Options: opts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { b.Run(ctx) })
+	srv := httptest.NewServer(b)
+	t.Cleanup(func() {
+		b.Shutdown(context.Background())
+		srv.Close()
+		cancel()
+		wg.Wait()
+		src.Close()
+	})
+	waitReady(t, srv.URL)
+	return srv.URL + "/s"
+}
+
+func waitReady(t *testing.T, base string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get(base + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("bridge not ready in 10 s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func publish(t testing.TB, js jetstream.JetStream, from, to int) {
+	t.Helper()
+	for i := from; i <= to; i++ {
+		if _, err := js.Publish(context.Background(), "s.x", fmt.Appendf(nil, "m%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// event is an SSE event as read by sseClient.
+type event struct{ id, typ, data string }
+
+// sseClient reads an event stream line by line. Its events are simple:
+// single-line data, as these tests publish.
+type sseClient struct {
+	t    testing.TB
+	resp *http.Response
+	br   *bufio.Reader
+}
+
+func open(t testing.TB, url, lastID string) *sseClient {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	if lastID != "" {
+		req.Header.Set("Last-Event-ID", lastID)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	return &sseClient{t: t, resp: resp, br: bufio.NewReader(resp.Body)}
+}
+
+// next returns the next event with data, skipping ID-only frames.
+func (c *sseClient) next() event {
+	c.t.Helper()
+	var ev event
+	for {
+		line, err := c.br.ReadString('\n')
+		if err != nil {
+			c.t.Fatalf("reading the stream: %v", err)
+		}
+		line = strings.TrimSuffix(line, "\n")
+		name, value, _ := strings.Cut(line, ":")
+		value = strings.TrimPrefix(value, " ")
+		switch name {
+		case "":
+			if line == "" && ev.data != "" {
+				return ev
+			}
+			if line == "" {
+				ev = event{}
+			}
+		case "id":
+			ev.id = value
+		case "event":
+			ev.typ = value
+		case "data":
+			ev.data = value
+		}
+	}
+}
+
+// expect reads messages m<from>..m<to> and returns the last one's ID.
+func (c *sseClient) expect(from, to int) string {
+	c.t.Helper()
+	var last string
+	for i := from; i <= to; i++ {
+		ev := c.next()
+		if want := fmt.Sprintf("m%d", i); ev.data != want || ev.typ != "" {
+			c.t.Fatalf("got %+v, want message %s", ev, want)
+		}
+		last = ev.id
+	}
+	return last
+}
+
+func TestResumeFromTheBroker(t *testing.T) {
+	js, addr := jetStream(t)
+	url := serveBridge(t, addr, bridge.Config{Backlog: 16}, bridge.Options{})
+
+	first := open(t, url, "")
+	publish(t, js, 1, 100)
+	var ids []string
+	for i := 1; i <= 100; i++ {
+		ids = append(ids, first.expect(i, i))
+	}
+	// m10 has long left the log of 16 events: the broker replays.
+	c := open(t, url, ids[9])
+	c.expect(11, 100)
+	publish(t, js, 101, 110)
+	c.expect(101, 110)
+	// One from the log.
+	open(t, url, ids[95]).expect(97, 110)
+}
+
+func TestSlowClientIsReplayedFromTheBroker(t *testing.T) {
+	js, addr := jetStream(t)
+	url := serveBridge(t, addr, bridge.Config{Backlog: 8}, bridge.Options{})
+	slow := open(t, url, "")
+	publish(t, js, 1, 2000)
+	// The client reads nothing until all is published, far more than the
+	// log holds (and than the socket buffers would take, for the larger
+	// payloads): it must still receive every message once, in order.
+	slow.expect(1, 2000)
+	publish(t, js, 2001, 2010)
+	slow.expect(2001, 2010)
+}
+
+func TestStartEarliest(t *testing.T) {
+	js, addr := jetStream(t)
+	publish(t, js, 1, 5)
+	url := serveBridge(t, addr, bridge.Config{}, bridge.Options{Earliest: true})
+	c := open(t, url, "")
+	c.expect(1, 5)
+	publish(t, js, 6, 7)
+	c.expect(6, 7)
+}
+
+func TestGapForAnIDOfAnotherStreamOrGarbage(t *testing.T) {
+	js, addr := jetStream(t)
+	url := serveBridge(t, addr, bridge.Config{}, bridge.Options{})
+	for _, id := range []string{"garbage", "EAAAAAAB"} {
+		c := open(t, url, id)
+		publish(t, js, 1, 1)
+		ev := c.next()
+		var gap struct{ Reason, LastEventID string }
+		if err := json.Unmarshal([]byte(ev.data), &gap); err != nil || ev.typ != "gap" {
+			t.Fatalf("ID %q: got %+v, want a gap first (%v)", id, ev, err)
+		}
+		if !strings.HasPrefix(gap.Reason, "history: bridge:") {
+			t.Errorf("ID %q: gap reason %q", id, gap.Reason)
+		}
+		c.expect(1, 1)
+		// Drain what the next iteration publishes.
+		go io.Copy(io.Discard, c.resp.Body)
+	}
+}
+
+func TestEnvelopeAndSubjectType(t *testing.T) {
+	js, addr := jetStream(t)
+	url := serveBridge(t, addr, bridge.Config{}, bridge.Options{Type: bridge.TypeSubject, Format: bridge.FormatEnvelope})
+	c := open(t, url, "")
+	msg := &nats.Msg{Subject: "s.eu", Data: []byte("hello"), Header: nats.Header{"Kind": []string{"created"}}}
+	if _, err := js.PublishMsg(t.Context(), msg); err != nil {
+		t.Fatal(err)
+	}
+	ev := c.next()
+	var env struct {
+		Subject  string
+		Sequence uint64
+		Headers  map[string][]string
+		Time     time.Time
+		Data     string
+	}
+	if err := json.Unmarshal([]byte(ev.data), &env); err != nil {
+		t.Fatal(err)
+	}
+	if ev.typ != "s.eu" || env.Subject != "s.eu" || env.Sequence != 1 || env.Data != "hello" ||
+		env.Headers["Kind"][0] != "created" || time.Since(env.Time) > time.Minute {
+		t.Errorf("got type %q, envelope %+v", ev.typ, env)
+	}
+}
+
+func TestReadyzAndUnknownPaths(t *testing.T) {
+	_, addr := jetStream(t)
+	src, err := natssource.New(natssource.Config{Servers: []string{addr}, Stream: "MISSING"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	b, err := bridge.New(bridge.Config{}, bridge.Route{Path: "/m", Source: src})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	wg.Go(func() { b.Run(ctx) })
+	defer wg.Wait()
+	defer cancel()
+	srv := httptest.NewServer(b)
+	defer srv.Close()
+	for path, want := range map[string]int{"/healthz": 200, "/readyz": 503, "/nope": 404} {
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("%s: %d %q, want %d", path, resp.StatusCode, body, want)
+		}
+		if path == "/readyz" && !strings.Contains(string(body), "/m (jetstream/MISSING)") {
+			t.Errorf("/readyz says %q, want the route that is not ready", body)
+		}
+	}
+}
+
+func TestNewRejectsBadRoutes(t *testing.T) {
+	_, addr := jetStream(t)
+	core, err := natssource.New(natssource.Config{Servers: []string{addr}, Subject: "a.>"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer core.Close()
+	for _, rt := range []bridge.Route{
+		{Path: "x", Source: core},
+		{Path: "/healthz", Source: core},
+		{Path: "/a"},
+		{Path: "/a", Source: core, Options: bridge.Options{Earliest: true}},
+	} {
+		if _, err := bridge.New(bridge.Config{}, rt); err == nil {
+			t.Errorf("New accepted route %+v", rt)
+		}
+	}
+}
