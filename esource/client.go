@@ -35,12 +35,16 @@ type client struct {
 // down. With resume set, the client continues after the event lastID;
 // otherwise it starts with the next event published.
 func (c *client) run(ctx context.Context, lastID string, resume bool) error {
-	es := c.es
-	if !es.register(c) {
+	if !c.es.register(c) {
 		return ErrClosed
 	}
-	defer es.unregister(c)
+	defer c.es.unregister(c)
+	return c.serve(ctx, lastID, resume)
+}
 
+// serve is run for a client that is registered already.
+func (c *client) serve(ctx context.Context, lastID string, resume bool) error {
+	es := c.es
 	es.mu.RLock()
 	c.cursor = es.next
 	seq, ok := es.ids[lastID]
@@ -113,12 +117,21 @@ func (c *client) collect() {
 	n := 0
 	for ; c.cursor < es.next && (n == 0 || n < maxBatch); c.cursor++ {
 		e := &es.ring[c.cursor%uint64(len(es.ring))]
-		c.bufs = append(c.bufs, e.wire)
 		n += len(e.wire)
+		if k := len(c.bufs) - 1; k >= 0 && follows(c.bufs[k], e.wire) {
+			c.bufs[k] = c.bufs[k][:len(c.bufs[k])+len(e.wire)]
+		} else {
+			c.bufs = append(c.bufs, e.wire)
+		}
 		if e.id != "" {
 			c.lastID = e.id
 		}
 	}
+}
+
+// follows reports whether b starts where a ends, in the same page.
+func follows(a, b []byte) bool {
+	return len(b) > 0 && cap(a) > len(a) && &a[:len(a)+1][len(a)] == &b[0]
 }
 
 // catchUp serves a client whose position the log does not hold: one that

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 )
 
 // ContentType is the media type of an event stream response.
@@ -30,9 +31,10 @@ var (
 //
 // It keeps the newest events, encoded once, in a bounded log. Each client
 // is a cursor into that log: its writer wakes when the log grows and writes
-// everything it has not sent yet in one write. A publisher never waits for
-// a client; a client that falls behind the log is handed to the History
-// hook, or told of its loss with a gap event.
+// everything it has not sent yet in one write (consecutive events lie
+// side by side in memory). A publisher never waits for a client; a client
+// that falls behind the log is handed to the History hook, or told of its
+// loss with a gap event.
 //
 // All methods are safe for concurrent use.
 type EventSource struct {
@@ -45,7 +47,11 @@ type EventSource struct {
 	size     int               // wire bytes in the log
 	evicted  string            // ID of the event before head, if any
 	ids      map[string]uint64 // ID -> seq, for the events in the log
-	wake     chan struct{}     // closed and replaced when the log grows
+	page     []byte            // where the next events' bytes go
+	wake     chan struct{}     // closed and replaced to wake the clients
+	lastWake time.Time         // when wake was last closed
+	waking   *time.Timer       // wakes the clients later, when armed
+	armed    bool              // waking is set to fire
 	catching map[*Replay]struct{}
 	clients  map[*client]struct{}
 	closed   bool
@@ -53,10 +59,17 @@ type EventSource struct {
 	drained  chan struct{} // closed once closed and no client is left
 }
 
+// An entry is an event in the log. Its wire bytes are a slice of a page,
+// shared by events published one after another, so that a client sends a
+// run of them with one write. Pages are never written over: a writer may
+// still be sending an evicted event.
 type entry struct {
 	id   string
 	wire []byte
 }
+
+// pageSize is the size of the pages that hold events' wire bytes.
+const pageSize = 64 << 10
 
 // New returns an EventSource configured by opts, or ErrInvalidOption
 // wrapped with the reason.
@@ -67,7 +80,7 @@ func New(opts ...Option) (*EventSource, error) {
 			return nil, err
 		}
 	}
-	return &EventSource{
+	es := &EventSource{
 		cfg:      cfg,
 		ring:     make([]entry, min(cfg.backlog, 64)),
 		ids:      make(map[string]uint64),
@@ -76,7 +89,10 @@ func New(opts ...Option) (*EventSource, error) {
 		clients:  make(map[*client]struct{}),
 		done:     make(chan struct{}),
 		drained:  make(chan struct{}),
-	}, nil
+	}
+	es.waking = time.AfterFunc(time.Hour, es.wakeLater)
+	es.waking.Stop()
+	return es, nil
 }
 
 // Publish encodes ev once and appends it to the log, from where every
@@ -100,7 +116,12 @@ func (es *EventSource) Publish(ev Event) error {
 			es.evict()
 		}
 	}
-	es.ring[seq%uint64(len(es.ring))] = entry{id: ev.ID, wire: wire}
+	if cap(es.page)-len(es.page) < len(wire) {
+		es.page = make([]byte, 0, max(pageSize, len(wire)))
+	}
+	at := len(es.page)
+	es.page = append(es.page, wire...)
+	es.ring[seq%uint64(len(es.ring))] = entry{id: ev.ID, wire: es.page[at:]}
 	es.next++
 	es.size += len(wire)
 	for es.cfg.backlogBytes > 0 && es.size > es.cfg.backlogBytes && es.next-es.head > 1 {
@@ -114,9 +135,35 @@ func (es *EventSource) Publish(ev Event) error {
 			}
 		}
 	}
+	es.wakeClients()
+	return nil
+}
+
+// wakeClients wakes every client to send what was published, at once if
+// the last wake is a flush interval ago, else when it will be. Publishing
+// faster than that hands each client a batch per wake, not an event.
+// es.mu must be held.
+func (es *EventSource) wakeClients() {
+	if es.armed {
+		return
+	}
+	now := time.Now()
+	if wait := es.cfg.flushInterval - now.Sub(es.lastWake); wait > 0 {
+		es.armed = true
+		es.waking.Reset(wait)
+		return
+	}
 	close(es.wake)
 	es.wake = make(chan struct{})
-	return nil
+	es.lastWake = now
+}
+
+func (es *EventSource) wakeLater() {
+	es.mu.Lock()
+	defer es.mu.Unlock()
+	es.armed = false
+	es.lastWake = time.Time{}
+	es.wakeClients()
 }
 
 // evict drops the oldest event of the log. es.mu must be held.
@@ -194,6 +241,7 @@ func (es *EventSource) close() {
 		return
 	}
 	es.closed = true
+	es.waking.Stop()
 	close(es.done)
 	if len(es.clients) == 0 {
 		close(es.drained)

@@ -1,11 +1,15 @@
 package esource
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync"
@@ -366,5 +370,55 @@ func waitClients(t testing.TB, es *EventSource, n int) {
 			t.Fatalf("%d clients, want %d", es.Clients(), n)
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestHTTP1Framing checks the response esource writes itself on a taken
+// over HTTP/1.x connection: headers set before ServeHTTP (CORS, say) are
+// kept, HTTP/1.1 gets chunks and a clean end, HTTP/1.0 a body that ends
+// with the connection.
+func TestHTTP1Framing(t *testing.T) {
+	checkNoLeaks(t)
+	es := newSource(t, WithRetry(time.Second))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Access-Control-Allow-Origin", "*")
+		w.Header().Set("Access-Control-Allow-Headers", "Last-Event-ID")
+		es.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	for _, proto := range []string{"HTTP/1.1", "HTTP/1.0"} {
+		conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		fmt.Fprintf(conn, "GET / %s\r\nHost: x\r\n\r\n", proto)
+		br := bufio.NewReader(conn)
+		req, _ := http.NewRequest(http.MethodGet, "/", nil)
+		resp, err := http.ReadResponse(br, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != 200 || resp.Header.Get("Access-Control-Allow-Origin") != "*" ||
+			resp.Header.Get("Content-Type") != ContentType || resp.Header.Get("Date") == "" {
+			t.Errorf("%s: status %d, header %v", proto, resp.StatusCode, resp.Header)
+		}
+		chunked := len(resp.TransferEncoding) == 1 && resp.TransferEncoding[0] == "chunked"
+		if chunked != (proto == "HTTP/1.1") || resp.ContentLength != -1 {
+			t.Errorf("%s: transfer encoding %v, length %d", proto, resp.TransferEncoding, resp.ContentLength)
+		}
+		waitClients(t, es, 1)
+		publishN(t, es, 1, 2)
+		want := "retry: 1000\n\nid: 1\ndata: e1\n\nid: 2\ndata: e2\n\n"
+		buf := make([]byte, len(want))
+		if _, err := io.ReadFull(resp.Body, buf); err != nil || string(buf) != want {
+			t.Errorf("%s: body %q, %v", proto, buf, err)
+		}
+		es.Close()
+		rest, err := io.ReadAll(resp.Body)
+		if err != nil || !strings.HasPrefix(string(rest), "retry: ") {
+			t.Errorf("%s: after Close the body had %q, %v; want a retry line and a clean end", proto, rest, err)
+		}
+		es = newSource(t, WithRetry(time.Second))
 	}
 }

@@ -84,7 +84,9 @@ func readIDs(resp *http.Response, n int) string {
 func TestStalledClientCostsNothing(t *testing.T) {
 	checkNoLeaks(t)
 	const clients, events, size = 20, 20000, 1000 // 20 MB through a 1 MB log
-	es := newSource(t, WithBacklog(100000), WithBacklogBytes(1<<20), WithWriteTimeout(time.Second))
+	// A short heartbeat finds the readers that hung up, at the end.
+	es := newSource(t, WithBacklog(100000), WithBacklogBytes(1<<20), WithWriteTimeout(time.Second),
+		WithHeartbeat(100*time.Millisecond))
 	srv := serve(t, es)
 	stalled := stalledClient(t, srv.Listener.Addr().String())
 	defer stalled.Close()

@@ -24,6 +24,10 @@ const (
 	// DefaultWriteTimeout bounds each write to a client.
 	DefaultWriteTimeout = 30 * time.Second
 
+	// DefaultFlushInterval is how long a published event may wait for
+	// others to be sent along with it.
+	DefaultFlushInterval = time.Millisecond
+
 	// DefaultDrainRetry is the reconnection delay sent to clients when their
 	// stream ends at shutdown, before jitter.
 	DefaultDrainRetry = time.Second
@@ -33,25 +37,27 @@ const (
 type Option func(*config) error
 
 type config struct {
-	backlog      int
-	backlogBytes int
-	heartbeat    time.Duration
-	retry        time.Duration
-	writeTimeout time.Duration
-	drainRetry   time.Duration
-	history      History
-	logger       *slog.Logger
+	backlog       int
+	backlogBytes  int
+	heartbeat     time.Duration
+	retry         time.Duration
+	writeTimeout  time.Duration
+	drainRetry    time.Duration
+	flushInterval time.Duration
+	history       History
+	logger        *slog.Logger
 }
 
 func defaultConfig() config {
 	return config{
-		backlog:      DefaultBacklog,
-		backlogBytes: DefaultBacklogBytes,
-		heartbeat:    DefaultHeartbeat,
-		retry:        DefaultRetry,
-		writeTimeout: DefaultWriteTimeout,
-		drainRetry:   DefaultDrainRetry,
-		logger:       slog.New(slog.DiscardHandler),
+		backlog:       DefaultBacklog,
+		backlogBytes:  DefaultBacklogBytes,
+		heartbeat:     DefaultHeartbeat,
+		retry:         DefaultRetry,
+		writeTimeout:  DefaultWriteTimeout,
+		drainRetry:    DefaultDrainRetry,
+		flushInterval: DefaultFlushInterval,
+		logger:        slog.New(slog.DiscardHandler),
 	}
 }
 
@@ -125,6 +131,21 @@ func WithDrainRetry(d time.Duration) Option {
 			return fmt.Errorf("%w: drain retry %v <= 0", ErrInvalidOption, d)
 		}
 		c.drainRetry = d
+		return nil
+	}
+}
+
+// WithFlushInterval sets how often, at most, clients are woken to send
+// what was published. Events published within one interval go to each
+// client in one write: a little latency buys a lot of throughput when
+// events come fast. An event published after a quiet interval goes out at
+// once. Zero wakes clients on every event.
+func WithFlushInterval(d time.Duration) Option {
+	return func(c *config) error {
+		if d < 0 {
+			return fmt.Errorf("%w: flush interval %v < 0", ErrInvalidOption, d)
+		}
+		c.flushInterval = d
 		return nil
 	}
 }

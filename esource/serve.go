@@ -1,8 +1,13 @@
 package esource
 
 import (
+	"bufio"
+	"bytes"
+	"context"
 	"errors"
+	"net"
 	"net/http"
+	"strconv"
 	"sync/atomic"
 	"time"
 )
@@ -16,6 +21,14 @@ import (
 // The response is always 200 for GET (a browser never reconnects after
 // another status); other methods get 405. After shutdown the response is a
 // retry line alone, so that the browser comes back later.
+//
+// On HTTP/1.x, once the headers are sent, the stream takes the connection
+// over from net/http (see http.Hijacker) and is served by a lean goroutine
+// of the EventSource, which frees net/http's buffers: an idle stream costs
+// a few kilobytes. A client that goes away is then noticed at the next
+// write, which the heartbeat makes happen. HTTP/2 streams, and
+// ResponseWriters that cannot be hijacked, are served through the
+// ResponseWriter by the handler itself.
 func (es *EventSource) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
@@ -31,41 +44,94 @@ func (es *EventSource) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no")
 	h.Del("Content-Length")
-	w.WriteHeader(http.StatusOK)
-	if r.Method == http.MethodHead {
-		return
-	}
-
-	s := &httpSink{w: w, rc: http.NewResponseController(w), timeout: es.cfg.writeTimeout}
 	first := heartbeatLine
 	if es.cfg.retry > 0 {
 		first = retryLine(es.cfg.retry)
 	}
-	c := &client{es: es, sink: s}
+
+	rc := http.NewResponseController(w)
+	if r.ProtoMajor == 1 && r.Method == http.MethodGet {
+		if conn, brw, err := rc.Hijack(); err == nil {
+			es.serveConn(w, conn, brw, r, lastID, first)
+			return
+		}
+	}
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodHead {
+		return
+	}
+	s := &httpSink{w: w, rc: rc, timeout: es.cfg.writeTimeout}
 	if err := s.write([][]byte{first}); err != nil {
 		return
 	}
-	err := c.run(r.Context(), lastID, lastID != "")
-	if errors.Is(err, ErrClosed) {
+	c := &client{es: es, sink: s}
+	if err := c.run(r.Context(), lastID, lastID != ""); errors.Is(err, ErrClosed) {
 		_ = s.write([][]byte{retryLine(jitter(es.cfg.drainRetry))})
 	}
 }
 
+// serveConn writes the response head to a hijacked connection and serves
+// the stream from a goroutine of its own, owned by es.
+func (es *EventSource) serveConn(w http.ResponseWriter, conn net.Conn, brw *bufio.ReadWriter, r *http.Request, lastID string, first []byte) {
+	// HTTP/1.0 has no chunked encoding: the body ends with the connection.
+	chunked := r.ProtoMinor > 0
+	s := &connSink{conn: conn, timeout: es.cfg.writeTimeout, chunked: chunked, head: responseHead(w, chunked)}
+	_ = brw // nothing is read after the request, nor written before the head
+	c := &client{es: es, sink: s}
+	if !es.register(c) {
+		s.end(retryLine(jitter(es.cfg.drainRetry)))
+		return
+	}
+	if err := s.write([][]byte{first}); err != nil {
+		es.unregister(c)
+		conn.Close()
+		return
+	}
+	// The request's context ends when ServeHTTP returns.
+	ctx := context.WithoutCancel(r.Context())
+	go func() {
+		defer es.unregister(c)
+		err := c.serve(ctx, lastID, lastID != "")
+		if errors.Is(err, ErrClosed) {
+			s.end(retryLine(jitter(es.cfg.drainRetry)))
+			return
+		}
+		s.end(nil)
+	}()
+}
+
+// responseHead returns the head of a 200 response with w's headers: the
+// event stream's, and any other set before ServeHTTP, such as CORS.
+func responseHead(w http.ResponseWriter, chunked bool) []byte {
+	h := w.Header()
+	h.Set("Date", time.Now().UTC().Format(http.TimeFormat))
+	if chunked {
+		h.Set("Transfer-Encoding", "chunked")
+	} else {
+		h.Set("Connection", "close")
+	}
+	var b bytes.Buffer
+	b.WriteString("HTTP/1.1 200 OK\r\n")
+	_ = h.Write(&b) // sorted, with newlines in values made spaces
+	b.WriteString("\r\n")
+	return b.Bytes()
+}
+
 // httpSink writes to an HTTP response with a deadline on every write.
 type httpSink struct {
-	w       http.ResponseWriter
-	rc      *http.ResponseController
-	timeout time.Duration
-	aborted atomic.Bool
+	w        http.ResponseWriter
+	rc       *http.ResponseController
+	timeout  time.Duration
+	deadline time.Time
+	aborted  atomic.Bool
 }
 
 func (s *httpSink) write(bufs [][]byte) error {
-	// Not every ResponseWriter supports deadlines; streaming works without.
-	deadline := time.Now().Add(s.timeout)
-	if s.aborted.Load() {
-		deadline = time.Now()
+	if d, ok := nextDeadline(s.deadline, s.timeout, &s.aborted); ok {
+		s.deadline = d
+		// Not every ResponseWriter supports deadlines; streaming works without.
+		_ = s.rc.SetWriteDeadline(d)
 	}
-	_ = s.rc.SetWriteDeadline(deadline)
 	for _, b := range bufs {
 		if _, err := s.w.Write(b); err != nil {
 			return err
@@ -77,4 +143,81 @@ func (s *httpSink) write(bufs [][]byte) error {
 func (s *httpSink) abort() {
 	s.aborted.Store(true)
 	_ = s.rc.SetWriteDeadline(time.Now())
+}
+
+// nextDeadline returns the deadline the next write should have, and
+// whether it differs from the current one enough to be set: moving a
+// deadline costs, so it moves when an eighth of the timeout has passed.
+func nextDeadline(current time.Time, timeout time.Duration, aborted *atomic.Bool) (time.Time, bool) {
+	now := time.Now()
+	if aborted.Load() {
+		return now, true
+	}
+	if current.Sub(now) > timeout-timeout/8 {
+		return current, false
+	}
+	return now.Add(timeout), true
+}
+
+// connSink writes to a hijacked HTTP/1.x connection, in chunks when the
+// client speaks HTTP/1.1, each write one system call.
+type connSink struct {
+	conn     net.Conn
+	timeout  time.Duration
+	deadline time.Time
+	aborted  atomic.Bool
+	chunked  bool
+	head     []byte // the response head, until it is written
+	size     []byte // chunk size line
+	vec      net.Buffers
+}
+
+var crlf = []byte("\r\n")
+
+func (s *connSink) write(bufs [][]byte) error {
+	if d, ok := nextDeadline(s.deadline, s.timeout, &s.aborted); ok {
+		s.deadline = d
+		if err := s.conn.SetWriteDeadline(d); err != nil {
+			return err
+		}
+	}
+	s.vec = s.vec[:0]
+	if s.head != nil {
+		s.vec = append(s.vec, s.head)
+		s.head = nil
+	}
+	if s.chunked {
+		n := 0
+		for _, b := range bufs {
+			n += len(b)
+		}
+		s.size = strconv.AppendInt(s.size[:0], int64(n), 16)
+		s.size = append(s.size, crlf...)
+		s.vec = append(s.vec, s.size)
+	}
+	s.vec = append(s.vec, bufs...)
+	if s.chunked {
+		s.vec = append(s.vec, crlf)
+	}
+	vec := s.vec // WriteTo consumes its receiver
+	_, err := vec.WriteTo(s.conn)
+	clear(s.vec)
+	return err
+}
+
+// end writes last (if any) and the end of the body, and closes the
+// connection.
+func (s *connSink) end(last []byte) {
+	if last != nil {
+		_ = s.write([][]byte{last})
+	}
+	if s.chunked {
+		_, _ = s.conn.Write([]byte("0\r\n\r\n"))
+	}
+	s.conn.Close()
+}
+
+func (s *connSink) abort() {
+	s.aborted.Store(true)
+	_ = s.conn.SetWriteDeadline(time.Now())
 }
