@@ -42,14 +42,14 @@ func (c *client) run(ctx context.Context, lastID string, resume bool) error {
 	return c.serve(ctx, lastID, resume)
 }
 
-// serve is run for a client that is registered already.
+// serve is run for a client that is registered already: it starts with
+// the first event published after registration, or after lastID.
 func (c *client) serve(ctx context.Context, lastID string, resume bool) error {
 	es := c.es
-	es.mu.RLock()
-	c.cursor = es.next
-	seq, ok := es.ids[lastID]
-	es.mu.RUnlock()
 	if resume {
+		es.mu.RLock()
+		seq, ok := es.ids[lastID]
+		es.mu.RUnlock()
 		c.lastID = lastID
 		if ok {
 			c.cursor = seq + 1

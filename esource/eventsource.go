@@ -272,7 +272,8 @@ func (es *EventSource) Shutdown(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// register adds c to the clients, or reports false after shutdown.
+// register adds c to the clients, with its cursor at the next event to be
+// published, or reports false after shutdown.
 func (es *EventSource) register(c *client) bool {
 	es.mu.Lock()
 	defer es.mu.Unlock()
@@ -280,6 +281,7 @@ func (es *EventSource) register(c *client) bool {
 		return false
 	}
 	es.clients[c] = struct{}{}
+	c.cursor = es.next
 	return true
 }
 

@@ -392,6 +392,7 @@ func TestHTTP1Framing(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(10 * time.Second))
 		fmt.Fprintf(conn, "GET / %s\r\nHost: x\r\n\r\n", proto)
 		br := bufio.NewReader(conn)
 		req, _ := http.NewRequest(http.MethodGet, "/", nil)

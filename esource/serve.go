@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"net"
 	"net/http"
 	"strconv"
@@ -61,13 +60,20 @@ func (es *EventSource) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s := &httpSink{w: w, rc: rc, timeout: es.cfg.writeTimeout}
+	c := &client{es: es, sink: s}
+	if !es.register(c) {
+		_ = s.write([][]byte{retryLine(jitter(es.cfg.drainRetry))})
+		return
+	}
+	defer es.unregister(c)
+	// The first frame fires the browser's open event: the client is
+	// registered by then, so it misses nothing published in reply.
 	if err := s.write([][]byte{first}); err != nil {
 		return
 	}
-	c := &client{es: es, sink: s}
-	if err := c.run(r.Context(), lastID, lastID != ""); errors.Is(err, ErrClosed) {
-		_ = s.write([][]byte{retryLine(jitter(es.cfg.drainRetry))})
-	}
+	// serve ends the stream with a retry line at shutdown; any error is
+	// the client's connection failing, and ends it.
+	_ = c.serve(r.Context(), lastID, lastID != "")
 }
 
 // serveConn writes the response head to a hijacked connection and serves
@@ -91,11 +97,7 @@ func (es *EventSource) serveConn(w http.ResponseWriter, conn net.Conn, brw *bufi
 	ctx := context.WithoutCancel(r.Context())
 	go func() {
 		defer es.unregister(c)
-		err := c.serve(ctx, lastID, lastID != "")
-		if errors.Is(err, ErrClosed) {
-			s.end(retryLine(jitter(es.cfg.drainRetry)))
-			return
-		}
+		_ = c.serve(ctx, lastID, lastID != "")
 		s.end(nil)
 	}()
 }
