@@ -136,7 +136,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 // Ready reports whether every route's source is connected.
 func (b *Bridge) Ready() bool {
 	for _, r := range b.order {
-		if !r.ready.Load() {
+		if !r.isReady() {
 			return false
 		}
 	}
@@ -156,7 +156,7 @@ func (b *Bridge) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	case "/readyz":
 		var waiting []string
 		for _, r := range b.order {
-			if !r.ready.Load() {
+			if !r.isReady() {
 				waiting = append(waiting, r.path+" ("+r.info.Stream+")")
 			}
 		}

@@ -126,6 +126,15 @@ func (r *route) publishStart(pos Position) {
 	}
 }
 
+// isReady reports whether the route's live reader is open and its source
+// connected.
+func (r *route) isReady() bool {
+	if c, ok := r.src.(Connectivity); ok && !c.Connected() {
+		return false
+	}
+	return r.ready.Load()
+}
+
 // advance returns pos moved past m.
 func advance(pos Position, m *Message) Position {
 	for len(pos) <= m.Partition {

@@ -26,6 +26,13 @@ type Source interface {
 	Close() error
 }
 
+// A Connectivity is a Source that can tell whether its broker connection is
+// up. While a source reports false, /readyz answers 503, even if its readers
+// merely wait for the connection to come back.
+type Connectivity interface {
+	Connected() bool
+}
+
 // Info describes a source's stream.
 type Info struct {
 	// Stream names the stream, e.g. "jetstream/ORDERS". It is part of every

@@ -62,7 +62,7 @@ func ParseURL(u *url.URL) (Config, error) {
 		return cfg, fmt.Errorf("nats: URL scheme %q: want nats or jetstream", u.Scheme)
 	}
 	if u.Opaque != "" || u.Host == "" {
-		return cfg, fmt.Errorf("nats: URL %q: want %s://HOST:PORT/NAME", u.Redacted(), u.Scheme)
+		return cfg, fmt.Errorf("nats: want %s://HOST:PORT/NAME", u.Scheme)
 	}
 	cfg.Servers = strings.Split(u.Host, ",")
 	if u.User != nil {

@@ -136,6 +136,10 @@ func (s *Source) Open(ctx context.Context, start bridge.Start) (bridge.Reader, e
 	return s.openStream(ctx, start)
 }
 
+// Connected reports whether the connection to the server is up; the bridge
+// answers /readyz with it.
+func (s *Source) Connected() bool { return s.nc.IsConnected() }
+
 // Close closes the connection. Readers must be closed first. Close is
 // idempotent.
 func (s *Source) Close() error {
