@@ -37,7 +37,8 @@ func main() {
 // config is the parsed command line.
 type config struct {
 	listen    string
-	routes    routeFlags
+	rawRoutes routeFlags
+	routes    []routeFlag
 	backlog   int
 	heartbeat time.Duration
 	drain     time.Duration
@@ -53,7 +54,7 @@ func parseFlags(args []string) (*config, error) {
 	fs := flag.NewFlagSet("esbridge", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.StringVar(&c.listen, "listen", ":8080", "`ADDR`ess to serve HTTP on")
-	fs.Var(&c.routes, "route", "a route, `PATH=URL` (repeatable)")
+	fs.Var(&c.rawRoutes, "route", "a route, `PATH=URL` (repeatable)")
 	fs.IntVar(&c.backlog, "backlog", 0, "events kept in memory per route (`N`; default 4096)")
 	fs.DurationVar(&c.heartbeat, "heartbeat", 15*time.Second, "idle `DURATION` before a heartbeat comment")
 	fs.DurationVar(&c.drain, "drain-timeout", 10*time.Second, "how long shutdown waits for streams to end")
@@ -62,6 +63,10 @@ func parseFlags(args []string) (*config, error) {
 	fs.BoolVar(&c.demo, "demo", false, "run an embedded NATS server with a live demo at /")
 	fs.BoolVar(&c.version, "version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	var err error
+	if c.routes, err = c.rawRoutes.parseRoutes(); err != nil {
 		return nil, err
 	}
 	switch {
@@ -112,7 +117,7 @@ func run(args []string, stderr io.Writer) int {
 		page = d.page()
 	}
 
-	routes, closeSources, err := c.routes.open(logger)
+	routes, closeSources, err := openRoutes(c.routes, logger)
 	if err != nil {
 		fmt.Fprintf(stderr, "esbridge: %v\n", err)
 		return 2

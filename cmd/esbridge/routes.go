@@ -17,51 +17,95 @@ type routeFlag struct {
 	url  *url.URL
 }
 
-// routeFlags collects the -route flags, checking each as it is parsed.
-type routeFlags []routeFlag
+// routeFlags collects the -route flags as given; parseRoutes checks them,
+// so that an error can show a value without its secrets (the flag package
+// would print it whole).
+type routeFlags []string
 
-func (r *routeFlags) String() string {
-	var s []string
-	for _, f := range *r {
-		s = append(s, f.path+"="+f.url.Redacted())
-	}
-	return strings.Join(s, " ")
+func (r *routeFlags) String() string { return strings.Join(*r, " ") }
+
+func (r *routeFlags) Set(v string) error {
+	*r = append(*r, v)
+	return nil
 }
 
-// Set parses PATH=URL, split at the first "=".
-func (r *routeFlags) Set(v string) error {
+// parseRoutes checks every -route, PATH=URL split at the first "=". Its
+// errors name the flag and show the value with credentials hidden.
+func (r routeFlags) parseRoutes() ([]routeFlag, error) {
+	var routes []routeFlag
+	seen := map[string]bool{}
+	for _, v := range r {
+		f, err := parseRoute(v)
+		if err == nil && seen[f.path] {
+			err = fmt.Errorf("path %s given twice", f.path)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("invalid value %q for flag -route: %w", redact(v), err)
+		}
+		seen[f.path] = true
+		routes = append(routes, f)
+	}
+	return routes, nil
+}
+
+func parseRoute(v string) (routeFlag, error) {
 	path, raw, ok := strings.Cut(v, "=")
 	switch {
 	case !ok:
-		return errors.New("want PATH=URL")
+		return routeFlag{}, errors.New("want PATH=URL")
 	case !strings.HasPrefix(path, "/"):
-		return fmt.Errorf("path %q must begin with /", path)
+		return routeFlag{}, fmt.Errorf("path %q must begin with /", path)
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
-		return fmt.Errorf("bad URL: %w", err)
+		return routeFlag{}, errors.New("the URL cannot be parsed")
 	}
 	switch u.Scheme {
 	case "nats", "jetstream":
 	case "kafka", "amqp", "amqps":
-		return fmt.Errorf("%s:// routes are not supported yet", u.Scheme)
+		return routeFlag{}, fmt.Errorf("%s:// routes are not supported yet (nats:// and jetstream:// are)", u.Scheme)
 	case "":
-		return fmt.Errorf("URL %q has no scheme (want nats:// or jetstream://)", raw)
+		return routeFlag{}, errors.New("the URL has no scheme (want nats:// or jetstream://)")
 	default:
-		return fmt.Errorf("unknown scheme %q (want nats:// or jetstream://)", u.Scheme)
+		return routeFlag{}, fmt.Errorf("unknown scheme %q (want nats:// or jetstream://)", u.Scheme)
 	}
-	for _, f := range *r {
-		if f.path == path {
-			return fmt.Errorf("path %s given twice", path)
-		}
-	}
-	*r = append(*r, routeFlag{path: path, url: u})
-	return nil
+	return routeFlag{path: path, url: u}, nil
 }
 
-// open makes the bridge routes, connecting their sources. On error it
+// secretParams are the URL query parameters that redact hides.
+var secretParams = []string{"token", "password", "pass"}
+
+// redact returns a -route value with the URL's password and secret query
+// parameters replaced by "xxxxx".
+func redact(v string) string {
+	path, raw, ok := strings.Cut(v, "=")
+	if !ok {
+		return v
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return path + "=<unparseable URL>"
+	}
+	q := u.Query()
+	for _, name := range secretParams {
+		if q.Has(name) {
+			q.Set(name, "xxxxx")
+		}
+	}
+	if u.RawQuery != "" {
+		u.RawQuery = q.Encode()
+	}
+	if u.User != nil {
+		if _, has := u.User.Password(); !has {
+			u.User = url.User("xxxxx") // a user part alone may be a token
+		}
+	}
+	return path + "=" + u.Redacted()
+}
+
+// openRoutes makes the bridge routes, connecting their sources. On error it
 // closes what it opened; the error names the flag.
-func (r routeFlags) open(logger *slog.Logger) (routes []bridge.Route, closeAll func(), err error) {
+func openRoutes(r []routeFlag, logger *slog.Logger) (routes []bridge.Route, closeAll func(), err error) {
 	var sources []bridge.Source
 	closeAll = func() {
 		for _, s := range sources {
@@ -80,7 +124,7 @@ func (r routeFlags) open(logger *slog.Logger) (routes []bridge.Route, closeAll f
 			}
 		}
 		closeAll()
-		return nil, nil, fmt.Errorf("invalid value %q for flag -route: %w", f.path+"="+f.url.Redacted(), err)
+		return nil, nil, fmt.Errorf("invalid value %q for flag -route: %w", redact(f.path+"="+f.url.String()), err)
 	}
 	return routes, closeAll, nil
 }

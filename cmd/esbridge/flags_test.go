@@ -1,0 +1,119 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+// A bad command line ends the program with status 2 and one line on stderr
+// that names the flag, before anything listens.
+func TestBadFlags(t *testing.T) {
+	t.Parallel()
+	// A port where no NATS server runs: a valid route does not need one at
+	// startup.
+	valid := "/a=jetstream://127.0.0.1:" + freePort(t) + "/S"
+	cases := []struct {
+		name string
+		args []string
+		flag string // the flag the message must name
+	}{
+		{"path-without-slash", []string{"-route", "orders=jetstream://x/S"}, "-route"},
+		{"no-equals", []string{"-route", "/a"}, "-route"},
+		{"kafka-not-yet", []string{"-route", "/a=kafka://127.0.0.1:9092/t"}, "-route"},
+		{"amqp-not-yet", []string{"-route", "/a=amqp://127.0.0.1:5672/q"}, "-route"},
+		{"unknown-scheme", []string{"-route", "/a=ftp://x/y"}, "-route"},
+		{"no-scheme", []string{"-route", "/a=127.0.0.1:4222/S"}, "-route"},
+		{"bad-start", []string{"-route", "/a=jetstream://127.0.0.1:4222/S?start=sometimes"}, "-route"},
+		{"unknown-option", []string{"-route", "/a=jetstream://127.0.0.1:4222/S?bogus=1"}, "-route"},
+		{"bad-format", []string{"-route", "/a=jetstream://127.0.0.1:4222/S?format=xml"}, "-route"},
+		{"earliest-on-core", []string{"-route", "/a=nats://127.0.0.1:4222/ticks?start=earliest"}, "-route"},
+		{"no-stream", []string{"-route", "/a=jetstream://127.0.0.1:4222/"}, "-route"},
+		{"bad-subject", []string{"-route", "/a=nats://127.0.0.1:4222/a..b"}, "-route"},
+		{"same-path-twice", []string{"-route", valid, "-route", valid}, "-route"},
+		{"reserved-path", []string{"-route", "/healthz=jetstream://127.0.0.1:4222/S"}, "-route"},
+		{"negative-backlog", []string{"-route", valid, "-backlog", "-1"}, "-backlog"},
+		{"backlog-not-a-number", []string{"-route", valid, "-backlog", "many"}, "-backlog"},
+		{"zero-heartbeat", []string{"-route", valid, "-heartbeat", "0s"}, "-heartbeat"},
+		{"zero-drain-timeout", []string{"-route", valid, "-drain-timeout", "0s"}, "-drain-timeout"},
+		{"bad-log-format", []string{"-route", valid, "-log-format", "xml"}, "-log-format"},
+		{"bad-log-level", []string{"-route", valid, "-log-level", "loud"}, "-log-level"},
+		{"bad-listen", []string{"-route", valid, "-listen", "bad:addr:x"}, "-listen"},
+		{"unknown-flag", []string{"-route", valid, "-colour"}, "-colour"},
+		{"stray-argument", []string{"-route", valid, "extra"}, "-route"},
+		{"no-flags", nil, "-route"},
+	}
+	bin := binary(t)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			p := startProc(t, bin, tc.args...)
+			code := p.wait(waitFor)
+			stderr := p.stderr.String()
+			if code != 2 {
+				t.Errorf("exit status %d, want 2; stderr:\n%s", code, stderr)
+			}
+			lines := scanLines(stderr)
+			if len(lines) != 1 || !strings.HasSuffix(stderr, "\n") {
+				t.Fatalf("stderr is %d lines, want one line:\n%s", len(lines), stderr)
+			}
+			if !strings.HasPrefix(lines[0], "esbridge: ") || !strings.Contains(lines[0], tc.flag) {
+				t.Errorf("stderr %q: want a line beginning with \"esbridge: \" naming %s", lines[0], tc.flag)
+			}
+			if strings.Contains(stderr, "listening") {
+				t.Errorf("the program listened: %s", stderr)
+			}
+		})
+	}
+}
+
+// Unsupported schemes get a message that says so, not "unknown".
+func TestNotYetSupportedSchemeMessage(t *testing.T) {
+	t.Parallel()
+	p := startProc(t, binary(t), "-route", "/a=kafka://127.0.0.1:9092/t")
+	if code := p.wait(waitFor); code != 2 {
+		t.Fatalf("exit status %d, want 2", code)
+	}
+	if msg := p.stderr.String(); !strings.Contains(msg, "not supported yet") || !strings.Contains(msg, "kafka") {
+		t.Errorf("stderr %q: want it to say kafka:// is not supported yet", msg)
+	}
+}
+
+// -version prints the version and exits 0; -h prints the usage and exits 0.
+func TestVersionAndHelp(t *testing.T) {
+	t.Parallel()
+	p := startProc(t, binary(t), "-version")
+	if code := p.wait(waitFor); code != 0 {
+		t.Errorf("-version: exit status %d, want 0", code)
+	}
+	if out := p.stderr.String(); !strings.HasPrefix(out, "esbridge ") {
+		t.Errorf("-version printed %q, want \"esbridge VERSION\"", out)
+	}
+	p = startProc(t, binary(t), "-h")
+	if code := p.wait(waitFor); code != 0 {
+		t.Errorf("-h: exit status %d, want 0", code)
+	}
+	if out := p.stderr.String(); !strings.Contains(out, "-route PATH=URL") {
+		t.Errorf("-h printed %q, want the usage", out)
+	}
+}
+
+// The message about a bad route does not print the route's credentials, a
+// password or a token, to stderr (which ends up in logs).
+func TestBadRouteHidesCredentials(t *testing.T) {
+	t.Parallel()
+	for _, route := range []string{
+		"/a=jetstream://user:s3cret@127.0.0.1:4222/S?bogus=1",
+		"/a=jetstream://127.0.0.1:4222/S?token=s3cret&bogus=1",
+		"/a=nats://127.0.0.1:4222/ticks?token=s3cret&format=xml",
+		"/a=kafka://user:s3cret@127.0.0.1:9092/t", // refused while parsing
+		"a=nats://user:s3cret@127.0.0.1:4222/t",
+	} {
+		p := startProc(t, binary(t), "-route", route)
+		if code := p.wait(waitFor); code != 2 {
+			t.Errorf("-route %s: exit status %d, want 2", route, code)
+		}
+		if msg := p.stderr.String(); strings.Contains(msg, "s3cret") {
+			t.Errorf("-route %s: the message shows the secret: %s", route, msg)
+		}
+	}
+}

@@ -1,0 +1,203 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"net"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// SIGTERM ends every stream with what was published, then a retry line,
+// and the process exits 0 without waiting for the drain timeout.
+func TestSIGTERMDrains(t *testing.T) {
+	t.Parallel()
+	ns := runNATS(t)
+	pub, stream := ns.jetStream("ORDERS")
+	// A drain timeout longer than this test waits: ending the streams must
+	// not take it.
+	b := startBridge(t, "-listen", "127.0.0.1:0", "-route", "/orders="+stream, "-drain-timeout", "1m")
+	b.waitReadyz(200)
+	clients := []*sseClient{connect(t, b.url("/orders"), "")}
+	clients[0].syncLive(pub.publish)
+	clients = append(clients, connect(t, b.url("/orders"), clients[0].lastEventID()))
+	pub.publish(seq("m", 1, 3)...)
+	for _, c := range clients {
+		c.expectData(seq("m", 1, 3)...)
+	}
+
+	b.signal(syscall.SIGTERM)
+	for _, c := range clients {
+		if rest := c.expectEnd(); len(rest) > 0 {
+			t.Errorf("events after m3: %+v", rest)
+		}
+		if line := lastLine(c.body()); !strings.HasPrefix(line, "retry: ") {
+			t.Errorf("the stream ends with %q, want a retry line; received:\n%s", line, c.body())
+		}
+	}
+	if code := b.wait(waitFor); code != 0 {
+		t.Fatalf("exit status %d after SIGTERM, want 0", code)
+	}
+}
+
+// A client that does not read does not hold the process past the drain
+// timeout.
+func TestSIGTERMWithStalledClient(t *testing.T) {
+	t.Parallel()
+	b, c := bridgeWithStalledClient(t, "2s")
+	b.signal(syscall.SIGTERM)
+	c.expectEnd()
+	// The stalled client's writes would only time out after 30 s.
+	if code := b.wait(15 * time.Second); code != 0 {
+		t.Fatalf("exit status %d after SIGTERM, want 0", code)
+	}
+	// The client did hold its stream open (else this test tests nothing).
+	if !strings.Contains(b.stderr.String(), "did not all end in time") {
+		t.Errorf("no warning that a stream outlived the drain timeout:\n%s", b.stderr.String())
+	}
+}
+
+// A second SIGTERM ends the process at once, drain or not.
+func TestSecondSIGTERM(t *testing.T) {
+	t.Parallel()
+	b, c := bridgeWithStalledClient(t, "10m")
+	b.signal(syscall.SIGTERM)
+	c.expectEnd()
+	b.waitLog("shutting down", 1)
+	select {
+	case <-b.exited:
+		t.Fatalf("esbridge exited (%v) while the stalled client's stream was open", b.state)
+	default:
+	}
+	b.signal(syscall.SIGTERM)
+	select {
+	case <-b.exited:
+	case <-time.After(waitFor):
+		t.Fatalf("esbridge still runs %v after a second SIGTERM", waitFor)
+	}
+}
+
+// bridgeWithStalledClient starts a bridge with the given drain timeout and
+// a route with two clients: one that sends its request and never reads the
+// response, stalled with megabytes on their way to it, and one that keeps
+// up, which is returned.
+func bridgeWithStalledClient(t *testing.T, drain string) (*proc, *sseClient) {
+	t.Helper()
+	ns := runNATS(t)
+	pub, stream := ns.jetStream("ORDERS")
+	b := startBridge(t, "-listen", "127.0.0.1:0", "-route", "/orders="+stream, "-drain-timeout", drain)
+	b.waitReadyz(200)
+
+	// A reader that keeps up, to know when the messages went out.
+	c := connect(t, b.url("/orders"), "")
+	c.syncLive(pub.publish)
+
+	conn, err := net.Dial("tcp", b.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	conn.(*net.TCPConn).SetReadBuffer(4 << 10) // no autotuning: stall soon
+	fmt.Fprintf(conn, "GET /orders HTTP/1.1\r\nHost: %s\r\nLast-Event-ID: %s\r\n\r\n", b.addr, c.lastEventID())
+
+	// Enough data to fill the socket buffers of the stalled client.
+	big := strings.Repeat("x", 60<<10)
+	var want []string
+	for i := range 150 {
+		want = append(want, fmt.Sprintf("%d%s", i, big))
+	}
+	pub.publish(want...)
+	c.expectData(want...)
+	return b, c
+}
+
+// -demo runs on its own: the page at /, a live stream at /demo of JSON
+// envelopes with consecutive sequence numbers, and health checks.
+func TestDemo(t *testing.T) {
+	t.Parallel()
+	b := startBridge(t, "-demo", "-listen", "127.0.0.1:0")
+	b.waitReadyz(200)
+
+	code, body, h := b.get("/")
+	if code != 200 || !strings.HasPrefix(h.Get("Content-Type"), "text/html") || !strings.Contains(body, "EventSource") {
+		t.Errorf("GET /: %d %q, want 200 text/html with a page that uses EventSource", code, h.Get("Content-Type"))
+	}
+	if code, _, _ := b.get("/healthz"); code != 200 {
+		t.Errorf("GET /healthz: %d, want 200", code)
+	}
+	if code, _, _ := b.get("/no-such-route"); code != 404 {
+		t.Errorf("GET /no-such-route: %d, want 404", code)
+	}
+
+	c := connect(t, b.url("/demo"), "")
+	var prev uint64
+	for i := range 4 {
+		ev := c.next()
+		var env struct {
+			Subject  string          `json:"subject"`
+			Sequence *uint64         `json:"sequence"`
+			Data     json.RawMessage `json:"data"`
+		}
+		if err := json.Unmarshal([]byte(ev.Data), &env); err != nil || env.Sequence == nil {
+			t.Fatalf("event %d: type %q data %q: want a JSON envelope with a sequence (%v)", i, ev.Type, ev.Data, err)
+		}
+		if !strings.HasPrefix(env.Subject, "demo.") || len(env.Data) == 0 || ev.LastEventID == "" {
+			t.Errorf("event %d: %q (id %q): want a demo.* subject, data and an ID", i, ev.Data, ev.LastEventID)
+		}
+		if i > 0 && *env.Sequence != prev+1 {
+			t.Errorf("event %d: sequence %d after %d", i, *env.Sequence, prev)
+		}
+		prev = *env.Sequence
+	}
+	b.stop()
+}
+
+// The health checks and an unknown path, on a bridge with a route.
+func TestHealthAndNotFound(t *testing.T) {
+	t.Parallel()
+	ns := runNATS(t)
+	_, stream := ns.jetStream("ORDERS")
+	b := startBridge(t, "-listen", "127.0.0.1:0", "-route", "/orders="+stream, "-log-format", "json", "-log-level", "debug")
+	b.waitReadyz(200)
+	if code, body, _ := b.get("/healthz"); code != 200 || strings.TrimSpace(body) != "ok" {
+		t.Errorf("GET /healthz: %d %q, want 200 ok", code, body)
+	}
+	if code, _, _ := b.get("/nope"); code != 404 {
+		t.Errorf("GET /nope: %d, want 404", code)
+	}
+	if code, _, _ := b.get("/orders/more"); code != 404 {
+		t.Errorf("GET /orders/more: %d, want 404", code)
+	}
+	// With -log-format json every line of stderr is a JSON object.
+	b.stop()
+	sc := bufio.NewScanner(strings.NewReader(b.stderr.String()))
+	for sc.Scan() {
+		var v map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &v); err != nil {
+			t.Errorf("-log-format json: line %q: %v", sc.Text(), err)
+		}
+	}
+}
+
+// A route whose NATS server is not up yet: the program starts, serves
+// /healthz, and answers /readyz 503 naming the route until NATS comes.
+func TestStartBeforeNATS(t *testing.T) {
+	t.Parallel()
+	port := freePort(t)
+	b := startBridge(t, "-listen", "127.0.0.1:0", "-route", "/ticks=nats://127.0.0.1:"+port+"/ticks.>")
+	if code, _, _ := b.get("/healthz"); code != 200 {
+		t.Errorf("GET /healthz: %d, want 200", code)
+	}
+	code, body, _ := b.get("/readyz")
+	if code != 503 || !strings.Contains(body, "/ticks") {
+		t.Errorf("GET /readyz with NATS down: %d %q, want 503 naming /ticks", code, body)
+	}
+	ns := &natsServer{t: t, dir: t.TempDir()}
+	fmt.Sscan(port, &ns.port)
+	ns.start()
+	t.Cleanup(ns.stop)
+	b.waitReadyz(200)
+}
