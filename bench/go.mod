@@ -1,6 +1,6 @@
 module github.com/esbridge/esbridge/bench
 
-go 1.26
+go 1.26.0
 
 require (
 	github.com/esbridge/esbridge v0.0.0

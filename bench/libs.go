@@ -50,6 +50,7 @@ type server interface {
 type serverConfig struct {
 	backlog      int
 	writeTimeout time.Duration
+	flush        time.Duration
 }
 
 // newServer returns the adapter for the library lib.
@@ -60,6 +61,7 @@ func newServer(lib string, cfg serverConfig) (server, error) {
 			esource.WithBacklog(cfg.backlog),
 			esource.WithBacklogBytes(0),
 			esource.WithWriteTimeout(cfg.writeTimeout),
+			esource.WithFlushInterval(cfg.flush),
 		)
 		if err != nil {
 			return nil, err

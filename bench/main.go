@@ -17,9 +17,13 @@
 //	   publish time; the clients report publish-to-receive percentiles.
 //	C  memory per idle connection: -idle streams open, the server's memory
 //	   after GC before and after they connect.
-//	D  stalled client: scenario A again with one more client that never
-//	   reads (SO_RCVBUF 4 KiB); the other clients' deliveries/s with and
-//	   without it, or "stalled" if they make no progress for -stall-timeout.
+//	D  stalled client: scenario A with -stall-size-byte events, first for
+//	   -stall-duration, then with one more client that never reads
+//	   (SO_RCVBUF 4 KiB) until -stall-bytes per client are published; the
+//	   other clients' deliveries/s in both runs, or "stalled" if they make
+//	   no progress for -stall-timeout. The events are larger than in A, and
+//	   the second run long, because the kernel buffers a few MB for the
+//	   non-reading socket before the server's writes to it block.
 //
 // The orchestrator (this process) re-executes itself twice per library and
 // scenario: a server process (-role=server), whose memory is measured
@@ -32,10 +36,13 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"github.com/esbridge/esbridge/esource"
 	"io"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -48,6 +55,8 @@ type options struct {
 	clients       int
 	idle          int
 	size          int
+	stallSize     int
+	stallBytes    int
 	window        int
 	rate          int
 	backlog       int
@@ -56,6 +65,7 @@ type options struct {
 	stallDuration time.Duration
 	stallTimeout  time.Duration
 	writeTimeout  time.Duration
+	flush         time.Duration
 	profileDir    string
 	json          bool
 	verbose       bool
@@ -76,14 +86,17 @@ func main() {
 	flag.IntVar(&o.clients, "clients", 1000, "clients in scenarios A, B and D")
 	flag.IntVar(&o.idle, "idle", 10000, "idle connections in scenario C")
 	flag.IntVar(&o.size, "size", 100, "event data size in bytes")
+	flag.IntVar(&o.stallSize, "stall-size", 4096, "event data size in scenario D, large enough that the non-reading client's socket buffers fill within the run")
+	flag.IntVar(&o.stallBytes, "stall-bytes", 16<<20, "bytes per client published in scenario D with the non-reading client")
 	flag.IntVar(&o.window, "window", 4096, "closed-loop window: events in flight beyond the slowest client")
 	flag.IntVar(&o.rate, "rate", 1000, "events per second in scenario B")
 	flag.IntVar(&o.backlog, "backlog", 65536, "esource backlog and r3labs stream buffer, in events")
 	flag.DurationVar(&o.duration, "duration", 10*time.Second, "publishing time in scenario A")
 	flag.DurationVar(&o.latDuration, "latency-duration", 10*time.Second, "publishing time in scenario B")
-	flag.DurationVar(&o.stallDuration, "stall-duration", 10*time.Second, "publishing time in scenario D")
+	flag.DurationVar(&o.stallDuration, "stall-duration", 5*time.Second, "publishing time in scenario D without the non-reading client")
 	flag.DurationVar(&o.stallTimeout, "stall-timeout", 10*time.Second, "report a stall after this long without progress")
 	flag.DurationVar(&o.writeTimeout, "write-timeout", 5*time.Second, "esource write timeout")
+	flag.DurationVar(&o.flush, "flush", esource.DefaultFlushInterval, "esource flush interval")
 	flag.StringVar(&o.profileDir, "profile", "", "write the server processes' CPU (A, B, D) and heap (C) profiles to this `dir`")
 	flag.BoolVar(&o.json, "json", false, "print the results as JSON instead of tables")
 	flag.BoolVar(&o.verbose, "v", false, "show the child processes' stderr and progress")
@@ -93,14 +106,15 @@ func main() {
 	var err error
 	switch role {
 	case "server":
-		err = runServer(lib, serverConfig{backlog: o.backlog, writeTimeout: o.writeTimeout})
+		err = runServer(lib, serverConfig{backlog: o.backlog, writeTimeout: o.writeTimeout, flush: o.flush})
 	case "client":
 		err = runClient()
 	case "":
 		o.libs = strings.Split(libs, ",")
 		if quick {
 			o.clients, o.idle = 100, 1000
-			o.duration, o.latDuration, o.stallDuration = 2*time.Second, 2*time.Second, 3*time.Second
+			o.duration, o.latDuration, o.stallDuration = 2*time.Second, 2*time.Second, 2*time.Second
+			o.stallBytes = 4 << 20
 			o.stallTimeout, o.writeTimeout = 3*time.Second, time.Second
 		}
 		err = orchestrate(o)
@@ -125,9 +139,9 @@ type results struct {
 }
 
 type jsonOptions struct {
-	Clients, Idle, Size, Window, Rate, Backlog int
-	Duration, LatencyDuration, StallDuration   time.Duration
-	StallTimeout, WriteTimeout                 time.Duration
+	Clients, Idle, Size, StallSize, StallBytes, Window, Rate, Backlog int
+	Duration, LatencyDuration, StallDuration                          time.Duration
+	StallTimeout, WriteTimeout                                        time.Duration
 }
 
 // throughput is one library's result in scenario A (or D).
@@ -139,14 +153,16 @@ type throughput struct {
 	DeliveriesPerS float64       `json:"deliveriesPerSecond"`
 	VsEsource      float64       `json:"vsEsource,omitempty"`
 	Connect        connectResult `json:"connect"`
+	Machine        machineCPU    `json:"machine"`
 }
 
 // latencyRun is one library's result in scenario B.
 type latencyRun struct {
-	Lib    string       `json:"lib"`
-	Error  string       `json:"error,omitempty"`
-	Run    runResult    `json:"run"`
-	Client clientReport `json:"client"`
+	Lib     string       `json:"lib"`
+	Error   string       `json:"error,omitempty"`
+	Run     runResult    `json:"run"`
+	Client  clientReport `json:"client"`
+	Machine machineCPU   `json:"machine"`
 }
 
 // memoryRun is one library's result in scenario C.
@@ -172,8 +188,8 @@ type stallRun struct {
 
 func orchestrate(o options) error {
 	for _, l := range o.libs {
-		if _, err := newServer(l, serverConfig{backlog: 1, writeTimeout: time.Second}); err != nil {
-			return err
+		if !slices.Contains(libraries, l) {
+			return fmt.Errorf("unknown library %q (want some of %v)", l, libraries)
 		}
 	}
 	if o.profileDir != "" {
@@ -185,7 +201,7 @@ func orchestrate(o options) error {
 		Go:   runtime.Version() + " " + runtime.GOOS + "/" + runtime.GOARCH,
 		CPUs: runtime.NumCPU(),
 		Options: jsonOptions{
-			Clients: o.clients, Idle: o.idle, Size: o.size, Window: o.window, Rate: o.rate,
+			Clients: o.clients, Idle: o.idle, Size: o.size, StallSize: o.stallSize, StallBytes: o.stallBytes, Window: o.window, Rate: o.rate,
 			Backlog: o.backlog, Duration: o.duration, LatencyDuration: o.latDuration,
 			StallDuration: o.stallDuration, StallTimeout: o.stallTimeout, WriteTimeout: o.writeTimeout,
 		},
@@ -195,7 +211,7 @@ func orchestrate(o options) error {
 	if strings.Contains(sc, "A") {
 		for _, lib := range o.libs {
 			o.logf("A %s", lib)
-			res.Throughput = append(res.Throughput, o.throughput(lib, "A", o.duration, false))
+			res.Throughput = append(res.Throughput, o.throughput(lib, "A", o.duration, o.size, 0, false))
 		}
 		ratios(res.Throughput)
 	}
@@ -214,18 +230,8 @@ func orchestrate(o options) error {
 	if strings.Contains(sc, "D") {
 		for _, lib := range o.libs {
 			o.logf("D %s", lib)
-			var without throughput
-			if o.stallDuration == o.duration {
-				for _, t := range res.Throughput {
-					if t.Lib == lib {
-						without = t
-					}
-				}
-			}
-			if without.Lib == "" {
-				without = o.throughput(lib, "D0", o.stallDuration, false)
-			}
-			with := o.throughput(lib, "D", o.stallDuration, true)
+			without := o.throughput(lib, "D0", o.stallDuration, o.stallSize, 0, false)
+			with := o.throughput(lib, "D", 2*time.Minute, o.stallSize, uint64(o.stallBytes/o.stallSize), true)
 			r := stallRun{Lib: lib, Without: without, With: with}
 			if without.DeliveriesPerS > 0 && !with.Run.Stalled {
 				r.Ratio = with.DeliveriesPerS / without.DeliveriesPerS
@@ -255,7 +261,7 @@ type session struct {
 
 func (o options) open(lib string) (*session, error) {
 	srv, err := startChild("server "+lib, o.verbose, "-role=server", "-lib="+lib,
-		fmt.Sprint("-backlog=", o.backlog), fmt.Sprint("-write-timeout=", o.writeTimeout))
+		fmt.Sprint("-backlog=", o.backlog), fmt.Sprint("-write-timeout=", o.writeTimeout), fmt.Sprint("-flush=", o.flush))
 	if err != nil {
 		return nil, err
 	}
@@ -291,8 +297,9 @@ func (s *session) connect(n int, c command) (connectResult, error) {
 	if err := s.srv.call(command{Cmd: "warm", On: false}, &none, 10*time.Second); err != nil {
 		return cr, err
 	}
-	if cr.Errors > 0 {
-		return cr, fmt.Errorf("%d of %d clients failed to connect", cr.Errors, n)
+	if cr.Ready < n {
+		return cr, fmt.Errorf("only %d of %d clients connected and received an event in %v (%d failed)",
+			cr.Ready, n, cr.Elapsed.Round(time.Second), cr.Errors)
 	}
 	if c.Stall {
 		// Let the non-reading client, which cannot tell, be subscribed.
@@ -308,8 +315,10 @@ func (o options) profile(scenario, lib, kind string) string {
 	return filepath.Join(o.profileDir, scenario+"-"+lib+"."+kind+".pprof")
 }
 
-// throughput runs the closed-loop publisher (scenarios A and D).
-func (o options) throughput(lib, scenario string, d time.Duration, stall bool) (t throughput) {
+// throughput runs the closed-loop publisher (scenarios A and D) with
+// size-byte events for d or n events (if not 0), whichever comes first; the
+// window is scaled to keep as many bytes in flight as in scenario A.
+func (o options) throughput(lib, scenario string, d time.Duration, size int, n uint64, stall bool) (t throughput) {
 	t.Lib = lib
 	s, err := o.open(lib)
 	if err != nil {
@@ -322,12 +331,15 @@ func (o options) throughput(lib, scenario string, d time.Duration, stall bool) (
 		t.Error = err.Error()
 		return t
 	}
-	cmd := command{Cmd: "closed", Window: o.window, Duration: d, Size: o.size,
+	window := max(16, o.window*o.size/size)
+	cmd := command{Cmd: "closed", Window: window, Duration: d, MaxEvents: n, Size: size,
 		StallTimeout: o.stallTimeout, CPUProfile: o.profile(scenario, lib, "cpu")}
+	machine := cpuMeter()
 	if err := s.srv.call(cmd, &t.Run, d+o.stallTimeout+time.Minute); err != nil {
 		t.Error = err.Error()
 		return t
 	}
+	t.Machine = machine()
 	if err := s.cli.call(command{Cmd: "report"}, &t.Client, time.Minute); err != nil {
 		t.Error = err.Error()
 		return t
@@ -368,10 +380,12 @@ func (o options) latency(lib string) (l latencyRun) {
 	}
 	cmd := command{Cmd: "paced", Rate: o.rate, Duration: o.latDuration, Size: o.size,
 		StallTimeout: o.stallTimeout, CPUProfile: o.profile("B", lib, "cpu")}
+	machine := cpuMeter()
 	if err := s.srv.call(cmd, &l.Run, o.latDuration+o.stallTimeout+time.Minute); err != nil {
 		l.Error = err.Error()
 		return l
 	}
+	l.Machine = machine()
 	if err := s.cli.call(command{Cmd: "report"}, &l.Client, time.Minute); err != nil {
 		l.Error = err.Error()
 	}
@@ -426,7 +440,7 @@ func printTables(out io.Writer, o options, r results) {
 	if len(r.Throughput) > 0 {
 		section(fmt.Sprintf("A. Throughput: %d clients, %d-byte events, closed loop with window %d, %v",
 			o.clients, o.size, o.window, o.duration))
-		row("library", "events", "elapsed", "deliveries/s", "vs esource", "missing", "gaps", "disorder", "server CPU", "client CPU", "note")
+		row("library", "events", "elapsed", "deliveries/s", "vs esource", "missing", "gaps", "disorder", "server CPU", "client CPU", "idle CPU", "note")
 		for _, t := range r.Throughput {
 			row(throughputCells(t)...)
 		}
@@ -434,10 +448,10 @@ func printTables(out io.Writer, o options, r results) {
 	if len(r.Latency) > 0 {
 		section(fmt.Sprintf("B. Latency: %d events/s (%d bytes) to %d clients for %v, publish to receive",
 			o.rate, o.size, o.clients, o.latDuration))
-		row("library", "events", "published/s", "p50", "p90", "p99", "max", "missing", "gaps", "disorder", "server CPU", "note")
+		row("library", "events", "published/s", "p50", "p90", "p99", "max", "missing", "gaps", "disorder", "server CPU", "idle CPU", "note")
 		for _, l := range r.Latency {
 			if l.Error != "" {
-				row(l.Lib, "", "", "", "", "", "", "", "", "", "", "error: "+l.Error)
+				row(l.Lib, "", "", "", "", "", "", "", "", "", "", "", "error: "+l.Error)
 				continue
 			}
 			rate := 0.0
@@ -447,7 +461,7 @@ func printTables(out io.Writer, o options, r results) {
 			row(l.Lib, l.Run.Published, fmt.Sprintf("%.0f", rate),
 				ms(l.Client.Latency.P50), ms(l.Client.Latency.P90), ms(l.Client.Latency.P99), ms(l.Client.Latency.Max),
 				missing(l.Run, l.Client), l.Client.Gaps, l.Client.Disorder,
-				pct(l.Run.CPU, l.Run.Elapsed), note(l.Run, l.Client))
+				pct(l.Run.CPU, l.Run.Elapsed), idle(l.Machine), note(l.Run, l.Client, l.Machine))
 		}
 	}
 	if len(r.Memory) > 0 {
@@ -463,8 +477,8 @@ func printTables(out io.Writer, o options, r results) {
 		}
 	}
 	if len(r.Stall) > 0 {
-		section(fmt.Sprintf("D. Stalled client: %d clients + 1 that never reads (SO_RCVBUF 4 KiB), closed loop for %v; esource write timeout %v",
-			o.clients, o.stallDuration, o.writeTimeout))
+		section(fmt.Sprintf("D. Stalled client: %d clients, %d-byte events, closed loop (window %d): %v without, then %d MiB per client with 1 more client that never reads (SO_RCVBUF 4 KiB); esource write timeout %v",
+			o.clients, o.stallSize, max(16, o.window*o.size/o.stallSize), o.stallDuration, o.stallBytes>>20, o.writeTimeout))
 		row("library", "deliveries/s without", "deliveries/s with", "with/without", "events", "missing", "gaps", "non-reading client")
 		for _, s := range r.Stall {
 			if s.With.Error != "" || s.Without.Error != "" {
@@ -488,7 +502,7 @@ func printTables(out io.Writer, o options, r results) {
 
 func throughputCells(t throughput) []any {
 	if t.Error != "" {
-		return []any{t.Lib, "", "", "", "", "", "", "", "", "", "error: " + t.Error}
+		return []any{t.Lib, "", "", "", "", "", "", "", "", "", "", "error: " + t.Error}
 	}
 	vs := "1.00x"
 	if t.Lib != "esource" {
@@ -499,7 +513,7 @@ func throughputCells(t throughput) []any {
 	}
 	return []any{t.Lib, t.Run.Published, t.Run.Elapsed.Round(time.Millisecond), fmt.Sprintf("%.0f", t.DeliveriesPerS), vs,
 		missing(t.Run, t.Client), t.Client.Gaps, t.Client.Disorder,
-		pct(t.Run.CPU, t.Run.Elapsed), pct(t.Client.CPU, t.Run.Elapsed), note(t.Run, t.Client)}
+		pct(t.Run.CPU, t.Run.Elapsed), pct(t.Client.CPU, t.Run.Elapsed), idle(t.Machine), note(t.Run, t.Client, t.Machine)}
 }
 
 // missing is the largest number of published events a client lacks.
@@ -510,8 +524,11 @@ func missing(r runResult, c clientReport) uint64 {
 	return r.Published - c.MinEvents
 }
 
-func note(r runResult, c clientReport) string {
+func note(r runResult, c clientReport, m machineCPU) string {
 	var n []string
+	if m.Steal >= 5 {
+		n = append(n, fmt.Sprintf("%.0f%% of the CPU stolen by the hypervisor", m.Steal))
+	}
 	if r.Stalled {
 		n = append(n, fmt.Sprintf("STALLED: no progress for the stall timeout after %d of %d events", r.Delivered, r.Published))
 	}
@@ -521,6 +538,8 @@ func note(r runResult, c clientReport) string {
 	return strings.Join(n, "; ")
 }
 
+func idle(m machineCPU) string { return fmt.Sprintf("%.0f%%", m.Idle) }
+
 func ms(d time.Duration) string { return fmt.Sprintf("%.2fms", float64(d)/1e6) }
 
 func pct(cpu, wall time.Duration) string {
@@ -528,4 +547,46 @@ func pct(cpu, wall time.Duration) string {
 		return "-"
 	}
 	return fmt.Sprintf("%.0f%%", 100*cpu.Seconds()/wall.Seconds())
+}
+
+// cpuMeter starts measuring this machine's CPU time; the function it
+// returns gives the percentages of it that were idle and that the
+// hypervisor stole since, which tell whether a result was bound by CPU.
+func cpuMeter() func() machineCPU {
+	read := func() (idle, steal, total uint64) {
+		b, err := os.ReadFile("/proc/stat")
+		if err != nil {
+			return 0, 0, 0
+		}
+		line, _, _ := strings.Cut(string(b), "\n")
+		for i, f := range strings.Fields(line)[1:] {
+			v, _ := strconv.ParseUint(f, 10, 64)
+			if i < 8 { // user nice system idle iowait irq softirq steal
+				total += v
+			}
+			switch i {
+			case 3, 4:
+				idle += v
+			case 7:
+				steal = v
+			}
+		}
+		return idle, steal, total
+	}
+	i0, s0, t0 := read()
+	return func() machineCPU {
+		i1, s1, t1 := read()
+		if t1 <= t0 {
+			return machineCPU{}
+		}
+		d := float64(t1 - t0)
+		return machineCPU{Idle: 100 * float64(i1-i0) / d, Steal: 100 * float64(s1-s0) / d}
+	}
+}
+
+// machineCPU is how much of the machine's CPU time was idle or stolen
+// during a run, in percent.
+type machineCPU struct {
+	Idle  float64 `json:"idlePercent"`
+	Steal float64 `json:"stealPercent"`
 }

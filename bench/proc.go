@@ -29,6 +29,7 @@ type command struct {
 	Window       int           `json:"window,omitempty"`
 	Rate         int           `json:"rate,omitempty"`
 	Duration     time.Duration `json:"duration,omitempty"`
+	MaxEvents    uint64        `json:"maxEvents,omitempty"`
 	Size         int           `json:"size,omitempty"`
 	StallTimeout time.Duration `json:"stallTimeout,omitempty"`
 	CPUProfile   string        `json:"cpuProfile,omitempty"`

@@ -153,9 +153,12 @@ func runServer(lib string, cfg serverConfig) error {
 	return nil
 }
 
-// warm starts or stops publishing a warm-up event (ID "w") every 50 ms;
-// clients wait for one to know that they are subscribed. Stopping returns
-// once the warm-up publisher is done.
+// warm starts or stops publishing warm-up events (ID "w"); clients wait
+// for one to know that they are subscribed. It waits 50 ms after each, or
+// four times as long as the last Publish call took if that is longer: a
+// library that fans out synchronously (go-sse's Joe) admits new
+// subscribers only between events, and with 10,000 of them each warm-up
+// event takes a while. Stopping returns once the warm-up publisher is done.
 func (s *serverProc) warm(on bool) {
 	s.warmMu.Lock()
 	defer s.warmMu.Unlock()
@@ -171,20 +174,21 @@ func (s *serverProc) warm(on bool) {
 	s.warmStop, s.warmDone = stop, done
 	go func() {
 		defer close(done)
-		t := time.NewTicker(50 * time.Millisecond)
-		defer t.Stop()
 		for {
+			t0 := time.Now()
 			s.srv.publish("w", []byte("w"))
+			pause := max(50*time.Millisecond, 4*time.Since(t0))
 			select {
 			case <-stop:
 				return
-			case <-t.C:
+			case <-time.After(pause):
 			}
 		}
 	}()
 }
 
-// run publishes events 1, 2, ... for c.Duration, then waits until every
+// run publishes events 1, 2, ... for c.Duration (or, in "closed", until
+// c.MaxEvents if that comes first), then waits until every
 // client has received them all, or until progress stops for
 // c.StallTimeout.
 //
@@ -227,14 +231,14 @@ func (s *serverProc) run(c command) (runResult, error) {
 			now := time.Now()
 			if c.Cmd == "paced" {
 				at := start.Add(time.Duration(seq-1) * interval)
-				if !at.Before(end) {
-					return
+				if !at.Before(end) || !now.Before(end) {
+					return // a library that cannot keep up publishes fewer
 				}
 				if d := at.Sub(now); d > 0 {
 					time.Sleep(d)
 				}
 			} else {
-				if !now.Before(end) {
+				if !now.Before(end) || c.MaxEvents > 0 && seq > c.MaxEvents {
 					return
 				}
 				for {

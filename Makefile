@@ -1,0 +1,27 @@
+# The one test command: `make test`. It installs what the tests need and
+# runs the linters and every test with the race detector.
+
+STATICCHECK_VERSION := 2026.2.2
+TOOLS := $(CURDIR)/.tools/bin
+export PATH := $(TOOLS):$(PATH)
+
+.PHONY: test lint tools bench
+
+test: lint
+	go test -race -count=1 ./...
+	cd bench && go test -race -count=1 ./...
+
+lint: tools
+	@unformatted=$$(gofmt -l . ); if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
+	go vet ./...
+	staticcheck ./...
+	cd bench && go vet ./... && staticcheck ./...
+
+tools: $(TOOLS)/staticcheck
+
+$(TOOLS)/staticcheck:
+	GOBIN=$(TOOLS) go install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+# The fan-out benchmark against r3labs/sse and tmaxmax/go-sse (a few minutes).
+bench:
+	cd bench && go run .
