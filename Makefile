@@ -1,7 +1,7 @@
 # The one test command: `make test`. It installs what the tests need and
 # runs the linters and every test with the race detector.
 
-STATICCHECK_VERSION := 2026.2.2
+STATICCHECK_VERSION := v0.8.2
 TOOLS := $(CURDIR)/.tools/bin
 export PATH := $(TOOLS):$(PATH)
 
