@@ -126,7 +126,9 @@ func open(t testing.TB, url, lastID string) *sseClient {
 	if lastID != "" {
 		req.Header.Set("Last-Event-ID", lastID)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	// A time limit on the whole response: a test that waits for an event
+	// that never comes fails rather than hangs.
+	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -135,10 +135,12 @@ func follows(a, b []byte) bool {
 }
 
 // catchUp serves a client whose position the log does not hold: one that
-// resumes after an ID the log does not know, or one that fell behind the log. It hands the client to the History hook, which replays
-// up to the log; without a hook, or when the hook fails, the client is sent
+// resumes after an ID the log does not know, or one that fell behind the
+// log. It hands the client to the History hook, which replays up to the
+// log; without a hook, or when the hook fails, the client is sent
 // a gap event and continues with the oldest event the log holds (when it
-// fell behind) or the next one published (when its ID is unknown).
+// fell behind) or the first one published after it came (when its ID is
+// unknown).
 func (c *client) catchUp(ctx context.Context, behind bool) error {
 	es := c.es
 	reason := "unknown-id"
@@ -164,10 +166,13 @@ func (c *client) catchUp(ctx context.Context, behind bool) error {
 
 	es.mu.RLock()
 	var missed uint64
-	if behind {
+	switch {
+	case behind:
 		missed = es.head - c.cursor
 		c.cursor = es.head
-	} else {
+	case c.cursor < es.head:
+		// The hook took so long that what was published since the client
+		// came is gone too.
 		c.cursor = es.next
 	}
 	// The gap's ID is that of the event before the cursor, so that a
