@@ -26,7 +26,7 @@ const (
 
 	// DefaultFlushInterval is how long a published event may wait for
 	// others to be sent along with it.
-	DefaultFlushInterval = time.Millisecond
+	DefaultFlushInterval = 5 * time.Millisecond
 
 	// DefaultDrainRetry is the reconnection delay sent to clients when their
 	// stream ends at shutdown, before jitter.
