@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"syscall"
@@ -44,6 +45,7 @@ type config struct {
 	drain     time.Duration
 	logLevel  slog.Level
 	logFormat string
+	origin    string
 	demo      bool
 	version   bool
 }
@@ -60,6 +62,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.DurationVar(&c.drain, "drain-timeout", 10*time.Second, "how long shutdown waits for streams to end")
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
+	fs.StringVar(&c.origin, "allow-origin", "", "`ORIGIN` whose pages may read the streams (CORS), or *")
 	fs.BoolVar(&c.demo, "demo", false, "run an embedded NATS server with a live demo at /")
 	fs.BoolVar(&c.version, "version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
@@ -78,6 +81,8 @@ func parseFlags(args []string) (*config, error) {
 		return nil, fmt.Errorf("invalid value %v for flag -heartbeat: must be positive", c.heartbeat)
 	case c.drain <= 0:
 		return nil, fmt.Errorf("invalid value %v for flag -drain-timeout: must be positive", c.drain)
+	case c.origin != "" && c.origin != "*" && !validOrigin(c.origin):
+		return nil, fmt.Errorf("invalid value %q for flag -allow-origin: want * or SCHEME://HOST[:PORT]", c.origin)
 	case c.logFormat != "text" && c.logFormat != "json":
 		return nil, fmt.Errorf("invalid value %q for flag -log-format: want text or json", c.logFormat)
 	case len(c.routes) == 0 && !c.demo && !c.version:
@@ -141,6 +146,9 @@ func run(args []string, stderr io.Writer) int {
 		mux.Handle("/", b)
 		handler = mux
 	}
+	if c.origin != "" {
+		handler = allowOrigin(handler, c.origin)
+	}
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 
 	runCtx, stopSources := context.WithCancel(context.Background())
@@ -177,6 +185,32 @@ func run(args []string, stderr io.Writer) int {
 	return status
 }
 
+// validOrigin reports whether s is a web origin: SCHEME://HOST[:PORT].
+func validOrigin(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" &&
+		u.Path == "" && u.RawQuery == "" && u.Fragment == "" && u.User == nil
+}
+
+// allowOrigin lets pages of origin open the streams (CORS), and answers
+// preflight requests, which list Last-Event-ID among the headers.
+func allowOrigin(h http.Handler, origin string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Access-Control-Allow-Origin", origin)
+		if origin != "*" {
+			w.Header().Add("Vary", "Origin")
+		}
+		if r.Method == http.MethodOptions {
+			w.Header().Set("Access-Control-Allow-Methods", "GET")
+			w.Header().Set("Access-Control-Allow-Headers", "Last-Event-ID, Cache-Control")
+			w.Header().Set("Access-Control-Max-Age", "86400")
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
 func newLogger(c *config, w io.Writer) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: c.logLevel}
 	if c.logFormat == "json" {
@@ -198,6 +232,7 @@ Flags:
   -backlog N           events kept in memory per route (default 4096)
   -heartbeat DURATION  idle time before a heartbeat comment (default 15s)
   -drain-timeout D     how long shutdown waits for streams to end (default 10s)
+  -allow-origin ORIGIN pages of ORIGIN (or *) may open the streams (CORS)
   -log-level LEVEL     debug, info, warn or error (default info)
   -log-format FORMAT   text or json (default text)
   -demo                embedded NATS server, live messages at /demo, a page at /
