@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"github.com/esbridge/esbridge/internal/ssetest"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -100,16 +101,16 @@ func TestWireParsesBack(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	got, _, err := parseAll(&buf)
+	got, _, err := ssetest.ParseAll(&buf)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []specEvent{
-		{"message", "one", "1"},
-		{"custom", "two\nlines", "1"},
-		{"message", "", "3"},
-		{"gap", "x", "5"},
-		{"message", "after a typed event", "5"},
+	want := []ssetest.Event{
+		{Type: "message", Data: "one", LastEventID: "1"},
+		{Type: "custom", Data: "two\nlines", LastEventID: "1"},
+		{Type: "message", Data: "", LastEventID: "3"},
+		{Type: "gap", Data: "x", LastEventID: "5"},
+		{Type: "message", Data: "after a typed event", LastEventID: "5"},
 	}
 	if len(got) != len(want) {
 		t.Fatalf("parsed %d events %q, want %d", len(got), got, len(want))
@@ -118,46 +119,6 @@ func TestWireParsesBack(t *testing.T) {
 		if got[i] != want[i] {
 			t.Errorf("event %d = %+v, want %+v", i, got[i], want[i])
 		}
-	}
-}
-
-func TestSpecParser(t *testing.T) {
-	// The parser is the yardstick of every other test: check it against
-	// the standard's own examples and edge cases.
-	tests := []struct {
-		in   string
-		want []specEvent
-	}{
-		{"\xef\xbb\xbfdata: bom\n\n", []specEvent{{"message", "bom", ""}}},
-		{"data:a\r\rdata:b\r\n\r\n", []specEvent{{"message", "a", ""}, {"message", "b", ""}}},
-		{"data\n\n", []specEvent{{"message", "", ""}}},
-		{"data:  two\n\n", []specEvent{{"message", " two", ""}}},
-		{"id: 1\x00\ndata: x\n\n", []specEvent{{"message", "x", ""}}},
-		{"event: e\n\ndata: x\n\n", []specEvent{{"message", "x", ""}}},
-		{": comment\ndata: x\nDATA: y\n\n", []specEvent{{"message", "x", ""}}},
-		{"data: unterminated", nil},
-		{"data: \xff\n\n", []specEvent{{"message", "\uFFFD", ""}}},
-	}
-	for _, tt := range tests {
-		p := newSpecParser()
-		var got []specEvent
-		for i := range len(tt.in) { // one byte at a time
-			got = append(got, p.feed([]byte{tt.in[i]})...)
-		}
-		if len(got) != len(tt.want) {
-			t.Errorf("%q: got %q, want %q", tt.in, got, tt.want)
-			continue
-		}
-		for i := range got {
-			if got[i] != tt.want[i] {
-				t.Errorf("%q: event %d = %+v, want %+v", tt.in, i, got[i], tt.want[i])
-			}
-		}
-	}
-	p := newSpecParser()
-	p.feed([]byte("retry: 1500\nretry: 1x\n\n"))
-	if p.retry != 1500 {
-		t.Errorf("retry = %d, want 1500", p.retry)
 	}
 }
 
@@ -191,10 +152,10 @@ func FuzzWireRoundTrip(f *testing.F) {
 		if !strings.HasSuffix(wire, "\n\n") && wire != "\n" {
 			t.Fatalf("wire %q does not end with a blank line", wire)
 		}
-		p := newSpecParser()
-		got := p.feed(buf.Bytes())
-		if p.lastEventID != id {
-			t.Errorf("last event ID %q, want %q (wire %q)", p.lastEventID, id, wire)
+		p := ssetest.NewParser()
+		got := p.Feed(buf.Bytes())
+		if p.LastEventID != id {
+			t.Errorf("last event ID %q, want %q (wire %q)", p.LastEventID, id, wire)
 		}
 		if !hasData {
 			if len(got) != 0 {
@@ -207,7 +168,7 @@ func FuzzWireRoundTrip(f *testing.F) {
 			wantType = "message"
 		}
 		wantData := strings.ReplaceAll(strings.ReplaceAll(data, "\r\n", "\n"), "\r", "\n")
-		want := specEvent{Type: wantType, Data: wantData, LastEventID: id}
+		want := ssetest.Event{Type: wantType, Data: wantData, LastEventID: id}
 		if len(got) != 1 || got[0] != want {
 			t.Errorf("parsed %q from wire %q, want %+v", got, wire, want)
 		}

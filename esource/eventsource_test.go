@@ -259,7 +259,7 @@ func TestShutdown(t *testing.T) {
 		if len(rest) != 5 || rest[4].LastEventID != "5" {
 			t.Errorf("after Shutdown the stream had %+v, want events 1..5", rest)
 		}
-		if r := s.parser.retry; r < 100 || r >= 300 {
+		if r := s.parser.Retry; r < 100 || r >= 300 {
 			t.Errorf("retry %d ms, want 200 ms ±50%%", r)
 		}
 	}
@@ -280,8 +280,8 @@ func TestShutdown(t *testing.T) {
 	}
 	// A browser arriving now is told to come back, not failed for good.
 	late := connect(t, srv.Client(), srv.URL, "")
-	if rest := late.end(); len(rest) != 0 || late.parser.retry <= 0 {
-		t.Errorf("request after Shutdown: events %+v, retry %d", rest, late.parser.retry)
+	if rest := late.end(); len(rest) != 0 || late.parser.Retry <= 0 {
+		t.Errorf("request after Shutdown: events %+v, retry %d", rest, late.parser.Retry)
 	}
 }
 

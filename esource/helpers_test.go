@@ -2,6 +2,7 @@ package esource
 
 import (
 	"context"
+	"github.com/esbridge/esbridge/internal/ssetest"
 	"io"
 	"net"
 	"net/http"
@@ -54,9 +55,9 @@ func publishN(t testing.TB, es *EventSource, from, to int) {
 type stream struct {
 	t      testing.TB
 	resp   *http.Response
-	events chan specEvent
+	events chan ssetest.Event
 	done   chan struct{} // closed when the body ends
-	parser *specParser
+	parser *ssetest.Parser
 	err    error
 }
 
@@ -78,7 +79,7 @@ func connect(t testing.TB, client *http.Client, url, lastID string) *stream {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("GET %s: status %d", url, resp.StatusCode)
 	}
-	s := &stream{t: t, resp: resp, events: make(chan specEvent, 1<<16), done: make(chan struct{}), parser: newSpecParser()}
+	s := &stream{t: t, resp: resp, events: make(chan ssetest.Event, 1<<16), done: make(chan struct{}), parser: ssetest.NewParser()}
 	go s.read()
 	t.Cleanup(func() {
 		resp.Body.Close()
@@ -93,7 +94,7 @@ func (s *stream) read() {
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := s.resp.Body.Read(buf)
-		for _, ev := range s.parser.feed(buf[:n]) {
+		for _, ev := range s.parser.Feed(buf[:n]) {
 			s.events <- ev
 		}
 		if err != nil {
@@ -106,7 +107,7 @@ func (s *stream) read() {
 }
 
 // next returns the next event, failing the test if none comes in time.
-func (s *stream) next() specEvent {
+func (s *stream) next() ssetest.Event {
 	s.t.Helper()
 	select {
 	case ev, ok := <-s.events:
@@ -117,7 +118,7 @@ func (s *stream) next() specEvent {
 	case <-time.After(10 * time.Second):
 		s.t.Fatal("no event in 10s")
 	}
-	return specEvent{}
+	return ssetest.Event{}
 }
 
 // expect reads events and checks they are messages with IDs from..to.
@@ -133,9 +134,9 @@ func (s *stream) expect(from, to int) {
 }
 
 // end waits for the stream to end and returns the events it still sent.
-func (s *stream) end() []specEvent {
+func (s *stream) end() []ssetest.Event {
 	s.t.Helper()
-	var rest []specEvent
+	var rest []ssetest.Event
 	timeout := time.After(10 * time.Second)
 	for {
 		select {

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"github.com/esbridge/esbridge/internal/ssetest"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
@@ -60,11 +61,11 @@ func TestThousandClients(t *testing.T) {
 // "" when IDs 1..n arrived in order.
 func readIDs(resp *http.Response, n int) string {
 	br := bufio.NewReaderSize(resp.Body, 64<<10)
-	p := newSpecParser()
+	p := ssetest.NewParser()
 	next := 1
 	for next <= n {
 		line, err := br.ReadSlice('\n')
-		for _, ev := range p.feed(line) {
+		for _, ev := range p.Feed(line) {
 			if ev.LastEventID != strconv.Itoa(next) {
 				return "got event " + ev.LastEventID + ", want " + strconv.Itoa(next)
 			}

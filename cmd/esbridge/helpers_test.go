@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/esbridge/esbridge/internal/ssetest"
 	"io"
 	"net"
 	"net/http"
@@ -416,13 +417,13 @@ type sseClient struct {
 	wantType string // the type of the route's messages: "message" unless set
 	resp     *http.Response
 	cancel   context.CancelFunc
-	events   chan specEvent
+	events   chan ssetest.Event
 	done     chan struct{} // closed when the body has ended
 	err      error         // why the body ended (nil for EOF), once done
 
 	mu     sync.Mutex
 	raw    []byte // the body as received
-	parser *specParser
+	parser *ssetest.Parser
 	last   string // the last event ID, as EventSource.lastEventId
 }
 
@@ -446,7 +447,7 @@ func connect(t *testing.T, url, lastID string) *sseClient {
 		t.Fatalf("GET %s: %v", url, err)
 	}
 	c := &sseClient{t: t, url: url, wantType: "message", resp: resp, cancel: cancel,
-		events: make(chan specEvent, 1<<16), done: make(chan struct{}), parser: newSpecParser()}
+		events: make(chan ssetest.Event, 1<<16), done: make(chan struct{}), parser: ssetest.NewParser()}
 	t.Cleanup(c.close)
 	if resp.StatusCode != http.StatusOK {
 		body, _ := io.ReadAll(resp.Body)
@@ -466,8 +467,8 @@ func (c *sseClient) read() {
 		n, err := c.resp.Body.Read(buf)
 		c.mu.Lock()
 		c.raw = append(c.raw, buf[:n]...)
-		evs := c.parser.feed(buf[:n])
-		c.last = c.parser.lastEventID
+		evs := c.parser.Feed(buf[:n])
+		c.last = c.parser.LastEventID
 		c.mu.Unlock()
 		for _, ev := range evs {
 			c.events <- ev
@@ -503,7 +504,7 @@ func (c *sseClient) body() string {
 }
 
 // next returns the next event, failing the test if none comes in time.
-func (c *sseClient) next() specEvent {
+func (c *sseClient) next() ssetest.Event {
 	c.t.Helper()
 	select {
 	case ev := <-c.events:
@@ -522,14 +523,14 @@ func (c *sseClient) next() specEvent {
 	default:
 		c.t.Fatalf("%s: no event within %v; received:\n%s", c.url, waitFor, c.body())
 	}
-	return specEvent{}
+	return ssetest.Event{}
 }
 
 // expectData checks that the next events are messages with the given data,
 // in order, and returns the last one.
-func (c *sseClient) expectData(want ...string) specEvent {
+func (c *sseClient) expectData(want ...string) ssetest.Event {
 	c.t.Helper()
-	var ev specEvent
+	var ev ssetest.Event
 	for i, w := range want {
 		ev = c.next()
 		if ev.Type != c.wantType || ev.Data != w {
@@ -550,7 +551,7 @@ func (c *sseClient) expectOnly(marker string, publish func(...string)) {
 
 // expectEnd waits for the body to end, and returns what came after the
 // events that were taken: the events left unread are returned.
-func (c *sseClient) expectEnd() []specEvent {
+func (c *sseClient) expectEnd() []ssetest.Event {
 	c.t.Helper()
 	select {
 	case <-c.done:
@@ -560,7 +561,7 @@ func (c *sseClient) expectEnd() []specEvent {
 	if c.err != nil {
 		c.t.Fatalf("%s: stream ended with %v, want a clean end; received:\n%s", c.url, c.err, c.body())
 	}
-	var rest []specEvent
+	var rest []ssetest.Event
 	for {
 		select {
 		case ev := <-c.events:

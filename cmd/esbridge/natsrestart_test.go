@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"github.com/esbridge/esbridge/internal/ssetest"
 	"strconv"
 	"strings"
 	"testing"
@@ -83,7 +84,7 @@ func TestNATSRestartCore(t *testing.T) {
 
 	// Core NATS drops what is published before the bridge has subscribed
 	// again: publish until a message comes through.
-	var gap specEvent
+	var gap ssetest.Event
 	haveGap := false
 	deadline := time.Now().Add(waitFor)
 	for i := 1; ; i++ {

@@ -1,4 +1,7 @@
-package esource
+// Package ssetest parses event streams exactly as the WHATWG HTML standard's
+// "Interpreting an event stream" says a browser does, so that tests see a
+// stream as a browser would. It is for tests only.
+package ssetest
 
 import (
 	"bufio"
@@ -8,31 +11,32 @@ import (
 	"unicode/utf8"
 )
 
-// specEvent is an event as a browser's EventSource dispatches it.
-type specEvent struct {
+// An Event is an event as a browser's EventSource dispatches it.
+type Event struct {
 	Type        string // "message" unless set
 	Data        string
 	LastEventID string
 }
 
-// specParser follows the WHATWG HTML standard's "Interpreting an event
+// Parser follows the WHATWG HTML standard's "Interpreting an event
 // stream" to the letter, so that tests see the stream as a browser does.
 // It is fed bytes incrementally.
-type specParser struct {
+type Parser struct {
 	started   bool // the leading BOM has been looked for
 	pendingCR bool // the last byte fed was a CR ending a line
 	line      []byte
 
 	eventType, data, lastEventIDBuf string
-	lastEventID                     string // as EventSource.lastEventId
-	retry                           int    // reconnection time in ms, or -1
-	events                          []specEvent
+	LastEventID                     string // as EventSource.lastEventId
+	Retry                           int    // reconnection time in ms, or -1
+	events                          []Event
 }
 
-func newSpecParser() *specParser { return &specParser{retry: -1} }
+// NewParser returns a Parser at the start of a stream.
+func NewParser() *Parser { return &Parser{Retry: -1} }
 
-// feed parses b and returns the events dispatched by it.
-func (p *specParser) feed(b []byte) []specEvent {
+// Feed parses b and returns the events dispatched by it.
+func (p *Parser) Feed(b []byte) []Event {
 	p.events = p.events[:0]
 	if !p.started {
 		p.line = append(p.line, b...)
@@ -70,7 +74,7 @@ func decodeUTF8(b []byte) string {
 	return s.String()
 }
 
-func (p *specParser) processLine(line string) {
+func (p *Parser) processLine(line string) {
 	switch {
 	case line == "":
 		p.dispatch()
@@ -94,14 +98,14 @@ func (p *specParser) processLine(line string) {
 	case "retry":
 		if value != "" && strings.Trim(value, "0123456789") == "" {
 			if n, err := strconv.Atoi(value); err == nil {
-				p.retry = n
+				p.Retry = n
 			}
 		}
 	}
 }
 
-func (p *specParser) dispatch() {
-	p.lastEventID = p.lastEventIDBuf
+func (p *Parser) dispatch() {
+	p.LastEventID = p.lastEventIDBuf
 	if p.data == "" {
 		p.eventType = ""
 		return
@@ -111,18 +115,18 @@ func (p *specParser) dispatch() {
 	if typ == "" {
 		typ = "message"
 	}
-	p.events = append(p.events, specEvent{Type: typ, Data: data, LastEventID: p.lastEventID})
+	p.events = append(p.events, Event{Type: typ, Data: data, LastEventID: p.LastEventID})
 	p.data, p.eventType = "", ""
 }
 
-// parseAll parses a whole stream, as a browser would up to its end.
-func parseAll(r io.Reader) (events []specEvent, p *specParser, err error) {
-	p = newSpecParser()
+// ParseAll parses a whole stream, as a browser would up to its end.
+func ParseAll(r io.Reader) (events []Event, p *Parser, err error) {
+	p = NewParser()
 	br := bufio.NewReader(r)
 	buf := make([]byte, 4096)
 	for {
 		n, err := br.Read(buf)
-		events = append(events, p.feed(buf[:n])...)
+		events = append(events, p.Feed(buf[:n])...)
 		if err == io.EOF {
 			return events, p, nil
 		}
