@@ -1,7 +1,6 @@
 package esource
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"net"
@@ -50,8 +49,10 @@ func (es *EventSource) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	rc := http.NewResponseController(w)
 	if r.ProtoMajor == 1 && r.Method == http.MethodGet {
-		if conn, brw, err := rc.Hijack(); err == nil {
-			es.serveConn(w, conn, brw, r, lastID, first)
+		// Nothing is read after the request, nor written before the head:
+		// the buffers that Hijack returns are not needed.
+		if conn, _, err := rc.Hijack(); err == nil {
+			es.serveConn(w, conn, r, lastID, first)
 			return
 		}
 	}
@@ -78,11 +79,10 @@ func (es *EventSource) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // serveConn writes the response head to a hijacked connection and serves
 // the stream from a goroutine of its own, owned by es.
-func (es *EventSource) serveConn(w http.ResponseWriter, conn net.Conn, brw *bufio.ReadWriter, r *http.Request, lastID string, first []byte) {
+func (es *EventSource) serveConn(w http.ResponseWriter, conn net.Conn, r *http.Request, lastID string, first []byte) {
 	// HTTP/1.0 has no chunked encoding: the body ends with the connection.
 	chunked := r.ProtoMinor > 0
 	s := &connSink{conn: conn, timeout: es.cfg.writeTimeout, chunked: chunked, head: responseHead(w, chunked)}
-	_ = brw // nothing is read after the request, nor written before the head
 	c := &client{es: es, sink: s}
 	if !es.register(c) {
 		s.end(retryLine(jitter(es.cfg.drainRetry)))
