@@ -1,5 +1,8 @@
-# The one test command: `make test`. It installs what the tests need and
-# runs the linters and every test with the race detector.
+# The one test command: `make test`. It installs what the tests need, starts
+# a real Kafka broker (scripts/kafka.sh: Apache Kafka from Maven Central, run
+# with java; reused if running; KAFKA_BROKERS points at another), and runs
+# the linters and every test with the race detector. NATS tests embed
+# nats-server.
 
 STATICCHECK_VERSION := v0.8.2
 TOOLS := $(CURDIR)/.tools/bin
@@ -8,6 +11,7 @@ export PATH := $(TOOLS):$(PATH)
 .PHONY: test lint tools bench
 
 test: lint
+	scripts/kafka.sh start
 	go test -race -count=1 ./...
 
 lint: tools

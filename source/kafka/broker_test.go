@@ -1,0 +1,251 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"regexp"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/esbridge/esbridge/bridge"
+)
+
+// The tests run against a real broker: KAFKA_BROKERS (comma-separated
+// HOST:PORT), or 127.0.0.1:9092 as started by scripts/kafka.sh. Without
+// one, they are skipped, or fail when CI is set.
+
+const defaultBroker = "127.0.0.1:9092"
+
+// testBroker is a real broker's admin client, and the topics a test made.
+type testBroker struct {
+	t       *testing.T
+	brokers []string
+	client  *kafka.Client
+}
+
+func broker(t *testing.T) *testBroker {
+	t.Helper()
+	brokers := []string{defaultBroker}
+	if v := os.Getenv("KAFKA_BROKERS"); v != "" {
+		brokers = strings.Split(v, ",")
+	}
+	c, err := net.DialTimeout("tcp", brokers[0], 2*time.Second)
+	if err != nil {
+		msg := fmt.Sprintf("no Kafka broker at %s (%v): run scripts/kafka.sh start, or set KAFKA_BROKERS", brokers[0], err)
+		if os.Getenv("CI") != "" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	c.Close()
+	tr := &kafka.Transport{MetadataTTL: 100 * time.Millisecond}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &testBroker{t: t, brokers: brokers, client: &kafka.Client{Addr: kafka.TCP(brokers...), Transport: tr, Timeout: 10 * time.Second}}
+}
+
+var unsafeName = regexp.MustCompile(`[^a-zA-Z0-9]+`)
+
+// topic creates a topic of n partitions with the given configuration,
+// unique to the test, and deletes it at cleanup.
+func (b *testBroker) topic(n int, config ...kafka.ConfigEntry) string {
+	t := b.t
+	t.Helper()
+	name := fmt.Sprintf("esbridge-%s-%d", unsafeName.ReplaceAllString(t.Name(), "-"), time.Now().UnixNano())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := b.client.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{
+		Topic: name, NumPartitions: n, ReplicationFactor: 1, ConfigEntries: config,
+	}}})
+	if err == nil {
+		err = res.Errors[name]
+	}
+	if err != nil {
+		t.Fatalf("create topic %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		res, err := b.client.DeleteTopics(ctx, &kafka.DeleteTopicsRequest{Topics: []string{name}})
+		if err == nil {
+			err = res.Errors[name]
+		}
+		if err != nil {
+			t.Errorf("delete topic %s: %v", name, err)
+		}
+	})
+	b.waitPartitions(name, n)
+	return name
+}
+
+// waitPartitions waits until the n partitions of topic have leaders that
+// answer.
+func (b *testBroker) waitPartitions(topic string, n int) {
+	t := b.t
+	t.Helper()
+	reqs := make([]kafka.OffsetRequest, n)
+	for i := range reqs {
+		reqs[i] = kafka.LastOffsetOf(i)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		res, err := b.client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: reqs}})
+		cancel()
+		if err == nil {
+			ps := res.Topics[topic]
+			if len(ps) != n {
+				err = fmt.Errorf("%d partitions of %d", len(ps), n)
+			}
+			for _, p := range ps {
+				if p.Error != nil {
+					err = p.Error
+				}
+			}
+		}
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("topic %s: partitions not ready: %v", topic, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// produce appends records to a partition and returns the offset of the
+// first.
+func (b *testBroker) produce(topic string, partition int, records ...kafka.Record) int64 {
+	t := b.t
+	t.Helper()
+	// Keys and values are readers, consumed by a try: keep their bytes.
+	type kv struct{ key, value []byte }
+	data := make([]kv, len(records))
+	for i, r := range records {
+		data[i] = kv{readBytes(t, r.Key), readBytes(t, r.Value)}
+	}
+	// The client's metadata may not know a new partition yet, or the
+	// broker be restarting: retry.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		for i := range records {
+			records[i].Key, records[i].Value = nil, nil
+			if data[i].key != nil {
+				records[i].Key = kafka.NewBytes(data[i].key)
+			}
+			if data[i].value != nil {
+				records[i].Value = kafka.NewBytes(data[i].value)
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		res, err := b.client.Produce(ctx, &kafka.ProduceRequest{
+			Topic: topic, Partition: partition, RequiredAcks: kafka.RequireAll,
+			Records: kafka.NewRecordReader(records...),
+		})
+		cancel()
+		if err == nil {
+			err = res.Error
+		}
+		if err == nil {
+			return res.BaseOffset
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("produce to %s/%d: %v", topic, partition, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func readBytes(t *testing.T, b kafka.Bytes) []byte {
+	if b == nil {
+		return nil
+	}
+	data, err := io.ReadAll(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+// firstOffset returns the first offset of a partition.
+func (b *testBroker) firstOffset(topic string, partition int) int64 {
+	t := b.t
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := b.client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: {kafka.FirstOffsetOf(partition)}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.Topics[topic][0].FirstOffset
+}
+
+// source returns a Source of topic, closed at cleanup.
+func (b *testBroker) source(topic string, cfg Config) *Source {
+	t := b.t
+	t.Helper()
+	cfg.Brokers = b.brokers
+	cfg.Topic = topic
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func open(t *testing.T, s *Source, start bridge.Start) bridge.Reader {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	r, err := s.Open(ctx, start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r
+}
+
+func next(t *testing.T, r bridge.Reader) bridge.Message {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	m, err := r.Next(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// expectNothing checks that r has no message for a little while.
+func expectNothing(t *testing.T, r bridge.Reader) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if m, err := r.Next(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Next = %+v, %v; want nothing", m, err)
+	}
+}
+
+// checkLeaks fails t if, once t and its cleanups are done, more goroutines
+// run than before it.
+func checkLeaks(t *testing.T) {
+	before := runtime.NumGoroutine()
+	t.Cleanup(func() {
+		n := 0
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			if n = runtime.NumGoroutine(); n <= before {
+				return
+			}
+		}
+		buf := make([]byte, 1<<20)
+		t.Errorf("%d goroutines, %d before:\n%s", n, before, buf[:runtime.Stack(buf, true)])
+	})
+}

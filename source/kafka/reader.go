@@ -1,0 +1,257 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/esbridge/esbridge/bridge"
+)
+
+// Settings of the partition readers.
+const (
+	// fetchMaxWait is how long a fetch waits for new messages at the end
+	// of a partition. It also bounds how long Close waits for a fetch.
+	fetchMaxWait = 500 * time.Millisecond
+	// fetchMaxBytes is the most a fetch of one partition returns.
+	fetchMaxBytes = 8 << 20
+	// queueCapacity is how many messages each partition reader fetches
+	// ahead.
+	queueCapacity = 256
+)
+
+// errClosed is returned by Next after Close.
+var errClosed = errors.New("kafka: reader closed")
+
+// A reader merges the partitions of a topic. One goroutine per partition
+// reads it with a kafka-go partition reader (no consumer group) and hands
+// its messages, in order, to Next through one channel; another polls the
+// topic's metadata for new partitions. Close ends and waits for them all.
+type reader struct {
+	src    *Source
+	ctx    context.Context // ends when the reader is closed
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	c      chan event // unbuffered: each goroutine holds at most one event
+	close  sync.Once
+
+	// Owned by the goroutine calling Next.
+	pos []uint64 // for each partition, the offset of the next message
+	err error    // the reader's final error
+}
+
+// An event is what the goroutines pass to Next: a message, an error after
+// which the reader stops, or the start offsets of added partitions.
+type event struct {
+	msg   kafka.Message
+	err   error
+	added []int64
+}
+
+func (s *Source) newReader(next []int64) *reader {
+	r := &reader{src: s, c: make(chan event), pos: make([]uint64, len(next))}
+	r.ctx, r.cancel = context.WithCancel(context.Background())
+	for i, o := range next {
+		r.pos[i] = uint64(o)
+	}
+	r.wg.Add(len(next) + 1)
+	for i, o := range next {
+		go r.read(i, o)
+	}
+	go r.poll(len(next))
+	return r
+}
+
+// send passes ev to Next, unless the reader is closed first.
+func (r *reader) send(ev event) bool {
+	select {
+	case r.c <- ev:
+		return true
+	case <-r.ctx.Done():
+		return false
+	}
+}
+
+// read reads partition p from offset next on until the reader is closed or
+// an error. kafka-go's reader reconnects by itself, to the partition's
+// current leader, at the offset after the last message it read; but where
+// that offset was deleted meanwhile it skips silently to the first offset.
+// So read checks, at every gap between offsets (which compaction and
+// transactions make too), that the partition still starts at or before
+// the offset it expected, and stops with an ExpiredError if not.
+func (r *reader) read(p int, next int64) {
+	defer r.wg.Done()
+	s := r.src
+	kr := kafka.NewReader(kafka.ReaderConfig{
+		Brokers:         s.cfg.Brokers,
+		Topic:           s.cfg.Topic,
+		Partition:       p,
+		Dialer:          s.dialer,
+		QueueCapacity:   queueCapacity,
+		MinBytes:        1,
+		MaxBytes:        fetchMaxBytes,
+		MaxWait:         fetchMaxWait,
+		ReadLagInterval: -1,
+		ErrorLogger: kafka.LoggerFunc(func(format string, args ...any) {
+			s.log.Warn("kafka: "+fmt.Sprintf(format, args...), "topic", s.cfg.Topic, "partition", p)
+		}),
+	})
+	defer kr.Close()
+	if err := kr.SetOffset(next); err != nil {
+		r.send(event{err: fmt.Errorf("kafka: topic %s: partition %d: %w", s.cfg.Topic, p, err)})
+		return
+	}
+	for {
+		m, err := kr.FetchMessage(r.ctx)
+		if r.ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			r.send(event{err: fmt.Errorf("kafka: topic %s: partition %d at offset %d: %w", s.cfg.Topic, p, next, err)})
+			return
+		}
+		if m.Offset < next {
+			continue // before the start, in the first batch
+		}
+		if m.Offset > next {
+			if err := r.checkGap(p, next, m.Offset); err != nil {
+				r.send(event{err: err})
+				return
+			}
+		}
+		next = m.Offset + 1
+		if !r.send(event{msg: m}) {
+			return
+		}
+	}
+}
+
+// checkGap returns an error unless partition p still holds offset next,
+// which was skipped to got.
+func (r *reader) checkGap(p int, next, got int64) error {
+	offs, err := r.src.offsets(r.ctx, []int{p})
+	if err != nil {
+		// Unsure: let the bridge reopen at Position, where Open checks.
+		return fmt.Errorf("kafka: topic %s: partition %d: offsets %d to %d skipped, and: %w", r.src.cfg.Topic, p, next, got-1, err)
+	}
+	if first := offs[0].first; first > next {
+		return &ExpiredError{Topic: r.src.cfg.Topic, Expired: []ExpiredPartition{{Partition: p, Offset: uint64(next), First: uint64(first)}}}
+	}
+	return nil // compaction, or transaction markers
+}
+
+// poll reads the topic's metadata every MetadataInterval, which keeps
+// Source.Connected current, and starts reading the partitions added to the
+// topic from their first offset. n is the number of partitions read.
+func (r *reader) poll(n int) {
+	defer r.wg.Done()
+	s := r.src
+	t := time.NewTicker(s.cfg.MetadataInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-r.ctx.Done():
+			return
+		}
+		m, err := s.partitions(r.ctx)
+		if err != nil || m <= n {
+			if err != nil && r.ctx.Err() == nil {
+				s.log.Debug("kafka: metadata", "topic", s.cfg.Topic, "err", err)
+			}
+			continue
+		}
+		added := make([]int, m-n)
+		for i := range added {
+			added[i] = n + i
+		}
+		offs, err := s.offsets(r.ctx, added)
+		if err != nil {
+			s.log.Debug("kafka: offsets of new partitions", "topic", s.cfg.Topic, "err", err)
+			continue
+		}
+		starts := make([]int64, len(offs))
+		for i, o := range offs {
+			starts[i] = o.first
+		}
+		// Next learns of the partitions before any of their messages.
+		if !r.send(event{added: starts}) {
+			return
+		}
+		s.log.Info("kafka: partitions added", "topic", s.cfg.Topic, "from", n, "to", m)
+		r.wg.Add(len(starts))
+		for i, o := range starts {
+			go r.read(n+i, o)
+		}
+		n = m
+	}
+}
+
+// Next returns the next message of any partition, in order within each.
+// After an error other than ctx's it returns that error again: the bridge
+// reopens at Position. An error from a partition whose next offset was
+// deleted by retention while it was read is an [*ExpiredError].
+func (r *reader) Next(ctx context.Context) (bridge.Message, error) {
+	for r.err == nil {
+		var ev event
+		select {
+		case ev = <-r.c:
+		case <-ctx.Done():
+			return bridge.Message{}, ctx.Err()
+		case <-r.ctx.Done():
+			r.err = errClosed
+			continue
+		}
+		switch {
+		case ev.err != nil:
+			r.err = ev.err
+		case ev.added != nil:
+			for _, o := range ev.added {
+				r.pos = append(r.pos, uint64(o))
+			}
+		default:
+			m := ev.msg
+			r.pos[m.Partition] = uint64(m.Offset) + 1
+			return message(m), nil
+		}
+	}
+	return bridge.Message{}, r.err
+}
+
+func message(m kafka.Message) bridge.Message {
+	var hs []bridge.Header
+	if len(m.Headers) > 0 {
+		hs = make([]bridge.Header, len(m.Headers))
+		for i, h := range m.Headers {
+			hs[i] = bridge.Header{Key: h.Key, Value: string(h.Value)}
+		}
+	}
+	return bridge.Message{
+		Partition: m.Partition,
+		Offset:    uint64(m.Offset),
+		Topic:     m.Topic,
+		Key:       m.Key,
+		Headers:   hs,
+		Time:      m.Time,
+		Data:      m.Value,
+	}
+}
+
+// Position returns, for each partition, the offset after the last message
+// Next returned from it, or where the reader started it.
+func (r *reader) Position() bridge.Position { return slices.Clone(r.pos) }
+
+// Close stops the goroutines and waits for them, which can take up to
+// the wait of a fetch (half a second). It is idempotent.
+func (r *reader) Close() error {
+	r.close.Do(func() {
+		r.cancel()
+		r.wg.Wait()
+	})
+	return nil
+}

@@ -1,0 +1,316 @@
+package kafka
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"math"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/sasl"
+	"github.com/segmentio/kafka-go/sasl/plain"
+	"github.com/segmentio/kafka-go/sasl/scram"
+
+	"github.com/esbridge/esbridge/bridge"
+)
+
+// requestTimeout bounds each metadata or offsets request, and each dial,
+// when the caller's context has no earlier deadline.
+const requestTimeout = 10 * time.Second
+
+// A Source is a Kafka topic, read partition by partition without a
+// consumer group. It implements [bridge.Source] and [bridge.Connectivity]
+// and is safe for concurrent use: any number of readers may be open on it
+// at once.
+type Source struct {
+	cfg       Config
+	log       *slog.Logger
+	transport *kafka.Transport // metadata and offsets requests
+	client    *kafka.Client
+	dialer    *kafka.Dialer // the connections of the partition readers
+
+	// connected is the outcome of the last metadata request: whether a
+	// broker answered.
+	connected atomic.Bool
+}
+
+// New validates cfg and returns a Source. It does not connect: the first
+// [Source.Open] does, so New does not fail when the brokers are down.
+func New(cfg Config) (*Source, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if cfg.MetadataInterval == 0 {
+		cfg.MetadataInterval = DefaultMetadataInterval
+	}
+	s := &Source{cfg: cfg, log: cfg.Logger}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	var mech sasl.Mechanism
+	switch cfg.SASL {
+	case SASLPlain:
+		mech = plain.Mechanism{Username: cfg.User, Password: cfg.Password}
+	case SASLSCRAMSHA256, SASLSCRAMSHA512:
+		algo := scram.SHA256
+		if cfg.SASL == SASLSCRAMSHA512 {
+			algo = scram.SHA512
+		}
+		m, err := scram.Mechanism(algo, cfg.User, cfg.Password)
+		if err != nil {
+			return nil, fmt.Errorf("kafka: sasl %s: %w", cfg.SASL, err)
+		}
+		mech = m
+	}
+	var tlsConfig *tls.Config
+	if cfg.TLS {
+		tlsConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	s.transport = &kafka.Transport{
+		ClientID:    "esbridge",
+		DialTimeout: requestTimeout,
+		TLS:         tlsConfig,
+		SASL:        mech,
+		// New partitions must be found by the metadata poll: don't let
+		// the transport route by metadata older than that.
+		MetadataTTL: cfg.MetadataInterval,
+	}
+	s.client = &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Transport: s.transport, Timeout: requestTimeout}
+	s.dialer = &kafka.Dialer{
+		ClientID:      "esbridge",
+		Timeout:       requestTimeout,
+		DualStack:     true,
+		TLS:           tlsConfig,
+		SASLMechanism: mech,
+	}
+	return s, nil
+}
+
+// Info describes the stream: "kafka/TOPIC", with history and offsets
+// named "offset".
+func (s *Source) Info() bridge.Info {
+	return bridge.Info{Stream: "kafka/" + s.cfg.Topic, History: true, OffsetName: "offset"}
+}
+
+// Connected reports whether a broker answered the last metadata request,
+// made by Open and by every open reader each [Config.MetadataInterval];
+// the bridge answers /readyz with it. It is false before the first Open.
+func (s *Source) Connected() bool { return s.connected.Load() }
+
+// Close releases the source's idle connections. Readers must be closed
+// first. Close is idempotent.
+func (s *Source) Close() error {
+	s.transport.CloseIdleConnections()
+	return nil
+}
+
+// Open returns a reader of every partition of the topic, merged, from
+// start on:
+//
+//   - the zero Start reads from each partition's high-water mark when
+//     Open asks for it, and Position returns exactly these offsets;
+//   - Start.Earliest reads from each partition's first offset;
+//   - Start.Position reads partition i from Position[i], and partitions
+//     beyond the position's length (added to the topic since) from their
+//     first offset. An offset past a partition's high-water mark is
+//     waited for.
+//
+// Open returns an error wrapping [bridge.ErrUnavailable] when no broker
+// answers or the topic does not exist, and an [*ExpiredError], which
+// wraps [bridge.ErrExpired], when an offset of the position is before its
+// partition's first offset, or the position has more partitions than the
+// topic. It gives up when ctx ends.
+func (s *Source) Open(ctx context.Context, start bridge.Start) (bridge.Reader, error) {
+	n, err := s.partitions(ctx)
+	if err != nil {
+		return nil, err
+	}
+	all := make([]int, n)
+	for i := range all {
+		all[i] = i
+	}
+	offs, err := s.offsets(ctx, all)
+	if err != nil {
+		return nil, err
+	}
+	next := make([]int64, n)
+	switch {
+	case start.Position != nil:
+		if len(start.Position) > n {
+			return nil, &ExpiredError{Topic: s.cfg.Topic, Partitions: len(start.Position), Have: n}
+		}
+		var exp []ExpiredPartition
+		for i := range next {
+			if i >= len(start.Position) {
+				next[i] = offs[i].first
+				continue
+			}
+			p := start.Position[i]
+			if p > math.MaxInt64 {
+				return nil, fmt.Errorf("kafka: topic %s: partition %d: offset %d out of range", s.cfg.Topic, i, p)
+			}
+			if int64(p) < offs[i].first {
+				exp = append(exp, ExpiredPartition{Partition: i, Offset: p, First: uint64(offs[i].first)})
+			}
+			next[i] = int64(p)
+		}
+		if exp != nil {
+			return nil, &ExpiredError{Topic: s.cfg.Topic, Expired: exp}
+		}
+	case start.Earliest:
+		for i := range next {
+			next[i] = offs[i].first
+		}
+	default:
+		for i := range next {
+			next[i] = offs[i].last
+		}
+	}
+	return s.newReader(next), nil
+}
+
+// partitions returns the number of partitions of the topic, and records in
+// s.connected whether a broker answered.
+func (s *Source) partitions(ctx context.Context) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	md, err := s.client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{s.cfg.Topic}})
+	if err != nil {
+		s.setConnected(false, err)
+		return 0, fmt.Errorf("kafka: topic %s: metadata: %w: %w", s.cfg.Topic, bridge.ErrUnavailable, err)
+	}
+	s.setConnected(true, nil)
+	for _, t := range md.Topics {
+		if t.Name != s.cfg.Topic {
+			continue
+		}
+		if t.Error != nil {
+			return 0, fmt.Errorf("kafka: topic %s: %w: %w", s.cfg.Topic, bridge.ErrUnavailable, t.Error)
+		}
+		ids := make([]int, 0, len(t.Partitions))
+		for _, p := range t.Partitions {
+			ids = append(ids, p.ID)
+		}
+		slices.Sort(ids)
+		for i, id := range ids {
+			if id != i {
+				return 0, fmt.Errorf("kafka: topic %s: partitions %v are not numbered from 0 on: %w", s.cfg.Topic, ids, bridge.ErrUnavailable)
+			}
+		}
+		if len(ids) == 0 {
+			return 0, fmt.Errorf("kafka: topic %s: no partitions: %w", s.cfg.Topic, bridge.ErrUnavailable)
+		}
+		return len(ids), nil
+	}
+	return 0, fmt.Errorf("kafka: topic %s: not in metadata: %w", s.cfg.Topic, bridge.ErrUnavailable)
+}
+
+func (s *Source) setConnected(up bool, err error) {
+	if s.connected.Swap(up) != up {
+		if up {
+			s.log.Info("kafka: brokers answer", "topic", s.cfg.Topic)
+		} else {
+			s.log.Warn("kafka: brokers do not answer", "topic", s.cfg.Topic, "err", err)
+		}
+	}
+}
+
+// span is the offsets a partition holds: from first to last, its
+// high-water mark, excluded.
+type span struct{ first, last int64 }
+
+// offsets returns the span of each of the partitions.
+func (s *Source) offsets(ctx context.Context, partitions []int) ([]span, error) {
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	reqs := make([]kafka.OffsetRequest, 0, 2*len(partitions))
+	for _, p := range partitions {
+		reqs = append(reqs, kafka.FirstOffsetOf(p), kafka.LastOffsetOf(p))
+	}
+	res, err := s.client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{s.cfg.Topic: reqs}})
+	if err != nil {
+		return nil, fmt.Errorf("kafka: topic %s: offsets: %w: %w", s.cfg.Topic, bridge.ErrUnavailable, err)
+	}
+	spans := make([]span, len(partitions))
+	found := make([]bool, len(partitions))
+	for _, po := range res.Topics[s.cfg.Topic] {
+		i := slices.Index(partitions, po.Partition)
+		if i < 0 {
+			continue
+		}
+		if po.Error != nil {
+			return nil, fmt.Errorf("kafka: topic %s: partition %d: offsets: %w: %w", s.cfg.Topic, po.Partition, bridge.ErrUnavailable, po.Error)
+		}
+		spans[i] = span{po.FirstOffset, po.LastOffset}
+		found[i] = true
+	}
+	for i, ok := range found {
+		if !ok {
+			return nil, fmt.Errorf("kafka: topic %s: partition %d: no offsets: %w", s.cfg.Topic, partitions[i], bridge.ErrUnavailable)
+		}
+	}
+	return spans, nil
+}
+
+// An ExpiredError tells that a position cannot be read from: the broker
+// no longer holds some of its offsets (retention), or it has more
+// partitions than the topic. It wraps [bridge.ErrExpired].
+type ExpiredError struct {
+	// Topic is the topic.
+	Topic string
+	// Expired lists the partitions whose offset is before their first.
+	Expired []ExpiredPartition
+	// Partitions, when not zero, is the length of a position longer than
+	// the topic's Have partitions.
+	Partitions, Have int
+}
+
+// An ExpiredPartition is a partition whose messages from Offset to First,
+// excluded, are lost.
+type ExpiredPartition struct {
+	Partition     int
+	Offset, First uint64
+}
+
+// Error names the partitions and the offsets lost.
+func (e *ExpiredError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "kafka: topic %s: ", e.Topic)
+	if e.Partitions != 0 {
+		fmt.Fprintf(&b, "position of %d partitions, the topic has %d", e.Partitions, e.Have)
+	}
+	for i, p := range e.Expired {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "partition %d: offsets %d to %d deleted", p.Partition, p.Offset, p.First-1)
+	}
+	b.WriteString(": ")
+	b.WriteString(bridge.ErrExpired.Error())
+	return b.String()
+}
+
+// Unwrap returns [bridge.ErrExpired].
+func (e *ExpiredError) Unwrap() error { return bridge.ErrExpired }
+
+// Advance returns a copy of p where each expired partition is moved to its
+// first offset: the position to resume from after telling of the gap, so
+// that the other partitions lose nothing. A position longer than the
+// topic is cut to its length.
+func (e *ExpiredError) Advance(p bridge.Position) bridge.Position {
+	p = slices.Clone(p)
+	if e.Partitions != 0 && len(p) > e.Have {
+		p = p[:e.Have]
+	}
+	for _, x := range e.Expired {
+		if x.Partition < len(p) && p[x.Partition] < x.First {
+			p[x.Partition] = x.First
+		}
+	}
+	return p
+}
