@@ -28,6 +28,7 @@ type client struct {
 	sink   sink
 	cursor uint64 // seq of the next event to send
 	lastID string // ID of the last event sent with one
+	skip   string // with an Ordering: events received by this position are not sent
 	bufs   [][]byte
 }
 
@@ -48,11 +49,11 @@ func (c *client) serve(ctx context.Context, lastID string, resume bool) error {
 	es := c.es
 	if resume {
 		es.mu.RLock()
-		seq, ok := es.ids[lastID]
+		seq, skip, ok := es.joinPoint(lastID)
 		es.mu.RUnlock()
 		c.lastID = lastID
 		if ok {
-			c.cursor = seq + 1
+			c.cursor, c.skip = seq, skip
 		} else if err := c.catchUp(ctx, false); err != nil {
 			return err
 		}
@@ -117,6 +118,15 @@ func (c *client) collect() {
 	n := 0
 	for ; c.cursor < es.next && (n == 0 || n < maxBatch); c.cursor++ {
 		e := &es.ring[c.cursor%uint64(len(es.ring))]
+		if c.skip != "" && e.id != "" {
+			received := es.ordering.Received(c.skip, e.id)
+			if es.ordering.Covers(e.id, c.skip) {
+				c.skip = "" // the events from here on are all new
+			}
+			if received {
+				continue
+			}
+		}
 		n += len(e.wire)
 		if k := len(c.bufs) - 1; k >= 0 && follows(c.bufs[k], e.wire) {
 			c.bufs[k] = c.bufs[k][:len(c.bufs[k])+len(e.wire)]
@@ -197,9 +207,9 @@ func (c *client) replay(ctx context.Context, h History) (joined bool, err error)
 	defer cancel()
 	r := &Replay{c: c, cancel: cancel, last: c.lastID}
 	es.mu.Lock()
-	if seq, ok := es.ids[c.lastID]; ok {
+	if seq, skip, ok := es.joinPoint(c.lastID); ok {
 		es.mu.Unlock()
-		c.cursor = seq + 1
+		c.cursor, c.skip = seq, skip
 		return true, nil
 	}
 	es.catching[r] = struct{}{}
@@ -216,7 +226,7 @@ func (c *client) replay(ctx context.Context, h History) (joined bool, err error)
 	es.mu.Unlock()
 	c.lastID = r.last
 	if joined {
-		c.cursor = r.joinAt
+		c.cursor, c.skip = r.joinAt, r.skip
 		return true, nil
 	}
 	if errors.Is(err, ErrCaughtUp) || errors.Is(err, context.Canceled) && ctx.Err() == nil {

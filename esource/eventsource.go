@@ -38,7 +38,8 @@ var (
 //
 // All methods are safe for concurrent use.
 type EventSource struct {
-	cfg config
+	cfg      config
+	ordering Ordering // cfg.history, if it is one
 
 	mu       sync.RWMutex
 	ring     []entry           // the log; event seq lives at ring[seq%len(ring)]
@@ -90,6 +91,7 @@ func New(opts ...Option) (*EventSource, error) {
 		done:     make(chan struct{}),
 		drained:  make(chan struct{}),
 	}
+	es.ordering, _ = cfg.history.(Ordering)
 	es.waking = time.AfterFunc(time.Hour, es.wakeLater)
 	es.waking.Stop()
 	return es, nil
@@ -130,8 +132,11 @@ func (es *EventSource) Publish(ev Event) error {
 	if ev.ID != "" {
 		es.ids[ev.ID] = seq
 		for r := range es.catching {
-			if r.last == ev.ID {
-				r.join(seq + 1)
+			switch {
+			case r.last == ev.ID:
+				r.join(seq+1, "")
+			case es.ordering != nil && es.ordering.Covers(r.last, ev.ID):
+				r.join(seq+1, r.last)
 			}
 		}
 	}
@@ -177,6 +182,48 @@ func (es *EventSource) evict() {
 	es.ring[i] = entry{}
 	es.evicted = e.id
 	es.head++
+}
+
+// joinPoint returns where in the log a client whose last event was last
+// continues: after the event last, or with an Ordering after the newest
+// event that last covers, skipping from there on the events that last has
+// received (skip is then last). It reports false if the log cannot serve
+// the client. es.mu must be held.
+func (es *EventSource) joinPoint(last string) (seq uint64, skip string, ok bool) {
+	if seq, ok := es.ids[last]; ok {
+		return seq + 1, "", true
+	}
+	o := es.ordering
+	if o == nil || last == "" {
+		return 0, "", false
+	}
+	// Everything before the log must have been received: the event before
+	// it, or its first event when none was ever evicted.
+	oldest := es.evicted
+	if es.head == 0 {
+		if es.next == 0 {
+			return 0, "", false
+		}
+		oldest = es.ring[0].id
+	}
+	if oldest == "" || !o.Covers(last, oldest) {
+		return 0, "", false
+	}
+	// Any covered event will do, the skipping makes up the rest; the newest
+	// one found by bisection skips least.
+	lo, hi := es.head, es.next // lo-1 is covered
+	if es.head == 0 {
+		lo = 1
+	}
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		if id := es.ring[mid%uint64(len(es.ring))].id; id != "" && o.Covers(last, id) {
+			lo = mid + 1
+		} else {
+			hi = mid
+		}
+	}
+	return lo, last, true
 }
 
 // idBefore returns the ID of the event before seq, which must be in

@@ -24,6 +24,25 @@ type History interface {
 	Replay(ctx context.Context, lastID string, r *Replay) error
 }
 
+// An Ordering is a History whose event IDs are positions that can be
+// compared. Where a stream merges partitions as their events come, a reader
+// of the source interleaves them otherwise than the live log did, so a
+// replayed client may never send an ID that the log holds; with an Ordering
+// it joins the log where its position stands, and the log skips the events
+// it has already received. The methods must be cheap, pure functions of
+// their arguments, and report false for IDs they cannot compare.
+type Ordering interface {
+	History
+
+	// Covers reports whether a client whose last event was last has
+	// received the event id and every event before it.
+	Covers(last, id string) bool
+
+	// Received reports whether a client whose last event was last has
+	// received the event id.
+	Received(last, id string) bool
+}
+
 // A Replay is one client's catch-up with the log, passed to History.Replay.
 // Its methods may only be called from within Replay.
 type Replay struct {
@@ -35,6 +54,7 @@ type Replay struct {
 	last   string // ID of the last event sent, or of the resume point
 	joined bool
 	joinAt uint64 // seq the client continues at in the log, once joined
+	skip   string // with an Ordering, the position whose events the log skips
 }
 
 // Send writes ev to the client. It returns ErrCaughtUp once the log holds
@@ -57,8 +77,8 @@ func (r *Replay) Send(ev Event) error {
 	}
 	if ev.ID != "" {
 		r.last = ev.ID
-		if seq, ok := es.ids[ev.ID]; ok {
-			r.join(seq + 1)
+		if seq, skip, ok := es.joinPoint(ev.ID); ok {
+			r.join(seq, skip)
 		}
 	}
 	joined := r.joined
@@ -72,10 +92,10 @@ func (r *Replay) Send(ev Event) error {
 	return nil
 }
 
-// join moves the client into the log at seq and ends the replay.
-// es.mu must be held.
-func (r *Replay) join(seq uint64) {
-	r.joined, r.joinAt = true, seq
+// join moves the client into the log at seq, skipping what skip has
+// received, and ends the replay. es.mu must be held.
+func (r *Replay) join(seq uint64, skip string) {
+	r.joined, r.joinAt, r.skip = true, seq, skip
 	r.cancel()
 }
 
