@@ -16,6 +16,8 @@ import (
 //	body     kindPosition: uvarint n, then the n next offsets of the
 //	         Position: the first as a uvarint, each other as the zigzag
 //	         varint of its difference from the one before;
+//	         kindEvent: uvarint partition of the event, then as
+//	         kindPosition (streams of several partitions);
 //	         kindLive: uvarint instance epoch, uvarint sequence;
 //	         kindOrigin: nothing (the start of the stream)
 //
@@ -27,6 +29,7 @@ const (
 	kindPosition = 0
 	kindLive     = 1
 	kindOrigin   = 2
+	kindEvent    = 3
 )
 
 // A codec encodes and decodes the event IDs of one stream.
@@ -45,7 +48,8 @@ func newCodec(stream string) codec {
 // A token is a decoded event ID.
 type token struct {
 	kind       byte
-	pos        Position // kindPosition
+	partition  int      // kindEvent
+	pos        Position // kindPosition, kindEvent
 	epoch, seq uint64   // kindLive
 }
 
@@ -59,7 +63,17 @@ func (c codec) encode(b []byte) string {
 
 // position returns the ID of a point in a stream with history.
 func (c codec) position(p Position) string {
-	b := c.header(kindPosition)
+	return c.encode(appendPosition(c.header(kindPosition), p))
+}
+
+// event returns the ID of a message of partition in a stream of several
+// partitions: the position after it, and its partition.
+func (c codec) event(p Position, partition int) string {
+	b := binary.AppendUvarint(c.header(kindEvent), uint64(partition))
+	return c.encode(appendPosition(b, p))
+}
+
+func appendPosition(b []byte, p Position) []byte {
 	b = binary.AppendUvarint(b, uint64(len(p)))
 	for i, off := range p {
 		if i == 0 {
@@ -68,7 +82,7 @@ func (c codec) position(p Position) string {
 			b = binary.AppendVarint(b, int64(off-p[i-1]))
 		}
 	}
-	return c.encode(b)
+	return b
 }
 
 // live returns the ID of a message of a stream without history.
@@ -95,10 +109,17 @@ func (c codec) decode(id string) (token, error) {
 	t := token{kind: b[0] & 0xf}
 	r := varints{b: b[5:]}
 	switch t.kind {
-	case kindPosition:
+	case kindEvent, kindPosition:
+		if t.kind == kindEvent {
+			t.partition = int(min(r.uvarint(), 1<<31))
+		}
 		n := r.uvarint()
 		if n > uint64(len(r.b)) { // each offset takes a byte at least
 			return token{}, fmt.Errorf("%w: %q", ErrMalformedID, id)
+		}
+		if t.kind == kindEvent && uint64(t.partition) >= n {
+			r.bad = true
+			break
 		}
 		t.pos = make(Position, n)
 		for i := range t.pos {

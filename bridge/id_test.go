@@ -44,8 +44,12 @@ func TestIDLength(t *testing.T) {
 	// Twelve partitions at ten-digit offsets, far apart.
 	p := Position{9876543210, 1234567890, 5555555555, 9999999999, 1000000000, 4242424242,
 		8080808080, 3141592653, 2718281828, 1414213562, 6666666666, 7777777777}
-	if id := c.position(p); len(id) > 100 {
+	if id := c.event(p, 11); len(id) > 100 {
 		t.Errorf("12 partitions: ID %q has %d characters, want at most 100", id, len(id))
+	}
+	tok, err := c.decode(c.event(p, 11))
+	if err != nil || tok.kind != kindEvent || tok.partition != 11 || !slices.Equal(tok.pos, p) {
+		t.Errorf("event ID: %+v, %v", tok, err)
 	}
 }
 
@@ -61,11 +65,12 @@ func TestIDRejects(t *testing.T) {
 		{"not base64!", ErrMalformedID},
 		{other.position(Position{5}), ErrOtherStream},
 		{other.live(1, 2), ErrOtherStream},
-		{c.position(Position{5}) + "AA", ErrMalformedID},                // trailing bytes
-		{c.position(Position{5})[:8], ErrMalformedID},                   // cut short
-		{"Ag" + c.position(Position{5})[2:], ErrMalformedID},            // another version
-		{c.encode(append(c.header(9), 1)), ErrMalformedID},              // unknown kind
-		{c.encode(append(c.header(kindPosition), 200)), ErrMalformedID}, // too many offsets
+		{c.position(Position{5}) + "AA", ErrMalformedID},                    // trailing bytes
+		{c.position(Position{5})[:8], ErrMalformedID},                       // cut short
+		{"Ag" + c.position(Position{5})[2:], ErrMalformedID},                // another version
+		{c.encode(append(c.header(9), 1)), ErrMalformedID},                  // unknown kind
+		{c.encode(append(c.header(kindPosition), 200)), ErrMalformedID},     // too many offsets
+		{c.encode(append(c.header(kindEvent), 3, 2, 1, 1)), ErrMalformedID}, // partition 3 of 2
 	}
 	for _, tt := range tests {
 		if _, err := c.decode(tt.id); !errors.Is(err, tt.want) {
@@ -81,6 +86,7 @@ func FuzzIDDecode(f *testing.F) {
 	f.Add(c.position(Position{1, 2, 3}))
 	f.Add(c.live(1, 2))
 	f.Add(c.origin())
+	f.Add(c.event(Position{4, 5, 6}, 2))
 	f.Add("garbage")
 	f.Fuzz(func(t *testing.T, id string) {
 		tok, err := c.decode(id)
@@ -95,9 +101,11 @@ func FuzzIDDecode(f *testing.F) {
 			again = c.live(tok.epoch, tok.seq)
 		case kindOrigin:
 			again = c.origin()
+		case kindEvent:
+			again = c.event(tok.pos, tok.partition)
 		}
 		tok2, err := c.decode(again)
-		if err != nil || tok2.kind != tok.kind || !slices.Equal(tok2.pos, tok.pos) || tok2.epoch != tok.epoch || tok2.seq != tok.seq {
+		if err != nil || tok2.kind != tok.kind || !slices.Equal(tok2.pos, tok.pos) || tok2.partition != tok.partition || tok2.epoch != tok.epoch || tok2.seq != tok.seq {
 			t.Errorf("%q decodes to %+v, which encodes to %q, which decodes to %+v, %v", id, tok, again, tok2, err)
 		}
 	})

@@ -43,6 +43,14 @@ func (r *route) run(ctx context.Context) {
 	backoff := newBackoff()
 	for ctx.Err() == nil {
 		rd, err := r.src.Open(ctx, start)
+		if errors.Is(err, ErrExpired) {
+			// Retention deleted messages the live reader had not read:
+			// every client lost them.
+			r.logger.Warn("messages expired before they were read", "route", r.path, "err", err)
+			r.publishLoss("expired: " + err.Error())
+			start = startAt(skipExpired(start.Position, err))
+			continue
+		}
 		if err != nil {
 			r.ready.Store(false)
 			if ctx.Err() == nil {
@@ -89,7 +97,7 @@ func (r *route) follow(ctx context.Context, rd Reader) (Position, error) {
 		var id string
 		if r.info.History {
 			pos = advance(pos, &m)
-			id = r.codec.position(pos)
+			id = r.eventID(pos, &m)
 		} else {
 			r.seq++
 			id = r.codec.live(r.epoch, r.seq)
@@ -135,6 +143,66 @@ func (r *route) isReady() bool {
 	return r.ready.Load()
 }
 
+// eventID returns the ID of m, which brought the stream to pos.
+func (r *route) eventID(pos Position, m *Message) string {
+	if len(pos) == 1 {
+		return r.codec.position(pos)
+	}
+	return r.codec.event(pos, m.Partition)
+}
+
+// Covers implements esource.Ordering: a client at last has received the
+// event id and all before it when it is at or past id's position in every
+// partition.
+func (r *route) Covers(last, id string) bool {
+	v, ok1 := r.positionOf(last)
+	l, ok2 := r.positionOf(id)
+	if !ok1 || !ok2 {
+		return false
+	}
+	for i, off := range l {
+		if off > 0 && (i >= len(v) || v[i] < off) {
+			return false
+		}
+	}
+	return true
+}
+
+// Received implements esource.Ordering: a client at last has received the
+// event id when it is past it in the event's partition.
+func (r *route) Received(last, id string) bool {
+	t, err := r.codec.decode(id)
+	if err != nil || t.kind != kindEvent {
+		return r.Covers(last, id)
+	}
+	v, ok := r.positionOf(last)
+	p := t.partition
+	return ok && p < len(v) && v[p] >= t.pos[p]
+}
+
+// positionOf returns the position an ID stands for.
+func (r *route) positionOf(id string) (Position, bool) {
+	t, err := r.codec.decode(id)
+	switch {
+	case err != nil:
+		return nil, false
+	case t.kind == kindOrigin:
+		return Position{}, true
+	case t.kind == kindPosition || t.kind == kindEvent:
+		return t.pos, true
+	}
+	return nil, false
+}
+
+// publishLoss tells every client of a route with history that messages
+// were lost to all. The gap has no ID: the next message's ID moves clients
+// past the loss.
+func (r *route) publishLoss(reason string) {
+	if err := r.es.Publish(esource.Gap{Reason: reason}.Event("")); err != nil && !errors.Is(err, esource.ErrClosed) {
+		r.logger.Error("gap cannot be sent", "route", r.path, "err", err)
+	}
+}
+
 // advance returns pos moved past m.
 func advance(pos Position, m *Message) Position {
 	for len(pos) <= m.Partition {
@@ -161,28 +229,42 @@ func (r *route) Replay(ctx context.Context, lastID string, rp *esource.Replay) e
 	default:
 		return fmt.Errorf("%w: %q is the ID of a live-only stream", ErrNoHistory, lastID)
 	}
+	pos := slices.Clone(start.Position)
 	rd, err := r.src.Open(ctx, start)
 	if errors.Is(err, ErrExpired) {
-		if err := rp.Send(esource.Gap{Reason: "expired", LastEventID: lastID}.Event("")); err != nil {
+		if pos, err = r.sendExpired(rp, lastID, pos, err); err != nil {
 			return err
 		}
-		start = Start{Earliest: true}
-		rd, err = r.src.Open(ctx, start)
+		rd, err = r.src.Open(ctx, startAt(pos))
 	}
 	if err != nil {
 		return err
 	}
-	defer rd.Close()
+	defer func() {
+		if rd != nil {
+			rd.Close()
+		}
+	}()
 
-	pos := slices.Clone(start.Position)
 	flushed := time.Now()
 	for {
 		m, err := rd.Next(ctx)
+		if errors.Is(err, ErrExpired) {
+			// The broker deleted what this reader was about to read.
+			rd.Close()
+			if pos, err = r.sendExpired(rp, lastID, rd.Position(), err); err != nil {
+				return err
+			}
+			if rd, err = r.src.Open(ctx, startAt(pos)); err != nil {
+				return err
+			}
+			continue
+		}
 		if err != nil {
 			return err
 		}
 		pos = advance(pos, &m)
-		if err := rp.Send(r.tr.event(r.codec.position(pos), &m)); err != nil {
+		if err := rp.Send(r.tr.event(r.eventID(pos, &m), &m)); err != nil {
 			return err
 		}
 		if now := time.Now(); now.Sub(flushed) > replayFlushInterval {
@@ -192,6 +274,35 @@ func (r *route) Replay(ctx context.Context, lastID string, rp *esource.Replay) e
 			flushed = now
 		}
 	}
+}
+
+// sendExpired tells a replayed client that the broker no longer holds
+// what follows pos, and returns where its stream goes on: the nearest
+// position the broker holds, as the source's error tells, or the start.
+func (r *route) sendExpired(rp *esource.Replay, lastID string, pos Position, expired error) (Position, error) {
+	gap := esource.Gap{Reason: "expired: " + expired.Error(), LastEventID: lastID}
+	if err := rp.Send(gap.Event("")); err != nil {
+		return nil, err
+	}
+	return skipExpired(pos, expired), nil
+}
+
+// skipExpired returns the position after pos that the broker still holds,
+// when the ErrExpired error says which (Advance), else nil: the earliest.
+func skipExpired(pos Position, expired error) Position {
+	var adv interface{ Advance(Position) Position }
+	if pos != nil && errors.As(expired, &adv) {
+		return adv.Advance(pos)
+	}
+	return nil
+}
+
+// startAt returns the start at pos, or at the earliest message for nil.
+func startAt(pos Position) Start {
+	if pos == nil {
+		return Start{Earliest: true}
+	}
+	return Start{Position: pos}
 }
 
 // ServeHTTP serves the route's event stream.
