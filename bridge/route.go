@@ -224,7 +224,7 @@ func (r *route) Replay(ctx context.Context, lastID string, rp *esource.Replay) e
 	switch tok.kind {
 	case kindOrigin:
 		start.Earliest = true
-	case kindPosition:
+	case kindPosition, kindEvent:
 		start.Position = tok.pos
 	default:
 		return fmt.Errorf("%w: %q is the ID of a live-only stream", ErrNoHistory, lastID)

@@ -19,7 +19,8 @@ func TestBadFlags(t *testing.T) {
 	}{
 		{"path-without-slash", []string{"-route", "orders=jetstream://x/S"}, "-route"},
 		{"no-equals", []string{"-route", "/a"}, "-route"},
-		{"kafka-not-yet", []string{"-route", "/a=kafka://127.0.0.1:9092/t"}, "-route"},
+		{"kafka-bad-option", []string{"-route", "/a=kafka://127.0.0.1:9092/t?sasl=md5"}, "-route"},
+		{"kafka-no-topic", []string{"-route", "/a=kafka://127.0.0.1:9092/"}, "-route"},
 		{"amqp-not-yet", []string{"-route", "/a=amqp://127.0.0.1:5672/q"}, "-route"},
 		{"unknown-scheme", []string{"-route", "/a=ftp://x/y"}, "-route"},
 		{"no-scheme", []string{"-route", "/a=127.0.0.1:4222/S"}, "-route"},
@@ -69,12 +70,12 @@ func TestBadFlags(t *testing.T) {
 // Unsupported schemes get a message that says so, not "unknown".
 func TestNotYetSupportedSchemeMessage(t *testing.T) {
 	t.Parallel()
-	p := startProc(t, binary(t), "-route", "/a=kafka://127.0.0.1:9092/t")
+	p := startProc(t, binary(t), "-route", "/a=amqp://127.0.0.1:5672/q")
 	if code := p.wait(waitFor); code != 2 {
 		t.Fatalf("exit status %d, want 2", code)
 	}
-	if msg := p.stderr.String(); !strings.Contains(msg, "not supported yet") || !strings.Contains(msg, "kafka") {
-		t.Errorf("stderr %q: want it to say kafka:// is not supported yet", msg)
+	if msg := p.stderr.String(); !strings.Contains(msg, "not supported yet") || !strings.Contains(msg, "amqp") {
+		t.Errorf("stderr %q: want it to say amqp:// is not supported yet", msg)
 	}
 }
 
@@ -105,7 +106,8 @@ func TestBadRouteHidesCredentials(t *testing.T) {
 		"/a=jetstream://user:s3cret@127.0.0.1:4222/S?bogus=1",
 		"/a=jetstream://127.0.0.1:4222/S?token=s3cret&bogus=1",
 		"/a=nats://127.0.0.1:4222/ticks?token=s3cret&format=xml",
-		"/a=kafka://user:s3cret@127.0.0.1:9092/t", // refused while parsing
+		"/a=amqp://user:s3cret@127.0.0.1:5672/t", // refused while parsing
+		"/a=kafka://user:s3cret@127.0.0.1:9092/t?sasl=md5",
 		"a=nats://user:s3cret@127.0.0.1:4222/t",
 	} {
 		p := startProc(t, binary(t), "-route", route)

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/esbridge/esbridge/bridge"
+	kafkasource "github.com/esbridge/esbridge/source/kafka"
 	natssource "github.com/esbridge/esbridge/source/nats"
 )
 
@@ -61,13 +62,13 @@ func parseRoute(v string) (routeFlag, error) {
 		return routeFlag{}, errors.New("the URL cannot be parsed")
 	}
 	switch u.Scheme {
-	case "nats", "jetstream":
-	case "kafka", "amqp", "amqps":
-		return routeFlag{}, fmt.Errorf("%s:// routes are not supported yet (nats:// and jetstream:// are)", u.Scheme)
+	case "nats", "jetstream", "kafka":
+	case "amqp", "amqps":
+		return routeFlag{}, fmt.Errorf("%s:// routes are not supported yet (nats://, jetstream:// and kafka:// are)", u.Scheme)
 	case "":
-		return routeFlag{}, errors.New("the URL has no scheme (want nats:// or jetstream://)")
+		return routeFlag{}, errors.New("the URL has no scheme (want nats://, jetstream:// or kafka://)")
 	default:
-		return routeFlag{}, fmt.Errorf("unknown scheme %q (want nats:// or jetstream://)", u.Scheme)
+		return routeFlag{}, fmt.Errorf("unknown scheme %q (want nats://, jetstream:// or kafka://)", u.Scheme)
 	}
 	return routeFlag{path: path, url: u}, nil
 }
@@ -142,6 +143,13 @@ func openSource(u *url.URL, query url.Values, logger *slog.Logger) (bridge.Sourc
 		}
 		cfg.Logger = logger
 		return natssource.New(cfg)
+	case "kafka":
+		cfg, err := kafkasource.ParseURL(&v)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Logger = logger
+		return kafkasource.New(cfg)
 	}
 	return nil, fmt.Errorf("unknown scheme %q", u.Scheme)
 }
