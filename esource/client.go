@@ -21,6 +21,15 @@ type sink interface {
 	abort()
 }
 
+// A goneWatcher is a sink that can tell when its client goes away while
+// nothing is written to it: watchGone calls cancel then, until the returned
+// func is called, which stops watching and reports whether it did.
+type goneWatcher interface {
+	watchGone(cancel func()) (stop func() bool)
+}
+
+var errClientGone = errors.New("esource: client went away")
+
 // A client is one subscriber: a cursor into the log, and the sink that its
 // single writer goroutine (the caller of run) writes to.
 type client struct {
@@ -215,8 +224,15 @@ func (c *client) replay(ctx context.Context, h History) (joined bool, err error)
 	es.catching[r] = struct{}{}
 	es.mu.Unlock()
 
+	// The hook may wait long on its source: end it if the client goes.
+	var gone func() bool
+	if w, ok := c.sink.(goneWatcher); ok {
+		gone = w.watchGone(cancel)
+	}
 	err = h.Replay(rctx, c.lastID, r)
-	if ferr := r.Flush(); err == nil || errors.Is(err, ErrCaughtUp) {
+	if gone != nil && gone() {
+		err = errClientGone
+	} else if ferr := r.Flush(); err == nil || errors.Is(err, ErrCaughtUp) {
 		err = ferr
 	}
 
@@ -228,6 +244,9 @@ func (c *client) replay(ctx context.Context, h History) (joined bool, err error)
 	if joined {
 		c.cursor, c.skip = r.joinAt, r.skip
 		return true, nil
+	}
+	if errors.Is(err, errClientGone) {
+		return false, sinkError{err}
 	}
 	if errors.Is(err, ErrCaughtUp) || errors.Is(err, context.Canceled) && ctx.Err() == nil {
 		err = nil

@@ -204,3 +204,19 @@ func TestResumeExactlyOnceUnderLoad(t *testing.T) {
 	}
 	t.Logf("%d replays for %d clients", o.replays.Load(), clients)
 }
+
+// TestReplayEndsWhenTheClientGoes checks that a History hook waiting on
+// its source is cancelled when the client hangs up, on a connection that
+// esource took over from net/http as on one it did not.
+func TestReplayEndsWhenTheClientGoes(t *testing.T) {
+	checkNoLeaks(t)
+	o := newOrigin()
+	es := newSource(t, WithBacklog(8), WithHistory(o))
+	srv := serve(t, es)
+	o.publish(t, es, 1, 40)
+	o.add(50) // the live feed lags: the replay of 46..50 then waits
+	s := connect(t, srv.Client(), srv.URL, "45")
+	s.expect(46, 50)
+	s.resp.Body.Close()
+	waitClients(t, es, 0)
+}

@@ -3,8 +3,10 @@ package esource
 import (
 	"bytes"
 	"context"
+	"errors"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -217,6 +219,32 @@ func (s *connSink) end(last []byte) {
 		_, _ = s.conn.Write([]byte("0\r\n\r\n"))
 	}
 	s.conn.Close()
+}
+
+// watchGone reads the connection, where a client sends nothing after its
+// request, to learn that it closed.
+func (s *connSink) watchGone(cancel func()) (stop func() bool) {
+	var gone atomic.Bool
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 64)
+		for {
+			if _, err := s.conn.Read(buf); err != nil {
+				if !errors.Is(err, os.ErrDeadlineExceeded) {
+					gone.Store(true)
+					cancel()
+				}
+				return
+			}
+		}
+	}()
+	return func() bool {
+		_ = s.conn.SetReadDeadline(time.Now())
+		<-done
+		_ = s.conn.SetReadDeadline(time.Time{})
+		return gone.Load()
+	}
 }
 
 func (s *connSink) abort() {
