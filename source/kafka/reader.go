@@ -198,6 +198,9 @@ func (r *reader) poll(n int) {
 // deleted by retention while it was read is an [*ExpiredError].
 func (r *reader) Next(ctx context.Context) (bridge.Message, error) {
 	for r.err == nil {
+		if err := ctx.Err(); err != nil {
+			return bridge.Message{}, err // even if a message is ready
+		}
 		var ev event
 		select {
 		case ev = <-r.c:
