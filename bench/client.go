@@ -44,6 +44,11 @@ type stream struct {
 	disorder uint64
 	hist     *histogram // publish-to-receive latency, in latency runs
 	err      error
+
+	kafka bool     // Kafka payloads: the sequence number is in the data
+	seen  []uint64 // in Kafka mode, a bit per sequence number received
+	dups  uint64   // in Kafka mode, events received twice
+	gap   string   // the first gap event, in Kafka mode
 }
 
 // clientProc is the state of the client process.
@@ -70,6 +75,7 @@ type clientReport struct {
 	MaxEvents  uint64        `json:"maxEvents"`
 	Gaps       uint64        `json:"gaps"`
 	Disorder   uint64        `json:"disorder"`
+	Duplicates uint64        `json:"duplicates,omitempty"` // Kafka mode
 	Latency    latency       `json:"latency"`
 	Stalled    string        `json:"stalled,omitempty"` // what became of the non-reading client
 	CPU        time.Duration `json:"cpu"`               // since the streams were ready
@@ -133,7 +139,7 @@ func (p *clientProc) connect(c command) (connectResult, error) {
 
 	sem := make(chan struct{}, 64) // concurrent dials, to spare the accept queue
 	for range c.N {
-		s := &stream{}
+		s := &stream{kafka: c.Kafka}
 		if c.Latency {
 			s.hist = new(histogram)
 		}
@@ -248,10 +254,22 @@ func (s *stream) scan(b []byte, now int64) {
 		if bytes.HasPrefix(ev, typeField) {
 			if bytes.HasPrefix(ev, gapType) {
 				s.gaps++
+				if s.kafka && s.gap == "" {
+					s.gap = string(ev)
+				}
 			}
 			continue
 		}
 		if !bytes.HasPrefix(ev, dataField) { // a comment or a retry line
+			continue
+		}
+		if s.kafka {
+			switch s.scanKafka(ev[len(dataField):], now) {
+			case kafkaWarm:
+				warm = true
+			case kafkaNew:
+				count++
+			}
 			continue
 		}
 		if len(id) == 1 && id[0] == 'w' {
@@ -333,6 +351,7 @@ func (p *clientProc) report() clientReport {
 		r.MaxEvents = max(r.MaxEvents, n)
 		r.Gaps += s.gaps
 		r.Disorder += s.disorder
+		r.Duplicates += s.dups
 		if s.err != nil {
 			r.Errors++
 			if r.FirstError == "" {

@@ -5,11 +5,18 @@ go 1.26.0
 require (
 	github.com/esbridge/esbridge v0.0.0
 	github.com/r3labs/sse/v2 v2.10.0
+	github.com/segmentio/kafka-go v0.4.51
 	github.com/tmaxmax/go-sse v0.12.0
 )
 
 require (
-	golang.org/x/net v0.0.0-20191116160921-f9c825593386 // indirect
+	github.com/klauspost/compress v1.20.3 // indirect
+	github.com/pierrec/lz4/v4 v4.1.15 // indirect
+	github.com/xdg-go/pbkdf2 v1.0.0 // indirect
+	github.com/xdg-go/scram v1.1.2 // indirect
+	github.com/xdg-go/stringprep v1.0.4 // indirect
+	golang.org/x/net v0.38.0 // indirect
+	golang.org/x/text v0.43.0 // indirect
 	gopkg.in/cenkalti/backoff.v1 v1.1.0 // indirect
 )
 

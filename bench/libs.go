@@ -51,6 +51,7 @@ type serverConfig struct {
 	backlog      int
 	writeTimeout time.Duration
 	flush        time.Duration
+	kafka        kafkaConfig // the bridge's route, for lib "kafka" (scenarios K and R)
 }
 
 // newServer returns the adapter for the library lib.
@@ -75,6 +76,8 @@ func newServer(lib string, cfg serverConfig) (server, error) {
 		return r3labsServer{s}, nil
 	case "go-sse":
 		return gosseServer{&gosse.Server{}}, nil
+	case "kafka":
+		return newKafkaServer(cfg)
 	}
 	return nil, fmt.Errorf("unknown library %q (want one of %v)", lib, libraries)
 }

@@ -7,6 +7,7 @@
 //	go run .                  # every scenario, default sizes (about 4 minutes)
 //	go run . -quick           # a small version for smoke testing
 //	go run . -scenarios=AC -libs=esource,r3labs -json
+//	go run . -scenarios=KR    # the Kafka scenarios (a broker at -kafka-brokers)
 //
 // The scenarios, each run for every library:
 //
@@ -24,6 +25,22 @@
 //	   no progress for -stall-timeout. The events are larger than in A, and
 //	   the second run long, because the kernel buffers a few MB for the
 //	   non-reading socket before the server's writes to it block.
+//
+// The Kafka scenarios run the esbridge bridge on a real broker
+// (-kafka-brokers, 127.0.0.1:9092 by default; scripts/kafka.sh start), on
+// fresh -kafka-partitions topics deleted at the end. They are not in the
+// default run; -libs does not apply (see kafka.go):
+//
+//	K  Kafka to -clients SSE clients on one bridge route: -kafka-rate
+//	   messages/s (-size bytes, keyed) produced for -kafka-duration, each
+//	   carrying its produce time; produce-to-receive percentiles. Then a
+//	   closed loop (-window) for -kafka-closed-duration: deliveries/s.
+//	R  replay catch-up: -replay-messages keyed messages produced (timed),
+//	   then read from the start, -replay-runs times each, alternating: by
+//	   one kafka-go partition reader per partition (the limit), by the
+//	   bridge's Kafka source alone, and by one SSE client of a bridge
+//	   route with start=earliest (replayed from the broker). Messages/s,
+//	   and the ratio of the bridge's to kafka-go's.
 //
 // The orchestrator (this process) re-executes itself twice per library and
 // scenario: a server process (-role=server), whose memory is measured
@@ -67,6 +84,7 @@ type options struct {
 	writeTimeout  time.Duration
 	flush         time.Duration
 	profileDir    string
+	kafka         kafkaOptions
 	json          bool
 	verbose       bool
 }
@@ -81,7 +99,7 @@ func main() {
 	)
 	flag.StringVar(&role, "role", "", "internal: run as the `server` or `client` process")
 	flag.StringVar(&lib, "lib", "", "internal: the library a server process serves")
-	flag.StringVar(&o.scenarios, "scenarios", "ABCD", "scenarios to run (letters A, B, C, D)")
+	flag.StringVar(&o.scenarios, "scenarios", "ABCD", "scenarios to run (letters A, B, C, D, and the Kafka scenarios K and R)")
 	flag.StringVar(&libs, "libs", strings.Join(libraries, ","), "libraries to compare, comma-separated")
 	flag.IntVar(&o.clients, "clients", 1000, "clients in scenarios A, B and D")
 	flag.IntVar(&o.idle, "idle", 10000, "idle connections in scenario C")
@@ -98,6 +116,7 @@ func main() {
 	flag.DurationVar(&o.writeTimeout, "write-timeout", 5*time.Second, "esource write timeout")
 	flag.DurationVar(&o.flush, "flush", esource.DefaultFlushInterval, "esource flush interval")
 	flag.StringVar(&o.profileDir, "profile", "", "write the server processes' CPU (A, B, D) and heap (C) profiles to this `dir`")
+	kafkaFlags(&o.kafka)
 	flag.BoolVar(&o.json, "json", false, "print the results as JSON instead of tables")
 	flag.BoolVar(&o.verbose, "v", false, "show the child processes' stderr and progress")
 	flag.BoolVar(&quick, "quick", false, "a small, fast run for smoke testing (overrides sizes and durations)")
@@ -106,7 +125,7 @@ func main() {
 	var err error
 	switch role {
 	case "server":
-		err = runServer(lib, serverConfig{backlog: o.backlog, writeTimeout: o.writeTimeout, flush: o.flush})
+		err = runServer(lib, serverConfig{backlog: o.backlog, writeTimeout: o.writeTimeout, flush: o.flush, kafka: o.kafka.serverConfig()})
 	case "client":
 		err = runClient()
 	case "":
@@ -116,6 +135,7 @@ func main() {
 			o.duration, o.latDuration, o.stallDuration = 2*time.Second, 2*time.Second, 2*time.Second
 			o.stallBytes = 4 << 20
 			o.stallTimeout, o.writeTimeout = 3*time.Second, time.Second
+			o.kafka.paced, o.kafka.closed, o.kafka.messages = 2*time.Second, 2*time.Second, 100000
 		}
 		err = orchestrate(o)
 	default:
@@ -136,6 +156,8 @@ type results struct {
 	Latency    []latencyRun `json:"latency,omitempty"`
 	Memory     []memoryRun  `json:"memory,omitempty"`
 	Stall      []stallRun   `json:"stall,omitempty"`
+	Kafka      []kafkaRun   `json:"kafka,omitempty"`
+	Replay     *replayRes   `json:"replay,omitempty"`
 }
 
 type jsonOptions struct {
@@ -239,6 +261,14 @@ func orchestrate(o options) error {
 			res.Stall = append(res.Stall, r)
 		}
 	}
+	if strings.Contains(sc, "K") {
+		o.logf("K")
+		res.Kafka = o.kafkaScenario()
+	}
+	if strings.Contains(sc, "R") {
+		o.logf("R")
+		res.Replay = o.replayScenario()
+	}
 	o.logf("done in %v", time.Since(start).Round(time.Second))
 	if o.json {
 		enc := json.NewEncoder(os.Stdout)
@@ -259,9 +289,10 @@ type session struct {
 	addr     hello
 }
 
-func (o options) open(lib string) (*session, error) {
-	srv, err := startChild("server "+lib, o.verbose, "-role=server", "-lib="+lib,
-		fmt.Sprint("-backlog=", o.backlog), fmt.Sprint("-write-timeout=", o.writeTimeout), fmt.Sprint("-flush=", o.flush))
+func (o options) open(lib string, extra ...string) (*session, error) {
+	args := append([]string{"-role=server", "-lib=" + lib,
+		fmt.Sprint("-backlog=", o.backlog), fmt.Sprint("-write-timeout=", o.writeTimeout), fmt.Sprint("-flush=", o.flush)}, extra...)
+	srv, err := startChild("server "+lib, o.verbose, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -498,6 +529,7 @@ func printTables(out io.Writer, o options, r results) {
 		}
 	}
 	tw.Flush()
+	printKafka(out, o, r)
 }
 
 func throughputCells(t throughput) []any {

@@ -24,7 +24,8 @@ type command struct {
 
 	// Server commands: "warm" (On: publish a warm-up event every 50 ms, or
 	// stop), "closed" (closed-loop publisher), "paced" (fixed-rate
-	// publisher), "mem" (memory after GC).
+	// publisher), "mem" (memory after GC), "prof" (start a CPU profile to
+	// CPUProfile, or stop it; the reply is the process's CPU time).
 	On           bool          `json:"on,omitempty"`
 	Window       int           `json:"window,omitempty"`
 	Rate         int           `json:"rate,omitempty"`
@@ -44,6 +45,9 @@ type command struct {
 	BufSize  int    `json:"bufSize,omitempty"`
 	URL      string `json:"url,omitempty"`
 	Progress string `json:"progress,omitempty"`
+	// Kafka makes the streams read the bench's Kafka payloads (see
+	// kafka.go): the sequence number is in the data, not the event ID.
+	Kafka bool `json:"kafka,omitempty"`
 }
 
 // hello is the first line a server child writes: where it listens.

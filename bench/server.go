@@ -145,6 +145,8 @@ func runServer(lib string, cfg serverConfig) error {
 				continue
 			}
 			r.reply(res)
+		case "prof":
+			r.reply(s.prof(c))
 		default:
 			r.fail(fmt.Errorf("unknown command %q", c.Cmd))
 		}
