@@ -12,7 +12,7 @@ export PATH := $(TOOLS):$(PATH)
 
 test: lint
 	scripts/kafka.sh start
-	go test -race -count=1 ./...
+	go test -race -count=1 -p 1 ./...  # one package at a time: a Kafka test restarts the shared broker
 
 lint: tools
 	@unformatted=$$(gofmt -l . ); if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi

@@ -22,17 +22,18 @@ const replayFlushInterval = 10 * time.Millisecond
 // EventSource, which fans it out; clients that must catch up are replayed
 // from the source by the route's History method.
 type route struct {
-	path   string
-	src    Source
-	info   Info
-	opts   Options
-	codec  codec
-	tr     translator
-	es     *esource.EventSource
-	epoch  uint64 // instance epoch, for sources without history
-	seq    uint64 // live sequence, for sources without history
-	ready  atomic.Bool
-	logger *slog.Logger
+	path    string
+	src     Source
+	info    Info
+	opts    Options
+	codec   codec
+	tr      translator
+	es      *esource.EventSource
+	epoch   uint64 // instance epoch, for sources without history
+	seq     uint64 // live sequence, for sources without history
+	ready   atomic.Bool
+	decoded atomic.Pointer[decodedID] // see logPosition
+	logger  *slog.Logger
 }
 
 // run reads the source live and publishes every message, reopening the
@@ -156,7 +157,7 @@ func (r *route) eventID(pos Position, m *Message) string {
 // partition.
 func (r *route) Covers(last, id string) bool {
 	v, ok1 := r.positionOf(last)
-	l, ok2 := r.positionOf(id)
+	l, ok2 := r.logPosition(id)
 	if !ok1 || !ok2 {
 		return false
 	}
@@ -178,6 +179,43 @@ func (r *route) Received(last, id string) bool {
 	v, ok := r.positionOf(last)
 	p := t.partition
 	return ok && p < len(v) && v[p] >= t.pos[p]
+}
+
+// logPosition is positionOf for IDs of the log, which esource compares
+// again and again (the oldest event's): it keeps the last one decoded.
+func (r *route) logPosition(id string) (Position, bool) {
+	if d := r.decoded.Load(); d != nil && d.id == id {
+		return d.pos, true
+	}
+	pos, ok := r.positionOf(id)
+	if ok {
+		r.decoded.Store(&decodedID{id: id, pos: pos})
+	}
+	return pos, ok
+}
+
+// A decodedID is an ID with the position it stands for.
+type decodedID struct {
+	id  string
+	pos Position
+}
+
+// Merge implements esource.Ordering: the ID of the event id for a client
+// at last, which is past id's position in some partitions.
+func (r *route) Merge(last, id string) string {
+	t, err := r.codec.decode(id)
+	v, ok := r.positionOf(last)
+	if err != nil || !ok || (t.kind != kindEvent && t.kind != kindPosition) {
+		return id
+	}
+	pos := slices.Clone(t.pos)
+	for i := range min(len(pos), len(v)) {
+		pos[i] = max(pos[i], v[i])
+	}
+	if t.kind == kindPosition {
+		return r.codec.position(pos)
+	}
+	return r.codec.event(pos, t.partition)
 }
 
 // positionOf returns the position an ID stands for.
@@ -267,13 +305,27 @@ func (r *route) Replay(ctx context.Context, lastID string, rp *esource.Replay) e
 		if err := rp.Send(r.tr.event(r.eventID(pos, &m), &m)); err != nil {
 			return err
 		}
-		if now := time.Now(); now.Sub(flushed) > replayFlushInterval {
+		// Flush before the reader would wait (it says so, or time says
+		// so): the client gets what was read, and may join the log.
+		if now := time.Now(); now.Sub(flushed) > replayFlushInterval || drained(rd) {
 			if err := rp.Flush(); err != nil {
 				return err
 			}
 			flushed = now
 		}
 	}
+}
+
+// A Buffered reader tells how many messages it holds that Next returns
+// without waiting.
+type Buffered interface {
+	Buffered() int
+}
+
+// drained reports whether rd is a Buffered reader that holds no message.
+func drained(rd Reader) bool {
+	b, ok := rd.(Buffered)
+	return ok && b.Buffered() == 0
 }
 
 // sendExpired tells a replayed client that the broker no longer holds

@@ -130,9 +130,19 @@ func (c *client) collect() {
 		if c.skip != "" && e.id != "" {
 			received := es.ordering.Received(c.skip, e.id)
 			if es.ordering.Covers(e.id, c.skip) {
-				c.skip = "" // the events from here on are all new
+				c.skip = "" // the log is past the client: what follows is new
 			}
 			if received {
+				continue
+			}
+			if c.skip != "" {
+				// New to the client, but the log's ID stands behind it in
+				// other partitions: send the event with the client's own.
+				c.skip = es.ordering.Merge(c.skip, e.id)
+				wire := withID(e.wire, e.id, c.skip)
+				n += len(wire)
+				c.bufs = append(c.bufs, wire)
+				c.lastID = c.skip
 				continue
 			}
 		}
@@ -146,6 +156,17 @@ func (c *client) collect() {
 			c.lastID = e.id
 		}
 	}
+}
+
+// withID returns wire, the encoding of an event with ID id, with newID in
+// its place: appendWire writes the id line first.
+func withID(wire []byte, id, newID string) []byte {
+	rest := wire[len("id: ")+len(id)+1:]
+	b := make([]byte, 0, len("id: ")+len(newID)+1+len(rest))
+	b = append(b, "id: "...)
+	b = append(b, newID...)
+	b = append(b, '\n')
+	return append(b, rest...)
 }
 
 // follows reports whether b starts where a ends, in the same page.

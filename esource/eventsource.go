@@ -329,6 +329,9 @@ func (es *EventSource) register(c *client) bool {
 	}
 	es.clients[c] = struct{}{}
 	c.cursor = es.next
+	// Should the client fall behind the log before it is sent an event,
+	// it is replayed from the newest event it did not need.
+	c.lastID = es.idBefore(c.cursor)
 	return true
 }
 

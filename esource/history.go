@@ -41,6 +41,11 @@ type Ordering interface {
 	// Received reports whether a client whose last event was last has
 	// received the event id.
 	Received(last, id string) bool
+
+	// Merge returns the ID a client at last holds once it receives the
+	// event id, which it had not: the log's own ID for the event may stand
+	// behind the client in other partitions, and would resume it there.
+	Merge(last, id string) string
 }
 
 // A Replay is one client's catch-up with the log, passed to History.Replay.
@@ -55,6 +60,7 @@ type Replay struct {
 	joined bool
 	joinAt uint64 // seq the client continues at in the log, once joined
 	skip   string // with an Ordering, the position whose events the log skips
+	sent   int    // events sent with an ID
 }
 
 // Send writes ev to the client. It returns ErrCaughtUp once the log holds
@@ -77,8 +83,13 @@ func (r *Replay) Send(ev Event) error {
 	}
 	if ev.ID != "" {
 		r.last = ev.ID
-		if seq, skip, ok := es.joinPoint(ev.ID); ok {
-			r.join(seq, skip)
+		// An ID the log holds is a cheap find; comparing positions costs
+		// more, and is done for one event in orderingStride, and by Flush.
+		r.sent++
+		if seq, ok := es.ids[ev.ID]; ok {
+			r.join(seq+1, "")
+		} else if r.sent%orderingStride == 0 {
+			r.tryJoin()
 		}
 	}
 	joined := r.joined
@@ -99,17 +110,39 @@ func (r *Replay) join(seq uint64, skip string) {
 	r.cancel()
 }
 
-// Flush writes the events sent so far to the client.
+// Flush writes the events sent so far to the client; a History should call
+// it before it waits on its source. It returns ErrCaughtUp if the log holds
+// what follows them: then the caller must return.
 func (r *Replay) Flush() error {
-	if len(r.buf) == 0 {
-		return nil
+	if len(r.buf) > 0 {
+		err := r.c.sink.write([][]byte{r.buf})
+		r.buf = r.buf[:0]
+		if err != nil {
+			return sinkError{err}
+		}
 	}
-	err := r.c.sink.write([][]byte{r.buf})
-	r.buf = r.buf[:0]
-	if err != nil {
-		return sinkError{err}
+	es := r.c.es
+	es.mu.Lock()
+	defer es.mu.Unlock()
+	if !r.joined {
+		r.tryJoin()
+	}
+	if r.joined {
+		return ErrCaughtUp
 	}
 	return nil
+}
+
+// orderingStride is how many events Send sends between two comparisons of
+// positions with the log.
+const orderingStride = 32
+
+// tryJoin joins the log if it can serve the client from r.last on.
+// es.mu must be held.
+func (r *Replay) tryJoin() {
+	if seq, skip, ok := r.c.es.joinPoint(r.last); ok {
+		r.join(seq, skip)
+	}
 }
 
 // sinkError marks an error of the client's connection, which ends it.

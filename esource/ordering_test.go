@@ -49,6 +49,15 @@ func (s *partitioned) Received(last, id string) bool {
 	return ok1 && ok2 && v[p] >= l[p]
 }
 
+func (s *partitioned) Merge(last, id string) string {
+	_, v, ok1 := position(last)
+	p, l, ok2 := position(id)
+	if !ok1 || !ok2 {
+		return id
+	}
+	return fmt.Sprintf("%d:%d.%d", p, max(v[0], l[0]), max(v[1], l[1]))
+}
+
 // Replay reads partition 1 before partition 0: never the live order.
 func (s *partitioned) Replay(ctx context.Context, lastID string, r *Replay) error {
 	_, pos, ok := position(lastID)
@@ -66,6 +75,9 @@ func (s *partitioned) Replay(ctx context.Context, lastID string, r *Replay) erro
 				return err
 			}
 		}
+	}
+	if err := r.Flush(); err != nil { // before waiting, as a History must
+		return err
 	}
 	<-ctx.Done() // follow live: here, wait for the log to take over
 	return ctx.Err()
@@ -116,6 +128,10 @@ func TestOrderingJoinsWithoutACommonID(t *testing.T) {
 					t.Fatalf("got %q, want %q (partition %d)", ev.Data, w, p)
 				}
 				next[p]++
+				// The ID is where the client stands, to resume from.
+				if _, at, _ := position(ev.ID); at != next {
+					t.Fatalf("event %q has ID %q, but the client is at %v", ev.Data, ev.ID, next)
+				}
 				got++
 				if got == want-10 {
 					publish(10) // live events after the join

@@ -37,13 +37,17 @@ type reader struct {
 	ctx    context.Context // ends when the reader is closed
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
-	c      chan event // unbuffered: each goroutine holds at most one event
+	c      chan event // buffered, so that partitions hand over messages without a switch each
 	close  sync.Once
 
 	// Owned by the goroutine calling Next.
 	pos []uint64 // for each partition, the offset of the next message
 	err error    // the reader's final error
 }
+
+// mergeBuffer is how many messages the partitions' goroutines may have
+// read ahead of Next, all partitions together.
+const mergeBuffer = 256
 
 // An event is what the goroutines pass to Next: a message, an error after
 // which the reader stops, or the start offsets of added partitions.
@@ -54,7 +58,7 @@ type event struct {
 }
 
 func (s *Source) newReader(next []int64) *reader {
-	r := &reader{src: s, c: make(chan event), pos: make([]uint64, len(next))}
+	r := &reader{src: s, c: make(chan event, mergeBuffer), pos: make([]uint64, len(next))}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	for i, o := range next {
 		r.pos[i] = uint64(o)
@@ -191,6 +195,10 @@ func (r *reader) poll(n int) {
 		n = m
 	}
 }
+
+// Buffered returns how many messages Next returns without waiting; the
+// bridge flushes a replay to its client when there are none.
+func (r *reader) Buffered() int { return len(r.c) }
 
 // Next returns the next message of any partition, in order within each.
 // After an error other than ctx's it returns that error again: the bridge
