@@ -3,9 +3,7 @@ package bridge_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http/httptest"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,6 +13,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/esbridge/esbridge/bridge"
+	"github.com/esbridge/esbridge/internal/brokertest"
 	kafkasource "github.com/esbridge/esbridge/source/kafka"
 )
 
@@ -22,24 +21,6 @@ import (
 // one with scripts/kafka.sh; KAFKA_BROKERS names another). They prove the
 // hand-off between replay and the live log for a topic whose partitions
 // are merged in an order that differs between readers.
-
-func kafkaBrokers(t *testing.T) []string {
-	t.Helper()
-	brokers := []string{"127.0.0.1:9092"}
-	if v := os.Getenv("KAFKA_BROKERS"); v != "" {
-		brokers = strings.Split(v, ",")
-	}
-	c, err := net.DialTimeout("tcp", brokers[0], 2*time.Second)
-	if err != nil {
-		msg := fmt.Sprintf("no Kafka broker at %s (%v): run scripts/kafka.sh start, or set KAFKA_BROKERS", brokers[0], err)
-		if os.Getenv("CI") != "" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	c.Close()
-	return brokers
-}
 
 // kafkaTopic creates a topic of n partitions for the test.
 func kafkaTopic(t *testing.T, brokers []string, n int) string {
@@ -152,7 +133,7 @@ func (k *keyed) read(c *sseClient, n, start int) {
 }
 
 func TestKafkaResumeAcrossPartitions(t *testing.T) {
-	brokers := kafkaBrokers(t)
+	brokers := brokertest.Kafka(t)
 	const keys = 12
 	topic := kafkaTopic(t, brokers, 6)
 	// Logs of 16 events: resumes come from the broker.
@@ -194,7 +175,7 @@ func TestKafkaResumeAcrossPartitions(t *testing.T) {
 }
 
 func TestKafkaSlowClientIsReplayed(t *testing.T) {
-	brokers := kafkaBrokers(t)
+	brokers := brokertest.Kafka(t)
 	topic := kafkaTopic(t, brokers, 6)
 	url := kafkaBridge(t, brokers, topic, bridge.Config{Backlog: 8})
 	slow := open(t, url, "")

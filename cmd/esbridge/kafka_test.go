@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -32,6 +31,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/esbridge/esbridge/internal/brokertest"
 	"github.com/esbridge/esbridge/internal/ssetest"
 )
 
@@ -46,33 +46,13 @@ type kafkaTopic struct {
 	name    string
 }
 
-// kafkaBrokersOf returns the brokers of the tests, and skips the test if
-// none answers, unless CI is set: then it fails.
-func kafkaBrokersOf(t *testing.T) []string {
-	t.Helper()
-	brokers := []string{"127.0.0.1:9092"}
-	if v := os.Getenv("KAFKA_BROKERS"); v != "" {
-		brokers = strings.Split(v, ",")
-	}
-	c, err := net.DialTimeout("tcp", brokers[0], 2*time.Second)
-	if err != nil {
-		msg := fmt.Sprintf("no Kafka broker at %s (%v): run scripts/kafka.sh start, or set KAFKA_BROKERS", brokers[0], err)
-		if os.Getenv("CI") != "" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	c.Close()
-	return brokers
-}
-
 var topicNameRE = regexp.MustCompile(`[^a-zA-Z0-9._-]+`)
 
 // newKafkaTopic creates a topic of 6 partitions with the given configs,
 // named after the test, and deletes it at cleanup.
 func newKafkaTopic(t *testing.T, configs ...kafka.ConfigEntry) *kafkaTopic {
 	t.Helper()
-	brokers := kafkaBrokersOf(t)
+	brokers := brokertest.Kafka(t)
 	// A transport of its own, whose metadata is never more than a second
 	// old: partitions added by a test are soon known to it.
 	tr := &kafka.Transport{MetadataTTL: time.Second}

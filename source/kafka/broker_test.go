@@ -5,24 +5,20 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"os"
 	"regexp"
 	"runtime"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/segmentio/kafka-go"
 
 	"github.com/esbridge/esbridge/bridge"
+	"github.com/esbridge/esbridge/internal/brokertest"
 )
 
 // The tests run against a real broker: KAFKA_BROKERS (comma-separated
 // HOST:PORT), or 127.0.0.1:9092 as started by scripts/kafka.sh. Without
 // one, they are skipped, or fail when CI is set.
-
-const defaultBroker = "127.0.0.1:9092"
 
 // testBroker is a real broker's admin client, and the topics a test made.
 type testBroker struct {
@@ -33,19 +29,7 @@ type testBroker struct {
 
 func broker(t *testing.T) *testBroker {
 	t.Helper()
-	brokers := []string{defaultBroker}
-	if v := os.Getenv("KAFKA_BROKERS"); v != "" {
-		brokers = strings.Split(v, ",")
-	}
-	c, err := net.DialTimeout("tcp", brokers[0], 2*time.Second)
-	if err != nil {
-		msg := fmt.Sprintf("no Kafka broker at %s (%v): run scripts/kafka.sh start, or set KAFKA_BROKERS", brokers[0], err)
-		if os.Getenv("CI") != "" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	c.Close()
+	brokers := brokertest.Kafka(t)
 	tr := &kafka.Transport{MetadataTTL: 100 * time.Millisecond}
 	t.Cleanup(tr.CloseIdleConnections)
 	return &testBroker{t: t, brokers: brokers, client: &kafka.Client{Addr: kafka.TCP(brokers...), Transport: tr, Timeout: 10 * time.Second}}
