@@ -63,7 +63,14 @@ func serveBridge(t *testing.T, addr string, cfg bridge.Config, opts bridge.Optio
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := bridge.New(cfg, bridge.Route{Path: "/s", Source: src, Options: opts})
+	return runBridge(t, bridge.Route{Path: "/s", Source: src, Options: opts}, cfg)
+}
+
+// runBridge runs a bridge serving rt until the test ends, and returns the
+// route's URL once it is ready. It closes rt.Source at the end.
+func runBridge(t *testing.T, rt bridge.Route, cfg bridge.Config) string {
+	t.Helper()
+	b, err := bridge.New(cfg, rt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,10 +83,10 @@ func serveBridge(t *testing.T, addr string, cfg bridge.Config, opts bridge.Optio
 		srv.Close()
 		cancel()
 		wg.Wait()
-		src.Close()
+		rt.Source.Close()
 	})
 	waitReady(t, srv.URL)
-	return srv.URL + "/s"
+	return srv.URL + rt.Path
 }
 
 func waitReady(t *testing.T, base string) {

@@ -3,10 +3,8 @@ package bridge_test
 import (
 	"context"
 	"fmt"
-	"net/http/httptest"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -76,23 +74,7 @@ func kafkaBridge(t *testing.T, brokers []string, topic string, cfg bridge.Config
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := bridge.New(cfg, bridge.Route{Path: "/t", Source: src})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() { b.Run(ctx) })
-	srv := httptest.NewServer(b)
-	t.Cleanup(func() {
-		b.Shutdown(context.Background())
-		srv.Close()
-		cancel()
-		wg.Wait()
-		src.Close()
-	})
-	waitReady(t, srv.URL)
-	return srv.URL + "/t"
+	return runBridge(t, bridge.Route{Path: "/t", Source: src}, cfg)
 }
 
 // keyed checks that events arrive in each key's order, each once, and
