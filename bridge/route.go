@@ -72,10 +72,18 @@ func (r *route) run(ctx context.Context) {
 		backoff.reset()
 		pos, err := r.follow(ctx, rd)
 		rd.Close()
-		r.ready.Store(false)
 		if ctx.Err() != nil {
 			return
 		}
+		if errors.Is(err, ErrExpired) {
+			// The broker deleted what the live reader was about to read
+			// (a source that finds out only when reading): as above.
+			r.logger.Warn("messages expired before they were read", "route", r.path, "err", err)
+			r.publishLoss("expired: " + err.Error())
+			start = startAt(skipExpired(pos, err))
+			continue
+		}
+		r.ready.Store(false)
 		r.logger.Warn("source reader failed; reopening", "route", r.path, "stream", r.info.Stream, "err", err)
 		start = Start{Position: pos} // nil for a source without history: latest
 		backoff.wait(ctx)

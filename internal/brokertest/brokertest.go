@@ -7,7 +7,9 @@ package brokertest
 import (
 	"fmt"
 	"net"
+	"net/url"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -24,6 +26,46 @@ func Kafka(t testing.TB) []string {
 	}
 	require(t, "Kafka", brokers[0], "run scripts/kafka.sh start, or set KAFKA_BROKERS")
 	return brokers
+}
+
+// AMQP returns the RabbitMQ broker URI of the tests: AMQP_URL, or
+// amqp://guest:guest@127.0.0.1:5672/, which `make test` starts with
+// scripts/rabbitmq.sh.
+func AMQP(t testing.TB) string {
+	t.Helper()
+	uri := "amqp://guest:guest@127.0.0.1:5672/"
+	if v := os.Getenv("AMQP_URL"); v != "" {
+		uri = v
+	}
+	u, err := url.Parse(uri)
+	if err != nil {
+		t.Fatalf("AMQP_URL: %v", err)
+	}
+	addr := u.Host
+	switch {
+	case u.Port() != "":
+	case u.Scheme == "amqps":
+		addr += ":5671"
+	default:
+		addr += ":5672"
+	}
+	require(t, "RabbitMQ", addr, "run scripts/rabbitmq.sh start, or set AMQP_URL")
+	return uri
+}
+
+// RestartRabbitMQ restarts the RabbitMQ broker of scripts/rabbitmq.sh
+// (script is its path from the test's directory): every connection drops,
+// streams are kept. A test that calls it is skipped when AMQP_URL names
+// another broker, and must not run in parallel with other broker tests.
+func RestartRabbitMQ(t testing.TB, script string) {
+	t.Helper()
+	if os.Getenv("AMQP_URL") != "" {
+		t.Skip("AMQP_URL is set: not restarting that broker")
+	}
+	out, err := exec.Command("bash", script, "restart").CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s restart: %v\n%s", script, err, out)
+	}
 }
 
 // require skips or fails t unless something answers at addr.

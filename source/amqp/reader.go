@@ -1,0 +1,306 @@
+package amqp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/esbridge/esbridge/bridge"
+)
+
+// offsetHeader is the header in which RabbitMQ gives a stream message's
+// offset.
+const offsetHeader = "x-stream-offset"
+
+// A reader consumes a stream, a queue bound to an exchange, or a queue,
+// on a channel of its own. When the channel or the connection closes, it
+// consumes again on the next connection: a stream from the offset after
+// the last message returned, an exchange with a new queue (and ErrLost
+// once), a queue where the broker left it.
+type reader struct {
+	src  *Source
+	kind kind
+
+	ch         *amqp.Channel // nil until subscribed, and after Close
+	deliveries <-chan amqp.Delivery
+	closed     bool
+
+	// Acknowledgements: a delivery is acknowledged once the message before
+	// it was returned by Next, in batches of half the prefetch count.
+	unacked int
+	lastTag uint64
+
+	// Streams: the offset of the next message, once known (it is not when
+	// reading from the latest before the first message); first says to
+	// begin with the earliest message.
+	next   uint64
+	known  bool
+	first  bool
+	verify bool // the first message after consuming from next is to be checked
+}
+
+// subscribe opens a channel on the connection, waiting for one until ctx
+// ends, and consumes.
+func (r *reader) subscribe(ctx context.Context) error {
+	conn, err := r.src.connection(ctx)
+	if err != nil {
+		return err
+	}
+	ch, err := conn.Channel()
+	if err != nil {
+		return r.unavailable(err)
+	}
+	deliveries, err := r.consume(ch)
+	if err != nil {
+		ch.Close()
+		return r.unavailable(err)
+	}
+	r.ch, r.deliveries, r.unacked = ch, deliveries, 0
+	r.verify = r.known
+	return nil
+}
+
+// checkExpired returns an [*ExpiredError] if off, the offset of the first
+// message consumed from r.next on, is the first of the stream: the broker
+// then began at its start because retention deleted r.next. Otherwise
+// the offsets from r.next to off held no message.
+func (r *reader) checkExpired(ctx context.Context, off uint64) error {
+	first, err := r.firstOffset(ctx)
+	if err != nil {
+		return err
+	}
+	if off <= first {
+		return &ExpiredError{Stream: r.src.cfg.Stream, Offset: r.next, First: off}
+	}
+	return nil
+}
+
+// firstOffset returns the offset of the first message the stream holds,
+// consuming it on a channel of its own.
+func (r *reader) firstOffset(ctx context.Context) (uint64, error) {
+	conn, err := r.src.connection(ctx)
+	if err != nil {
+		return 0, err
+	}
+	ch, err := conn.Channel()
+	if err != nil {
+		return 0, r.unavailable(err)
+	}
+	defer ch.Close()
+	if err := ch.Qos(1, 0, false); err != nil {
+		return 0, r.unavailable(err)
+	}
+	deliveries, err := ch.Consume(r.src.cfg.Stream, "", false, false, false, false, amqp.Table{offsetHeader: "first"})
+	if err != nil {
+		return 0, r.unavailable(err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, dialTimeout)
+	defer cancel()
+	select {
+	case d, ok := <-deliveries:
+		if off, isStream := streamOffset(&d); ok && isStream {
+			return off, nil
+		}
+		return 0, r.unavailable(errors.New("no first message"))
+	case <-ctx.Done():
+		return 0, r.unavailable(ctx.Err())
+	}
+}
+
+// consume starts consuming on ch.
+func (r *reader) consume(ch *amqp.Channel) (<-chan amqp.Delivery, error) {
+	cfg := &r.src.cfg
+	if err := ch.Qos(cfg.prefetch(), 0, false); err != nil {
+		return nil, err
+	}
+	queue, exclusive := cfg.Queue, false
+	var args amqp.Table
+	switch r.kind {
+	case kindStream:
+		queue = cfg.Stream
+		args = amqp.Table{offsetHeader: r.startOffset()}
+	case kindExchange:
+		q, err := ch.QueueDeclare("", false, true, true, false, nil)
+		if err != nil {
+			return nil, err
+		}
+		if err := ch.QueueBind(q.Name, cfg.bindingKey(), cfg.Exchange, false, nil); err != nil {
+			return nil, err
+		}
+		queue, exclusive = q.Name, true
+	}
+	return ch.Consume(queue, "", false, exclusive, false, false, args)
+}
+
+// startOffset returns the x-stream-offset argument that consumes a stream
+// from where the reader stands.
+func (r *reader) startOffset() any {
+	switch {
+	case r.known:
+		return int64(r.next)
+	case r.first:
+		return "first"
+	default:
+		return "next"
+	}
+}
+
+// unavailable wraps err, from the broker, in bridge.ErrUnavailable.
+func (r *reader) unavailable(err error) error {
+	return fmt.Errorf("amqp: %s: %w: %w", r.src.cfg.name(), bridge.ErrUnavailable, err)
+}
+
+// Next returns the next message. When the connection drops, it waits for
+// the next one and consumes again; for an exchange it then returns an
+// error wrapping bridge.ErrLost once. For a stream, it returns an
+// [*ExpiredError] when the broker no longer holds the next offset.
+func (r *reader) Next(ctx context.Context) (bridge.Message, error) {
+	if r.closed {
+		return bridge.Message{}, ErrClosed
+	}
+	if r.ch != nil && r.unacked >= max(1, r.src.cfg.prefetch()/2) {
+		// Every message returned so far was handed over: let the broker
+		// send more.
+		r.ch.Ack(r.lastTag, true) // an error closes deliveries
+		r.unacked = 0
+	}
+	for {
+		if r.ch == nil {
+			if err := r.subscribe(ctx); err != nil {
+				return bridge.Message{}, err
+			}
+			if r.kind == kindExchange {
+				return bridge.Message{}, fmt.Errorf("amqp: %s: reconnected: %w", r.src.cfg.name(), bridge.ErrLost)
+			}
+		}
+		select {
+		case d, ok := <-r.deliveries:
+			if !ok {
+				r.ch.Close()
+				r.ch, r.unacked = nil, 0
+				continue
+			}
+			r.lastTag = d.DeliveryTag
+			r.unacked++
+			if r.kind != kindStream {
+				return message(&d, 0), nil
+			}
+			off, ok := streamOffset(&d)
+			switch {
+			case !ok:
+				return bridge.Message{}, fmt.Errorf("amqp: queue %s: a message without offset: not a stream queue", r.src.cfg.Stream)
+			case r.known && off < r.next:
+				continue // before the start, in the chunk the broker sent whole
+			case r.verify && off > r.next:
+				// Offsets are not contiguous (RabbitMQ gives some to
+				// entries of its own), so this may be no loss.
+				if err := r.checkExpired(ctx, off); err != nil {
+					return bridge.Message{}, err
+				}
+			}
+			r.next, r.known, r.verify = off+1, true, false
+			return message(&d, off), nil
+		case <-ctx.Done():
+			return bridge.Message{}, ctx.Err()
+		}
+	}
+}
+
+// Position returns the offset of the next message of a stream, once known;
+// nil before the first message of a stream read from the latest, and for
+// exchanges and queues.
+func (r *reader) Position() bridge.Position {
+	if r.kind != kindStream || !r.known {
+		return nil
+	}
+	return bridge.Position{r.next}
+}
+
+// Close closes the reader's channel. A queue's unacknowledged messages go
+// back to the queue. It is idempotent.
+func (r *reader) Close() error {
+	r.closed = true
+	if r.ch == nil {
+		return nil
+	}
+	ch := r.ch
+	r.ch = nil
+	if err := ch.Close(); err != nil && !errors.Is(err, amqp.ErrClosed) {
+		return fmt.Errorf("amqp: %s: close: %w", r.src.cfg.name(), err)
+	}
+	return nil
+}
+
+// streamOffset returns the offset of a stream message.
+func streamOffset(d *amqp.Delivery) (uint64, bool) {
+	switch v := d.Headers[offsetHeader].(type) {
+	case int64:
+		return uint64(v), v >= 0
+	case int32:
+		return uint64(v), v >= 0
+	}
+	return 0, false
+}
+
+// message returns d as a bridge message at offset off.
+func message(d *amqp.Delivery, off uint64) bridge.Message {
+	return bridge.Message{
+		Offset:  off,
+		Subject: d.RoutingKey,
+		Headers: headers(d.Headers),
+		Time:    d.Timestamp,
+		Data:    d.Body,
+	}
+}
+
+// headers returns the AMQP headers, keys sorted, without RabbitMQ's
+// x-stream- ones. Values other than strings are formatted with fmt.
+func headers(t amqp.Table) []bridge.Header {
+	var hs []bridge.Header
+	for _, k := range slices.Sorted(maps.Keys(t)) {
+		if strings.HasPrefix(k, "x-stream-") {
+			continue
+		}
+		var v string
+		switch x := t[k].(type) {
+		case string:
+			v = x
+		case []byte:
+			v = string(x)
+		default:
+			v = fmt.Sprint(x)
+		}
+		hs = append(hs, bridge.Header{Key: k, Value: v})
+	}
+	return hs
+}
+
+// An ExpiredError tells that a stream no longer holds an offset: retention
+// deleted the messages from Offset to First, excluded. It wraps
+// [bridge.ErrExpired].
+type ExpiredError struct {
+	Stream        string
+	Offset, First uint64
+}
+
+// Error names the stream and the offsets lost.
+func (e *ExpiredError) Error() string {
+	return fmt.Sprintf("amqp: stream %s: offsets %d to %d deleted: %v", e.Stream, e.Offset, e.First-1, bridge.ErrExpired)
+}
+
+// Unwrap returns [bridge.ErrExpired].
+func (e *ExpiredError) Unwrap() error { return bridge.ErrExpired }
+
+// Advance returns the position to go on from after telling of the loss:
+// p, moved to the first offset the stream holds.
+func (e *ExpiredError) Advance(p bridge.Position) bridge.Position {
+	if len(p) == 1 && p[0] >= e.First {
+		return slices.Clone(p)
+	}
+	return bridge.Position{e.First}
+}

@@ -1,0 +1,201 @@
+package amqp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"sync"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/esbridge/esbridge/bridge"
+)
+
+// Reconnect backoff and connection settings.
+const (
+	minRedial   = 250 * time.Millisecond
+	maxRedial   = 5 * time.Second
+	dialTimeout = 10 * time.Second
+	heartbeat   = 10 * time.Second
+)
+
+// ErrClosed is returned by a Source's readers once it is closed.
+var ErrClosed = errors.New("amqp: source closed")
+
+// A Source is a RabbitMQ stream, exchange or queue, read through one
+// connection that it keeps up. It implements [bridge.Source] and
+// [bridge.Connectivity] and is safe for concurrent use: each reader has a
+// channel of its own on the connection.
+type Source struct {
+	cfg    Config
+	log    *slog.Logger
+	broker string // the broker URI without its password, for logs
+
+	ctx    context.Context // ends when the source is closed
+	cancel context.CancelFunc
+	done   chan struct{} // closed when keepConnected returns
+
+	mu   sync.Mutex
+	conn *amqp.Connection // nil while disconnected
+	up   chan struct{}    // closed when conn is set
+}
+
+// New validates cfg and returns a Source whose connection is made in the
+// background and re-made, with backoff, whenever it drops: New does not
+// wait for the broker, nor fail when it is down.
+func New(cfg Config) (*Source, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	s := &Source{cfg: cfg, log: cfg.Logger, up: make(chan struct{}), done: make(chan struct{})}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if u, err := url.Parse(cfg.URI); err == nil {
+		s.broker = u.Redacted()
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	go s.keepConnected()
+	return s, nil
+}
+
+// Info describes the source. Its Stream names the vhost and the stream,
+// exchange (with the binding key) or queue. Only stream queues keep
+// history; their offsets are named "offset".
+func (s *Source) Info() bridge.Info {
+	name := "rabbitmq/" + s.cfg.vhost()
+	switch {
+	case s.cfg.Stream != "":
+		return bridge.Info{Stream: name + "/stream/" + s.cfg.Stream, History: true, OffsetName: "offset"}
+	case s.cfg.Exchange != "":
+		return bridge.Info{Stream: name + "/exchange/" + s.cfg.Exchange + "?key=" + s.cfg.bindingKey()}
+	default:
+		return bridge.Info{Stream: name + "/queue/" + s.cfg.Queue}
+	}
+}
+
+// Connected reports whether the connection to the broker is up; the
+// bridge answers /readyz with it.
+func (s *Source) Connected() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.conn != nil && !s.conn.IsClosed()
+}
+
+// Close closes the connection and stops reconnecting. Readers must be
+// closed first. Close is idempotent.
+func (s *Source) Close() error {
+	s.cancel()
+	<-s.done
+	return nil
+}
+
+// keepConnected dials the broker, waits for the connection to drop, and
+// dials again, until the source is closed.
+func (s *Source) keepConnected() {
+	defer close(s.done)
+	wait := minRedial
+	for {
+		conn, err := amqp.DialConfig(s.cfg.URI, amqp.Config{
+			Heartbeat:  heartbeat,
+			Locale:     "en_US",
+			Dial:       amqp.DefaultDial(dialTimeout),
+			Properties: amqp.Table{"connection_name": "esbridge"},
+		})
+		if err != nil {
+			s.log.Warn("amqp: cannot connect; retrying", "broker", s.broker, "in", wait, "err", err)
+			select {
+			case <-time.After(wait):
+				wait = min(2*wait, maxRedial)
+				continue
+			case <-s.ctx.Done():
+				return
+			}
+		}
+		wait = minRedial
+		closed := conn.NotifyClose(make(chan *amqp.Error, 1))
+		s.setConn(conn)
+		s.log.Info("amqp: connected", "broker", s.broker)
+		select {
+		case err := <-closed:
+			s.setConn(nil)
+			s.log.Warn("amqp: disconnected", "broker", s.broker, "err", err)
+		case <-s.ctx.Done():
+			s.setConn(nil)
+			conn.Close()
+			return
+		}
+	}
+}
+
+// setConn records the connection, or its loss (nil).
+func (s *Source) setConn(c *amqp.Connection) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.conn = c
+	if c != nil {
+		close(s.up)
+	} else {
+		s.up = make(chan struct{})
+	}
+}
+
+// connection returns the connection, waiting for it until ctx ends or the
+// source is closed.
+func (s *Source) connection(ctx context.Context) (*amqp.Connection, error) {
+	for {
+		s.mu.Lock()
+		conn, up := s.conn, s.up
+		s.mu.Unlock()
+		if conn != nil && !conn.IsClosed() {
+			return conn, nil
+		}
+		select {
+		case <-up:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-s.ctx.Done():
+			return nil, ErrClosed
+		}
+		if conn != nil {
+			// Closed, but keepConnected has not noticed yet.
+			select {
+			case <-time.After(10 * time.Millisecond):
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+	}
+}
+
+// Open returns a reader from start on, with a channel of its own. It
+// returns an error wrapping [bridge.ErrUnavailable] while the source is
+// not connected or the stream, exchange or queue cannot be consumed, and
+// one wrapping [bridge.ErrNoHistory] for a start other than the latest on
+// an exchange or a queue.
+func (s *Source) Open(ctx context.Context, start bridge.Start) (bridge.Reader, error) {
+	r := &reader{src: s, kind: s.cfg.kind()}
+	switch {
+	case s.ctx.Err() != nil:
+		return nil, ErrClosed
+	case r.kind != kindStream && (start.Position != nil || start.Earliest):
+		return nil, fmt.Errorf("amqp: %s: start at a position: %w", s.cfg.name(), bridge.ErrNoHistory)
+	case start.Position != nil && len(start.Position) != 1:
+		return nil, fmt.Errorf("amqp: stream %s: position of %d partitions, want 1", s.cfg.Stream, len(start.Position))
+	case !s.Connected():
+		return nil, fmt.Errorf("amqp: %s: not connected: %w", s.cfg.name(), bridge.ErrUnavailable)
+	}
+	switch {
+	case start.Position != nil:
+		r.next, r.known = start.Position[0], true
+	case start.Earliest:
+		r.first = true
+	}
+	if err := r.subscribe(ctx); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
