@@ -21,7 +21,9 @@ func TestBadFlags(t *testing.T) {
 		{"no-equals", []string{"-route", "/a"}, "-route"},
 		{"kafka-bad-option", []string{"-route", "/a=kafka://127.0.0.1:9092/t?sasl=md5"}, "-route"},
 		{"kafka-no-topic", []string{"-route", "/a=kafka://127.0.0.1:9092/"}, "-route"},
-		{"amqp-not-yet", []string{"-route", "/a=amqp://127.0.0.1:5672/q"}, "-route"},
+		{"amqp-nothing-to-read", []string{"-route", "/a=amqp://127.0.0.1:5672/q"}, "-route"},
+		{"amqp-two-things", []string{"-route", "/a=amqp://127.0.0.1:5672/?stream=s&queue=q"}, "-route"},
+		{"amqp-history-on-exchange", []string{"-route", "/a=amqp://127.0.0.1:5672/?exchange=e&start=earliest"}, "-route"},
 		{"unknown-scheme", []string{"-route", "/a=ftp://x/y"}, "-route"},
 		{"no-scheme", []string{"-route", "/a=127.0.0.1:4222/S"}, "-route"},
 		{"bad-start", []string{"-route", "/a=jetstream://127.0.0.1:4222/S?start=sometimes"}, "-route"},
@@ -67,18 +69,6 @@ func TestBadFlags(t *testing.T) {
 	}
 }
 
-// Unsupported schemes get a message that says so, not "unknown".
-func TestNotYetSupportedSchemeMessage(t *testing.T) {
-	t.Parallel()
-	p := startProc(t, binary(t), "-route", "/a=amqp://127.0.0.1:5672/q")
-	if code := p.wait(waitFor); code != 2 {
-		t.Fatalf("exit status %d, want 2", code)
-	}
-	if msg := p.stderr.String(); !strings.Contains(msg, "not supported yet") || !strings.Contains(msg, "amqp") {
-		t.Errorf("stderr %q: want it to say amqp:// is not supported yet", msg)
-	}
-}
-
 // -version prints the version and exits 0; -h prints the usage and exits 0.
 func TestVersionAndHelp(t *testing.T) {
 	t.Parallel()
@@ -106,7 +96,8 @@ func TestBadRouteHidesCredentials(t *testing.T) {
 		"/a=jetstream://user:s3cret@127.0.0.1:4222/S?bogus=1",
 		"/a=jetstream://127.0.0.1:4222/S?token=s3cret&bogus=1",
 		"/a=nats://127.0.0.1:4222/ticks?token=s3cret&format=xml",
-		"/a=amqp://user:s3cret@127.0.0.1:5672/t", // refused while parsing
+		"/a=amqp://user:s3cret@127.0.0.1:5672/t", // no stream, exchange or queue
+		"/a=amqps://user:s3cret@127.0.0.1:5671/?queue=q&prefetch=0",
 		"/a=kafka://user:s3cret@127.0.0.1:9092/t?sasl=md5",
 		"a=nats://user:s3cret@127.0.0.1:4222/t",
 	} {

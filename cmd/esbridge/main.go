@@ -228,6 +228,8 @@ Flags:
   -route PATH=URL      a route (repeatable), e.g.
                          -route /orders=jetstream://127.0.0.1:4222/ORDERS
                          -route /ticks=nats://127.0.0.1:4222/ticks.>
+                         -route /clicks=kafka://127.0.0.1:9092/clicks
+                         -route /trades=amqp://guest:guest@127.0.0.1:5672/?stream=trades
   -listen ADDR         address to serve HTTP on (default :8080)
   -backlog N           events kept in memory per route (default 4096)
   -heartbeat DURATION  idle time before a heartbeat comment (default 15s)

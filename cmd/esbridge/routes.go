@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/esbridge/esbridge/bridge"
+	amqpsource "github.com/esbridge/esbridge/source/amqp"
 	kafkasource "github.com/esbridge/esbridge/source/kafka"
 	natssource "github.com/esbridge/esbridge/source/nats"
 )
@@ -62,13 +63,11 @@ func parseRoute(v string) (routeFlag, error) {
 		return routeFlag{}, errors.New("the URL cannot be parsed")
 	}
 	switch u.Scheme {
-	case "nats", "jetstream", "kafka":
-	case "amqp", "amqps":
-		return routeFlag{}, fmt.Errorf("%s:// routes are not supported yet (nats://, jetstream:// and kafka:// are)", u.Scheme)
+	case "nats", "jetstream", "kafka", "amqp", "amqps":
 	case "":
-		return routeFlag{}, errors.New("the URL has no scheme (want nats://, jetstream:// or kafka://)")
+		return routeFlag{}, errors.New("the URL has no scheme (want nats://, jetstream://, kafka://, amqp:// or amqps://)")
 	default:
-		return routeFlag{}, fmt.Errorf("unknown scheme %q (want nats://, jetstream:// or kafka://)", u.Scheme)
+		return routeFlag{}, fmt.Errorf("unknown scheme %q (want nats://, jetstream://, kafka://, amqp:// or amqps://)", u.Scheme)
 	}
 	return routeFlag{path: path, url: u}, nil
 }
@@ -150,6 +149,13 @@ func openSource(u *url.URL, query url.Values, logger *slog.Logger) (bridge.Sourc
 		}
 		cfg.Logger = logger
 		return kafkasource.New(cfg)
+	case "amqp", "amqps":
+		cfg, err := amqpsource.ParseURL(&v)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Logger = logger
+		return amqpsource.New(cfg)
 	}
 	return nil, fmt.Errorf("unknown scheme %q", u.Scheme)
 }

@@ -36,6 +36,8 @@ type Source struct {
 
 	ctx    context.Context // ends when the source is closed
 	cancel context.CancelFunc
+	start  sync.Once     // starts keepConnected
+	tried  chan struct{} // closed after keepConnected's first dial
 	done   chan struct{} // closed when keepConnected returns
 
 	mu   sync.Mutex
@@ -43,14 +45,15 @@ type Source struct {
 	up   chan struct{}    // closed when conn is set
 }
 
-// New validates cfg and returns a Source whose connection is made in the
-// background and re-made, with backoff, whenever it drops: New does not
-// wait for the broker, nor fail when it is down.
+// New validates cfg and returns a Source. Its connection is made in the
+// background from the first Open on, and re-made, with backoff, whenever
+// it drops: neither New nor Open waits for the broker, nor fails for
+// good when it is down.
 func New(cfg Config) (*Source, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	s := &Source{cfg: cfg, log: cfg.Logger, up: make(chan struct{}), done: make(chan struct{})}
+	s := &Source{cfg: cfg, log: cfg.Logger, up: make(chan struct{}), tried: make(chan struct{}), done: make(chan struct{})}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -58,7 +61,6 @@ func New(cfg Config) (*Source, error) {
 		s.broker = u.Redacted()
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	go s.keepConnected()
 	return s, nil
 }
 
@@ -66,7 +68,7 @@ func New(cfg Config) (*Source, error) {
 // exchange (with the binding key) or queue. Only stream queues keep
 // history; their offsets are named "offset".
 func (s *Source) Info() bridge.Info {
-	name := "rabbitmq/" + s.cfg.vhost()
+	name := "rabbitmq/" + url.PathEscape(s.cfg.vhost())
 	switch {
 	case s.cfg.Stream != "":
 		return bridge.Info{Stream: name + "/stream/" + s.cfg.Stream, History: true, OffsetName: "offset"}
@@ -77,8 +79,8 @@ func (s *Source) Info() bridge.Info {
 	}
 }
 
-// Connected reports whether the connection to the broker is up; the
-// bridge answers /readyz with it.
+// Connected reports whether the connection to the broker is up (false
+// before the first Open); the bridge answers /readyz with it.
 func (s *Source) Connected() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -89,6 +91,7 @@ func (s *Source) Connected() bool {
 // closed first. Close is idempotent.
 func (s *Source) Close() error {
 	s.cancel()
+	s.start.Do(func() { close(s.tried); close(s.done) }) // never started
 	<-s.done
 	return nil
 }
@@ -97,7 +100,9 @@ func (s *Source) Close() error {
 // dials again, until the source is closed.
 func (s *Source) keepConnected() {
 	defer close(s.done)
+	defer s.triedOnce()
 	wait := minRedial
+	connected := false
 	for {
 		conn, err := amqp.DialConfig(s.cfg.URI, amqp.Config{
 			Heartbeat:  heartbeat,
@@ -105,6 +110,10 @@ func (s *Source) keepConnected() {
 			Dial:       amqp.DefaultDial(dialTimeout),
 			Properties: amqp.Table{"connection_name": "esbridge"},
 		})
+		if err == nil {
+			s.setConn(conn)
+		}
+		s.triedOnce()
 		if err != nil {
 			s.log.Warn("amqp: cannot connect; retrying", "broker", s.broker, "in", wait, "err", err)
 			select {
@@ -117,8 +126,10 @@ func (s *Source) keepConnected() {
 		}
 		wait = minRedial
 		closed := conn.NotifyClose(make(chan *amqp.Error, 1))
-		s.setConn(conn)
-		s.log.Info("amqp: connected", "broker", s.broker)
+		if connected {
+			s.log.Info("amqp: reconnected", "broker", s.broker)
+		}
+		connected = true
 		select {
 		case err := <-closed:
 			s.setConn(nil)
@@ -128,6 +139,15 @@ func (s *Source) keepConnected() {
 			conn.Close()
 			return
 		}
+	}
+}
+
+// triedOnce tells Open that the first dial is over.
+func (s *Source) triedOnce() {
+	select {
+	case <-s.tried:
+	default:
+		close(s.tried)
 	}
 }
 
@@ -177,6 +197,12 @@ func (s *Source) connection(ctx context.Context) (*amqp.Connection, error) {
 // one wrapping [bridge.ErrNoHistory] for a start other than the latest on
 // an exchange or a queue.
 func (s *Source) Open(ctx context.Context, start bridge.Start) (bridge.Reader, error) {
+	s.start.Do(func() { go s.keepConnected() })
+	select { // the first time, for the first dial
+	case <-s.tried:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 	r := &reader{src: s, kind: s.cfg.kind()}
 	switch {
 	case s.ctx.Err() != nil:

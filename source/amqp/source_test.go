@@ -32,20 +32,27 @@ type testBroker struct {
 
 func broker(t *testing.T) *testBroker {
 	t.Helper()
-	uri := brokertest.AMQP(t)
-	conn, err := amqp.Dial(uri)
+	b := &testBroker{t: t, uri: brokertest.AMQP(t)}
+	b.connect()
+	return b
+}
+
+// connect opens the test's connection and channel, closed at cleanup.
+func (b *testBroker) connect() {
+	b.t.Helper()
+	conn, err := amqp.Dial(b.uri)
 	if err != nil {
-		t.Fatal(err)
+		b.t.Fatal(err)
 	}
-	t.Cleanup(func() { conn.Close() })
+	b.t.Cleanup(func() { conn.Close() })
 	ch, err := conn.Channel()
 	if err == nil {
 		err = ch.Confirm(false)
 	}
 	if err != nil {
-		t.Fatal(err)
+		b.t.Fatal(err)
 	}
-	return &testBroker{t: t, uri: uri, ch: ch}
+	b.ch = ch
 }
 
 var unsafeName = regexp.MustCompile(`[^a-zA-Z0-9]+`)
@@ -142,7 +149,6 @@ func newSource(t *testing.T, uri, query string) *Source {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	waitConnected(t, s)
 	return s
 }
 
