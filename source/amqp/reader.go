@@ -28,6 +28,7 @@ type reader struct {
 
 	ch         *amqp.Channel // nil until subscribed, and after Close
 	deliveries <-chan amqp.Delivery
+	held       *amqp.Delivery // received by Buffered, not yet returned
 	closed     bool
 
 	// Acknowledgements: a delivery is acknowledged once the message before
@@ -178,36 +179,72 @@ func (r *reader) Next(ctx context.Context) (bridge.Message, error) {
 				return bridge.Message{}, fmt.Errorf("amqp: %s: reconnected: %w", r.src.cfg.name(), bridge.ErrLost)
 			}
 		}
-		select {
-		case d, ok := <-r.deliveries:
-			if !ok {
-				r.ch.Close()
-				r.ch, r.unacked = nil, 0
-				continue
-			}
-			r.lastTag = d.DeliveryTag
-			r.unacked++
-			if r.kind != kindStream {
-				return message(&d, 0), nil
-			}
-			off, ok := streamOffset(&d)
-			switch {
-			case !ok:
-				return bridge.Message{}, fmt.Errorf("amqp: queue %s: a message without offset: not a stream queue", r.src.cfg.Stream)
-			case r.known && off < r.next:
-				continue // before the start, in the chunk the broker sent whole
-			case r.verify && off > r.next:
-				// Offsets are not contiguous (RabbitMQ gives some to
-				// entries of its own), so this may be no loss.
-				if err := r.checkExpired(ctx, off); err != nil {
-					return bridge.Message{}, err
-				}
-			}
-			r.next, r.known, r.verify = off+1, true, false
-			return message(&d, off), nil
-		case <-ctx.Done():
-			return bridge.Message{}, ctx.Err()
+		d, ok, err := r.receive(ctx)
+		switch {
+		case err != nil:
+			return bridge.Message{}, err
+		case !ok:
+			r.ch.Close()
+			r.ch, r.unacked = nil, 0
+			continue
 		}
+		r.lastTag = d.DeliveryTag
+		r.unacked++
+		if r.kind != kindStream {
+			return message(&d, 0), nil
+		}
+		off, ok := streamOffset(&d)
+		switch {
+		case !ok:
+			return bridge.Message{}, fmt.Errorf("amqp: queue %s: a message without offset: not a stream queue", r.src.cfg.Stream)
+		case r.known && off < r.next:
+			continue // before the start, in the chunk the broker sent whole
+		case r.verify && off > r.next:
+			// Offsets are not contiguous (RabbitMQ gives some to
+			// entries of its own), so this may be no loss.
+			if err := r.checkExpired(ctx, off); err != nil {
+				return bridge.Message{}, err
+			}
+		}
+		r.next, r.known, r.verify = off+1, true, false
+		return message(&d, off), nil
+	}
+}
+
+// receive returns the delivery Buffered holds, or the next one, and false
+// once the channel is closed.
+func (r *reader) receive(ctx context.Context) (amqp.Delivery, bool, error) {
+	if d := r.held; d != nil {
+		r.held = nil
+		return *d, true, nil
+	}
+	select {
+	case d, ok := <-r.deliveries:
+		return d, ok, nil
+	case <-ctx.Done():
+		return amqp.Delivery{}, false, ctx.Err()
+	}
+}
+
+// Buffered reports whether Next has a message without waiting: 1 if a
+// delivery is ready, which it then holds for Next, else 0. The bridge
+// flushes a replay to its client when it is 0.
+func (r *reader) Buffered() int {
+	if r.held != nil {
+		return 1
+	}
+	if r.ch == nil {
+		return 0
+	}
+	select {
+	case d, ok := <-r.deliveries:
+		if !ok {
+			return 0 // Next sees the channel closed
+		}
+		r.held = &d
+		return 1
+	default:
+		return 0
 	}
 }
 
