@@ -1,7 +1,9 @@
 # The one test command: `make test`. It installs what the tests need, starts
 # a real Kafka broker (scripts/kafka.sh: Apache Kafka from Maven Central, run
-# with java; reused if running; KAFKA_BROKERS points at another), and runs
-# the linters and every test with the race detector. NATS tests embed
+# with java; reused if running; KAFKA_BROKERS points at another) and a real
+# RabbitMQ (scripts/rabbitmq.sh: Debian's rabbitmq-server, installed if
+# missing; reused if running; AMQP_URL points at another), and runs the
+# linters and every test with the race detector. NATS tests embed
 # nats-server.
 
 STATICCHECK_VERSION := v0.8.2
@@ -12,6 +14,7 @@ export PATH := $(TOOLS):$(PATH)
 
 test: lint
 	scripts/kafka.sh start
+	scripts/rabbitmq.sh start
 	go test -race -count=1 -p 1 ./...  # one package at a time: a Kafka test restarts the shared broker
 
 lint: tools

@@ -5,8 +5,14 @@ package main
 // Without one they are skipped, or fail when CI is set.
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"net/url"
+	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -208,4 +214,218 @@ func TestAMQPStreamResume(t *testing.T) {
 	back := connect(t, b3.url("/s"), id)
 	back.expectData(append(append(seq("m", 6, 15), "end"), seq("m", 16, 20)...)...)
 	back.expectOnly("end2", publish)
+}
+
+// A broker restart mid-stream, with a stream route and an exchange route on
+// one bridge: /readyz answers 503 while the broker is away and 200 after;
+// the stream's client, connected throughout, and one that comes back with
+// its last ID get every message once, in order, with no gap event; the
+// exchange's client is told of the loss with a gap event, then gets what
+// is published after the restart.
+func TestAMQPBrokerRestart(t *testing.T) {
+	if os.Getenv("AMQP_URL") != "" {
+		t.Skip("AMQP_URL is set: not restarting that broker")
+	}
+	rb := newRabbit(t)
+	stream, ex := rb.stream(nil), rb.exchange()
+	pubStream, pubEx := rb.publisher("", stream), rb.publisher(ex, "")
+	b := startBridge(t, "-listen", "127.0.0.1:0", "-backlog", "4",
+		"-route", rb.route("/s", "stream="+stream), "-route", rb.route("/x", "exchange="+ex))
+	b.waitReadyz(200)
+
+	stays := connect(t, b.url("/s"), "")
+	stays.syncLive(pubStream)
+	leaves := connect(t, b.url("/s"), stays.lastEventID())
+	live := connect(t, b.url("/x"), "")
+	live.syncLive(pubEx)
+	pubStream(seq("m", 1, 5)...)
+	stays.expectData(seq("m", 1, 5)...)
+	leaves.expectData(seq("m", 1, 5)...)
+	leaves.close()
+
+	codes := watchReadyz(t, b)
+	brokertest.RestartRabbitMQ(t, "../../scripts/rabbitmq.sh")
+	pubStream(seq("m", 6, 10)...) // as soon as the broker takes them
+	b.waitReadyz(200)
+	if seen := codes(); !slices.Contains(seen, "503") {
+		t.Errorf("/readyz never answered 503 while the broker was down (answers: %v)", seen)
+	}
+
+	stays.expectData(seq("m", 6, 10)...)
+	back := connect(t, b.url("/s"), leaves.lastEventID())
+	back.expectData(seq("m", 6, 10)...)
+	pubStream("end")
+	stays.expectData("end")
+	back.expectData("end")
+
+	gap := live.next()
+	if gap.Type != "gap" {
+		t.Fatalf("exchange client after the restart: type %q data %q, want a gap event; received:\n%s", gap.Type, gap.Data, live.body())
+	}
+	var g struct {
+		Reason string `json:"reason"`
+	}
+	if err := json.Unmarshal([]byte(gap.Data), &g); err != nil || g.Reason == "" {
+		t.Errorf("gap data %q: want JSON with a reason (%v)", gap.Data, err)
+	}
+	live.syncLive(pubEx)
+	pubEx(seq("x", 1, 3)...)
+	live.expectData(seq("x", 1, 3)...)
+}
+
+// watchReadyz polls /readyz until the test ends, and returns a function
+// that lists the distinct answers seen so far, in order.
+func watchReadyz(t *testing.T, b *proc) func() []string {
+	var mu sync.Mutex
+	var codes []string
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		hc := &http.Client{Timeout: 2 * time.Second}
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			code := "error"
+			if resp, err := hc.Get(b.url("/readyz")); err == nil {
+				resp.Body.Close()
+				code = strconv.Itoa(resp.StatusCode)
+			}
+			mu.Lock()
+			if len(codes) == 0 || codes[len(codes)-1] != code {
+				codes = append(codes, code)
+			}
+			mu.Unlock()
+		}
+	})
+	t.Cleanup(func() { close(done); wg.Wait() })
+	return func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(codes)
+	}
+}
+
+// Retention: a client whose ID the stream no longer holds gets a gap event
+// that says so, then every message the stream still holds, in order.
+func TestAMQPStreamRetention(t *testing.T) {
+	rb := newRabbit(t)
+	stream := rb.stream(amqp.Table{
+		"x-max-length-bytes":              int64(4000),
+		"x-stream-max-segment-size-bytes": int64(1000),
+	})
+	publish := rb.publisher("", stream)
+	b := startBridge(t, "-listen", "127.0.0.1:0", "-backlog", "4", "-route", rb.route("/s", "stream="+stream))
+	b.waitReadyz(200)
+	c := connect(t, b.url("/s"), "")
+	c.syncLive(publish)
+	publish("m0")
+	c.expectData("m0")
+	c.close()
+
+	// In batches: a batch is one chunk, and retention deletes whole
+	// segments (see source/amqp).
+	for i := 1; i <= 400; i += 20 {
+		publish(seq("m", i, i+19)...)
+	}
+	back := connect(t, b.url("/s"), c.lastEventID())
+	gap := back.next()
+	var g struct {
+		Reason      string `json:"reason"`
+		LastEventID string `json:"lastEventId"`
+	}
+	if err := json.Unmarshal([]byte(gap.Data), &g); gap.Type != "gap" || err != nil || !strings.HasPrefix(g.Reason, "expired") || g.LastEventID != c.lastEventID() {
+		t.Fatalf("first event: type %q data %q, want a gap event with reason expired and the client's ID; received:\n%s", gap.Type, gap.Data, back.body())
+	}
+	first := back.next()
+	n, err := strconv.Atoi(strings.TrimPrefix(first.Data, "m"))
+	if err != nil || n <= 1 || n > 400 {
+		t.Fatalf("after the gap: %q, want a later message", first.Data)
+	}
+	t.Logf("gap %q; the stream goes on at m%d", g.Reason, n)
+	back.expectData(seq("m", n+1, 420)[:400-n]...)
+	back.expectOnly("end", publish)
+}
+
+// An exchange route on two bridge instances: each instance's clients get
+// every message, in order.
+func TestAMQPExchangeEveryInstance(t *testing.T) {
+	rb := newRabbit(t)
+	ex := rb.exchange()
+	publish := rb.publisher(ex, "")
+	route := rb.route("/x", "exchange="+ex)
+	a := startBridge(t, "-listen", "127.0.0.1:0", "-route", route)
+	b := startBridge(t, "-listen", "127.0.0.1:0", "-route", route)
+	a.waitReadyz(200)
+	b.waitReadyz(200)
+	clients := []*sseClient{connect(t, a.url("/x"), ""), connect(t, a.url("/x"), ""), connect(t, b.url("/x"), "")}
+	// Each client is synced by markers that the others receive too: they
+	// all skip to the one published after the last sync.
+	for _, c := range clients {
+		c.syncLive(publish)
+	}
+	publish("synced")
+	for _, c := range clients {
+		for ev := c.next(); ev.Data != "synced"; ev = c.next() {
+			if !strings.HasPrefix(ev.Data, "sync-") {
+				t.Fatalf("%s: %q while syncing", c.url, ev.Data)
+			}
+		}
+	}
+	publish(seq("m", 1, 50)...)
+	for _, c := range clients {
+		c.expectData(seq("m", 1, 50)...)
+	}
+}
+
+// 1,000 clients of one stream route and 5,000 messages: every client gets
+// every message once, in order (the lean reader of the JetStream load test).
+func TestAMQPManyClients(t *testing.T) {
+	clients, messages := 1000, 5000
+	if testing.Short() {
+		clients, messages = 100, 1000
+	}
+	rb := newRabbit(t)
+	stream := rb.stream(nil)
+	publish := rb.publisher("", stream)
+	b := startBridgeBin(t, plainBinary(t), "-listen", "127.0.0.1:0", "-route", rb.route("/s", "stream="+stream))
+	b.waitReadyz(200)
+	probe := connect(t, b.url("/s"), "")
+	probe.syncLive(publish)
+	start := probe.lastEventID()
+	probe.close()
+
+	tr := &http.Transport{MaxIdleConnsPerHost: clients, DisableCompression: true}
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{Transport: tr}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	errs := make([]error, clients)
+	var connected, done sync.WaitGroup
+	for i := range clients {
+		connected.Add(1)
+		done.Go(func() {
+			errs[i] = readLoad(ctx, hc, b.url("/s"), start, messages, connected.Done, nil)
+		})
+	}
+	connected.Wait()
+	began := time.Now()
+	for i := 1; i <= messages; i += 500 {
+		publish(seq("m", i, min(i+499, messages))...)
+	}
+	done.Wait()
+	t.Logf("%d messages to %d clients in %v", messages, clients, time.Since(began))
+	failed := 0
+	for i, err := range errs {
+		if err != nil {
+			if failed++; failed <= 10 {
+				t.Errorf("client %d: %v", i, err)
+			}
+		}
+	}
+	if failed > 0 {
+		t.Errorf("%d of %d clients did not get every message once, in order", failed, clients)
+	}
 }
