@@ -52,7 +52,7 @@ func (e *Event) appendWire(dst []byte) ([]byte, error) {
 	if err := checkID(e.ID); err != nil {
 		return dst, err
 	}
-	if strings.ContainsAny(e.Type, "\r\n") || !utf8.ValidString(e.Type) {
+	if hasAnyByte(e.Type, "\r\n") || !utf8.ValidString(e.Type) {
 		return dst, fmt.Errorf("%w: type %q must be UTF-8 without CR or LF", ErrInvalidEvent, e.Type)
 	}
 	var data string
@@ -86,15 +86,28 @@ func (e *Event) appendWire(dst []byte) ([]byte, error) {
 // a Last-Event-ID header.
 func checkID(id string) error {
 	switch {
-	case strings.ContainsAny(id, "\r\n\x00"):
+	case hasAnyByte(id, "\r\n\x00"):
 		return fmt.Errorf("%w: id %q contains CR, LF or NUL", ErrInvalidEvent, id)
 	case !utf8.ValidString(id):
 		return fmt.Errorf("%w: id %q is not valid UTF-8", ErrInvalidEvent, id)
-	case id != strings.Trim(id, " \t"):
+	case id != "" && (isBlank(id[0]) || isBlank(id[len(id)-1])):
 		return fmt.Errorf("%w: id %q begins or ends with white space", ErrInvalidEvent, id)
 	}
 	return nil
 }
+
+// hasAnyByte reports whether s contains any of the bytes: a scan per byte,
+// faster than strings.ContainsAny for the few bytes of the wire format.
+func hasAnyByte(s, bytes string) bool {
+	for i := range len(bytes) {
+		if strings.IndexByte(s, bytes[i]) >= 0 {
+			return true
+		}
+	}
+	return false
+}
+
+func isBlank(b byte) bool { return b == ' ' || b == '\t' }
 
 // appendField appends "name: value\n", or nothing when value is empty.
 func appendField(dst []byte, name, value string) []byte {
@@ -110,8 +123,13 @@ func appendField(dst []byte, name, value string) []byte {
 // appendLines appends one "name: line\n" per line of text, splitting at CRLF,
 // CR and LF; an empty text is one "name:\n" line.
 func appendLines(dst []byte, name, text string) []byte {
+	// Most texts have no CR: then lines end at LF only, found faster.
+	cr := strings.IndexByte(text, '\r') >= 0
 	for {
-		i := strings.IndexAny(text, "\r\n")
+		i := strings.IndexByte(text, '\n')
+		if cr {
+			i = strings.IndexAny(text, "\r\n")
+		}
 		line := text
 		if i >= 0 {
 			line = text[:i]
