@@ -6,6 +6,7 @@ import (
 	"io"
 	"strings"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // An Event is one message of an event stream.
@@ -61,15 +62,15 @@ func (e *Event) appendWire(dst []byte) ([]byte, error) {
 	case string:
 		data = d
 	case []byte:
-		data = string(d) // does not escape: only read below.
+		data = bytesText(d)
 	case json.RawMessage:
-		data = string(d)
+		data = bytesText(d)
 	default:
 		b, err := json.Marshal(d)
 		if err != nil {
 			return dst, fmt.Errorf("%w: data: %w", ErrInvalidEvent, err)
 		}
-		data = string(b)
+		data = bytesText(b)
 	}
 	if !utf8.ValidString(data) {
 		return dst, fmt.Errorf("%w: data is not valid UTF-8", ErrInvalidEvent)
@@ -80,6 +81,12 @@ func (e *Event) appendWire(dst []byte) ([]byte, error) {
 		dst = appendLines(dst, "data", data)
 	}
 	return append(dst, '\n'), nil
+}
+
+// bytesText returns b as a string without copying it: appendWire only
+// reads the string, and keeps nothing of it once it returns.
+func bytesText(b []byte) string {
+	return unsafe.String(unsafe.SliceData(b), len(b))
 }
 
 // checkID reports whether id can travel as an SSE id and come back intact in
