@@ -117,8 +117,8 @@ func (p *partition) dial() (*kafka.Conn, error) {
 }
 
 // fetch fetches the messages after those handed to Next, once, and hands
-// them over. It returns nil after a fetch that found nothing, but not
-// after one that failed.
+// them over. It returns nil once it has handed over every message of the
+// fetch (none, at the end of the partition), else the error that ended it.
 func (p *partition) fetch(conn *kafka.Conn) error {
 	if err := conn.SetReadDeadline(time.Now().Add(fetchMaxWait + requestTimeout)); err != nil {
 		return err
@@ -167,12 +167,11 @@ func (p *partition) handOver(msgs []bridge.Message) bool {
 	return len(msgs) == 0 || p.r.send(event{msgs: msgs})
 }
 
-// check returns an error if offset skips past offsets the partition no
-// longer holds. Offsets are skipped silently where the broker deleted
-// them while the connection was down, and by compaction and transaction
-// markers; so at every gap, check asks whether the partition still
-// starts at or before the offset expected, and returns an ExpiredError
-// if not.
+// check returns an error if offset, fetched, skips past offsets that the
+// partition no longer holds. Compaction and transaction markers make
+// gaps between offsets, retention must not: at every gap, check asks
+// whether the partition still starts at or before the offset expected,
+// and returns an ExpiredError if not.
 func (p *partition) check(offset int64) error {
 	if offset <= p.next {
 		return nil
