@@ -425,9 +425,10 @@ func (k kafkaOptions) produce(topic string, n, size int) (rateResult, error) {
 }
 
 // readAll reads every partition from its start to its end with one
-// kafka-go partition reader each, concurrently, configured as the bridge's
-// source configures them, and counts the messages: the limit of what a
-// reader of this topic can do.
+// kafka-go partition reader (kafka.Reader) each, concurrently, with the
+// fetch sizes and waits of the bridge's source, and counts the messages:
+// what a plain kafka-go reader of this topic does, the reference of the
+// ratio.
 func (k kafkaOptions) readAll(topic string, n int) (r replayRun) {
 	r.Reader = "kafka-go"
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -475,9 +476,9 @@ func (k kafkaOptions) readAll(topic string, n int) (r replayRun) {
 }
 
 // readSource reads the topic from the start with the bridge's source
-// alone (source/kafka's Open and Next, in this process): the kafka-go
-// partition readers merged through the source's channel, without the
-// bridge's event IDs, esource and HTTP.
+// alone (source/kafka's Open and Next, in this process): its partition
+// fetches merged through the source's channel, without the bridge's
+// event IDs, esource and HTTP.
 func (k kafkaOptions) readSource(topic string, n int) (r replayRun) {
 	r.Reader = "kafkasource Next"
 	src, err := kafkasource.New(kafkasource.Config{Brokers: k.brokerList(), Topic: topic})

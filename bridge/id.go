@@ -54,7 +54,11 @@ type token struct {
 }
 
 func (c codec) header(kind byte) []byte {
-	return []byte{idVersion<<4 | kind, c.tag[0], c.tag[1], c.tag[2], c.tag[3]}
+	return c.appendHeader(nil, kind)
+}
+
+func (c codec) appendHeader(b []byte, kind byte) []byte {
+	return append(b, idVersion<<4|kind, c.tag[0], c.tag[1], c.tag[2], c.tag[3])
 }
 
 func (c codec) encode(b []byte) string {
@@ -69,8 +73,31 @@ func (c codec) position(p Position) string {
 // event returns the ID of a message of partition in a stream of several
 // partitions: the position after it, and its partition.
 func (c codec) event(p Position, partition int) string {
-	b := binary.AppendUvarint(c.header(kindEvent), uint64(partition))
-	return c.encode(appendPosition(b, p))
+	return c.encode(c.appendEvent(nil, p, partition))
+}
+
+func (c codec) appendEvent(b []byte, p Position, partition int) []byte {
+	b = binary.AppendUvarint(c.appendHeader(b, kindEvent), uint64(partition))
+	return appendPosition(b, p)
+}
+
+// An idEncoder encodes the IDs of a reader's messages into buffers it
+// reuses, so that an ID costs one allocation: its string.
+type idEncoder struct {
+	c         codec
+	raw, text []byte
+}
+
+// message returns the ID of a message of partition that brought the
+// stream to p: a position in a stream of one partition, else an event.
+func (e *idEncoder) message(p Position, partition int) string {
+	if len(p) == 1 {
+		e.raw = appendPosition(e.c.appendHeader(e.raw[:0], kindPosition), p)
+	} else {
+		e.raw = e.c.appendEvent(e.raw[:0], p, partition)
+	}
+	e.text = base64.RawURLEncoding.AppendEncode(e.text[:0], e.raw)
+	return string(e.text)
 }
 
 func appendPosition(b []byte, p Position) []byte {

@@ -123,3 +123,63 @@ func FuzzIDPosition(f *testing.F) {
 		}
 	})
 }
+
+// checkEncoder checks that e, reused, encodes the ID of a message of
+// partition at p as the codec does, and that it decodes back.
+func checkEncoder(t *testing.T, e *idEncoder, p Position, partition int) {
+	t.Helper()
+	got := e.message(p, partition)
+	want, kind := e.c.event(p, partition), byte(kindEvent)
+	if len(p) == 1 {
+		want, kind = e.c.position(p), kindPosition
+	}
+	if got != want {
+		t.Fatalf("message(%v, %d) = %q, want %q", p, partition, got, want)
+	}
+	tok, err := e.c.decode(got)
+	if err != nil || tok.kind != kind || !slices.Equal(tok.pos, p) || kind == kindEvent && tok.partition != partition {
+		t.Fatalf("decode(message(%v, %d)) = %+v, %v", p, partition, tok, err)
+	}
+}
+
+func TestIDEncoder(t *testing.T) {
+	e := idEncoder{c: newCodec("kafka/orders")}
+	// One encoder in turn: longer IDs, then shorter, must not leave bytes
+	// of each other.
+	tests := []struct {
+		p         Position
+		partition int
+	}{
+		{Position{1}, 0},
+		{Position{1000000}, 0},
+		{Position{0, 0, 0}, 1},
+		{Position{9876543210, 1234567890, 5555555555, 9999999999, 1000000000, 4242424242,
+			8080808080, 3141592653, 2718281828, 1414213562, 6666666666, 7777777777}, 11},
+		{Position{5, 3}, 1},
+		{Position{^uint64(0), 0, ^uint64(0)}, 2},
+		{Position{0}, 0},
+	}
+	for _, tt := range tests {
+		checkEncoder(t, &e, tt.p, tt.partition)
+	}
+}
+
+// FuzzIDEncoder checks the encoder against the codec on positions of up
+// to four partitions, encoded in the buffers of a longer ID, then moved
+// by a message.
+func FuzzIDEncoder(f *testing.F) {
+	f.Add(uint64(0), uint64(0), uint64(0), uint64(0), uint8(4), uint8(0))
+	f.Add(uint64(1e6), uint64(5), ^uint64(0), uint64(1), uint8(1), uint8(3))
+	f.Add(uint64(9999999999), uint64(1), uint64(9999999999), uint64(0), uint8(3), uint8(2))
+	long := Position{9876543210, 1234567890, 5555555555, 9999999999, 1000000000, 4242424242}
+	f.Fuzz(func(t *testing.T, a, b, c, d uint64, n, partition uint8) {
+		e := idEncoder{c: newCodec("kafka/orders")}
+		checkEncoder(t, &e, long, 5)
+		p := Position{a, b, c, d}[:1+n%4]
+		checkEncoder(t, &e, p, int(partition)%len(p))
+		// The same position as moved by one message of the partition.
+		i := int(partition) % len(p)
+		p[i]++
+		checkEncoder(t, &e, p, i)
+	})
+}

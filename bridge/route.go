@@ -94,6 +94,7 @@ func (r *route) run(ctx context.Context) {
 // after the last message published.
 func (r *route) follow(ctx context.Context, rd Reader) (Position, error) {
 	pos := slices.Clone(rd.Position())
+	ids := idEncoder{c: r.codec}
 	for {
 		m, err := rd.Next(ctx)
 		switch {
@@ -106,7 +107,7 @@ func (r *route) follow(ctx context.Context, rd Reader) (Position, error) {
 		var id string
 		if r.info.History {
 			pos = advance(pos, &m)
-			id = r.eventID(pos, &m)
+			id = ids.message(pos, m.Partition)
 		} else {
 			r.seq++
 			id = r.codec.live(r.epoch, r.seq)
@@ -150,14 +151,6 @@ func (r *route) isReady() bool {
 		return false
 	}
 	return r.ready.Load()
-}
-
-// eventID returns the ID of m, which brought the stream to pos.
-func (r *route) eventID(pos Position, m *Message) string {
-	if len(pos) == 1 {
-		return r.codec.position(pos)
-	}
-	return r.codec.event(pos, m.Partition)
 }
 
 // Covers implements esource.Ordering: a client at last has received the
@@ -292,6 +285,7 @@ func (r *route) Replay(ctx context.Context, lastID string, rp *esource.Replay) e
 		}
 	}()
 
+	ids := idEncoder{c: r.codec}
 	flushed := time.Now()
 	for {
 		m, err := rd.Next(ctx)
@@ -310,7 +304,7 @@ func (r *route) Replay(ctx context.Context, lastID string, rp *esource.Replay) e
 			return err
 		}
 		pos = advance(pos, &m)
-		if err := rp.Send(r.tr.event(r.eventID(pos, &m), &m)); err != nil {
+		if err := rp.Send(r.tr.event(ids.message(pos, m.Partition), &m)); err != nil {
 			return err
 		}
 		// Flush before the reader would wait (it says so, or time says

@@ -38,16 +38,17 @@
 //
 // # Connections, reconnects and new partitions
 //
-// A reader reads each partition with its own kafka-go partition reader,
-// connected to that partition's leader, in a goroutine that Close waits
-// for. The kafka-go reader reconnects by itself after a leader change or a
-// short broker outage, at the offset after the last message it read. When
-// it cannot (the brokers are down for more than a few retries, the topic
-// was deleted), Next returns the error, and the bridge closes the reader
-// and opens a new one at its Position, which Open refuses with an error
-// wrapping [bridge.ErrUnavailable] until the brokers and the topic are
-// back. Where kafka-go would skip silently over offsets deleted while it
-// was reconnecting, Next returns an [*ExpiredError] instead.
+// A reader reads each partition over its own connection to that
+// partition's leader (kafka-go's Conn, fetch after fetch), in a goroutine
+// that Close waits for, and hands the messages of each fetch to Next in
+// chunks. It reconnects by itself after a leader change or a short broker
+// outage, at the offset after the last message it read. When it cannot
+// (three connections or fetches in a row failed, the topic was deleted),
+// Next returns the error, and the bridge closes the reader and opens a
+// new one at its Position, which Open refuses with an error wrapping
+// [bridge.ErrUnavailable] until the brokers and the topic are back. Where
+// the offset to read next was deleted meanwhile, or is skipped over in a
+// fetch and no longer held, Next returns an [*ExpiredError].
 //
 // Every [Config.MetadataInterval], each reader reads the topic's metadata:
 // partitions added to the topic are then read from their first offset,

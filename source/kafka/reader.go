@@ -3,7 +3,6 @@ package kafka
 import (
 	"context"
 	"errors"
-	"fmt"
 	"slices"
 	"sync"
 	"time"
@@ -13,46 +12,36 @@ import (
 	"github.com/esbridge/esbridge/bridge"
 )
 
-// Settings of the partition readers.
-const (
-	// fetchMaxWait is how long a fetch waits for new messages at the end
-	// of a partition. It also bounds how long Close waits for a fetch.
-	fetchMaxWait = 500 * time.Millisecond
-	// fetchMaxBytes is the most a fetch of one partition returns.
-	fetchMaxBytes = 8 << 20
-	// queueCapacity is how many messages each partition reader fetches
-	// ahead.
-	queueCapacity = 256
-)
-
 // errClosed is returned by Next after Close.
 var errClosed = errors.New("kafka: reader closed")
 
 // A reader merges the partitions of a topic. One goroutine per partition
-// reads it with a kafka-go partition reader (no consumer group) and hands
-// its messages, in order, to Next through one channel; another polls the
+// reads it (a [partition], no consumer group) and hands its messages, in
+// order and in chunks, to Next through one channel; another polls the
 // topic's metadata for new partitions. Close ends and waits for them all.
 type reader struct {
 	src    *Source
 	ctx    context.Context // ends when the reader is closed
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
-	c      chan event // buffered, so that partitions hand over messages without a switch each
+	c      chan event // buffered, so that partitions hand over chunks without a switch each
 	close  sync.Once
 
 	// Owned by the goroutine calling Next.
-	pos []uint64 // for each partition, the offset of the next message
-	err error    // the reader's final error
+	msgs []bridge.Message // what Next returns next, of the last chunk received
+	pos  []uint64         // for each partition, the offset of the next message
+	err  error            // the reader's final error
 }
 
-// mergeBuffer is how many messages the partitions' goroutines may have
-// read ahead of Next, all partitions together.
-const mergeBuffer = 256
+// mergeBuffer is how many chunks of messages the partitions' goroutines
+// may have read ahead of Next, all partitions together.
+const mergeBuffer = 16
 
-// An event is what the goroutines pass to Next: a message, an error after
-// which the reader stops, or the start offsets of added partitions.
+// An event is what the goroutines pass to Next: a chunk of messages of one
+// partition, an error after which the reader stops, or the start offsets
+// of added partitions.
 type event struct {
-	msg   kafka.Message
+	msgs  []bridge.Message
 	err   error
 	added []int64
 }
@@ -65,7 +54,7 @@ func (s *Source) newReader(next []int64) *reader {
 	}
 	r.wg.Add(len(next) + 1)
 	for i, o := range next {
-		go r.read(i, o)
+		r.startPartition(i, o)
 	}
 	go r.poll(len(next))
 	return r
@@ -81,72 +70,10 @@ func (r *reader) send(ev event) bool {
 	}
 }
 
-// read reads partition p from offset next on until the reader is closed or
-// an error. kafka-go's reader reconnects by itself, to the partition's
-// current leader, at the offset after the last message it read; but where
-// that offset was deleted meanwhile it skips silently to the first offset.
-// So read checks, at every gap between offsets (which compaction and
-// transactions make too), that the partition still starts at or before
-// the offset it expected, and stops with an ExpiredError if not.
-func (r *reader) read(p int, next int64) {
-	defer r.wg.Done()
-	s := r.src
-	kr := kafka.NewReader(kafka.ReaderConfig{
-		Brokers:         s.cfg.Brokers,
-		Topic:           s.cfg.Topic,
-		Partition:       p,
-		Dialer:          s.dialer,
-		QueueCapacity:   queueCapacity,
-		MinBytes:        1,
-		MaxBytes:        fetchMaxBytes,
-		MaxWait:         fetchMaxWait,
-		ReadLagInterval: -1,
-		ErrorLogger: kafka.LoggerFunc(func(format string, args ...any) {
-			s.log.Warn("kafka: "+fmt.Sprintf(format, args...), "topic", s.cfg.Topic, "partition", p)
-		}),
-	})
-	defer kr.Close()
-	if err := kr.SetOffset(next); err != nil {
-		r.send(event{err: fmt.Errorf("kafka: topic %s: partition %d: %w", s.cfg.Topic, p, err)})
-		return
-	}
-	for {
-		m, err := kr.FetchMessage(r.ctx)
-		if r.ctx.Err() != nil {
-			return
-		}
-		if err != nil {
-			r.send(event{err: fmt.Errorf("kafka: topic %s: partition %d at offset %d: %w", s.cfg.Topic, p, next, err)})
-			return
-		}
-		if m.Offset < next {
-			continue // before the start, in the first batch
-		}
-		if m.Offset > next {
-			if err := r.checkGap(p, next, m.Offset); err != nil {
-				r.send(event{err: err})
-				return
-			}
-		}
-		next = m.Offset + 1
-		if !r.send(event{msg: m}) {
-			return
-		}
-	}
-}
-
-// checkGap returns an error unless partition p still holds offset next,
-// which was skipped to got.
-func (r *reader) checkGap(p int, next, got int64) error {
-	offs, err := r.src.offsets(r.ctx, []int{p})
-	if err != nil {
-		// Unsure: let the bridge reopen at Position, where Open checks.
-		return fmt.Errorf("kafka: topic %s: partition %d: offsets %d to %d skipped, and: %w", r.src.cfg.Topic, p, next, got-1, err)
-	}
-	if first := offs[0].first; first > next {
-		return &ExpiredError{Topic: r.src.cfg.Topic, Expired: []ExpiredPartition{{Partition: p, Offset: uint64(next), First: uint64(first)}}}
-	}
-	return nil // compaction, or transaction markers
+// startPartition starts reading partition id from offset next on.
+func (r *reader) startPartition(id int, next int64) {
+	p := &partition{r: r, id: id, next: next}
+	go p.run()
 }
 
 // poll reads the topic's metadata every MetadataInterval, which keeps
@@ -190,15 +117,16 @@ func (r *reader) poll(n int) {
 		s.log.Info("kafka: partitions added", "topic", s.cfg.Topic, "from", n, "to", m)
 		r.wg.Add(len(starts))
 		for i, o := range starts {
-			go r.read(n+i, o)
+			r.startPartition(n+i, o)
 		}
 		n = m
 	}
 }
 
-// Buffered returns how many messages Next returns without waiting; the
-// bridge flushes a replay to its client when there are none.
-func (r *reader) Buffered() int { return len(r.c) }
+// Buffered returns how many messages, counting a chunk not yet begun as
+// one, Next returns without waiting; the bridge flushes a replay to its
+// client when there are none.
+func (r *reader) Buffered() int { return len(r.msgs) + len(r.c) }
 
 // Next returns the next message of any partition, in order within each.
 // After an error other than ctx's it returns that error again: the bridge
@@ -208,6 +136,12 @@ func (r *reader) Next(ctx context.Context) (bridge.Message, error) {
 	for r.err == nil {
 		if err := ctx.Err(); err != nil {
 			return bridge.Message{}, err // even if a message is ready
+		}
+		if len(r.msgs) > 0 {
+			m := r.msgs[0]
+			r.msgs = r.msgs[1:]
+			r.pos[m.Partition] = m.Offset + 1
+			return m, nil
 		}
 		var ev event
 		select {
@@ -226,9 +160,7 @@ func (r *reader) Next(ctx context.Context) (bridge.Message, error) {
 				r.pos = append(r.pos, uint64(o))
 			}
 		default:
-			m := ev.msg
-			r.pos[m.Partition] = uint64(m.Offset) + 1
-			return message(m), nil
+			r.msgs = ev.msgs
 		}
 	}
 	return bridge.Message{}, r.err

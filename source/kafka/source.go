@@ -32,7 +32,7 @@ type Source struct {
 	log       *slog.Logger
 	transport *kafka.Transport // metadata and offsets requests
 	client    *kafka.Client
-	dialer    *kafka.Dialer // the connections of the partition readers
+	dialer    *kafka.Dialer // the partitions' connections to their leaders
 
 	// connected is the outcome of the last metadata request: whether a
 	// broker answered.

@@ -1,0 +1,253 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/esbridge/esbridge/bridge"
+)
+
+// Settings of the partition fetches.
+const (
+	// fetchMaxWait is how long a fetch waits for new messages at the end
+	// of a partition.
+	fetchMaxWait = 500 * time.Millisecond
+	// fetchMaxBytes is the most a fetch of one partition returns.
+	fetchMaxBytes = 8 << 20
+	// chunkSize is the most messages a partition hands to Next at once.
+	chunkSize = 256
+	// maxFailures is how many connections or fetches in a row may fail
+	// before Next returns the error.
+	maxFailures = 3
+	// retryMin and retryMax bound the wait before reconnecting.
+	retryMin, retryMax = 100 * time.Millisecond, time.Second
+)
+
+// A partition reads one partition of the topic for a reader, over a
+// connection to the partition's leader (kafka-go's Conn), and hands the
+// messages to Next in chunks of up to chunkSize: one hand-off per chunk,
+// not per message. It reconnects after a leader change or a short broker
+// outage; it fails after maxFailures failures in a row, after which Next
+// returns the error and the bridge reopens at Position.
+type partition struct {
+	r        *reader
+	id       int
+	next     int64 // the offset of the next message to hand to Next
+	failures int   // failed connections or fetches since the last fetch
+}
+
+// run reads the partition until the reader is closed or the partition
+// fails, and hands its error to Next.
+func (p *partition) run() {
+	defer p.r.wg.Done()
+	for {
+		err := p.session()
+		if p.r.ctx.Err() != nil {
+			return
+		}
+		p.failures++
+		if fatal(err) || p.failures >= maxFailures {
+			p.r.send(event{err: p.wrap(err)})
+			return
+		}
+		p.r.src.log.Warn("kafka: partition read failed; reconnecting", "topic", p.r.src.cfg.Topic, "partition", p.id, "offset", p.next, "err", err)
+		if !sleep(p.r.ctx, backoff(p.failures)) {
+			return
+		}
+	}
+}
+
+// wrap names the topic, the partition and the offset in err, unless it is
+// an *ExpiredError, which does.
+func (p *partition) wrap(err error) error {
+	var exp *ExpiredError
+	if errors.As(err, &exp) {
+		return err
+	}
+	return fmt.Errorf("kafka: topic %s: partition %d at offset %d: %w", p.r.src.cfg.Topic, p.id, p.next, err)
+}
+
+// fatal reports whether err is one that reconnecting does not cure.
+func fatal(err error) bool {
+	var exp *ExpiredError
+	var kerr kafka.Error
+	return errors.As(err, &exp) || errors.As(err, &kerr) && !kerr.Temporary()
+}
+
+// session connects to the partition's leader and fetches from it until
+// an error, which it returns.
+func (p *partition) session() error {
+	conn, err := p.dial()
+	if err != nil {
+		return err
+	}
+	// Closing the connection interrupts a fetch when the reader closes.
+	stop := context.AfterFunc(p.r.ctx, func() { conn.Close() })
+	defer func() {
+		stop()
+		conn.Close()
+	}()
+	if _, err := conn.Seek(p.next, kafka.SeekAbsolute|kafka.SeekDontCheck); err != nil {
+		return err
+	}
+	for {
+		if err := p.fetch(conn); err != nil {
+			return err
+		}
+		p.failures = 0
+	}
+}
+
+// dial connects to the partition's leader, asking each broker in turn.
+func (p *partition) dial() (*kafka.Conn, error) {
+	s := p.r.src
+	var err error
+	for _, b := range s.cfg.Brokers {
+		var conn *kafka.Conn
+		if conn, err = s.dialer.DialLeader(p.r.ctx, "tcp", b, s.cfg.Topic, p.id); err == nil {
+			return conn, nil
+		}
+	}
+	return nil, err
+}
+
+// fetch fetches the messages after those handed to Next, once, and hands
+// them over. It returns nil once it has handed over every message of the
+// fetch (none, at the end of the partition), else the error that ended it.
+func (p *partition) fetch(conn *kafka.Conn) error {
+	if err := conn.SetReadDeadline(time.Now().Add(fetchMaxWait + requestTimeout)); err != nil {
+		return err
+	}
+	batch := conn.ReadBatchWith(kafka.ReadBatchConfig{MinBytes: 1, MaxBytes: fetchMaxBytes, MaxWait: fetchMaxWait})
+	defer batch.Close()
+	var chunk []bridge.Message
+	for {
+		m, err := batch.ReadMessage()
+		if err == nil {
+			err = p.check(m.Offset)
+		} else {
+			err = p.fetchError(err)
+		}
+		if err != nil {
+			// Messages read before an error come before it.
+			if !p.handOver(chunk) {
+				return p.r.ctx.Err()
+			}
+			if err == errFetched {
+				return nil
+			}
+			return err
+		}
+		if m.Offset < p.next {
+			continue // before the start, in the first batch
+		}
+		p.next = m.Offset + 1
+		if chunk == nil {
+			// As many as the partition holds, up to a chunk.
+			chunk = make([]bridge.Message, 0, min(max(batch.HighWaterMark()-m.Offset, 1), chunkSize))
+		}
+		chunk = append(chunk, message(m))
+		if len(chunk) == chunkSize {
+			if !p.handOver(chunk) {
+				return p.r.ctx.Err()
+			}
+			chunk = nil
+		}
+	}
+}
+
+// handOver passes the messages to Next, unless there are none, and
+// reports false if the reader was closed first.
+func (p *partition) handOver(msgs []bridge.Message) bool {
+	return len(msgs) == 0 || p.r.send(event{msgs: msgs})
+}
+
+// check returns an error if offset, fetched, skips past offsets that the
+// partition no longer holds. Compaction and transaction markers make
+// gaps between offsets, retention must not: at every gap, check asks
+// whether the partition still starts at or before the offset expected,
+// and returns an ExpiredError if not.
+func (p *partition) check(offset int64) error {
+	if offset <= p.next {
+		return nil
+	}
+	first, _, err := p.span()
+	if err != nil {
+		// Unsure: reconnect, and fetch the gap again.
+		return fmt.Errorf("offsets %d to %d skipped, and: %w", p.next, offset-1, err)
+	}
+	return p.expired(first)
+}
+
+// expired returns an ExpiredError if first, the partition's first offset,
+// is past the next offset to read.
+func (p *partition) expired(first int64) error {
+	if first <= p.next {
+		return nil
+	}
+	return &ExpiredError{Topic: p.r.src.cfg.Topic, Expired: []ExpiredPartition{{Partition: p.id, Offset: uint64(p.next), First: uint64(first)}}}
+}
+
+// span returns the partition's first offset and high-water mark.
+func (p *partition) span() (first, last int64, err error) {
+	offs, err := p.r.src.offsets(p.r.ctx, []int{p.id})
+	if err != nil {
+		return 0, 0, err
+	}
+	return offs[0].first, offs[0].last, nil
+}
+
+// errFetched ends a fetch that read every message it fetched.
+var errFetched = errors.New("kafka: fetched")
+
+// fetchError returns what err, which ended the messages of a fetch,
+// means: errFetched at their normal end, else an error to reconnect
+// after or, for a fatal one, to hand to Next. An offset out of range is
+// waited for when it is past the end of the partition, and is an
+// ExpiredError when it was deleted.
+func (p *partition) fetchError(err error) error {
+	switch {
+	case errors.Is(err, io.EOF), errors.Is(err, kafka.RequestTimedOut):
+		return errFetched
+	case !errors.Is(err, kafka.OffsetOutOfRange):
+		return err
+	}
+	first, last, err := p.span()
+	switch {
+	case err != nil:
+		return err
+	case first > p.next:
+		return p.expired(first)
+	case p.next > last:
+		// Past the end: wait for the partition to grow.
+		sleep(p.r.ctx, fetchMaxWait)
+	}
+	return errFetched
+}
+
+// sleep waits for d, or until ctx ends, and reports whether it waited d.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// backoff returns the wait before the nth reconnection in a row: from
+// retryMin, doubling, up to retryMax.
+func backoff(n int) time.Duration {
+	d := retryMin
+	for range n - 1 {
+		d = min(2*d, retryMax)
+	}
+	return d
+}
