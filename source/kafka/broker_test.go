@@ -2,17 +2,14 @@ package kafka
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"regexp"
-	"runtime"
 	"testing"
 	"time"
 
 	"github.com/segmentio/kafka-go"
 
-	"github.com/esbridge/esbridge/bridge"
 	"github.com/esbridge/esbridge/internal/brokertest"
 )
 
@@ -183,53 +180,4 @@ func (b *testBroker) source(topic string, cfg Config) *Source {
 	}
 	t.Cleanup(func() { s.Close() })
 	return s
-}
-
-func open(t *testing.T, s *Source, start bridge.Start) bridge.Reader {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	r, err := s.Open(ctx, start)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.Close() })
-	return r
-}
-
-func next(t *testing.T, r bridge.Reader) bridge.Message {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	m, err := r.Next(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
-}
-
-// expectNothing checks that r has no message for a little while.
-func expectNothing(t *testing.T, r bridge.Reader) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-	defer cancel()
-	if m, err := r.Next(ctx); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("Next = %+v, %v; want nothing", m, err)
-	}
-}
-
-// checkLeaks fails t if, once t and its cleanups are done, more goroutines
-// run than before it.
-func checkLeaks(t *testing.T) {
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		n := 0
-		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-			if n = runtime.NumGoroutine(); n <= before {
-				return
-			}
-		}
-		buf := make([]byte, 1<<20)
-		t.Errorf("%d goroutines, %d before:\n%s", n, before, buf[:runtime.Stack(buf, true)])
-	})
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/esbridge/esbridge/bridge"
+	"github.com/esbridge/esbridge/internal/brokertest"
 )
 
 // TestBrokerRestart restarts the broker, keeping its data, with the
@@ -23,7 +24,7 @@ func TestBrokerRestart(t *testing.T) {
 	if cmd == "" {
 		t.Skip("set KAFKA_RESTART to a command that restarts the broker keeping its data, e.g. KAFKA_RESTART='../../scripts/kafka.sh restart'")
 	}
-	checkLeaks(t)
+	brokertest.CheckLeaks(t)
 	b := broker(t)
 	topic := b.topic(3)
 	s := b.source(topic, Config{MetadataInterval: 500 * time.Millisecond})
@@ -86,5 +87,5 @@ func TestBrokerRestart(t *testing.T) {
 	}
 	read(450)
 	t.Logf("reopened %d times; Connected %v", reopens, s.Connected())
-	expectNothing(t, r)
+	brokertest.ExpectNothing(t, r)
 }

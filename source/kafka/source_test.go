@@ -12,6 +12,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/esbridge/esbridge/bridge"
+	"github.com/esbridge/esbridge/internal/brokertest"
 )
 
 const partitions = 6
@@ -50,7 +51,7 @@ func readAll(t *testing.T, r bridge.Reader, topic string, n int, want bridge.Pos
 	t.Helper()
 	want = slices.Clone(want)
 	for range n {
-		m := next(t, r)
+		m := brokertest.Next(t, r)
 		p := m.Partition
 		if p < 0 || p >= len(want) {
 			t.Fatalf("message of partition %d", p)
@@ -85,7 +86,7 @@ func uniform(n uint64) bridge.Position {
 }
 
 func TestPartitions(t *testing.T) {
-	checkLeaks(t)
+	brokertest.CheckLeaks(t)
 	b := broker(t)
 	topic := b.topic(partitions)
 	s := b.source(topic, Config{})
@@ -96,17 +97,17 @@ func TestPartitions(t *testing.T) {
 	}
 
 	t.Run("latest", func(t *testing.T) {
-		r := open(t, s, bridge.Start{})
+		r := brokertest.Open(t, s, bridge.Start{})
 		if got := r.Position(); !slices.Equal(got, uniform(10)) {
 			t.Fatalf("Position %v, want the high-water marks", got)
 		}
 		if !s.Connected() {
 			t.Error("not connected")
 		}
-		expectNothing(t, r)
+		brokertest.ExpectNothing(t, r)
 		fill(b, topic, 10, 15)
 		readAll(t, r, topic, 5*partitions, uniform(10))
-		expectNothing(t, r)
+		brokertest.ExpectNothing(t, r)
 		start := time.Now()
 		if err := r.Close(); err != nil {
 			t.Fatal(err)
@@ -122,29 +123,29 @@ func TestPartitions(t *testing.T) {
 	})
 
 	t.Run("earliest", func(t *testing.T) {
-		r := open(t, s, bridge.Start{Earliest: true})
+		r := brokertest.Open(t, s, bridge.Start{Earliest: true})
 		if got := r.Position(); !slices.Equal(got, uniform(0)) {
 			t.Fatalf("Position %v, want zeros", got)
 		}
 		readAll(t, r, topic, 15*partitions, uniform(0))
-		expectNothing(t, r)
+		brokertest.ExpectNothing(t, r)
 	})
 
 	t.Run("position", func(t *testing.T) {
 		start := bridge.Position{0, 3, 7, 14, 15, 15}
-		r := open(t, s, bridge.Start{Position: start})
+		r := brokertest.Open(t, s, bridge.Start{Position: start})
 		n := 0
 		for _, o := range start {
 			n += 15 - int(o)
 		}
 		readAll(t, r, topic, n, start)
-		expectNothing(t, r)
+		brokertest.ExpectNothing(t, r)
 	})
 
 	t.Run("short position", func(t *testing.T) {
 		// Partitions beyond the position are read from their first offset.
 		start := bridge.Position{14, 15}
-		r := open(t, s, bridge.Start{Position: start})
+		r := brokertest.Open(t, s, bridge.Start{Position: start})
 		if got, want := r.Position(), (bridge.Position{14, 15, 0, 0, 0, 0}); !slices.Equal(got, want) {
 			t.Fatalf("Position %v, want %v", got, want)
 		}
@@ -155,12 +156,12 @@ func TestPartitions(t *testing.T) {
 		// An offset past the high-water mark is waited for.
 		start := uniform(15)
 		start[2] = 16
-		r := open(t, s, bridge.Start{Position: start})
-		expectNothing(t, r)
+		r := brokertest.Open(t, s, bridge.Start{Position: start})
+		brokertest.ExpectNothing(t, r)
 		fill(b, topic, 15, 17)
 		want := slices.Clone(start)
 		for range 2*partitions - 1 {
-			m := next(t, r)
+			m := brokertest.Next(t, r)
 			if m.Offset != want[m.Partition] {
 				t.Fatalf("partition %d: offset %d, want %d", m.Partition, m.Offset, want[m.Partition])
 			}
@@ -173,11 +174,11 @@ func TestPartitions(t *testing.T) {
 
 	t.Run("reopen at position", func(t *testing.T) {
 		// Reading on from Position after any message: no gap, no duplicate.
-		r := open(t, s, bridge.Start{Earliest: true})
+		r := brokertest.Open(t, s, bridge.Start{Earliest: true})
 		seen := map[[2]uint64]bool{}
 		for k := range 3 {
 			for range 17 {
-				m := next(t, r)
+				m := brokertest.Next(t, r)
 				key := [2]uint64{uint64(m.Partition), m.Offset}
 				if seen[key] {
 					t.Fatalf("message %v twice", key)
@@ -186,24 +187,24 @@ func TestPartitions(t *testing.T) {
 			}
 			pos := r.Position()
 			r.Close()
-			r = open(t, s, bridge.Start{Position: pos})
+			r = brokertest.Open(t, s, bridge.Start{Position: pos})
 			if got := r.Position(); !slices.Equal(got, pos) {
 				t.Fatalf("reopen %d: Position %v, want %v", k, got, pos)
 			}
 		}
 		for len(seen) < 17*partitions {
-			m := next(t, r)
+			m := brokertest.Next(t, r)
 			key := [2]uint64{uint64(m.Partition), m.Offset}
 			if seen[key] {
 				t.Fatalf("message %v twice", key)
 			}
 			seen[key] = true
 		}
-		expectNothing(t, r)
+		brokertest.ExpectNothing(t, r)
 	})
 
 	t.Run("next after ctx error", func(t *testing.T) {
-		r := open(t, s, bridge.Start{})
+		r := brokertest.Open(t, s, bridge.Start{})
 		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 		defer cancel()
 		if _, err := r.Next(ctx); !errors.Is(err, context.DeadlineExceeded) {
@@ -215,7 +216,7 @@ func TestPartitions(t *testing.T) {
 		if _, err := r.Next(canceled); !errors.Is(err, context.Canceled) {
 			t.Fatalf("Next = %v, want Canceled", err)
 		}
-		if m := next(t, r); m.Partition != 4 || m.Offset != 17 {
+		if m := brokertest.Next(t, r); m.Partition != 4 || m.Offset != 17 {
 			t.Fatalf("got %d/%d, want 4/17", m.Partition, m.Offset)
 		}
 	})
@@ -234,7 +235,7 @@ func TestPartitions(t *testing.T) {
 	})
 
 	t.Run("closed", func(t *testing.T) {
-		r := open(t, s, bridge.Start{})
+		r := brokertest.Open(t, s, bridge.Start{})
 		r.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -245,13 +246,13 @@ func TestPartitions(t *testing.T) {
 }
 
 func TestPartitionAdded(t *testing.T) {
-	checkLeaks(t)
+	brokertest.CheckLeaks(t)
 	b := broker(t)
 	topic := b.topic(2)
 	s := b.source(topic, Config{MetadataInterval: 100 * time.Millisecond})
-	r := open(t, s, bridge.Start{})
+	r := brokertest.Open(t, s, bridge.Start{})
 	b.produce(topic, 1, kafka.Record{Value: kafka.NewBytes([]byte("old"))})
-	if m := next(t, r); m.Partition != 1 || string(m.Data) != "old" {
+	if m := brokertest.Next(t, r); m.Partition != 1 || string(m.Data) != "old" {
 		t.Fatalf("got %+v", m)
 	}
 
@@ -268,7 +269,7 @@ func TestPartitionAdded(t *testing.T) {
 	b.produce(topic, 3, kafka.Record{Value: kafka.NewBytes([]byte("new"))})
 	b.produce(topic, 3, kafka.Record{Value: kafka.NewBytes([]byte("newer"))})
 	for _, want := range []string{"new", "newer"} {
-		if m := next(t, r); m.Partition != 3 || string(m.Data) != want {
+		if m := brokertest.Next(t, r); m.Partition != 3 || string(m.Data) != want {
 			t.Fatalf("got %d %q, want 3 %q", m.Partition, m.Data, want)
 		}
 	}
@@ -278,7 +279,7 @@ func TestPartitionAdded(t *testing.T) {
 }
 
 func TestRetention(t *testing.T) {
-	checkLeaks(t)
+	brokertest.CheckLeaks(t)
 	b := broker(t)
 	// Segments roll after 100 ms (at the next append) and are deleted once
 	// their newest message is 100 ms old, by the broker's retention check
@@ -319,7 +320,7 @@ func TestRetention(t *testing.T) {
 	}
 
 	// The caller goes on from the earliest messages.
-	r := open(t, s, bridge.Start{Earliest: true})
+	r := brokertest.Open(t, s, bridge.Start{Earliest: true})
 	if got := r.Position(); got[0] != 0 || got[1] < first {
 		t.Fatalf("Position %v, want [0 >=%d]", got, first)
 	}
@@ -327,7 +328,7 @@ func TestRetention(t *testing.T) {
 
 func TestUnavailable(t *testing.T) {
 	t.Run("missing topic", func(t *testing.T) {
-		checkLeaks(t)
+		brokertest.CheckLeaks(t)
 		b := broker(t)
 		s := b.source(fmt.Sprintf("esbridge-missing-%d", time.Now().UnixNano()), Config{})
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -346,7 +347,7 @@ func TestUnavailable(t *testing.T) {
 	})
 
 	t.Run("no broker", func(t *testing.T) {
-		checkLeaks(t)
+		brokertest.CheckLeaks(t)
 		s, err := New(Config{Brokers: []string{"127.0.0.1:1"}, Topic: "t"})
 		if err != nil {
 			t.Fatal(err)

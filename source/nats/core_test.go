@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/esbridge/esbridge/bridge"
+	"github.com/esbridge/esbridge/internal/brokertest"
 )
 
 func TestCoreOrder(t *testing.T) {
@@ -19,7 +20,7 @@ func TestCoreOrder(t *testing.T) {
 	if got, want := s.Info(), (bridge.Info{Stream: "nats/orders.>"}); got != want {
 		t.Fatalf("Info = %+v, want %+v", got, want)
 	}
-	r := open(t, s, bridge.Start{})
+	r := brokertest.Open(t, s, bridge.Start{})
 	if r.Position() != nil {
 		t.Fatalf("Position = %v, want nil", r.Position())
 	}
@@ -43,19 +44,19 @@ func TestCoreOrder(t *testing.T) {
 		return []bridge.Header{{Key: "Trace-Id", Value: fmt.Sprint(i)}, {Key: "a", Value: "1"}, {Key: "a", Value: "2"}}
 	}
 	for i := range n {
-		m := next(t, r)
+		m := brokertest.Next(t, r)
 		if m.Subject != fmt.Sprintf("orders.%c.x", 'a'+i%3) || string(m.Data) != fmt.Sprintf("m%d", i) ||
 			m.Offset != 0 || !slices.Equal(m.Headers, wantHeaders(i)) {
 			t.Fatalf("message %d = %+v", i, m)
 		}
 	}
-	expectNothing(t, r)
+	brokertest.ExpectNothing(t, r)
 
 	// Next goes on after returning ctx's error.
 	if err := pub.Publish("orders.late", []byte("late")); err != nil {
 		t.Fatal(err)
 	}
-	if m := next(t, r); string(m.Data) != "late" {
+	if m := brokertest.Next(t, r); string(m.Data) != "late" {
 		t.Fatalf("after a timeout: %+v", m)
 	}
 }
@@ -74,11 +75,11 @@ func TestCoreNoHistory(t *testing.T) {
 // TestCoreRestart restarts the server: the reader returns the messages it
 // had received, ErrLost once, then the messages sent after the restart.
 func TestCoreRestart(t *testing.T) {
-	checkLeaks(t)
+	brokertest.CheckLeaks(t)
 	ts := runServer(t)
 	s := ts.source(Config{Subject: "ev.*"})
-	r := open(t, s, bridge.Start{})
-	other := open(t, s, bridge.Start{}) // never read before the outage
+	r := brokertest.Open(t, s, bridge.Start{})
+	other := brokertest.Open(t, s, bridge.Start{}) // never read before the outage
 	pub := ts.conn()
 	for i := range 3 {
 		if err := pub.Publish("ev.a", fmt.Appendf(nil, "before%d", i)); err != nil {
@@ -88,7 +89,7 @@ func TestCoreRestart(t *testing.T) {
 	if err := pub.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	if m := next(t, r); string(m.Data) != "before0" {
+	if m := brokertest.Next(t, r); string(m.Data) != "before0" {
 		t.Fatalf("got %+v", m)
 	}
 	// Let the other two reach the source before the outage.
@@ -151,9 +152,9 @@ func TestCoreRestart(t *testing.T) {
 		if !slices.Equal(got, rd.want) {
 			t.Errorf("got %q, want %q", got, rd.want)
 		}
-		expectNothing(t, rd.r)
+		brokertest.ExpectNothing(t, rd.r)
 	}
-	if r2 := open(t, s, bridge.Start{}); r2 == nil {
+	if r2 := brokertest.Open(t, s, bridge.Start{}); r2 == nil {
 		t.Fatal("no reader after the restart")
 	}
 }
@@ -184,11 +185,11 @@ func TestCoreDown(t *testing.T) {
 	}
 	ts.start()
 	waitStatus(t, s, nats.CONNECTED)
-	r := open(t, s, bridge.Start{})
+	r := brokertest.Open(t, s, bridge.Start{})
 	if err := ts.conn().Publish("x", []byte("hi")); err != nil {
 		t.Fatal(err)
 	}
-	if m := next(t, r); string(m.Data) != "hi" {
+	if m := brokertest.Next(t, r); string(m.Data) != "hi" {
 		t.Fatalf("got %+v", m)
 	}
 }
@@ -198,7 +199,7 @@ func TestCoreDown(t *testing.T) {
 func TestCoreSlow(t *testing.T) {
 	ts := runServer(t)
 	s := ts.source(Config{Subject: "x"})
-	r := open(t, s, bridge.Start{})
+	r := brokertest.Open(t, s, bridge.Start{})
 	if err := r.(*coreReader).sub.SetPendingLimits(10, -1); err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/esbridge/esbridge/bridge"
+	"github.com/esbridge/esbridge/internal/brokertest"
 )
 
 // createStream creates the stream ORDERS of subjects orders.> and returns
@@ -52,7 +53,7 @@ func publish(t *testing.T, js jetstream.JetStream, subject string, first, n int)
 func read(t *testing.T, r bridge.Reader, want ...uint64) {
 	t.Helper()
 	for _, seq := range want {
-		m := next(t, r)
+		m := brokertest.Next(t, r)
 		if m.Offset != seq || m.Partition != 0 || string(m.Data) != fmt.Sprintf("m%d", seq) || m.Subject == "" ||
 			m.Time.IsZero() || !slices.Equal(m.Headers, []bridge.Header{{Key: "N", Value: fmt.Sprint(seq)}}) {
 			t.Fatalf("got %+v, want offset %d", m, seq)
@@ -79,37 +80,37 @@ func TestStreamStarts(t *testing.T) {
 		t.Fatalf("Info = %+v, want %+v", got, want)
 	}
 
-	empty := open(t, s, bridge.Start{Earliest: true})
+	empty := brokertest.Open(t, s, bridge.Start{Earliest: true})
 	if p := empty.Position(); !slices.Equal(p, bridge.Position{1}) {
 		t.Fatalf("earliest of an empty stream: Position = %v", p)
 	}
 	publish(t, js, "orders.a", 1, 5)
 	read(t, empty, seqs(1, 5)...)
 
-	latest := open(t, s, bridge.Start{})
+	latest := brokertest.Open(t, s, bridge.Start{})
 	if p := latest.Position(); !slices.Equal(p, bridge.Position{6}) {
 		t.Fatalf("latest: Position = %v", p)
 	}
-	expectNothing(t, latest) // and Next goes on after ctx's error
+	brokertest.ExpectNothing(t, latest) // and Next goes on after ctx's error
 	publish(t, js, "orders.b", 6, 3)
 	read(t, latest, 6, 7, 8)
-	expectNothing(t, latest)
+	brokertest.ExpectNothing(t, latest)
 
-	earliest := open(t, s, bridge.Start{Earliest: true})
+	earliest := brokertest.Open(t, s, bridge.Start{Earliest: true})
 	if p := earliest.Position(); !slices.Equal(p, bridge.Position{1}) {
 		t.Fatalf("earliest: Position = %v", p)
 	}
 	read(t, earliest, seqs(1, 8)...)
 
-	at4 := open(t, s, bridge.Start{Position: bridge.Position{4}})
+	at4 := brokertest.Open(t, s, bridge.Start{Position: bridge.Position{4}})
 	if p := at4.Position(); !slices.Equal(p, bridge.Position{4}) {
 		t.Fatalf("at 4: Position = %v", p)
 	}
 	read(t, at4, seqs(4, 8)...)
-	expectNothing(t, at4)
+	brokertest.ExpectNothing(t, at4)
 
-	ahead := open(t, s, bridge.Start{Position: bridge.Position{10}})
-	expectNothing(t, ahead)
+	ahead := brokertest.Open(t, s, bridge.Start{Position: bridge.Position{10}})
+	brokertest.ExpectNothing(t, ahead)
 	publish(t, js, "orders.c", 9, 2)
 	read(t, ahead, 10)
 	read(t, at4, 9, 10)
@@ -137,12 +138,12 @@ func TestStreamFilter(t *testing.T) {
 	if got := s.Info().Stream; got != "jetstream/ORDERS?subject=orders.1" {
 		t.Fatalf("Info().Stream = %q", got)
 	}
-	r := open(t, s, bridge.Start{Earliest: true})
+	r := brokertest.Open(t, s, bridge.Start{Earliest: true})
 	read(t, r, 1, 3, 5, 7, 9)
-	expectNothing(t, r)
-	r = open(t, s, bridge.Start{Position: bridge.Position{4}})
+	brokertest.ExpectNothing(t, r)
+	r = brokertest.Open(t, s, bridge.Start{Position: bridge.Position{4}})
 	read(t, r, 5, 7, 9)
-	r = open(t, s, bridge.Start{})
+	r = brokertest.Open(t, s, bridge.Start{})
 	if p := r.Position(); !slices.Equal(p, bridge.Position{11}) {
 		t.Fatalf("latest: Position = %v", p)
 	}
@@ -162,9 +163,9 @@ func TestStreamExpired(t *testing.T) {
 			t.Errorf("Open at %d: %v, want ErrExpired", p, err)
 		}
 	}
-	read(t, open(t, s, bridge.Start{Position: bridge.Position{16}}), seqs(16, 20)...)
-	read(t, open(t, s, bridge.Start{Earliest: true}), seqs(16, 20)...)
-	r := open(t, s, bridge.Start{Position: bridge.Position{21}})
+	read(t, brokertest.Open(t, s, bridge.Start{Position: bridge.Position{16}}), seqs(16, 20)...)
+	read(t, brokertest.Open(t, s, bridge.Start{Earliest: true}), seqs(16, 20)...)
+	r := brokertest.Open(t, s, bridge.Start{Position: bridge.Position{21}})
 	publish(t, js, "orders.x", 21, 1)
 	read(t, r, 21)
 }
@@ -192,12 +193,12 @@ func TestStreamUnavailable(t *testing.T) {
 // buffered and is waiting for more; reading as the bridge does (reopening
 // at Position after an error), it gets every message once, in order.
 func TestStreamRestart(t *testing.T) {
-	checkLeaks(t)
+	brokertest.CheckLeaks(t)
 	ts := runServer(t)
 	js := createStream(t, ts, 0)
 	publish(t, js, "orders.x", 1, 10)
 	s := ts.source(Config{Stream: "ORDERS"})
-	r := open(t, s, bridge.Start{Earliest: true})
+	r := brokertest.Open(t, s, bridge.Start{Earliest: true})
 	read(t, r, seqs(1, 5)...)
 
 	done := make(chan error)
@@ -262,7 +263,7 @@ func reopen(s *Source, p bridge.Position) (bridge.Reader, error) {
 // TestStreamConcurrent reads with many readers on one source at once,
 // while messages are published.
 func TestStreamConcurrent(t *testing.T) {
-	checkLeaks(t)
+	brokertest.CheckLeaks(t)
 	ts := runServer(t)
 	js := createStream(t, ts, 0)
 	publish(t, js, "orders.x", 1, 50)
@@ -321,7 +322,7 @@ func TestStreamDeleted(t *testing.T) {
 	js := createStream(t, ts, 0)
 	publish(t, js, "orders.x", 1, 2)
 	s := ts.source(Config{Stream: "ORDERS"})
-	r := open(t, s, bridge.Start{Earliest: true})
+	r := brokertest.Open(t, s, bridge.Start{Earliest: true})
 	read(t, r, 1, 2)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -1,18 +1,13 @@
 package nats
 
 import (
-	"context"
-	"errors"
 	"net"
-	"runtime"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
-
-	"github.com/esbridge/esbridge/bridge"
 )
 
 // A testServer is an embedded nats-server with JetStream that can be
@@ -92,53 +87,4 @@ func waitStatus(t *testing.T, s *Source, want nats.Status) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-}
-
-func open(t *testing.T, s *Source, start bridge.Start) bridge.Reader {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	r, err := s.Open(ctx, start)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.Close() })
-	return r
-}
-
-func next(t *testing.T, r bridge.Reader) bridge.Message {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	m, err := r.Next(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
-}
-
-// expectNothing checks that r has no message for a little while.
-func expectNothing(t *testing.T, r bridge.Reader) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-	defer cancel()
-	if m, err := r.Next(ctx); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("Next = %+v, %v; want nothing", m, err)
-	}
-}
-
-// checkLeaks fails t if, once t and its cleanups are done, more goroutines
-// run than before it.
-func checkLeaks(t *testing.T) {
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		n := 0
-		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-			if n = runtime.NumGoroutine(); n <= before {
-				return
-			}
-		}
-		buf := make([]byte, 1<<20)
-		t.Errorf("%d goroutines, %d before:\n%s", n, before, buf[:runtime.Stack(buf, true)])
-	})
 }
