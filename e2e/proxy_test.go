@@ -2,11 +2,13 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -37,6 +39,7 @@ type stream struct {
 	at          time.Time // when the request came
 	backend     string
 	lastEventID string // its Last-Event-ID header
+	status      int    // the response's
 	cancel      context.CancelFunc
 
 	mu   sync.Mutex
@@ -57,6 +60,9 @@ func startProxy(t *testing.T, backends ...string) *proxy {
 	t.Cleanup(func() {
 		p.cut()
 		p.srv.Close()
+		if t.Failed() {
+			t.Logf("streams through the proxy:\n%s", p.describe())
+		}
 	})
 	return p
 }
@@ -117,7 +123,7 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			cancel()
 			continue // a GET may go to the next backend
 		}
-		s := &stream{at: at, backend: backend, lastEventID: r.Header.Get("Last-Event-ID"), cancel: cancel}
+		s := &stream{at: at, backend: backend, lastEventID: r.Header.Get("Last-Event-ID"), status: resp.StatusCode, cancel: cancel}
 		p.mu.Lock()
 		p.streams = append(p.streams, s)
 		p.mu.Unlock()
@@ -180,4 +186,15 @@ func (s *stream) state() (body string, end time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return string(s.body), s.end
+}
+
+// describe lists the streams, for failure messages.
+func (p *proxy) describe() string {
+	var b strings.Builder
+	for i, s := range p.logged() {
+		body, end := s.state()
+		fmt.Fprintf(&b, "#%d at %s to %s, Last-Event-ID %q: status %d, %d bytes, ended %s; ends with %q\n",
+			i, s.at.Format("15:04:05.000"), s.backend, s.lastEventID, s.status, len(body), end.Format("15:04:05.000"), body[max(0, len(body)-80):])
+	}
+	return b.String()
 }

@@ -114,7 +114,7 @@ func testDrain(t *testing.T, w *world) {
 
 	body, end := drained.state()
 	m := retryRE.FindAllStringSubmatch(body, -1)
-	if end.IsZero() || len(m) < 2 || !strings.HasSuffix(body, m[len(m)-1][0]+"\n") {
+	if end.IsZero() || len(m) < 2 || !strings.HasSuffix(strings.TrimRight(body, "\n"), m[len(m)-1][0]) {
 		t.Fatalf("the drained stream does not end with a retry line after the one it began with:\n%s", tail(body))
 	}
 	retryMS, _ := strconv.Atoi(m[len(m)-1][1])
@@ -199,6 +199,11 @@ func (w *world) bridgeAt(addr string) *bridge {
 func (w *world) open() *page {
 	w.t.Helper()
 	pg := w.browser.open(w.proxy.pageURL("/s"))
+	w.t.Cleanup(func() {
+		if w.t.Failed() {
+			w.t.Logf("the page recorded:\n%s", describe(pg.recorded()))
+		}
+	})
 	waitUntil(w.t, "the page's EventSource is open", func() bool { return count(pg.recorded(), "open") > 0 })
 	return pg
 }
@@ -327,9 +332,6 @@ func (f *feed) expectAll(pg *page) {
 			f.t.Errorf("partition %d: the page recorded %d messages, %d were published; from #%d on, recorded %v, published %v",
 				p, len(got[p]), len(want[p]), i, window(got[p], i), window(want[p], i))
 		}
-	}
-	if f.t.Failed() {
-		f.t.Logf("the page recorded:\n%s", describe(rs))
 	}
 }
 
