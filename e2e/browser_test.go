@@ -18,14 +18,14 @@ import (
 	"time"
 )
 
-// require skips t, or fails it when CI is set, if err says that something
-// the tests need is missing.
-func require(t testing.TB, err error) {
+// require skips t, or fails it when CI is set, if err says that what the
+// tests need is missing.
+func require(t testing.TB, what string, err error) {
 	t.Helper()
 	if err == nil {
 		return
 	}
-	msg := fmt.Sprintf("%v (e2e/setup.sh installs what the browser tests need)", err)
+	msg := fmt.Sprintf("no %s: %v (e2e/setup.sh installs what the browser tests need)", what, err)
 	if os.Getenv("CI") != "" {
 		t.Fatal(msg)
 	}
@@ -64,11 +64,14 @@ type browser struct {
 func launchBrowser(t *testing.T) *browser {
 	t.Helper()
 	node, err := exec.LookPath("node")
-	require(t, err)
+	require(t, "Node.js", err)
 	_, err = os.Stat(filepath.Join("browser", "node_modules", "playwright-core", "package.json"))
-	require(t, err)
+	require(t, "playwright-core in e2e/browser", err)
 	_, err = os.Stat(chromiumPath())
-	require(t, err)
+	require(t, "Chromium (set CHROMIUM to use another)", err)
+	// Made before the cleanup that closes the browser is registered, it is
+	// removed after.
+	userDataDir := t.TempDir()
 
 	b := &browser{t: t, answers: make(chan answer, 16), stderr: &lockedBuffer{}, exited: make(chan struct{})}
 	b.cmd = exec.Command(node, "driver.mjs")
@@ -86,7 +89,7 @@ func launchBrowser(t *testing.T) *browser {
 	}
 	go b.read(stdout)
 	t.Cleanup(b.close)
-	b.call(nil, map[string]any{"cmd": "launch", "executable": chromiumPath(), "userDataDir": t.TempDir()})
+	b.call(nil, map[string]any{"cmd": "launch", "executable": chromiumPath(), "userDataDir": userDataDir})
 	return b
 }
 

@@ -18,9 +18,10 @@ import (
 // temporary directory.
 func TestDemo(t *testing.T) {
 	t.Parallel()
+	br := launchBrowser(t)
 	b := startBridge(t, "-demo")
 	b.waitReady()
-	pg := launchBrowser(t).open("http://" + b.addr + "/")
+	pg := br.open("http://" + b.addr + "/")
 	text := func(id string) string {
 		var s string
 		pg.eval(&s, `document.getElementById("`+id+`").textContent`)

@@ -22,6 +22,7 @@ import (
 // "three" (e3), and resumes after the ID it is sent.
 func TestIDOnlyEvent(t *testing.T) {
 	t.Parallel()
+	br := launchBrowser(t)
 	first, err := esource.New(esource.WithDrainRetry(100 * time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
@@ -38,7 +39,7 @@ func TestIDOnlyEvent(t *testing.T) {
 	}))
 	t.Cleanup(srv.Close)
 	px := startProxy(t, srv.Listener.Addr().String())
-	pg := launchBrowser(t).open(px.pageURL("/events"))
+	pg := br.open(px.pageURL("/events"))
 	// Open once the client is registered: it gets what is published next.
 	waitUntil(t, "the page's EventSource is open", func() bool { return count(pg.recorded(), "open") > 0 })
 

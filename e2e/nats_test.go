@@ -15,6 +15,7 @@ import (
 // published once the bridge has subscribed again.
 func TestCoreNATSGap(t *testing.T) {
 	t.Parallel()
+	br := launchBrowser(t)
 	ns := runNATS(t)
 	nc, err := nats.Connect("nats://"+ns.addr(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	if err != nil {
@@ -30,7 +31,7 @@ func TestCoreNATSGap(t *testing.T) {
 	b := startBridge(t, "-route", "/ticks=nats://"+ns.addr()+"/ticks.>")
 	b.waitReady()
 	px := startProxy(t, b.addr)
-	pg := launchBrowser(t).open(px.pageURL("/ticks"))
+	pg := br.open(px.pageURL("/ticks"))
 
 	before := publishUntilRecorded(t, pg, "before-", publish)
 	ns.restart()

@@ -15,12 +15,12 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/esbridge/esbridge/esource"
 )
 
-// connectRetry is the reconnection delay that esbridge sends when a stream
-// opens (esource.DefaultRetry).
-const connectRetry = 3 * time.Second
-
+// TestStreams runs every scenario against every kind of route, each in a
+// world of its own.
 func TestStreams(t *testing.T) {
 	scenarios := []struct {
 		name string
@@ -135,8 +135,8 @@ func testDrain(t *testing.T, w *world) {
 		t.Errorf("the browser came back %v after the drain, before the retry of %v", delay, retry)
 	}
 	// A browser that ignored the drain's retry would wait the delay of the
-	// stream's first retry line.
-	if retry < connectRetry && delay >= connectRetry {
+	// stream's first retry line, esbridge's default.
+	if connectRetry := esource.DefaultRetry; retry < connectRetry && delay >= connectRetry {
 		t.Errorf("the browser came back %v after the drain: the stream's first retry, not the drain's %v", delay, retry)
 	}
 }
@@ -155,11 +155,11 @@ type world struct {
 
 func newWorld(t *testing.T, kind routeKind) *world {
 	t.Helper()
+	w := &world{t: t, kind: kind, browser: launchBrowser(t)}
 	url, publish := kind.newStream(t)
-	w := &world{t: t, kind: kind, route: "/s=" + url}
+	w.route = "/s=" + url
 	w.feed = &feed{t: t, publish: publish, sent: make([][]string, kind.partitions)}
 	w.proxy = startProxy(t)
-	w.browser = launchBrowser(t)
 	return w
 }
 
