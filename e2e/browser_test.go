@@ -231,6 +231,17 @@ func count(rs []record, kind string) int {
 	return n
 }
 
+// closedForGood reports whether the EventSource of the records failed for
+// good, after a response that was not a stream: it never reconnects then.
+func closedForGood(rs []record) bool {
+	for _, r := range rs {
+		if r.Kind == "error" && r.State == 2 {
+			return true
+		}
+	}
+	return false
+}
+
 // describe lists records for failure messages, the last ones only.
 func describe(rs []record) string {
 	const max = 60

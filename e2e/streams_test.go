@@ -218,7 +218,13 @@ func (w *world) waitMessages(pg *page, n int) {
 // then received a few messages for every partition.
 func (w *world) waitReopened(pg *page) {
 	w.t.Helper()
-	waitUntil(w.t, "the page's EventSource opens again", func() bool { return count(pg.recorded(), "open") > 1 })
+	waitUntil(w.t, "the page's EventSource opens again", func() bool {
+		rs := pg.recorded()
+		if closedForGood(rs) {
+			w.t.Fatalf("the page's EventSource failed for good (readyState CLOSED): it will not reconnect")
+		}
+		return count(rs, "open") > 1
+	})
 	n := count(pg.recorded(), "event") + 3*w.kind.partitions
 	w.waitMessages(pg, n)
 }
@@ -316,6 +322,9 @@ func (f *feed) expectAll(pg *page) {
 	var rs []record
 	waitUntil(f.t, "the page has the last message of every partition", func() bool {
 		rs = pg.recorded()
+		if closedForGood(rs) {
+			f.t.Fatalf("the page's EventSource failed for good (readyState CLOSED)")
+		}
 		got, others = byPartition(rs, len(want))
 		for p := range want {
 			if !slices.Contains(got[p], want[p][len(want[p])-1]) {
