@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -76,6 +77,8 @@ func launchBrowser(t *testing.T) *browser {
 	b := &browser{t: t, answers: make(chan answer, 16), stderr: &lockedBuffer{}, exited: make(chan struct{})}
 	b.cmd = exec.Command(node, "driver.mjs")
 	b.cmd.Dir = "browser"
+	// A group of its own, with Chromium, to kill at once if need be.
+	b.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	b.cmd.Stderr = b.stderr
 	if b.stdin, err = b.cmd.StdinPipe(); err != nil {
 		t.Fatal(err)
@@ -119,7 +122,7 @@ func (b *browser) close() {
 	select {
 	case <-done:
 	case <-time.After(waitFor):
-		b.cmd.Process.Kill()
+		syscall.Kill(-b.cmd.Process.Pid, syscall.SIGKILL)
 		<-done
 	}
 	if b.t.Failed() {

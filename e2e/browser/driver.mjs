@@ -35,6 +35,8 @@ async function handle(req) {
         args: ['--no-sandbox', '--disable-background-networking', '--disable-component-update', '--no-first-run'],
         viewport: { width: 1100, height: 800 },
       });
+      // Fail a command before the test stops waiting for it (20 s).
+      context.setDefaultTimeout(15000);
       return null;
     case 'open': {
       if (!context) throw new Error('launch the browser first');
