@@ -107,6 +107,7 @@ func (p *proxy) cut() {
 	}
 }
 
+// ServeHTTP serves the test page, or passes the request on to a backend.
 func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path == "/page.html" {
 		http.ServeFile(w, r, "browser/page.html")
