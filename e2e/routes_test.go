@@ -39,12 +39,13 @@ type routeKind struct {
 var routeKinds = []routeKind{
 	{name: "jetstream", partitions: 1, newStream: newJetStream},
 	{name: "kafka", partitions: 6, newStream: newKafkaTopic},
-	// RabbitMQ streams (source/amqp): add a row here,
+	// RabbitMQ streams (source/amqp, on main): add a row here,
 	//	{name: "rabbitmq-stream", partitions: 1, newStream: newRabbitMQStream},
-	// with newRabbitMQStream declaring a stream queue named after the test
-	// on the broker that a brokertest.RabbitMQ(t) finds, deleting it at
-	// cleanup, and returning its route URL with start=earliest and a
-	// publish function that returns once the broker has confirmed.
+	// with newRabbitMQStream declaring a stream queue (x-queue-type
+	// stream) named after the test on the broker of brokertest.AMQP(t),
+	// deleting it at cleanup, and returning its route URL,
+	// AMQP_URI?stream=NAME&start=earliest, and a publish function that
+	// returns once the broker has confirmed every message.
 }
 
 // newJetStream starts a nats-server and creates a JetStream stream on it.
