@@ -1,0 +1,233 @@
+package e2e
+
+// esbridge processes, built once with the race detector, and an embedded
+// nats-server that can be restarted on the same port and store.
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// waitFor bounds every wait of these tests for something that should happen.
+const waitFor = 20 * time.Second
+
+var binDir string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "esbridge-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binDir = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// binary returns the esbridge binary, built with the race detector at first
+// use.
+func binary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		binPath = filepath.Join(binDir, "esbridge")
+		out, err := exec.Command("go", "build", "-race", "-o", binPath, "../cmd/esbridge").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build ../cmd/esbridge: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// lockedBuffer collects a process's output.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// A bridge is a running esbridge process.
+type bridge struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	stderr *lockedBuffer
+	exited chan struct{} // closed when the process has exited
+	addr   string        // host:port it listens on
+}
+
+// listenRE finds the address in the startup line.
+var listenRE = regexp.MustCompile(`msg="esbridge listening" addr=(\S+)`)
+
+// startBridge starts esbridge with args and "-listen 127.0.0.1:0", and
+// waits until it listens. At cleanup it is stopped and, if the test failed,
+// its stderr is logged.
+func startBridge(t *testing.T, args ...string) *bridge {
+	t.Helper()
+	b := &bridge{t: t, stderr: &lockedBuffer{}, exited: make(chan struct{})}
+	b.cmd = exec.Command(binary(t), append([]string{"-listen", "127.0.0.1:0"}, args...)...)
+	// The race detector waits a second at exit unless told not to.
+	b.cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0")
+	b.cmd.Stderr = b.stderr
+	b.cmd.Stdout = b.stderr
+	if err := b.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		b.cmd.Wait()
+		close(b.exited)
+	}()
+	t.Cleanup(func() {
+		b.signal(syscall.SIGKILL)
+		<-b.exited
+		if strings.Contains(b.stderr.String(), "DATA RACE") {
+			t.Errorf("the race detector found a data race in esbridge")
+		}
+		if t.Failed() {
+			t.Logf("stderr of esbridge %s:\n%s", strings.Join(args, " "), b.stderr.String())
+		}
+	})
+	waitUntil(t, "esbridge listens", func() bool {
+		if m := listenRE.FindStringSubmatch(b.stderr.String()); m != nil {
+			b.addr = m[1]
+			return true
+		}
+		select {
+		case <-b.exited:
+			t.Fatalf("esbridge %s exited before listening:\n%s", strings.Join(args, " "), b.stderr.String())
+		default:
+		}
+		return false
+	})
+	return b
+}
+
+// signal sends sig to the process, if it still runs.
+func (b *bridge) signal(sig os.Signal) {
+	select {
+	case <-b.exited:
+	default:
+		b.cmd.Process.Signal(sig)
+	}
+}
+
+// kill ends the process with SIGKILL and waits until it has exited.
+func (b *bridge) kill() {
+	b.t.Helper()
+	b.signal(syscall.SIGKILL)
+	<-b.exited
+}
+
+// wait waits for the process to exit and returns its exit code.
+func (b *bridge) wait() int {
+	b.t.Helper()
+	select {
+	case <-b.exited:
+		return b.cmd.ProcessState.ExitCode()
+	case <-time.After(waitFor):
+		b.t.Fatalf("esbridge did not exit within %v:\n%s", waitFor, b.stderr.String())
+		return -1
+	}
+}
+
+// waitReady polls /readyz until it answers 200.
+func (b *bridge) waitReady() {
+	b.t.Helper()
+	waitUntil(b.t, "esbridge at "+b.addr+" is ready", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+b.addr+"/readyz", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+}
+
+// natsServer is an embedded nats-server with JetStream that can be stopped
+// and started again on the same port and store.
+type natsServer struct {
+	t    *testing.T
+	port int
+	dir  string
+	srv  *server.Server
+}
+
+// runNATS starts a nats-server, shut down at cleanup.
+func runNATS(t *testing.T) *natsServer {
+	t.Helper()
+	ns := &natsServer{t: t, port: -1, dir: t.TempDir()}
+	ns.start()
+	ns.port = ns.srv.Addr().(*net.TCPAddr).Port
+	t.Cleanup(ns.stop)
+	return ns
+}
+
+func (ns *natsServer) start() {
+	ns.t.Helper()
+	srv, err := server.NewServer(&server.Options{
+		Host: "127.0.0.1", Port: ns.port, JetStream: true, StoreDir: ns.dir,
+		NoLog: true, NoSigs: true,
+	})
+	if err != nil {
+		ns.t.Fatal(err)
+	}
+	srv.Start()
+	if !srv.ReadyForConnections(waitFor) {
+		ns.t.Fatal("nats-server not ready")
+	}
+	ns.srv = srv
+}
+
+func (ns *natsServer) stop() {
+	if ns.srv != nil {
+		ns.srv.Shutdown()
+		ns.srv.WaitForShutdown()
+		ns.srv = nil
+	}
+}
+
+// restart stops the server and starts it again on the same port and store.
+func (ns *natsServer) restart() {
+	ns.t.Helper()
+	ns.stop()
+	ns.start()
+}
+
+func (ns *natsServer) addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(ns.port)) }

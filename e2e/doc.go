@@ -1,0 +1,15 @@
+// Package e2e holds the end-to-end tests of esbridge in a real browser:
+// headless Chromium, driven by playwright-core from Node.js
+// (browser/driver.mjs), opens a native EventSource on routes of esbridge
+// processes that the tests start, kill, drain and restart, behind a small
+// round-robin proxy of the tests, and the tests compare what the page
+// recorded with what they published.
+//
+// The tests need node, the npm packages of browser/ (npm ci) and Chromium
+// (/usr/bin/chromium, or CHROMIUM): setup.sh installs them. Without them
+// the tests are skipped, unless CI is set, when they fail. Kafka rows need
+// a broker (see internal/brokertest). Set E2E_SCREENSHOT=1 to rewrite
+// docs/demo.png.
+//
+// The package has no code outside its tests.
+package e2e

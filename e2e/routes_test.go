@@ -1,0 +1,136 @@
+package e2e
+
+// The kinds of route that the scenarios of streams_test.go run against:
+// one row each, with a stream of the test's own on its broker.
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/esbridge/esbridge/internal/brokertest"
+)
+
+// A routeKind is a kind of broker stream with history, which esbridge
+// serves with no gap and no duplicate.
+type routeKind struct {
+	name string
+	// partitions is how many partitions the stream has. Messages keep
+	// their order within a partition; a stream without partitions has one.
+	partitions int
+	// newStream creates a stream of the test's own, deleted at cleanup
+	// (or skips the test if the broker is missing; see brokertest). It
+	// returns the stream's route URL, in which clients without an ID start
+	// with the earliest message (start=earliest), and a function that
+	// publishes payloads, in order, to a partition (0 <= partition <
+	// partitions) and returns once the broker has them.
+	newStream func(t *testing.T) (url string, publish func(partition int, payloads ...string) error)
+}
+
+// routeKinds are the rows of the scenarios.
+var routeKinds = []routeKind{
+	{name: "jetstream", partitions: 1, newStream: newJetStream},
+	{name: "kafka", partitions: 6, newStream: newKafkaTopic},
+	// RabbitMQ streams (source/amqp, on main): add a row here,
+	//	{name: "rabbitmq-stream", partitions: 1, newStream: newRabbitMQStream},
+	// with newRabbitMQStream declaring a stream queue (x-queue-type
+	// stream) named after the test on the broker of brokertest.AMQP(t),
+	// deleting it at cleanup, and returning its route URL,
+	// AMQP_URI?stream=NAME&start=earliest, and a publish function that
+	// returns once the broker has confirmed every message.
+}
+
+// newJetStream starts a nats-server and creates a JetStream stream on it.
+func newJetStream(t *testing.T) (string, func(int, ...string) error) {
+	ns := runNATS(t)
+	nc, err := nats.Connect("nats://" + ns.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "E2E", Subjects: []string{"e2e.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	publish := func(_ int, payloads ...string) error {
+		for _, p := range payloads {
+			ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+			_, err := js.Publish(ctx, "e2e.messages", []byte(p))
+			cancel()
+			if err != nil {
+				return fmt.Errorf("publish %q: %w", p, err)
+			}
+		}
+		return nil
+	}
+	return "jetstream://" + ns.addr() + "/E2E?start=earliest", publish
+}
+
+var topicNameRE = regexp.MustCompile(`[^a-zA-Z0-9._-]+`)
+
+// newKafkaTopic creates a topic of 6 partitions on the Kafka broker of the
+// tests. Messages to partition p have the key "k<p>".
+func newKafkaTopic(t *testing.T) (string, func(int, ...string) error) {
+	brokers := brokertest.Kafka(t)
+	tr := &kafka.Transport{}
+	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second, Transport: tr}
+	name := fmt.Sprintf("esbridge-e2e-%s-%d", topicNameRE.ReplaceAllString(t.Name(), "_"), time.Now().UnixNano())
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	res, err := client.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{
+		Topic: name, NumPartitions: 6, ReplicationFactor: 1,
+	}}})
+	if err == nil {
+		err = res.Errors[name]
+	}
+	if err != nil {
+		t.Fatalf("create topic %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+		defer cancel()
+		client.DeleteTopics(ctx, &kafka.DeleteTopicsRequest{Topics: []string{name}})
+		tr.CloseIdleConnections()
+	})
+	publish := func(partition int, payloads ...string) error {
+		// Retried while the broker is briefly unavailable; a retry after
+		// a write the broker did take would duplicate it.
+		deadline := time.Now().Add(waitFor)
+		for {
+			records := make([]kafka.Record, len(payloads))
+			for i, p := range payloads {
+				records[i] = kafka.Record{Key: kafka.NewBytes([]byte("k" + strconv.Itoa(partition))), Value: kafka.NewBytes([]byte(p))}
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			res, err := client.Produce(ctx, &kafka.ProduceRequest{
+				Topic: name, Partition: partition, RequiredAcks: kafka.RequireAll,
+				Records: kafka.NewRecordReader(records...),
+			})
+			cancel()
+			if err == nil {
+				err = res.Error
+			}
+			if err == nil {
+				return nil
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("produce %s to %s/%d: %w", strings.Join(payloads, ","), name, partition, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	return "kafka://" + strings.Join(brokers, ",") + "/" + name + "?start=earliest", publish
+}
