@@ -2,8 +2,9 @@
 # a real Kafka broker (scripts/kafka.sh: Apache Kafka from Maven Central, run
 # with java; reused if running; KAFKA_BROKERS points at another) and a real
 # RabbitMQ (scripts/rabbitmq.sh: Debian's rabbitmq-server, installed if
-# missing; reused if running; AMQP_URL points at another), and runs the
-# linters and every test with the race detector. NATS tests embed
+# missing; reused if running; AMQP_URL points at another), installs Debian's
+# Chromium and the npm packages of the browser tests (e2e/setup.sh), and
+# runs the linters and every test with the race detector. NATS tests embed
 # nats-server.
 
 STATICCHECK_VERSION := v0.8.2
@@ -15,6 +16,7 @@ export PATH := $(TOOLS):$(PATH)
 test: lint
 	scripts/kafka.sh start
 	scripts/rabbitmq.sh start
+	e2e/setup.sh
 	go test -race -count=1 -p 1 ./...  # one package at a time: a Kafka test restarts the shared broker
 
 lint: tools

@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/esbridge/esbridge/internal/brokertest"
@@ -39,13 +40,7 @@ type routeKind struct {
 var routeKinds = []routeKind{
 	{name: "jetstream", partitions: 1, newStream: newJetStream},
 	{name: "kafka", partitions: 6, newStream: newKafkaTopic},
-	// RabbitMQ streams (source/amqp, on main): add a row here,
-	//	{name: "rabbitmq-stream", partitions: 1, newStream: newRabbitMQStream},
-	// with newRabbitMQStream declaring a stream queue (x-queue-type
-	// stream) named after the test on the broker of brokertest.AMQP(t),
-	// deleting it at cleanup, and returning its route URL,
-	// AMQP_URI?stream=NAME&start=earliest, and a publish function that
-	// returns once the broker has confirmed every message.
+	{name: "rabbitmq-stream", partitions: 1, newStream: newRabbitMQStream},
 }
 
 // newJetStream starts a nats-server and creates a JetStream stream on it.
@@ -133,4 +128,44 @@ func newKafkaTopic(t *testing.T) (string, func(int, ...string) error) {
 		}
 	}
 	return "kafka://" + strings.Join(brokers, ",") + "/" + name + "?start=earliest", publish
+}
+
+// newRabbitMQStream declares a stream queue on the RabbitMQ broker of the
+// tests, deleted at cleanup, and publishes to it with confirmations.
+func newRabbitMQStream(t *testing.T) (string, func(int, ...string) error) {
+	uri := brokertest.AMQP(t)
+	conn, err := amqp.Dial(uri)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	ch, err := conn.Channel()
+	if err == nil {
+		err = ch.Confirm(false)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := fmt.Sprintf("esbridge-e2e-%s-%d", topicNameRE.ReplaceAllString(t.Name(), "_"), time.Now().UnixNano())
+	if _, err := ch.QueueDeclare(name, true, false, false, false, amqp.Table{"x-queue-type": "stream"}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ch.QueueDelete(name, false, false, false) })
+	publish := func(_ int, payloads ...string) error {
+		var confirms []*amqp.DeferredConfirmation
+		for _, p := range payloads {
+			dc, err := ch.PublishWithDeferredConfirm("", name, false, false, amqp.Publishing{Body: []byte(p)})
+			if err != nil {
+				return fmt.Errorf("publish %q: %w", p, err)
+			}
+			confirms = append(confirms, dc)
+		}
+		for _, dc := range confirms {
+			if !dc.Wait() {
+				return fmt.Errorf("publish to %s: not confirmed", name)
+			}
+		}
+		return nil
+	}
+	return uri + "?stream=" + name + "&start=earliest", publish
 }
