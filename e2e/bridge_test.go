@@ -7,20 +7,18 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
+	"github.com/esbridge/esbridge/internal/brokertest"
 )
 
 // waitFor bounds every wait of these tests for something that should happen.
@@ -183,51 +181,12 @@ func (b *bridge) waitReady() {
 // natsServer is an embedded nats-server with JetStream that can be stopped
 // and started again on the same port and store.
 type natsServer struct {
-	t    *testing.T
-	port int
-	dir  string
-	srv  *server.Server
+	*brokertest.NATSServer
+	t *testing.T
 }
 
 // runNATS starts a nats-server, shut down at cleanup.
 func runNATS(t *testing.T) *natsServer {
 	t.Helper()
-	ns := &natsServer{t: t, port: -1, dir: t.TempDir()}
-	ns.start()
-	ns.port = ns.srv.Addr().(*net.TCPAddr).Port
-	t.Cleanup(ns.stop)
-	return ns
+	return &natsServer{brokertest.RunNATS(t), t}
 }
-
-func (ns *natsServer) start() {
-	ns.t.Helper()
-	srv, err := server.NewServer(&server.Options{
-		Host: "127.0.0.1", Port: ns.port, JetStream: true, StoreDir: ns.dir,
-		NoLog: true, NoSigs: true,
-	})
-	if err != nil {
-		ns.t.Fatal(err)
-	}
-	srv.Start()
-	if !srv.ReadyForConnections(waitFor) {
-		ns.t.Fatal("nats-server not ready")
-	}
-	ns.srv = srv
-}
-
-func (ns *natsServer) stop() {
-	if ns.srv != nil {
-		ns.srv.Shutdown()
-		ns.srv.WaitForShutdown()
-		ns.srv = nil
-	}
-}
-
-// restart stops the server and starts it again on the same port and store.
-func (ns *natsServer) restart() {
-	ns.t.Helper()
-	ns.stop()
-	ns.start()
-}
-
-func (ns *natsServer) addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(ns.port)) }

@@ -17,7 +17,7 @@ func TestCoreNATSGap(t *testing.T) {
 	t.Parallel()
 	br := launchBrowser(t)
 	ns := runNATS(t)
-	nc, err := nats.Connect("nats://"+ns.addr(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	nc, err := nats.Connect("nats://"+ns.Addr(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -28,13 +28,13 @@ func TestCoreNATSGap(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	b := startBridge(t, "-route", "/ticks=nats://"+ns.addr()+"/ticks.>")
+	b := startBridge(t, "-route", "/ticks=nats://"+ns.Addr()+"/ticks.>")
 	b.waitReady()
 	px := startProxy(t, b.addr)
 	pg := br.open(px.pageURL("/ticks"))
 
 	before := publishUntilRecorded(t, pg, "before-", publish)
-	ns.restart()
+	ns.Restart()
 	after := publishUntilRecorded(t, pg, "after-", publish)
 
 	rs := pg.recorded()

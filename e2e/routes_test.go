@@ -46,7 +46,7 @@ var routeKinds = []routeKind{
 // newJetStream starts a nats-server and creates a JetStream stream on it.
 func newJetStream(t *testing.T) (string, func(int, ...string) error) {
 	ns := runNATS(t)
-	nc, err := nats.Connect("nats://" + ns.addr())
+	nc, err := nats.Connect("nats://" + ns.Addr())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +71,7 @@ func newJetStream(t *testing.T) (string, func(int, ...string) error) {
 		}
 		return nil
 	}
-	return "jetstream://" + ns.addr() + "/E2E?start=earliest", publish
+	return "jetstream://" + ns.Addr() + "/E2E?start=earliest", publish
 }
 
 var topicNameRE = regexp.MustCompile(`[^a-zA-Z0-9._-]+`)

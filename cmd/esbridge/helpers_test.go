@@ -11,7 +11,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/esbridge/esbridge/internal/ssetest"
 	"io"
 	"net"
 	"net/http"
@@ -26,7 +25,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
+	"github.com/esbridge/esbridge/internal/brokertest"
+	"github.com/esbridge/esbridge/internal/ssetest"
+
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -293,58 +294,20 @@ func (p *proc) waitLog(substr string, n int) {
 // natsServer is an embedded nats-server with JetStream that can be stopped
 // and started again on the same port and store.
 type natsServer struct {
-	t    *testing.T
-	port int
-	dir  string
-	srv  *server.Server
+	*brokertest.NATSServer
+	t *testing.T
 }
 
+// runNATS starts a nats-server, shut down at cleanup.
 func runNATS(t *testing.T) *natsServer {
 	t.Helper()
-	ns := &natsServer{t: t, port: -1, dir: t.TempDir()}
-	ns.start()
-	ns.port = ns.srv.Addr().(*net.TCPAddr).Port
-	t.Cleanup(ns.stop)
-	return ns
+	return &natsServer{brokertest.RunNATS(t), t}
 }
-
-func (ns *natsServer) start() {
-	ns.t.Helper()
-	srv, err := server.NewServer(&server.Options{
-		Host: "127.0.0.1", Port: ns.port, JetStream: true, StoreDir: ns.dir,
-		NoLog: true, NoSigs: true,
-	})
-	if err != nil {
-		ns.t.Fatal(err)
-	}
-	srv.Start()
-	if !srv.ReadyForConnections(waitFor) {
-		ns.t.Fatal("nats-server not ready")
-	}
-	ns.srv = srv
-}
-
-func (ns *natsServer) stop() {
-	if ns.srv != nil {
-		ns.srv.Shutdown()
-		ns.srv.WaitForShutdown()
-		ns.srv = nil
-	}
-}
-
-// restart stops the server and starts it again on the same port and store.
-func (ns *natsServer) restart() {
-	ns.t.Helper()
-	ns.stop()
-	ns.start()
-}
-
-func (ns *natsServer) addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(ns.port)) }
 
 // conn returns a client connection for publishing, closed at cleanup.
 func (ns *natsServer) conn() *nats.Conn {
 	ns.t.Helper()
-	nc, err := nats.Connect("nats://"+ns.addr(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	nc, err := nats.Connect("nats://"+ns.Addr(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	if err != nil {
 		ns.t.Fatal(err)
 	}
@@ -366,7 +329,7 @@ func (ns *natsServer) jetStream(name string) (*publisher, string) {
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{subject + ".>"}}); err != nil {
 		ns.t.Fatal(err)
 	}
-	return &publisher{t: ns.t, js: js, subject: subject + ".new"}, "jetstream://" + ns.addr() + "/" + name
+	return &publisher{t: ns.t, js: js, subject: subject + ".new"}, "jetstream://" + ns.Addr() + "/" + name
 }
 
 // A publisher publishes to one subject of a JetStream stream.

@@ -186,8 +186,9 @@ func TestHealthAndNotFound(t *testing.T) {
 // /healthz, and answers /readyz 503 naming the route until NATS comes.
 func TestStartBeforeNATS(t *testing.T) {
 	t.Parallel()
-	port := freePort(t)
-	b := startBridge(t, "-listen", "127.0.0.1:0", "-route", "/ticks=nats://127.0.0.1:"+port+"/ticks.>")
+	ns := runNATS(t)
+	ns.Stop() // its port and store are kept for later
+	b := startBridge(t, "-listen", "127.0.0.1:0", "-route", "/ticks=nats://"+ns.Addr()+"/ticks.>")
 	if code, _, _ := b.get("/healthz"); code != 200 {
 		t.Errorf("GET /healthz: %d, want 200", code)
 	}
@@ -195,9 +196,6 @@ func TestStartBeforeNATS(t *testing.T) {
 	if code != 503 || !strings.Contains(body, "/ticks") {
 		t.Errorf("GET /readyz with NATS down: %d %q, want 503 naming /ticks", code, body)
 	}
-	ns := &natsServer{t: t, dir: t.TempDir()}
-	fmt.Sscan(port, &ns.port)
-	ns.start()
-	t.Cleanup(ns.stop)
+	ns.Start()
 	b.waitReadyz(200)
 }

@@ -2,11 +2,12 @@ package main
 
 import (
 	"encoding/json"
-	"github.com/esbridge/esbridge/internal/ssetest"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/esbridge/esbridge/internal/ssetest"
 )
 
 // A NATS server restart in the middle of a JetStream route's stream: the
@@ -28,9 +29,9 @@ func TestNATSRestartJetStream(t *testing.T) {
 	leaves.expectData(seq("m", 1, 5)...)
 	leaves.close()
 
-	ns.stop()
+	ns.Stop()
 	b.waitLog("nats: disconnected", 1)
-	ns.start()
+	ns.Start()
 	b.waitLog("nats: reconnected", 1)
 	b.waitReadyz(200)
 
@@ -44,7 +45,7 @@ func TestNATSRestartJetStream(t *testing.T) {
 
 	// A second restart, while messages are on their way.
 	pub.publish(seq("m", 11, 15)...)
-	ns.restart()
+	ns.Restart()
 	pub.publish(seq("m", 16, 20)...)
 	b.waitLog("nats: reconnected", 2)
 	b.waitReadyz(200)
@@ -72,7 +73,7 @@ func TestNATSRestartCore(t *testing.T) {
 		}
 		nc.Flush()
 	}
-	b := startBridge(t, "-listen", "127.0.0.1:0", "-route", "/ticks=nats://"+ns.addr()+"/ticks.>")
+	b := startBridge(t, "-listen", "127.0.0.1:0", "-route", "/ticks=nats://"+ns.Addr()+"/ticks.>")
 	b.waitReadyz(200)
 
 	c := connect(t, b.url("/ticks"), "")
@@ -80,7 +81,7 @@ func TestNATSRestartCore(t *testing.T) {
 	publish(seq("before-", 1, 3)...)
 	c.expectData(seq("before-", 1, 3)...)
 
-	ns.restart()
+	ns.Restart()
 
 	// Core NATS drops what is published before the bridge has subscribed
 	// again: publish until a message comes through.
@@ -136,20 +137,20 @@ func TestNATSDownNotReady(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
 			ns := runNATS(t)
-			route := "/ticks=nats://" + ns.addr() + "/ticks.>"
+			route := "/ticks=nats://" + ns.Addr() + "/ticks.>"
 			if kind == "jetstream" {
 				_, stream := ns.jetStream("TICKS")
 				route = "/ticks=" + stream
 			}
 			b := startBridge(t, "-listen", "127.0.0.1:0", "-route", route)
 			b.waitReadyz(200)
-			ns.stop()
+			ns.Stop()
 			b.waitLog("nats: disconnected", 1)
 			b.waitReadyz(503)
 			if code, _, _ := b.get("/healthz"); code != 200 {
 				t.Errorf("/healthz %d while NATS is down, want 200", code)
 			}
-			ns.start()
+			ns.Start()
 			b.waitReadyz(200)
 		})
 	}

@@ -104,7 +104,7 @@ func TestCoreRestart(t *testing.T) {
 		}
 	}
 
-	ts.stop()
+	ts.Stop()
 	waitStatus(t, s, nats.RECONNECTING)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
@@ -115,7 +115,7 @@ func TestCoreRestart(t *testing.T) {
 		t.Fatal("Open while down waited for its deadline")
 	}
 
-	ts.start()
+	ts.Start()
 	waitStatus(t, s, nats.CONNECTED)
 	if err := s.nc.Flush(); err != nil { // the subscriptions are renewed
 		t.Fatal(err)
@@ -172,8 +172,8 @@ func waitStatusConn(t *testing.T, nc *nats.Conn) {
 // returns ErrUnavailable until the server is up.
 func TestCoreDown(t *testing.T) {
 	ts := runServer(t)
-	ts.stop()
-	s, err := New(Config{Servers: []string{ts.addr()}, Subject: "x"})
+	ts.Stop()
+	s, err := New(Config{Servers: []string{ts.Addr()}, Subject: "x"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,7 +183,7 @@ func TestCoreDown(t *testing.T) {
 	if _, err := s.Open(ctx, bridge.Start{}); !errors.Is(err, bridge.ErrUnavailable) {
 		t.Fatalf("Open while down: %v, want ErrUnavailable", err)
 	}
-	ts.start()
+	ts.Start()
 	waitStatus(t, s, nats.CONNECTED)
 	r := brokertest.Open(t, s, bridge.Start{})
 	if err := ts.conn().Publish("x", []byte("hi")); err != nil {

@@ -179,7 +179,7 @@ func TestStreamUnavailable(t *testing.T) {
 		t.Fatalf("missing stream: %v, want ErrUnavailable", err)
 	}
 
-	ts.stop()
+	ts.Stop()
 	waitStatus(t, s, nats.RECONNECTING)
 	if _, err := s.Open(ctx, bridge.Start{}); !errors.Is(err, bridge.ErrUnavailable) {
 		t.Fatalf("server down: %v, want ErrUnavailable", err)
@@ -235,8 +235,8 @@ func TestStreamRestart(t *testing.T) {
 	}()
 
 	time.Sleep(100 * time.Millisecond) // let the reader read 6..10 and wait
-	ts.stop()
-	ts.start()
+	ts.Stop()
+	ts.Start()
 	waitStatus(t, s, nats.CONNECTED)
 	waitStatusConn(t, js.Conn())
 	publish(t, js, "orders.x", 11, 10)
