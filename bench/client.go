@@ -45,10 +45,10 @@ type stream struct {
 	hist     *histogram // publish-to-receive latency, in latency runs
 	err      error
 
-	kafka bool     // Kafka payloads: the sequence number is in the data
-	seen  []uint64 // in Kafka mode, a bit per sequence number received
-	dups  uint64   // in Kafka mode, events received twice
-	gap   string   // the first gap event, in Kafka mode
+	broker bool     // broker payloads: the sequence number is in the data
+	seen   []uint64 // in broker mode, a bit per sequence number received
+	dups   uint64   // in broker mode, events received twice
+	gap    string   // the first gap event, in broker mode
 }
 
 // clientProc is the state of the client process.
@@ -75,7 +75,7 @@ type clientReport struct {
 	MaxEvents  uint64        `json:"maxEvents"`
 	Gaps       uint64        `json:"gaps"`
 	Disorder   uint64        `json:"disorder"`
-	Duplicates uint64        `json:"duplicates,omitempty"` // Kafka mode
+	Duplicates uint64        `json:"duplicates,omitempty"` // broker mode
 	Latency    latency       `json:"latency"`
 	Stalled    string        `json:"stalled,omitempty"` // what became of the non-reading client
 	CPU        time.Duration `json:"cpu"`               // since the streams were ready
@@ -139,7 +139,7 @@ func (p *clientProc) connect(c command) (connectResult, error) {
 
 	sem := make(chan struct{}, 64) // concurrent dials, to spare the accept queue
 	for range c.N {
-		s := &stream{kafka: c.Kafka}
+		s := &stream{broker: c.Broker}
 		if c.Latency {
 			s.hist = new(histogram)
 		}
@@ -254,7 +254,7 @@ func (s *stream) scan(b []byte, now int64) {
 		if bytes.HasPrefix(ev, typeField) {
 			if bytes.HasPrefix(ev, gapType) {
 				s.gaps++
-				if s.kafka && s.gap == "" {
+				if s.broker && s.gap == "" {
 					s.gap = string(ev)
 				}
 			}
@@ -263,11 +263,11 @@ func (s *stream) scan(b []byte, now int64) {
 		if !bytes.HasPrefix(ev, dataField) { // a comment or a retry line
 			continue
 		}
-		if s.kafka {
-			switch s.scanKafka(ev[len(dataField):], now) {
-			case kafkaWarm:
+		if s.broker {
+			switch s.scanBroker(ev[len(dataField):], now) {
+			case brokerWarm:
 				warm = true
-			case kafkaNew:
+			case brokerNew:
 				count++
 			}
 			continue

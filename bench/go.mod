@@ -5,6 +5,7 @@ go 1.26.0
 require (
 	github.com/esbridge/esbridge v0.0.0
 	github.com/r3labs/sse/v2 v2.10.0
+	github.com/rabbitmq/amqp091-go v1.16.0
 	github.com/segmentio/kafka-go v0.4.51
 	github.com/tmaxmax/go-sse v0.12.0
 )

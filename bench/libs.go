@@ -51,7 +51,7 @@ type serverConfig struct {
 	backlog      int
 	writeTimeout time.Duration
 	flush        time.Duration
-	kafka        kafkaConfig // the bridge's route, for lib "kafka" (scenarios K and R)
+	route        routeConfig // the bridge's route, for libs "kafka" and "rabbitmq" (see broker.go)
 }
 
 // newServer returns the adapter for the library lib.
@@ -78,6 +78,8 @@ func newServer(lib string, cfg serverConfig) (server, error) {
 		return gosseServer{&gosse.Server{}}, nil
 	case "kafka":
 		return newKafkaServer(cfg)
+	case "rabbitmq":
+		return newAMQPServer(cfg)
 	}
 	return nil, fmt.Errorf("unknown library %q (want one of %v)", lib, libraries)
 }

@@ -8,6 +8,8 @@
 //	go run . -quick           # a small version for smoke testing
 //	go run . -scenarios=AC -libs=esource,r3labs -json
 //	go run . -scenarios=KR    # the Kafka scenarios (a broker at -kafka-brokers)
+//	go run . -scenarios=QS    # the RabbitMQ scenarios (a broker at -amqp-url)
+//	go run . -scenarios=QS -quick
 //
 // The scenarios, each run for every library:
 //
@@ -26,10 +28,11 @@
 //	   the second run long, because the kernel buffers a few MB for the
 //	   non-reading socket before the server's writes to it block.
 //
-// The Kafka scenarios run the esbridge bridge on a real broker
-// (-kafka-brokers, 127.0.0.1:9092 by default; scripts/kafka.sh start), on
-// fresh -kafka-partitions topics deleted at the end. They are not in the
-// default run; -libs does not apply (see kafka.go):
+// The broker scenarios run the esbridge bridge on a real broker, on fresh
+// streams created by the orchestrator and deleted at the end. They are not
+// in the default run; -libs does not apply (see broker.go). On Kafka
+// (-kafka-brokers, 127.0.0.1:9092 by default; scripts/kafka.sh start),
+// -kafka-partitions topics:
 //
 //	K  Kafka to -clients SSE clients on one bridge route: -kafka-rate
 //	   messages/s (-size bytes, keyed) produced for -kafka-duration, each
@@ -41,6 +44,25 @@
 //	   bridge's Kafka source alone, and by one SSE client of a bridge
 //	   route with start=earliest (replayed from the broker). Messages/s,
 //	   and the ratio of the bridge's to kafka-go's.
+//
+// On RabbitMQ (-amqp-url, amqp://guest:guest@127.0.0.1:5672/ by default;
+// scripts/rabbitmq.sh start), stream queues read by offset (source/amqp,
+// stream=NAME):
+//
+//	Q  a stream queue to -clients SSE clients on one bridge route:
+//	   -amqp-rate messages/s published for -amqp-duration, each carrying
+//	   its publish time; publish-to-receive percentiles. Then a closed
+//	   loop (-window) for -amqp-closed-duration: deliveries/s.
+//	S  replay catch-up: -amqp-replay-messages messages published (with
+//	   confirmations, timed), then read from the start, -amqp-replay-runs
+//	   times each, alternating: by one amqp091-go stream consumer with
+//	   the source's prefetch and acknowledgements (the limit), by the
+//	   bridge's source/amqp alone, and by one SSE client of a bridge route
+//	   with start=earliest. Messages/s, and the ratio of the bridge's to
+//	   amqp091-go's. RabbitMQ over AMQP 0-9-1 delivers a stream some 20
+//	   times slower than Kafka here (about 50,000 messages/s on 2 busy
+//	   cores), so the default is 500,000 messages: each read takes about
+//	   10 s, long enough to be steady, and the scenario about 70 s.
 //
 // The orchestrator (this process) re-executes itself twice per library and
 // scenario: a server process (-role=server), whose memory is measured
@@ -85,6 +107,7 @@ type options struct {
 	flush         time.Duration
 	profileDir    string
 	kafka         kafkaOptions
+	amqp          amqpOptions
 	json          bool
 	verbose       bool
 }
@@ -96,10 +119,11 @@ func main() {
 		lib   string
 		libs  string
 		quick bool
+		route routeConfig
 	)
 	flag.StringVar(&role, "role", "", "internal: run as the `server` or `client` process")
 	flag.StringVar(&lib, "lib", "", "internal: the library a server process serves")
-	flag.StringVar(&o.scenarios, "scenarios", "ABCD", "scenarios to run (letters A, B, C, D, and the Kafka scenarios K and R)")
+	flag.StringVar(&o.scenarios, "scenarios", "ABCD", "scenarios to run (letters A, B, C, D, the Kafka scenarios K and R, the RabbitMQ scenarios Q and S)")
 	flag.StringVar(&libs, "libs", strings.Join(libraries, ","), "libraries to compare, comma-separated")
 	flag.IntVar(&o.clients, "clients", 1000, "clients in scenarios A, B and D")
 	flag.IntVar(&o.idle, "idle", 10000, "idle connections in scenario C")
@@ -117,6 +141,8 @@ func main() {
 	flag.DurationVar(&o.flush, "flush", esource.DefaultFlushInterval, "esource flush interval")
 	flag.StringVar(&o.profileDir, "profile", "", "write the server processes' CPU (A, B, D) and heap (C) profiles to this `dir`")
 	kafkaFlags(&o.kafka)
+	amqpFlags(&o.amqp)
+	routeFlags(&route)
 	flag.BoolVar(&o.json, "json", false, "print the results as JSON instead of tables")
 	flag.BoolVar(&o.verbose, "v", false, "show the child processes' stderr and progress")
 	flag.BoolVar(&quick, "quick", false, "a small, fast run for smoke testing (overrides sizes and durations)")
@@ -125,7 +151,7 @@ func main() {
 	var err error
 	switch role {
 	case "server":
-		err = runServer(lib, serverConfig{backlog: o.backlog, writeTimeout: o.writeTimeout, flush: o.flush, kafka: o.kafka.serverConfig()})
+		err = runServer(lib, serverConfig{backlog: o.backlog, writeTimeout: o.writeTimeout, flush: o.flush, route: route})
 	case "client":
 		err = runClient()
 	case "":
@@ -135,7 +161,8 @@ func main() {
 			o.duration, o.latDuration, o.stallDuration = 2*time.Second, 2*time.Second, 2*time.Second
 			o.stallBytes = 4 << 20
 			o.stallTimeout, o.writeTimeout = 3*time.Second, time.Second
-			o.kafka.paced, o.kafka.closed, o.kafka.messages = 2*time.Second, 2*time.Second, 100000
+			o.kafka.live.paced, o.kafka.live.closed, o.kafka.replay.messages = 2*time.Second, 2*time.Second, 100000
+			o.amqp.live.paced, o.amqp.live.closed, o.amqp.replay.messages = 2*time.Second, 2*time.Second, 50000
 		}
 		err = orchestrate(o)
 	default:
@@ -156,8 +183,10 @@ type results struct {
 	Latency    []latencyRun `json:"latency,omitempty"`
 	Memory     []memoryRun  `json:"memory,omitempty"`
 	Stall      []stallRun   `json:"stall,omitempty"`
-	Kafka      []kafkaRun   `json:"kafka,omitempty"`
+	Kafka      []brokerRun  `json:"kafka,omitempty"`
 	Replay     *replayRes   `json:"replay,omitempty"`
+	RabbitMQ   []brokerRun  `json:"rabbitmq,omitempty"`
+	AMQPReplay *replayRes   `json:"rabbitmqReplay,omitempty"`
 }
 
 type jsonOptions struct {
@@ -263,11 +292,19 @@ func orchestrate(o options) error {
 	}
 	if strings.Contains(sc, "K") {
 		o.logf("K")
-		res.Kafka = o.kafkaScenario()
+		res.Kafka = o.liveScenario(kafkaBroker{o.kafka}, "K", o.kafka.live)
 	}
 	if strings.Contains(sc, "R") {
 		o.logf("R")
-		res.Replay = o.replayScenario()
+		res.Replay = o.replayScenario(kafkaBroker{o.kafka}, "R", o.kafka.replay)
+	}
+	if strings.Contains(sc, "Q") {
+		o.logf("Q")
+		res.RabbitMQ = o.liveScenario(amqpBroker{o.amqp}, "Q", o.amqp.live)
+	}
+	if strings.Contains(sc, "S") {
+		o.logf("S")
+		res.AMQPReplay = o.replayScenario(amqpBroker{o.amqp}, "S", o.amqp.replay)
 	}
 	o.logf("done in %v", time.Since(start).Round(time.Second))
 	if o.json {
@@ -529,7 +566,22 @@ func printTables(out io.Writer, o options, r results) {
 		}
 	}
 	tw.Flush()
-	printKafka(out, o, r)
+	if len(r.Kafka) > 0 {
+		printLive(out, fmt.Sprintf("K. Kafka to %d SSE clients, one bridge route on a %d-partition topic, %d-byte messages: %d/s for %v (paced), then closed loop (window %d) for %v; latency is produce to SSE receive",
+			o.clients, o.kafka.partitions, o.size, o.kafka.live.rate, o.kafka.live.paced, o.window, o.kafka.live.closed), r.Kafka)
+	}
+	if r.Replay != nil {
+		printReplay(out, fmt.Sprintf("R. Replay catch-up: %d keyed %d-byte messages on %d partitions, read from the start",
+			r.Replay.Messages, o.size, o.kafka.partitions), "kafka.Writer, 4 goroutines × 10,000-message batches", "kafka-go readers", r.Replay)
+	}
+	if len(r.RabbitMQ) > 0 {
+		printLive(out, fmt.Sprintf("Q. RabbitMQ to %d SSE clients, one bridge route on a stream queue, %d-byte messages: %d/s for %v (paced), then closed loop (window %d) for %v; latency is publish to SSE receive",
+			o.clients, o.size, o.amqp.live.rate, o.amqp.live.paced, o.window, o.amqp.live.closed), r.RabbitMQ)
+	}
+	if r.AMQPReplay != nil {
+		printReplay(out, fmt.Sprintf("S. Replay catch-up: %d %d-byte messages in a stream queue, read from the start",
+			r.AMQPReplay.Messages, o.size), "amqp091-go, 4 channels × 1,000-message batches, confirmed", "amqp091-go consumer", r.AMQPReplay)
+	}
 }
 
 func throughputCells(t throughput) []any {

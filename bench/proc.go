@@ -45,9 +45,9 @@ type command struct {
 	BufSize  int    `json:"bufSize,omitempty"`
 	URL      string `json:"url,omitempty"`
 	Progress string `json:"progress,omitempty"`
-	// Kafka makes the streams read the bench's Kafka payloads (see
-	// kafka.go): the sequence number is in the data, not the event ID.
-	Kafka bool `json:"kafka,omitempty"`
+	// Broker makes the streams read the bench's broker payloads (see
+	// broker.go): the sequence number is in the data, not the event ID.
+	Broker bool `json:"broker,omitempty"`
 }
 
 // hello is the first line a server child writes: where it listens.

@@ -304,6 +304,20 @@ func (s *serverProc) run(c command) (runResult, error) {
 	}
 }
 
+// prof starts (c.On) or stops a CPU profile, and returns the CPU time.
+func (s *serverProc) prof(c command) time.Duration {
+	if c.On && c.CPUProfile != "" {
+		if f, err := os.Create(c.CPUProfile); err == nil {
+			if err := pprof.StartCPUProfile(f); err != nil {
+				f.Close()
+			}
+		}
+	} else if !c.On {
+		pprof.StopCPUProfile()
+	}
+	return cpuTime()
+}
+
 // payload returns size bytes: the time t in Unix nanoseconds, then 'x's.
 func payload(size int, t time.Time) []byte {
 	b := make([]byte, 0, max(size, 20))

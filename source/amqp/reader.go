@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
@@ -16,6 +17,14 @@ import (
 // offsetHeader is the header in which RabbitMQ gives a stream message's
 // offset.
 const offsetHeader = "x-stream-offset"
+
+// deliveryGrace is how long Buffered waits for a delivery on its way.
+// amqp091-go hands deliveries over one by one as it parses their frames,
+// so a reader that catches up with a stream finds none ready after most
+// messages, and the bridge would flush its replay to the client for each.
+// Waiting that long delays a flush at most as much, well under esource's
+// flush interval.
+const deliveryGrace = time.Millisecond
 
 // A reader consumes a stream, a queue bound to an exchange, or a queue,
 // on a channel of its own. When the channel or the connection closes, it
@@ -28,7 +37,9 @@ type reader struct {
 
 	ch         *amqp.Channel // nil until subscribed, and after Close
 	deliveries <-chan amqp.Delivery
-	held       *amqp.Delivery // received by Buffered, not yet returned
+	held       amqp.Delivery // received by Buffered, not yet returned, if holding
+	holding    bool
+	grace      *time.Timer // Buffered's wait; nil until first needed
 	closed     bool
 
 	// Acknowledgements: a delivery is acknowledged once the message before
@@ -214,9 +225,10 @@ func (r *reader) Next(ctx context.Context) (bridge.Message, error) {
 // receive returns the delivery Buffered holds, or the next one, and false
 // once the channel is closed.
 func (r *reader) receive(ctx context.Context) (amqp.Delivery, bool, error) {
-	if d := r.held; d != nil {
-		r.held = nil
-		return *d, true, nil
+	if r.holding {
+		d := r.held
+		r.held, r.holding = amqp.Delivery{}, false
+		return d, true, nil
 	}
 	select {
 	case d, ok := <-r.deliveries:
@@ -227,25 +239,40 @@ func (r *reader) receive(ctx context.Context) (amqp.Delivery, bool, error) {
 }
 
 // Buffered reports whether Next has a message without waiting: 1 if a
-// delivery is ready, which it then holds for Next, else 0. The bridge
-// flushes a replay to its client when it is 0.
+// delivery is ready, or arrives within deliveryGrace, which it then holds
+// for Next, else 0. The bridge flushes a replay to its client when it is
+// 0.
 func (r *reader) Buffered() int {
-	if r.held != nil {
+	if r.holding {
 		return 1
 	}
 	if r.ch == nil {
 		return 0
 	}
+	var (
+		d  amqp.Delivery
+		ok bool
+	)
 	select {
-	case d, ok := <-r.deliveries:
-		if !ok {
-			return 0 // Next sees the channel closed
-		}
-		r.held = &d
-		return 1
+	case d, ok = <-r.deliveries:
 	default:
-		return 0
+		if r.grace == nil {
+			r.grace = time.NewTimer(deliveryGrace)
+		} else {
+			r.grace.Reset(deliveryGrace)
+		}
+		select {
+		case d, ok = <-r.deliveries:
+			r.grace.Stop()
+		case <-r.grace.C:
+			return 0
+		}
 	}
+	if !ok {
+		return 0 // Next sees the channel closed
+	}
+	r.held, r.holding = d, true
+	return 1
 }
 
 // Position returns the offset of the next message of a stream, once known;
@@ -298,7 +325,16 @@ func message(d *amqp.Delivery, off uint64) bridge.Message {
 // headers returns the AMQP headers, keys sorted, without RabbitMQ's
 // x-stream- ones. Values other than strings are formatted with fmt.
 func headers(t amqp.Table) []bridge.Header {
-	var hs []bridge.Header
+	own := 0
+	for k := range t {
+		if strings.HasPrefix(k, "x-stream-") {
+			own++
+		}
+	}
+	if own == len(t) {
+		return nil // no allocation for a stream message without headers
+	}
+	hs := make([]bridge.Header, 0, len(t)-own)
 	for _, k := range slices.Sorted(maps.Keys(t)) {
 		if strings.HasPrefix(k, "x-stream-") {
 			continue
