@@ -38,8 +38,16 @@ install() {
 # await waits until the node runs the RabbitMQ application and accepts
 # AMQP connections.
 await() {
-	rabbitmqctl -q await_startup --timeout "$timeout" >/dev/null
 	local deadline=$((SECONDS + timeout))
+	# The node first, which a fresh -detached start takes a moment to be.
+	until rabbitmqctl -q ping >/dev/null 2>&1; do
+		if ((SECONDS >= deadline)); then
+			log "no RabbitMQ node after ${timeout}s; logs in /var/log/rabbitmq"
+			exit 1
+		fi
+		sleep 0.5
+	done
+	rabbitmqctl -q await_startup --timeout "$timeout" >/dev/null
 	until answering; do
 		if ((SECONDS >= deadline)); then
 			log "no broker on $host:$port after ${timeout}s; logs in /var/log/rabbitmq"
@@ -59,9 +67,11 @@ start() {
 		log "a broker already answers on $host:$port; reusing it"
 		return
 	fi
-	if rabbitmqctl -q status >/dev/null 2>&1; then
+	if rabbitmqctl -q ping >/dev/null 2>&1; then
+		# The node runs (started by the package, perhaps still booting);
+		# start_app starts its application if stopped, else does nothing.
 		log "starting the RabbitMQ application in the running node"
-		rabbitmqctl -q start_app
+		rabbitmqctl -q start_app || true
 	else
 		log "starting rabbitmq-server"
 		rabbitmq-server -detached
