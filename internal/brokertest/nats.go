@@ -1,6 +1,7 @@
 package brokertest
 
 import (
+	"math/rand/v2"
 	"net"
 	"strconv"
 	"testing"
@@ -21,11 +22,28 @@ type NATSServer struct {
 // directory, and shuts it down at cleanup.
 func RunNATS(t testing.TB) *NATSServer {
 	t.Helper()
-	ns := &NATSServer{t: t, port: -1, dir: t.TempDir()}
+	ns := &NATSServer{t: t, port: stablePort(t), dir: t.TempDir()}
 	ns.Start()
-	ns.port = ns.srv.Addr().(*net.TCPAddr).Port
 	t.Cleanup(ns.Stop)
 	return ns
+}
+
+// stablePort returns a free port below the kernel's ephemeral range
+// (32768 and up on Linux). A server stopped and started again on a port of
+// that range may find it taken: the bridge, reconnecting to it meanwhile,
+// can be given that very port as its own and connect to itself.
+func stablePort(t testing.TB) int {
+	t.Helper()
+	for range 100 {
+		port := 20000 + rand.IntN(12000)
+		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err == nil {
+			ln.Close()
+			return port
+		}
+	}
+	t.Fatal("no free port from 20000 to 31999")
+	return 0
 }
 
 // Start starts the server, on its port and store.
