@@ -397,35 +397,14 @@ func TestAMQPManyClients(t *testing.T) {
 	start := probe.lastEventID()
 	probe.close()
 
-	tr := &http.Transport{MaxIdleConnsPerHost: clients, DisableCompression: true}
-	defer tr.CloseIdleConnections()
-	hc := &http.Client{Transport: tr}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	errs := make([]error, clients)
-	var connected, done sync.WaitGroup
-	for i := range clients {
-		connected.Add(1)
-		done.Go(func() {
-			errs[i] = readLoad(ctx, hc, b.url("/s"), start, messages, connected.Done, nil)
-		})
-	}
-	connected.Wait()
-	began := time.Now()
-	for i := 1; i <= messages; i += 500 {
-		publish(seq("m", i, min(i+499, messages))...)
-	}
-	done.Wait()
-	t.Logf("%d messages to %d clients in %v", messages, clients, time.Since(began))
-	failed := 0
-	for i, err := range errs {
-		if err != nil {
-			if failed++; failed <= 10 {
-				t.Errorf("client %d: %v", i, err)
+	manyClients(t, clients, "every message once, in order",
+		func(ctx context.Context, hc *http.Client, connected func()) error {
+			return readLoad(ctx, hc, b.url("/s"), start, messages, connected, nil)
+		},
+		func(context.Context) error {
+			for i := 1; i <= messages; i += 500 {
+				publish(seq("m", i, min(i+499, messages))...)
 			}
-		}
-	}
-	if failed > 0 {
-		t.Errorf("%d of %d clients did not get every message once, in order", failed, clients)
-	}
+			return nil
+		})
 }

@@ -834,43 +834,20 @@ func TestKafkaManyClients(t *testing.T) {
 	b := startBridgeBin(t, plainBinary(t), "-listen", "127.0.0.1:0", "-route", top.route("/t", ""))
 	b.waitReadyz(200)
 
-	tr := &http.Transport{MaxIdleConnsPerHost: clients, DisableCompression: true}
-	defer tr.CloseIdleConnections()
-	hc := &http.Client{Transport: tr}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-
-	errs := make([]error, clients)
-	var connected, done sync.WaitGroup
-	for i := range clients {
-		connected.Add(1)
-		done.Go(func() {
-			errs[i] = readKafkaLoad(ctx, hc, b.url("/t"), keys, perKey, connected.Done, nil)
+	manyClients(t, clients, "every message once, in each key's order",
+		func(ctx context.Context, hc *http.Client, connected func()) error {
+			return readKafkaLoad(ctx, hc, b.url("/t"), keys, perKey, connected)
+		},
+		func(context.Context) error {
+			top.produce(keys, 1, perKey)
+			return nil
 		})
-	}
-	connected.Wait()
-	began := time.Now()
-	top.produce(keys, 1, perKey)
-	produced := time.Since(began)
-	done.Wait()
-	t.Logf("%d messages to %d clients: produced in %v, all delivered in %v", keys*perKey, clients, produced, time.Since(began))
-	failed := 0
-	for i, err := range errs {
-		if err != nil {
-			if failed++; failed <= 10 {
-				t.Errorf("client %d: %v", i, err)
-			}
-		}
-	}
-	if failed > 0 {
-		t.Errorf("%d of %d clients did not get every message once, in each key's order", failed, clients)
-	}
 }
 
 // readKafkaLoad reads the stream at u until it has k<key>-1 ..
 // k<key>-perKey of every key, each key's in order, and reports the first
 // departure from that. It calls connected once the response has begun.
-func readKafkaLoad(ctx context.Context, hc *http.Client, u string, keys, perKey int, connected func(), start <-chan struct{}) error {
+func readKafkaLoad(ctx context.Context, hc *http.Client, u string, keys, perKey int, connected func()) error {
 	once := sync.OnceFunc(connected)
 	defer once()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
@@ -886,13 +863,6 @@ func readKafkaLoad(ctx context.Context, hc *http.Client, u string, keys, perKey 
 		return fmt.Errorf("status %d", resp.StatusCode)
 	}
 	once()
-	if start != nil {
-		select {
-		case <-start:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
 	next := make([]int, keys)
 	for i := range next {
 		next[i] = 1
