@@ -4,86 +4,41 @@ package e2e
 // nats-server that can be restarted on the same port and store.
 
 import (
-	"bytes"
 	"context"
-	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/esbridge/esbridge/internal/brokertest"
+	"github.com/esbridge/esbridge/internal/progtest"
 )
 
 // waitFor bounds every wait of these tests for something that should happen.
 const waitFor = 20 * time.Second
 
-var binDir string
+// esbridgeBuild is the esbridge program, built at first use.
+var esbridgeBuild = &progtest.Build{Race: true}
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "esbridge-e2e-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binDir = dir
 	code := m.Run()
-	os.RemoveAll(dir)
+	esbridgeBuild.Remove()
 	os.Exit(code)
 }
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
 // binary returns the esbridge binary, built with the race detector at first
 // use.
-func binary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		binPath = filepath.Join(binDir, "esbridge")
-		out, err := exec.Command("go", "build", "-race", "-o", binPath, "../cmd/esbridge").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build ../cmd/esbridge: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
-}
-
-// lockedBuffer collects a process's output.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+func binary(t *testing.T) string { return esbridgeBuild.Path(t) }
 
 // A bridge is a running esbridge process.
 type bridge struct {
 	t      *testing.T
 	cmd    *exec.Cmd
-	stderr *lockedBuffer
+	stderr *progtest.Buffer
 	exited chan struct{} // closed when the process has exited
 	addr   string        // host:port it listens on
 }
@@ -96,7 +51,7 @@ var listenRE = regexp.MustCompile(`msg="esbridge listening" addr=(\S+)`)
 // its stderr is logged.
 func startBridge(t *testing.T, args ...string) *bridge {
 	t.Helper()
-	b := &bridge{t: t, stderr: &lockedBuffer{}, exited: make(chan struct{})}
+	b := &bridge{t: t, stderr: &progtest.Buffer{}, exited: make(chan struct{})}
 	b.cmd = exec.Command(binary(t), append([]string{"-listen", "127.0.0.1:0"}, args...)...)
 	// The race detector waits a second at exit unless told not to.
 	b.cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0")

@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/esbridge/esbridge/internal/progtest"
 )
 
 // require skips t, or fails it when CI is set, if err says that what the
@@ -54,7 +56,7 @@ type browser struct {
 	cmd     *exec.Cmd
 	stdin   io.WriteCloser
 	answers chan answer
-	stderr  *lockedBuffer
+	stderr  *progtest.Buffer
 	exited  chan struct{}
 
 	mu     sync.Mutex // one command at a time
@@ -74,7 +76,7 @@ func launchBrowser(t *testing.T) *browser {
 	// removed after.
 	userDataDir := t.TempDir()
 
-	b := &browser{t: t, answers: make(chan answer, 16), stderr: &lockedBuffer{}, exited: make(chan struct{})}
+	b := &browser{t: t, answers: make(chan answer, 16), stderr: &progtest.Buffer{}, exited: make(chan struct{})}
 	b.cmd = exec.Command(node, "driver.mjs")
 	b.cmd.Dir = "browser"
 	// A group of its own, with Chromium, to kill at once if need be.

@@ -7,16 +7,13 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -26,6 +23,7 @@ import (
 	"time"
 
 	"github.com/esbridge/esbridge/internal/brokertest"
+	"github.com/esbridge/esbridge/internal/progtest"
 	"github.com/esbridge/esbridge/internal/ssetest"
 
 	"github.com/nats-io/nats.go"
@@ -35,92 +33,34 @@ import (
 // waitFor bounds every wait of these tests for something that should happen.
 const waitFor = 20 * time.Second
 
-var binDir string
+// The esbridge program, built at first use: with the race detector for
+// the functional tests, without it for the load tests.
+var (
+	raceBuild  = &progtest.Build{Race: true}
+	plainBuild = &progtest.Build{}
+)
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "esbridge-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binDir = dir
 	code := m.Run()
-	os.RemoveAll(dir)
+	raceBuild.Remove()
+	plainBuild.Remove()
 	os.Exit(code)
 }
 
-// A build is the esbridge binary of one flavour, built at first use.
-type build struct {
-	once sync.Once
-	race bool
-	path string
-	err  error
-}
-
-var (
-	raceBuild  = &build{race: true}
-	plainBuild = &build{race: false}
-)
-
 // binary returns the path of the esbridge binary built with the race
 // detector: the processes of the functional tests run with it.
-func binary(t testing.TB) string { return raceBuild.get(t) }
+func binary(t testing.TB) string { return raceBuild.Path(t) }
 
 // plainBinary returns the path of the esbridge binary built without the race
 // detector, for the load test.
-func plainBinary(t testing.TB) string { return plainBuild.get(t) }
-
-func (b *build) get(t testing.TB) string {
-	t.Helper()
-	b.once.Do(func() {
-		name := "esbridge"
-		args := []string{"build"}
-		if b.race {
-			name += "-race"
-			args = append(args, "-race")
-		}
-		b.path = filepath.Join(binDir, name)
-		args = append(args, "-o", b.path, ".")
-		goTool, err := exec.LookPath("go")
-		if err != nil {
-			b.err = err
-			return
-		}
-		out, err := exec.Command(goTool, args...).CombinedOutput()
-		if err != nil {
-			b.err = fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-	})
-	if b.err != nil {
-		t.Fatal(b.err)
-	}
-	return b.path
-}
-
-// lockedBuffer collects a process's stderr.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+func plainBinary(t testing.TB) string { return plainBuild.Path(t) }
 
 // A proc is a running esbridge process.
 type proc struct {
 	t      *testing.T
 	args   []string
 	cmd    *exec.Cmd
-	stderr *lockedBuffer
+	stderr *progtest.Buffer
 	exited chan struct{} // closed when the process has exited
 	state  *os.ProcessState
 	addr   string // host:port it listens on, once known
@@ -134,7 +74,7 @@ var listenRE = regexp.MustCompile(`msg="esbridge listening" addr=(\S+)|"msg":"es
 // its stderr is logged.
 func startProc(t *testing.T, bin string, args ...string) *proc {
 	t.Helper()
-	p := &proc{t: t, args: args, stderr: &lockedBuffer{}, exited: make(chan struct{})}
+	p := &proc{t: t, args: args, stderr: &progtest.Buffer{}, exited: make(chan struct{})}
 	p.cmd = exec.Command(bin, args...)
 	// The race detector waits a second at exit unless told not to.
 	p.cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0")
