@@ -273,41 +273,6 @@ func TestAMQPBrokerRestart(t *testing.T) {
 	live.expectData(seq("x", 1, 3)...)
 }
 
-// watchReadyz polls /readyz until the test ends, and returns a function
-// that lists the distinct answers seen so far, in order.
-func watchReadyz(t *testing.T, b *proc) func() []string {
-	var mu sync.Mutex
-	var codes []string
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		hc := &http.Client{Timeout: 2 * time.Second}
-		for {
-			select {
-			case <-done:
-				return
-			case <-time.After(20 * time.Millisecond):
-			}
-			code := "error"
-			if resp, err := hc.Get(b.url("/readyz")); err == nil {
-				resp.Body.Close()
-				code = strconv.Itoa(resp.StatusCode)
-			}
-			mu.Lock()
-			if len(codes) == 0 || codes[len(codes)-1] != code {
-				codes = append(codes, code)
-			}
-			mu.Unlock()
-		}
-	})
-	t.Cleanup(func() { close(done); wg.Wait() })
-	return func() []string {
-		mu.Lock()
-		defer mu.Unlock()
-		return slices.Clone(codes)
-	}
-}
-
 // Retention: a client whose ID the stream no longer holds gets a gap event
 // that says so, then every message the stream still holds, in order.
 func TestAMQPStreamRetention(t *testing.T) {

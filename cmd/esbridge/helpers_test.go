@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -500,6 +501,41 @@ func (c *sseClient) syncLive(publish func(...string)) {
 		if time.Now().After(deadline) {
 			c.t.Fatalf("%s: no sync marker arrived within %v; received:\n%s", c.url, waitFor, c.body())
 		}
+	}
+}
+
+// watchReadyz polls /readyz until the test ends, and returns a function
+// that lists the distinct answers seen so far, in order.
+func watchReadyz(t *testing.T, b *proc) func() []string {
+	var mu sync.Mutex
+	var codes []string
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		hc := &http.Client{Timeout: 2 * time.Second}
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			code := "error"
+			if resp, err := hc.Get(b.url("/readyz")); err == nil {
+				resp.Body.Close()
+				code = strconv.Itoa(resp.StatusCode)
+			}
+			mu.Lock()
+			if len(codes) == 0 || codes[len(codes)-1] != code {
+				codes = append(codes, code)
+			}
+			mu.Unlock()
+		}
+	})
+	t.Cleanup(func() { close(done); wg.Wait() })
+	return func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(codes)
 	}
 }
 

@@ -19,7 +19,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"regexp"
 	"slices"
 	"strconv"
@@ -570,14 +569,6 @@ func TestKafkaBrokerRestart(t *testing.T) {
 	}
 	const keys = 12
 	top := newKafkaTopic(t)
-	script := "../../scripts/kafka.sh"
-	if out, err := exec.Command("bash", script, "status").CombinedOutput(); err != nil || !strings.Contains(string(out), "(pid ") {
-		msg := fmt.Sprintf("scripts/kafka.sh cannot restart the broker on 127.0.0.1:9092 (not started by it, or KAFKA_CACHE differs): %s %v", bytes.TrimSpace(out), err)
-		if os.Getenv("CI") != "" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
 	b := startBridge(t, "-listen", "127.0.0.1:0", "-backlog", "16", "-route", top.route("/t", "metadata_interval=1s"))
 	b.waitReadyz(200)
 
@@ -593,43 +584,13 @@ func TestKafkaBrokerRestart(t *testing.T) {
 	leaves.close()
 
 	// Restart, watching /readyz meanwhile.
-	var saw503 bool
-	var codes []string
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		hc := &http.Client{Timeout: 2 * time.Second}
-		for {
-			select {
-			case <-done:
-				return
-			case <-time.After(50 * time.Millisecond):
-			}
-			resp, err := hc.Get(b.url("/readyz"))
-			if err != nil {
-				codes = append(codes, err.Error())
-				continue
-			}
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusServiceUnavailable {
-				saw503 = true
-			}
-			if len(codes) == 0 || codes[len(codes)-1] != strconv.Itoa(resp.StatusCode) {
-				codes = append(codes, strconv.Itoa(resp.StatusCode))
-			}
-		}
-	})
+	codes := watchReadyz(t, b)
 	began := time.Now()
-	out, err := exec.Command("bash", script, "restart").CombinedOutput()
-	close(done)
-	wg.Wait()
-	if err != nil {
-		t.Fatalf("scripts/kafka.sh restart: %v\n%s", err, out)
-	}
-	t.Logf("broker restarted in %v; /readyz meanwhile: %v", time.Since(began), codes)
-	if !saw503 {
-		t.Errorf("/readyz never answered 503 while the broker was down (answers: %v)", codes)
+	brokertest.RestartKafka(t, "../../scripts/kafka.sh")
+	seen := codes()
+	t.Logf("broker restarted in %v; /readyz meanwhile: %v", time.Since(began), seen)
+	if !slices.Contains(seen, "503") {
+		t.Errorf("/readyz never answered 503 while the broker was down (answers: %v)", seen)
 	}
 	b.waitReadyz(200)
 

@@ -68,6 +68,28 @@ func RestartRabbitMQ(t testing.TB, script string) {
 	}
 }
 
+// RestartKafka restarts the Kafka broker of scripts/kafka.sh, keeping its
+// data (script is its path from the test's directory). A test that calls
+// it is skipped when KAFKA_BROKERS names another cluster, skipped or
+// failed (in CI) when the broker was not started by the script, and must
+// not run in parallel with other broker tests.
+func RestartKafka(t testing.TB, script string) {
+	t.Helper()
+	if os.Getenv("KAFKA_BROKERS") != "" {
+		t.Skip("KAFKA_BROKERS is set: not restarting that cluster")
+	}
+	if out, err := exec.Command("bash", script, "status").CombinedOutput(); err != nil || !strings.Contains(string(out), "(pid ") {
+		msg := fmt.Sprintf("%s cannot restart the broker on 127.0.0.1:9092 (not started by it, or KAFKA_CACHE differs): %s %v", script, strings.TrimSpace(string(out)), err)
+		if os.Getenv("CI") != "" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	if out, err := exec.Command("bash", script, "restart").CombinedOutput(); err != nil {
+		t.Fatalf("%s restart: %v\n%s", script, err, out)
+	}
+}
+
 // require skips or fails t unless something answers at addr.
 func require(t testing.TB, what, addr, hint string) {
 	t.Helper()

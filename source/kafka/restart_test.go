@@ -3,8 +3,6 @@ package kafka
 import (
 	"context"
 	"fmt"
-	"os"
-	"os/exec"
 	"testing"
 	"time"
 
@@ -14,16 +12,10 @@ import (
 	"github.com/esbridge/esbridge/internal/brokertest"
 )
 
-// TestBrokerRestart restarts the broker, keeping its data, with the
-// command in KAFKA_RESTART (e.g. "scripts/kafka.sh restart", run from the
-// repository root), while a reader reads; it is skipped without it. The
-// reader must go on with no gap and no duplicate, by itself or, after Next
+// TestBrokerRestart restarts the broker of scripts/kafka.sh, keeping its
+// data, while a reader reads (see brokertest.RestartKafka). The reader must go on with no gap and no duplicate, by itself or, after Next
 // returns an error, by being reopened at its Position as the bridge does.
 func TestBrokerRestart(t *testing.T) {
-	cmd := os.Getenv("KAFKA_RESTART")
-	if cmd == "" {
-		t.Skip("set KAFKA_RESTART to a command that restarts the broker keeping its data, e.g. KAFKA_RESTART='../../scripts/kafka.sh restart'")
-	}
 	brokertest.CheckLeaks(t)
 	b := broker(t)
 	topic := b.topic(3)
@@ -77,10 +69,7 @@ func TestBrokerRestart(t *testing.T) {
 	}
 	read(150)
 	start := time.Now()
-	out, err := exec.Command("bash", "-c", cmd).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s: %v\n%s", cmd, err, out)
-	}
+	brokertest.RestartKafka(t, "../../scripts/kafka.sh")
 	t.Logf("restarted in %v", time.Since(start))
 	for p := range 3 {
 		batch(p, n)
