@@ -11,7 +11,7 @@ STATICCHECK_VERSION := v0.8.2
 TOOLS := $(CURDIR)/.tools/bin
 export PATH := $(TOOLS):$(PATH)
 
-.PHONY: test lint tools bench
+.PHONY: test lint hygiene tools bench
 
 test: lint
 	scripts/kafka.sh start
@@ -19,11 +19,19 @@ test: lint
 	e2e/setup.sh
 	go test -race -count=1 -p 1 ./...  # one package at a time: a Kafka test restarts the shared broker
 
-lint: tools
+lint: tools hygiene
 	@unformatted=$$(gofmt -l . ); if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	go vet ./...
 	staticcheck ./...
 	cd bench && go build ./... && go vet ./... && staticcheck ./...
+
+# No build outputs in the repository: no tracked file over 1 MB but the
+# images of docs/; go.mod and go.sum of both modules tidy.
+hygiene:
+	@big=$$(git ls-files -z | xargs -0 -r stat -c '%s %n' | awk '$$1 > 1048576 {print $$2}' | grep -Ev '^docs/.*\.(png|jpg|jpeg|gif|svg)$$' || true); \
+	if [ -n "$$big" ]; then echo "tracked files over 1 MB (build outputs belong in .gitignore):"; echo "$$big"; exit 1; fi
+	go mod tidy -diff
+	cd bench && go mod tidy -diff
 
 tools: $(TOOLS)/staticcheck
 
