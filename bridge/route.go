@@ -5,13 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	"slices"
 	"sync/atomic"
 	"time"
 
 	"github.com/esbridge/esbridge/esource"
+	"github.com/esbridge/esbridge/internal/backoff"
 )
 
 // replayFlushInterval bounds how long replayed events wait in a client's
@@ -41,7 +41,7 @@ type route struct {
 func (r *route) run(ctx context.Context) {
 	var start Start // the first reader starts with the next message
 	opened := false
-	backoff := newBackoff()
+	var retry backoff.Backoff // 100 ms up to 5 s
 	for ctx.Err() == nil {
 		rd, err := r.src.Open(ctx, start)
 		if errors.Is(err, ErrExpired) {
@@ -57,7 +57,7 @@ func (r *route) run(ctx context.Context) {
 			if ctx.Err() == nil {
 				r.logger.Warn("source unavailable; retrying", "route", r.path, "stream", r.info.Stream, "err", err)
 			}
-			backoff.wait(ctx)
+			retry.Wait(ctx)
 			continue
 		}
 		switch {
@@ -69,7 +69,7 @@ func (r *route) run(ctx context.Context) {
 		}
 		opened = true
 		r.ready.Store(true)
-		backoff.reset()
+		retry.Reset()
 		pos, err := r.follow(ctx, rd)
 		rd.Close()
 		if ctx.Err() != nil {
@@ -86,7 +86,7 @@ func (r *route) run(ctx context.Context) {
 		r.ready.Store(false)
 		r.logger.Warn("source reader failed; reopening", "route", r.path, "stream", r.info.Stream, "err", err)
 		start = Start{Position: pos} // nil for a source without history: latest
-		backoff.wait(ctx)
+		retry.Wait(ctx)
 	}
 }
 
@@ -367,21 +367,4 @@ func (r *route) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		req.Header.Set("Last-Event-ID", r.codec.origin())
 	}
 	r.es.ServeHTTP(w, req)
-}
-
-// backoff waits between retries: 100 ms, doubling up to 5 s, jittered.
-type backoff struct{ d time.Duration }
-
-func newBackoff() *backoff { return &backoff{d: 100 * time.Millisecond} }
-
-func (b *backoff) reset() { b.d = 100 * time.Millisecond }
-
-func (b *backoff) wait(ctx context.Context) {
-	t := time.NewTimer(b.d/2 + rand.N(b.d))
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-ctx.Done():
-	}
-	b.d = min(2*b.d, 5*time.Second)
 }

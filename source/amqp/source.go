@@ -12,6 +12,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/esbridge/esbridge/bridge"
+	"github.com/esbridge/esbridge/internal/backoff"
 )
 
 // Reconnect backoff and connection settings.
@@ -101,7 +102,7 @@ func (s *Source) Close() error {
 func (s *Source) keepConnected() {
 	defer close(s.done)
 	defer s.triedOnce()
-	wait := minRedial
+	retry := backoff.Backoff{Min: minRedial, Max: maxRedial}
 	connected := false
 	for {
 		conn, err := amqp.DialConfig(s.cfg.URI, amqp.Config{
@@ -115,16 +116,13 @@ func (s *Source) keepConnected() {
 		}
 		s.triedOnce()
 		if err != nil {
-			s.log.Warn("amqp: cannot connect; retrying", "broker", s.broker, "in", wait, "err", err)
-			select {
-			case <-time.After(wait):
-				wait = min(2*wait, maxRedial)
-				continue
-			case <-s.ctx.Done():
+			s.log.Warn("amqp: cannot connect; retrying", "broker", s.broker, "err", err)
+			if !retry.Wait(s.ctx) {
 				return
 			}
+			continue
 		}
-		wait = minRedial
+		retry.Reset()
 		closed := conn.NotifyClose(make(chan *amqp.Error, 1))
 		if connected {
 			s.log.Info("amqp: reconnected", "broker", s.broker)

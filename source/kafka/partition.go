@@ -10,6 +10,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/esbridge/esbridge/bridge"
+	"github.com/esbridge/esbridge/internal/backoff"
 )
 
 // Settings of the partition fetches.
@@ -39,6 +40,7 @@ type partition struct {
 	id       int
 	next     int64 // the offset of the next message to hand to Next
 	failures int   // failed connections or fetches since the last fetch
+	retry    backoff.Backoff
 }
 
 // run reads the partition until the reader is closed or the partition
@@ -56,7 +58,7 @@ func (p *partition) run() {
 			return
 		}
 		p.r.src.log.Warn("kafka: partition read failed; reconnecting", "topic", p.r.src.cfg.Topic, "partition", p.id, "offset", p.next, "err", err)
-		if !sleep(p.r.ctx, backoff(p.failures)) {
+		if !p.retry.Wait(p.r.ctx) {
 			return
 		}
 	}
@@ -100,6 +102,7 @@ func (p *partition) session() error {
 			return err
 		}
 		p.failures = 0
+		p.retry.Reset()
 	}
 }
 
@@ -240,14 +243,4 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	case <-ctx.Done():
 		return false
 	}
-}
-
-// backoff returns the wait before the nth reconnection in a row: from
-// retryMin, doubling, up to retryMax.
-func backoff(n int) time.Duration {
-	d := retryMin
-	for range n - 1 {
-		d = min(2*d, retryMax)
-	}
-	return d
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/esbridge/esbridge/bridge"
+	"github.com/esbridge/esbridge/internal/backoff"
 )
 
 // errClosed is returned by Next after Close.
@@ -72,7 +73,7 @@ func (r *reader) send(ev event) bool {
 
 // startPartition starts reading partition id from offset next on.
 func (r *reader) startPartition(id int, next int64) {
-	p := &partition{r: r, id: id, next: next}
+	p := &partition{r: r, id: id, next: next, retry: backoff.Backoff{Min: retryMin, Max: retryMax}}
 	go p.run()
 }
 
