@@ -123,15 +123,15 @@ func (c codec) origin() string {
 	return c.encode(c.header(kindOrigin))
 }
 
-// decode decodes an ID of this stream. It returns ErrMalformedID or
-// ErrOtherStream, wrapped with the ID.
+// decode decodes an ID of this stream. It returns errMalformedID or
+// errOtherStream, wrapped with the ID.
 func (c codec) decode(id string) (token, error) {
 	b, err := base64.RawURLEncoding.DecodeString(id)
 	if err != nil || len(b) < 5 || b[0]>>4 != idVersion {
-		return token{}, fmt.Errorf("%w: %q", ErrMalformedID, id)
+		return token{}, fmt.Errorf("%w: %q", errMalformedID, id)
 	}
 	if [4]byte(b[1:5]) != c.tag {
-		return token{}, fmt.Errorf("%w: %q", ErrOtherStream, id)
+		return token{}, fmt.Errorf("%w: %q", errOtherStream, id)
 	}
 	t := token{kind: b[0] & 0xf}
 	r := varints{b: b[5:]}
@@ -142,7 +142,7 @@ func (c codec) decode(id string) (token, error) {
 		}
 		n := r.uvarint()
 		if n > uint64(len(r.b)) { // each offset takes a byte at least
-			return token{}, fmt.Errorf("%w: %q", ErrMalformedID, id)
+			return token{}, fmt.Errorf("%w: %q", errMalformedID, id)
 		}
 		if t.kind == kindEvent && uint64(t.partition) >= n {
 			r.bad = true
@@ -163,7 +163,7 @@ func (c codec) decode(id string) (token, error) {
 		r.bad = true
 	}
 	if r.bad || len(r.b) != 0 {
-		return token{}, fmt.Errorf("%w: %q", ErrMalformedID, id)
+		return token{}, fmt.Errorf("%w: %q", errMalformedID, id)
 	}
 	return t, nil
 }

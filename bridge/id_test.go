@@ -60,17 +60,17 @@ func TestIDRejects(t *testing.T) {
 		id   string
 		want error
 	}{
-		{"", ErrMalformedID},
-		{"42", ErrMalformedID},
-		{"not base64!", ErrMalformedID},
-		{other.position(Position{5}), ErrOtherStream},
-		{other.live(1, 2), ErrOtherStream},
-		{c.position(Position{5}) + "AA", ErrMalformedID},                    // trailing bytes
-		{c.position(Position{5})[:8], ErrMalformedID},                       // cut short
-		{"Ag" + c.position(Position{5})[2:], ErrMalformedID},                // another version
-		{c.encode(append(c.header(9), 1)), ErrMalformedID},                  // unknown kind
-		{c.encode(append(c.header(kindPosition), 200)), ErrMalformedID},     // too many offsets
-		{c.encode(append(c.header(kindEvent), 3, 2, 1, 1)), ErrMalformedID}, // partition 3 of 2
+		{"", errMalformedID},
+		{"42", errMalformedID},
+		{"not base64!", errMalformedID},
+		{other.position(Position{5}), errOtherStream},
+		{other.live(1, 2), errOtherStream},
+		{c.position(Position{5}) + "AA", errMalformedID},                    // trailing bytes
+		{c.position(Position{5})[:8], errMalformedID},                       // cut short
+		{"Ag" + c.position(Position{5})[2:], errMalformedID},                // another version
+		{c.encode(append(c.header(9), 1)), errMalformedID},                  // unknown kind
+		{c.encode(append(c.header(kindPosition), 200)), errMalformedID},     // too many offsets
+		{c.encode(append(c.header(kindEvent), 3, 2, 1, 1)), errMalformedID}, // partition 3 of 2
 	}
 	for _, tt := range tests {
 		if _, err := c.decode(tt.id); !errors.Is(err, tt.want) {

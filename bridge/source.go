@@ -11,6 +11,18 @@ import (
 // nothing of HTTP or SSE; the bridge opens readers on it, one live reader
 // per route and a short-lived one per client that must catch up.
 //
+// # Connections
+//
+// A source's constructor validates its configuration and connects to
+// nothing, so that a bad configuration fails at once and alone. The source
+// connects at its first Open and from then on keeps its connections up by
+// itself, in the background; while the broker cannot be reached, Open
+// returns an error wrapping ErrUnavailable (the first Open waits, within
+// its ctx, for the first attempt) and a [Connectivity] source reports
+// false. The context of Open bounds the opening only (dialling,
+// subscribing, looking up offsets): the reader it returns lives until its
+// Close, and each Next is bounded by its own context.
+//
 // Implementations must be safe for concurrent use.
 type Source interface {
 	// Info describes the stream. It is called once, when the route is made.
@@ -18,8 +30,10 @@ type Source interface {
 
 	// Open returns a reader of the stream's messages, in broker order,
 	// from start on. It returns an error wrapping ErrNoHistory for a start
-	// position on a source without history, and ErrUnavailable while the
-	// broker cannot be reached, so that the bridge retries.
+	// position on a source without history, ErrUnavailable while the
+	// broker cannot be reached, so that the bridge retries, and an
+	// [*ExpiredError] for a position the broker no longer holds. ctx
+	// bounds the opening only.
 	Open(ctx context.Context, start Start) (Reader, error)
 
 	// Close releases the source's connections. Readers must be closed first.
@@ -56,9 +70,12 @@ type Info struct {
 type Reader interface {
 	// Next returns the next message, waiting for one until ctx ends. After
 	// an error wrapping ErrLost (a source without history lost messages
-	// while reconnecting) the reader goes on; after any other error the
-	// bridge closes it and opens a new one where it left off.
-	// Next may be called again after it returned ctx's error.
+	// while reconnecting) the reader goes on. After any other error the
+	// bridge closes it and opens a new one: at the error's Resume for an
+	// [*ExpiredError] (retention deleted what was next), else where it
+	// left off.
+	// Next may be called again after it returned ctx's error, and loses
+	// no message to it.
 	Next(ctx context.Context) (Message, error)
 
 	// Position returns where the reader stands: for each partition, the
@@ -66,8 +83,19 @@ type Reader interface {
 	// Sources without history return nil.
 	Position() Position
 
-	// Close releases the reader.
+	// Close releases the reader: its subscription, consumer or connections
+	// on the broker. It is idempotent.
 	Close() error
+}
+
+// A Buffered reader tells how many messages Next returns without waiting.
+// Buffered neither waits nor changes the reader. A replay flushes what it
+// sent to its client the moment the reader holds nothing more; for a
+// reader that cannot tell, it flushes once Next has kept it waiting a
+// millisecond.
+type Buffered interface {
+	Reader
+	Buffered() int
 }
 
 // A Message is one broker message.
@@ -123,14 +151,37 @@ var (
 	// a source without history reconnects; the reader goes on after it.
 	ErrLost = errors.New("bridge: messages lost")
 
-	// ErrExpired is returned by Open, or by Reader.Next, when a position is
-	// older than what the broker still holds (retention). The bridge then
-	// sends a gap event and continues from the earliest message.
+	// ErrExpired is wrapped by every [*ExpiredError].
 	ErrExpired = errors.New("bridge: position expired")
 
-	// ErrOtherStream is returned for an event ID of another stream.
-	ErrOtherStream = errors.New("bridge: event ID of another stream")
-
-	// ErrMalformedID is returned for an event ID that cannot be decoded.
-	ErrMalformedID = errors.New("bridge: malformed event ID")
+	// errOtherStream and errMalformedID tell why an event ID cannot be
+	// resumed from. They reach a client only as the reason of a gap
+	// event, so they are not exported.
+	errOtherStream = errors.New("bridge: event ID of another stream")
+	errMalformedID = errors.New("bridge: malformed event ID")
 )
+
+// An ExpiredError is returned by Open, or by Reader.Next, when the broker
+// no longer holds messages the reader was to read: retention deleted
+// them. The bridge tells the clients that missed them with a gap event
+// and goes on from Resume. It wraps ErrExpired.
+type ExpiredError struct {
+	// Resume is where to go on from: the reader's position with each
+	// partition that lost messages moved to the first offset the broker
+	// still holds. Nil means the earliest message the broker holds.
+	Resume Position
+	// Lost says what was lost, for logs: the stream, partitions and
+	// offsets, as the source knows them.
+	Lost string
+}
+
+// Error says what was lost.
+func (e *ExpiredError) Error() string {
+	if e.Lost == "" {
+		return ErrExpired.Error()
+	}
+	return e.Lost + ": " + ErrExpired.Error()
+}
+
+// Unwrap returns ErrExpired.
+func (e *ExpiredError) Unwrap() error { return ErrExpired }

@@ -84,3 +84,6 @@ func (ns *NATSServer) Addr() string { return net.JoinHostPort("127.0.0.1", strco
 
 // URL returns the server's nats:// URL.
 func (ns *NATSServer) URL() string { return "nats://" + ns.Addr() }
+
+// Clients returns the number of client connections to the server.
+func (ns *NATSServer) Clients() int { return ns.srv.NumClients() }

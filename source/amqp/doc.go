@@ -23,8 +23,8 @@
 // stream offset and a Position the offset after the last message read.
 // Offsets grow but are not contiguous: RabbitMQ gives some to entries of
 // its own. An offset already deleted by retention makes the reader's
-// Next return an [*ExpiredError] (wrapping [bridge.ErrExpired]) that
-// names the offsets lost; its Advance method gives where to go on from.
+// Next return a [*bridge.ExpiredError] that names the offsets lost and
+// resumes at the first offset the stream holds.
 // An offset past the end of the stream is waited for.
 //
 // exchange=NAME declares, for each reader, a server-named, exclusive,

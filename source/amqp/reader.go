@@ -7,7 +7,6 @@ import (
 	"maps"
 	"slices"
 	"strings"
-	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
@@ -17,14 +16,6 @@ import (
 // offsetHeader is the header in which RabbitMQ gives a stream message's
 // offset.
 const offsetHeader = "x-stream-offset"
-
-// deliveryGrace is how long Buffered waits for a delivery on its way.
-// amqp091-go hands deliveries over one by one as it parses their frames,
-// so a reader that catches up with a stream finds none ready after most
-// messages, and the bridge would flush its replay to the client for each.
-// Waiting that long delays a flush at most as much, well under esource's
-// flush interval.
-const deliveryGrace = time.Millisecond
 
 // A reader consumes a stream, a queue bound to an exchange, or a queue,
 // on a channel of its own. When the channel or the connection closes, it
@@ -37,9 +28,6 @@ type reader struct {
 
 	ch         *amqp.Channel // nil until subscribed, and after Close
 	deliveries <-chan amqp.Delivery
-	held       amqp.Delivery // received by Buffered, not yet returned, if holding
-	holding    bool
-	grace      *time.Timer // Buffered's wait; nil until first needed
 	closed     bool
 
 	// Acknowledgements: a delivery is acknowledged once the message before
@@ -77,7 +65,7 @@ func (r *reader) subscribe(ctx context.Context) error {
 	return nil
 }
 
-// checkExpired returns an [*ExpiredError] if off, the offset of the first
+// checkExpired returns a [*bridge.ExpiredError] if off, the offset of the first
 // message consumed from r.next on, is the first of the stream: the broker
 // then began at its start because retention deleted r.next. Otherwise
 // the offsets from r.next to off held no message.
@@ -87,7 +75,10 @@ func (r *reader) checkExpired(ctx context.Context, off uint64) error {
 		return err
 	}
 	if off <= first {
-		return &ExpiredError{Stream: r.src.cfg.Stream, Offset: r.next, First: off}
+		return &bridge.ExpiredError{
+			Resume: bridge.Position{off},
+			Lost:   fmt.Sprintf("amqp: stream %s: offsets %d to %d deleted", r.src.cfg.Stream, r.next, off-1),
+		}
 	}
 	return nil
 }
@@ -170,7 +161,7 @@ func (r *reader) unavailable(err error) error {
 // Next returns the next message. When the connection drops, it waits for
 // the next one and consumes again; for an exchange it then returns an
 // error wrapping bridge.ErrLost once. For a stream, it returns an
-// [*ExpiredError] when the broker no longer holds the next offset.
+// [*bridge.ExpiredError] when the broker no longer holds the next offset.
 func (r *reader) Next(ctx context.Context) (bridge.Message, error) {
 	if r.closed {
 		return bridge.Message{}, ErrClosed
@@ -222,57 +213,15 @@ func (r *reader) Next(ctx context.Context) (bridge.Message, error) {
 	}
 }
 
-// receive returns the delivery Buffered holds, or the next one, and false
-// once the channel is closed.
+// receive returns the next delivery, and false once the channel is
+// closed.
 func (r *reader) receive(ctx context.Context) (amqp.Delivery, bool, error) {
-	if r.holding {
-		d := r.held
-		r.held, r.holding = amqp.Delivery{}, false
-		return d, true, nil
-	}
 	select {
 	case d, ok := <-r.deliveries:
 		return d, ok, nil
 	case <-ctx.Done():
 		return amqp.Delivery{}, false, ctx.Err()
 	}
-}
-
-// Buffered reports whether Next has a message without waiting: 1 if a
-// delivery is ready, or arrives within deliveryGrace, which it then holds
-// for Next, else 0. The bridge flushes a replay to its client when it is
-// 0.
-func (r *reader) Buffered() int {
-	if r.holding {
-		return 1
-	}
-	if r.ch == nil {
-		return 0
-	}
-	var (
-		d  amqp.Delivery
-		ok bool
-	)
-	select {
-	case d, ok = <-r.deliveries:
-	default:
-		if r.grace == nil {
-			r.grace = time.NewTimer(deliveryGrace)
-		} else {
-			r.grace.Reset(deliveryGrace)
-		}
-		select {
-		case d, ok = <-r.deliveries:
-			r.grace.Stop()
-		case <-r.grace.C:
-			return 0
-		}
-	}
-	if !ok {
-		return 0 // Next sees the channel closed
-	}
-	r.held, r.holding = d, true
-	return 1
 }
 
 // Position returns the offset of the next message of a stream, once known;
@@ -351,29 +300,4 @@ func headers(t amqp.Table) []bridge.Header {
 		hs = append(hs, bridge.Header{Key: k, Value: v})
 	}
 	return hs
-}
-
-// An ExpiredError tells that a stream no longer holds an offset: retention
-// deleted the messages from Offset to First, excluded. It wraps
-// [bridge.ErrExpired].
-type ExpiredError struct {
-	Stream        string
-	Offset, First uint64
-}
-
-// Error names the stream and the offsets lost.
-func (e *ExpiredError) Error() string {
-	return fmt.Sprintf("amqp: stream %s: offsets %d to %d deleted: %v", e.Stream, e.Offset, e.First-1, bridge.ErrExpired)
-}
-
-// Unwrap returns [bridge.ErrExpired].
-func (e *ExpiredError) Unwrap() error { return bridge.ErrExpired }
-
-// Advance returns the position to go on from after telling of the loss:
-// p, moved to the first offset the stream holds.
-func (e *ExpiredError) Advance(p bridge.Position) bridge.Position {
-	if len(p) == 1 && p[0] >= e.First {
-		return slices.Clone(p)
-	}
-	return bridge.Position{e.First}
 }

@@ -193,7 +193,8 @@ func (s *Source) connection(ctx context.Context) (*amqp.Connection, error) {
 // returns an error wrapping [bridge.ErrUnavailable] while the source is
 // not connected or the stream, exchange or queue cannot be consumed, and
 // one wrapping [bridge.ErrNoHistory] for a start other than the latest on
-// an exchange or a queue.
+// an exchange or a queue. ctx bounds the opening only (the first Open
+// waits within it for the first dial); the reader lives until Close.
 func (s *Source) Open(ctx context.Context, start bridge.Start) (bridge.Reader, error) {
 	s.start.Do(func() { go s.keepConnected() })
 	select { // the first time, for the first dial

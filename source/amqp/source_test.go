@@ -286,16 +286,16 @@ func TestStreamExpired(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), brokertest.Timeout)
 	defer cancel()
 	m, err := r.Next(ctx)
-	var exp *ExpiredError
+	var exp *bridge.ExpiredError
 	if !errors.As(err, &exp) || !errors.Is(err, bridge.ErrExpired) {
 		t.Fatalf("Next = %q, %v; want an ExpiredError", m.Data, err)
 	}
-	if exp.Offset != start[0] || exp.First <= start[0] || !strings.Contains(err.Error(), name) {
+	if len(exp.Resume) != 1 || exp.Resume[0] <= start[0] || !strings.Contains(exp.Lost, name) || !strings.Contains(exp.Lost, fmt.Sprintf("offsets %d to ", start[0])) {
 		t.Errorf("ExpiredError %+v (%v), from %v", exp, err, start)
 	}
 	r.Close()
 
-	r = brokertest.Open(t, s, bridge.Start{Position: exp.Advance(start)})
+	r = brokertest.Open(t, s, bridge.Start{Position: exp.Resume})
 	first := string(brokertest.Next(t, r).Data)
 	i := slices.Index(all, first)
 	if i <= 0 {

@@ -30,9 +30,9 @@
 // on with no gap and no duplicate.
 //
 // A position whose offset is before its partition's first (deleted by
-// retention) makes Open return an [*ExpiredError], which wraps
-// [bridge.ErrExpired], names the partitions and offsets lost, and whose
-// Advance method gives the position to go on from. A partition that a
+// retention) makes Open return a [*bridge.ExpiredError] that names the
+// partitions and offsets lost, and whose Resume moves only those
+// partitions to their first offset. A partition that a
 // position lacks (added to the topic since) is read from its first offset;
 // an offset past a partition's end is waited for.
 //
@@ -48,7 +48,7 @@
 // new one at its Position, which Open refuses with an error wrapping
 // [bridge.ErrUnavailable] until the brokers and the topic are back. Where
 // the offset to read next was deleted meanwhile, or is skipped over in a
-// fetch and no longer held, Next returns an [*ExpiredError].
+// fetch and no longer held, Next returns a [*bridge.ExpiredError].
 //
 // Every [Config.MetadataInterval], each reader reads the topic's metadata:
 // partitions added to the topic are then read from their first offset,

@@ -65,9 +65,9 @@ func (p *partition) run() {
 }
 
 // wrap names the topic, the partition and the offset in err, unless it is
-// an *ExpiredError, which does.
+// an *expiredPartition, which does.
 func (p *partition) wrap(err error) error {
-	var exp *ExpiredError
+	var exp *expiredPartition
 	if errors.As(err, &exp) {
 		return err
 	}
@@ -76,7 +76,7 @@ func (p *partition) wrap(err error) error {
 
 // fatal reports whether err is one that reconnecting does not cure.
 func fatal(err error) bool {
-	var exp *ExpiredError
+	var exp *expiredPartition
 	var kerr kafka.Error
 	return errors.As(err, &exp) || errors.As(err, &kerr) && !kerr.Temporary()
 }
@@ -174,7 +174,7 @@ func (p *partition) handOver(msgs []bridge.Message) bool {
 // partition no longer holds. Compaction and transaction markers make
 // gaps between offsets, retention must not: at every gap, check asks
 // whether the partition still starts at or before the offset expected,
-// and returns an ExpiredError if not.
+// and returns an *expiredPartition if not.
 func (p *partition) check(offset int64) error {
 	if offset <= p.next {
 		return nil
@@ -187,13 +187,13 @@ func (p *partition) check(offset int64) error {
 	return p.expired(first)
 }
 
-// expired returns an ExpiredError if first, the partition's first offset,
+// expired returns an *expiredPartition if first, the partition's first offset,
 // is past the next offset to read.
 func (p *partition) expired(first int64) error {
 	if first <= p.next {
 		return nil
 	}
-	return &ExpiredError{Topic: p.r.src.cfg.Topic, Expired: []ExpiredPartition{{Partition: p.id, Offset: uint64(p.next), First: uint64(first)}}}
+	return &expiredPartition{topic: p.r.src.cfg.Topic, partition: p.id, offset: uint64(p.next), first: uint64(first)}
 }
 
 // span returns the partition's first offset and high-water mark.
@@ -212,7 +212,7 @@ var errFetched = errors.New("kafka: fetched")
 // means: errFetched at their normal end, else an error to reconnect
 // after or, for a fatal one, to hand to Next. An offset out of range is
 // waited for when it is past the end of the partition, and is an
-// ExpiredError when it was deleted.
+// *expiredPartition when it was deleted.
 func (p *partition) fetchError(err error) error {
 	switch {
 	case errors.Is(err, io.EOF), errors.Is(err, kafka.RequestTimedOut):

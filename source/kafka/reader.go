@@ -132,7 +132,7 @@ func (r *reader) Buffered() int { return len(r.msgs) + len(r.c) }
 // Next returns the next message of any partition, in order within each.
 // After an error other than ctx's it returns that error again: the bridge
 // reopens at Position. An error from a partition whose next offset was
-// deleted by retention while it was read is an [*ExpiredError].
+// deleted by retention while it was read is a [*bridge.ExpiredError].
 func (r *reader) Next(ctx context.Context) (bridge.Message, error) {
 	for r.err == nil {
 		if err := ctx.Err(); err != nil {
@@ -153,7 +153,10 @@ func (r *reader) Next(ctx context.Context) (bridge.Message, error) {
 			r.err = errClosed
 			continue
 		}
+		var exp *expiredPartition
 		switch {
+		case errors.As(ev.err, &exp):
+			r.err = expiredError(r.pos, *exp)
 		case ev.err != nil:
 			r.err = ev.err
 		case ev.added != nil:

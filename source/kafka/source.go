@@ -121,10 +121,10 @@ func (s *Source) Close() error {
 //     waited for.
 //
 // Open returns an error wrapping [bridge.ErrUnavailable] when no broker
-// answers or the topic does not exist, and an [*ExpiredError], which
-// wraps [bridge.ErrExpired], when an offset of the position is before its
-// partition's first offset, or the position has more partitions than the
-// topic. It gives up when ctx ends.
+// answers or the topic does not exist, and a [*bridge.ExpiredError] when
+// an offset of the position is before its partition's first offset, or
+// the position has more partitions than the topic. ctx bounds the look-up
+// of the partitions and their offsets; the reader lives until Close.
 func (s *Source) Open(ctx context.Context, start bridge.Start) (bridge.Reader, error) {
 	n, err := s.partitions(ctx)
 	if err != nil {
@@ -142,9 +142,12 @@ func (s *Source) Open(ctx context.Context, start bridge.Start) (bridge.Reader, e
 	switch {
 	case start.Position != nil:
 		if len(start.Position) > n {
-			return nil, &ExpiredError{Topic: s.cfg.Topic, Partitions: len(start.Position), Have: n}
+			return nil, &bridge.ExpiredError{
+				Resume: slices.Clone(start.Position[:n]),
+				Lost:   fmt.Sprintf("kafka: topic %s: position of %d partitions, the topic has %d", s.cfg.Topic, len(start.Position), n),
+			}
 		}
-		var exp []ExpiredPartition
+		var exp []expiredPartition
 		for i := range next {
 			if i >= len(start.Position) {
 				next[i] = offs[i].first
@@ -155,12 +158,12 @@ func (s *Source) Open(ctx context.Context, start bridge.Start) (bridge.Reader, e
 				return nil, fmt.Errorf("kafka: topic %s: partition %d: offset %d out of range", s.cfg.Topic, i, p)
 			}
 			if int64(p) < offs[i].first {
-				exp = append(exp, ExpiredPartition{Partition: i, Offset: p, First: uint64(offs[i].first)})
+				exp = append(exp, expiredPartition{topic: s.cfg.Topic, partition: i, offset: p, first: uint64(offs[i].first)})
 			}
 			next[i] = int64(p)
 		}
 		if exp != nil {
-			return nil, &ExpiredError{Topic: s.cfg.Topic, Expired: exp}
+			return nil, expiredError(start.Position, exp...)
 		}
 	case start.Earliest:
 		for i := range next {
@@ -257,60 +260,29 @@ func (s *Source) offsets(ctx context.Context, partitions []int) ([]span, error) 
 	return spans, nil
 }
 
-// An ExpiredError tells that a position cannot be read from: the broker
-// no longer holds some of its offsets (retention), or it has more
-// partitions than the topic. It wraps [bridge.ErrExpired].
-type ExpiredError struct {
-	// Topic is the topic.
-	Topic string
-	// Expired lists the partitions whose offset is before their first.
-	Expired []ExpiredPartition
-	// Partitions, when not zero, is the length of a position longer than
-	// the topic's Have partitions.
-	Partitions, Have int
+// An expiredPartition is a partition whose messages from offset to
+// first, excluded, were deleted by retention.
+type expiredPartition struct {
+	topic         string
+	partition     int
+	offset, first uint64
 }
 
-// An ExpiredPartition is a partition whose messages from Offset to First,
-// excluded, are lost.
-type ExpiredPartition struct {
-	Partition     int
-	Offset, First uint64
+func (e *expiredPartition) Error() string {
+	return fmt.Sprintf("kafka: topic %s: partition %d: offsets %d to %d deleted", e.topic, e.partition, e.offset, e.first-1)
 }
 
-// Error names the partitions and the offsets lost.
-func (e *ExpiredError) Error() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "kafka: topic %s: ", e.Topic)
-	if e.Partitions != 0 {
-		fmt.Fprintf(&b, "position of %d partitions, the topic has %d", e.Partitions, e.Have)
-	}
-	for i, p := range e.Expired {
-		if i > 0 {
-			b.WriteString(", ")
+// expiredError returns the error for a reader at pos whose partitions exp
+// lost messages: it goes on with each of them at its first offset, and
+// loses nothing of the others.
+func expiredError(pos bridge.Position, exp ...expiredPartition) *bridge.ExpiredError {
+	resume := slices.Clone(pos)
+	lost := make([]string, len(exp))
+	for i, x := range exp {
+		if x.partition < len(resume) {
+			resume[x.partition] = max(resume[x.partition], x.first)
 		}
-		fmt.Fprintf(&b, "partition %d: offsets %d to %d deleted", p.Partition, p.Offset, p.First-1)
+		lost[i] = x.Error()
 	}
-	b.WriteString(": ")
-	b.WriteString(bridge.ErrExpired.Error())
-	return b.String()
-}
-
-// Unwrap returns [bridge.ErrExpired].
-func (e *ExpiredError) Unwrap() error { return bridge.ErrExpired }
-
-// Advance returns a copy of p where each expired partition is moved to its
-// first offset: the position to resume from after telling of the gap, so
-// that the other partitions lose nothing. A position longer than the
-// topic is cut to its length.
-func (e *ExpiredError) Advance(p bridge.Position) bridge.Position {
-	p = slices.Clone(p)
-	if e.Partitions != 0 && len(p) > e.Have {
-		p = p[:e.Have]
-	}
-	for _, x := range e.Expired {
-		if x.Partition < len(p) && p[x.Partition] < x.First {
-			p[x.Partition] = x.First
-		}
-	}
-	return p
+	return &bridge.ExpiredError{Resume: resume, Lost: strings.Join(lost, "; ")}
 }

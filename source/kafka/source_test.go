@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -225,12 +226,12 @@ func TestPartitions(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
 		_, err := s.Open(ctx, bridge.Start{Position: make(bridge.Position, partitions+1)})
-		var exp *ExpiredError
+		var exp *bridge.ExpiredError
 		if !errors.Is(err, bridge.ErrExpired) || !errors.As(err, &exp) {
 			t.Fatalf("Open = %v, want ErrExpired", err)
 		}
-		if got := exp.Advance(make(bridge.Position, partitions+1)); len(got) != partitions {
-			t.Errorf("Advance = %v", got)
+		if len(exp.Resume) != partitions {
+			t.Errorf("Resume = %v, want a position of %d partitions", exp.Resume, partitions)
 		}
 	})
 
@@ -306,17 +307,16 @@ func TestRetention(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	_, err := s.Open(ctx, bridge.Start{Position: bridge.Position{0, 2}})
-	var exp *ExpiredError
+	var exp *bridge.ExpiredError
 	if !errors.Is(err, bridge.ErrExpired) || !errors.As(err, &exp) {
 		t.Fatalf("Open = %v, want ErrExpired", err)
 	}
 	t.Log(err)
-	if len(exp.Expired) != 1 || exp.Expired[0].Partition != 1 || exp.Expired[0].Offset != 2 || exp.Expired[0].First < first {
-		t.Fatalf("Expired = %+v, first offset %d", exp.Expired, first)
+	if !strings.Contains(exp.Lost, "partition 1: offsets 2 to ") || strings.Contains(exp.Lost, "partition 0") {
+		t.Errorf("Lost = %q, want partition 1 from offset 2 only", exp.Lost)
 	}
-	pos := exp.Advance(bridge.Position{0, 2})
-	if pos[0] != 0 || pos[1] != exp.Expired[0].First {
-		t.Fatalf("Advance = %v", pos)
+	if pos := exp.Resume; len(pos) != 2 || pos[0] != 0 || pos[1] < first {
+		t.Fatalf("Resume = %v, want [0 >=%d]: partition 0 loses nothing", pos, first)
 	}
 
 	// The caller goes on from the earliest messages.

@@ -241,3 +241,17 @@ func TestCoreSlow(t *testing.T) {
 		t.Errorf("%d ErrLost and %d messages, want 1 and 10", lost, got)
 	}
 }
+
+// TestConnectsAtFirstOpen checks the rule of bridge.Source: New connects
+// to nothing, the first Open does.
+func TestConnectsAtFirstOpen(t *testing.T) {
+	ts := runServer(t)
+	s := ts.source(Config{Subject: "x"})
+	if n := ts.Clients(); n != 0 || s.Connected() {
+		t.Fatalf("after New: %d clients on the server, Connected %v; want none", n, s.Connected())
+	}
+	brokertest.Open(t, s, bridge.Start{})
+	if n := ts.Clients(); n != 1 || !s.Connected() {
+		t.Fatalf("after Open: %d clients on the server, Connected %v; want 1", n, s.Connected())
+	}
+}

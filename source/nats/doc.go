@@ -33,10 +33,10 @@
 //
 // # Connections and reconnects
 //
-// A Source holds one connection, made by [New] in the background and kept
-// up forever: New does not fail when the server is down, and Open returns an
-// error wrapping [bridge.ErrUnavailable] while it is not connected, so that
-// the bridge retries.
+// A Source holds one connection, made at the first Open and kept up
+// forever after (New connects to nothing): Open returns an error wrapping
+// [bridge.ErrUnavailable] while it is not connected, so that the bridge
+// retries.
 //
 // A core NATS reader survives reconnects: its subscription is renewed by the
 // client, and Next returns an error wrapping [bridge.ErrLost] once, at the

@@ -62,7 +62,10 @@ func (s *Source) openStream(ctx context.Context, start bridge.Start) (bridge.Rea
 			return nil, fmt.Errorf("nats: stream %s: sequence 0 is not a position", s.cfg.Stream)
 		}
 		if next < state.FirstSeq {
-			return nil, fmt.Errorf("nats: stream %s: sequence %d before the first, %d: %w", s.cfg.Stream, next, state.FirstSeq, bridge.ErrExpired)
+			return nil, &bridge.ExpiredError{
+				Resume: bridge.Position{state.FirstSeq},
+				Lost:   fmt.Sprintf("nats: stream %s: sequences %d to %d deleted", s.cfg.Stream, next, state.FirstSeq-1),
+			}
 		}
 	case start.Earliest:
 		next = max(state.FirstSeq, 1)

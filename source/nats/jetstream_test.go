@@ -159,8 +159,11 @@ func TestStreamExpired(t *testing.T) {
 	s := ts.source(Config{Stream: "ORDERS"})
 	for _, p := range []uint64{1, 3, 15} {
 		_, err := s.Open(context.Background(), bridge.Start{Position: bridge.Position{p}})
-		if !errors.Is(err, bridge.ErrExpired) {
-			t.Errorf("Open at %d: %v, want ErrExpired", p, err)
+		var exp *bridge.ExpiredError
+		if !errors.As(err, &exp) || !errors.Is(err, bridge.ErrExpired) {
+			t.Errorf("Open at %d: %v, want an ExpiredError", p, err)
+		} else if !slices.Equal(exp.Resume, bridge.Position{16}) {
+			t.Errorf("Open at %d: Resume = %v, want [16], the first sequence held", p, exp.Resume)
 		}
 	}
 	read(t, brokertest.Open(t, s, bridge.Start{Position: bridge.Position{16}}), seqs(16, 20)...)

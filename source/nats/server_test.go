@@ -31,7 +31,8 @@ func (ts *testServer) conn() *nats.Conn {
 	return nc
 }
 
-// source returns a Source on ts, closed at cleanup.
+// source returns a Source on ts, closed at cleanup. It connects at its
+// first Open.
 func (ts *testServer) source(cfg Config) *Source {
 	ts.t.Helper()
 	cfg.Servers = []string{ts.Addr()}
@@ -40,16 +41,22 @@ func (ts *testServer) source(cfg Config) *Source {
 		ts.t.Fatal(err)
 	}
 	ts.t.Cleanup(func() { s.Close() })
-	waitStatus(ts.t, s, nats.CONNECTED)
 	return s
 }
 
+// waitStatus waits until the connection of s, opened, has status want.
 func waitStatus(t *testing.T, s *Source, want nats.Status) {
 	t.Helper()
+	status := func() nats.Status {
+		if nc := s.conn(); nc != nil {
+			return nc.Status()
+		}
+		return nats.DISCONNECTED // not yet made
+	}
 	deadline := time.Now().Add(10 * time.Second)
-	for s.nc.Status() != want {
+	for status() != want {
 		if time.Now().After(deadline) {
-			t.Fatalf("status %v, want %v", s.nc.Status(), want)
+			t.Fatalf("status %v, want %v", status(), want)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

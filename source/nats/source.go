@@ -2,6 +2,7 @@ package nats
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"os"
@@ -23,24 +24,30 @@ const flushTimeout = 10 * time.Second
 // connection. It implements [bridge.Source] and is safe for concurrent use:
 // any number of readers may be open on it at once.
 type Source struct {
-	cfg Config
-	log *slog.Logger
-	nc  *nats.Conn
-	js  jetstream.JetStream // nil for core NATS
+	cfg  Config
+	log  *slog.Logger
+	url  string        // the servers, for nats.Connect
+	opts []nats.Option // the connection's options
+
+	start sync.Once     // starts connect, at the first Open
+	tried chan struct{} // closed when connect returned
+	nc    *nats.Conn    // set before tried is closed; nil if connect failed
+	js    jetstream.JetStream
+	err   error // connect's error
 
 	mu    sync.Mutex
 	cores map[*coreReader]struct{} // open core NATS readers
 }
 
-// New validates cfg and returns a Source whose connection is made in the
-// background and re-made forever after it drops: New does not wait for the
-// server, nor fail when it is down. It fails on a bad configuration or a
+// New validates cfg and returns a Source. It connects to nothing: the
+// connection is made at the first Open and re-made forever after it
+// drops (see [bridge.Source]). New fails on a bad configuration or a
 // credentials, key or certificate file that cannot be read.
 func New(cfg Config) (*Source, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	s := &Source{cfg: cfg, log: cfg.Logger, cores: make(map[*coreReader]struct{})}
+	s := &Source{cfg: cfg, log: cfg.Logger, tried: make(chan struct{}), cores: make(map[*coreReader]struct{})}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -83,27 +90,53 @@ func New(cfg Config) (*Source, error) {
 		opts = append(opts, nats.Secure())
 	}
 	if cfg.TLSCA != "" {
+		// Read on each connect, like the credentials: check them now.
+		if _, err := os.ReadFile(cfg.TLSCA); err != nil {
+			return nil, fmt.Errorf("nats: tls_ca: %w", err)
+		}
 		opts = append(opts, nats.RootCAs(cfg.TLSCA))
 	}
 	if cfg.TLSCert != "" {
+		if _, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey); err != nil {
+			return nil, fmt.Errorf("nats: tls_cert: %w", err)
+		}
 		opts = append(opts, nats.ClientCert(cfg.TLSCert, cfg.TLSKey))
 	}
 	urls := make([]string, len(cfg.Servers))
 	for i, h := range cfg.Servers {
 		urls[i] = "nats://" + h
 	}
-	nc, err := nats.Connect(strings.Join(urls, ","), opts...)
+	s.url, s.opts = strings.Join(urls, ","), opts
+	return s, nil
+}
+
+// connect makes the connection, which nats.go then keeps up by itself.
+func (s *Source) connect() {
+	defer close(s.tried)
+	nc, err := nats.Connect(s.url, s.opts...)
 	if err != nil {
-		return nil, fmt.Errorf("nats: connect: %w", err)
+		s.err = fmt.Errorf("nats: connect: %w", err)
+		return
 	}
-	s.nc = nc
-	if cfg.Stream != "" {
+	if s.cfg.Stream != "" {
 		if s.js, err = jetstream.New(nc); err != nil {
 			nc.Close()
-			return nil, fmt.Errorf("nats: %w", err)
+			s.err = fmt.Errorf("nats: %w", err)
+			return
 		}
 	}
-	return s, nil
+	s.nc = nc
+}
+
+// conn returns the connection, or nil before it is made or if it could
+// not be.
+func (s *Source) conn() *nats.Conn {
+	select {
+	case <-s.tried:
+		return s.nc
+	default:
+		return nil
+	}
 }
 
 // Info describes the stream: "nats/SUBJECT" without history, or
@@ -124,10 +157,20 @@ func (s *Source) Info() bridge.Info {
 // consumer. It returns an error wrapping [bridge.ErrUnavailable] while the
 // source is not connected or the stream does not exist, one wrapping
 // [bridge.ErrNoHistory] for a start other than the latest on core NATS, and
-// one wrapping [bridge.ErrExpired] for a JetStream position before the
-// stream's first sequence. It gives up when ctx ends.
+// a [*bridge.ExpiredError] for a JetStream position before the stream's
+// first sequence. ctx bounds the opening only; the reader lives until
+// Close.
 func (s *Source) Open(ctx context.Context, start bridge.Start) (bridge.Reader, error) {
-	if s.nc.IsClosed() {
+	s.start.Do(func() { go s.connect() })
+	select { // the first time, for the first attempt
+	case <-s.tried:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	switch {
+	case s.err != nil:
+		return nil, s.err
+	case s.nc == nil || s.nc.IsClosed(): // nil: closed before the first Open
 		return nil, fmt.Errorf("nats: %w", nats.ErrConnectionClosed)
 	}
 	if s.cfg.Stream == "" {
@@ -136,14 +179,21 @@ func (s *Source) Open(ctx context.Context, start bridge.Start) (bridge.Reader, e
 	return s.openStream(ctx, start)
 }
 
-// Connected reports whether the connection to the server is up; the bridge
-// answers /readyz with it.
-func (s *Source) Connected() bool { return s.nc.IsConnected() }
+// Connected reports whether the connection to the server is up (false
+// before the first Open); the bridge answers /readyz with it.
+func (s *Source) Connected() bool {
+	nc := s.conn()
+	return nc != nil && nc.IsConnected()
+}
 
 // Close closes the connection. Readers must be closed first. Close is
 // idempotent.
 func (s *Source) Close() error {
-	s.nc.Close()
+	s.start.Do(func() { close(s.tried) }) // never connected
+	<-s.tried
+	if s.nc != nil {
+		s.nc.Close()
+	}
 	return nil
 }
 
