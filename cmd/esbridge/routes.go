@@ -141,21 +141,30 @@ func openSource(u *url.URL, query url.Values, logger *slog.Logger) (bridge.Sourc
 			return nil, err
 		}
 		cfg.Logger = logger
-		return natssource.New(cfg)
+		return asSource(natssource.New(cfg))
 	case "kafka":
 		cfg, err := kafkasource.ParseURL(&v)
 		if err != nil {
 			return nil, err
 		}
 		cfg.Logger = logger
-		return kafkasource.New(cfg)
+		return asSource(kafkasource.New(cfg))
 	case "amqp", "amqps":
 		cfg, err := amqpsource.ParseURL(&v)
 		if err != nil {
 			return nil, err
 		}
 		cfg.Logger = logger
-		return amqpsource.New(cfg)
+		return asSource(amqpsource.New(cfg))
 	}
 	return nil, fmt.Errorf("unknown scheme %q", u.Scheme)
+}
+
+// asSource returns the result of a source constructor as a bridge.Source,
+// with a nil interface, not a typed nil pointer, on error.
+func asSource[S bridge.Source](s S, err error) (bridge.Source, error) {
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
 }
