@@ -22,6 +22,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -94,7 +95,7 @@ func parseFlags(args []string) (*config, error) {
 func run(args []string, stderr io.Writer) int {
 	c, err := parseFlags(args)
 	if errors.Is(err, flag.ErrHelp) {
-		fmt.Fprint(stderr, usage)
+		fmt.Fprint(stderr, usage())
 		return 0
 	}
 	if err != nil {
@@ -219,18 +220,26 @@ func newLogger(c *config, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-const usage = `Usage: esbridge -route PATH=URL [-route PATH=URL ...] [flags]
+// usage is the text of -h. Its route examples and URL schemes come from
+// schemes.
+func usage() string {
+	var examples strings.Builder
+	for _, s := range schemes {
+		if s.example != "" {
+			fmt.Fprintf(&examples, "                         -route %s\n", s.example)
+		}
+	}
+	return fmt.Sprintf(usageFormat, examples.String(), schemeList())
+}
+
+const usageFormat = `Usage: esbridge -route PATH=URL [-route PATH=URL ...] [flags]
        esbridge -demo
 
 Serves broker streams to browsers as Server-Sent Events.
 
 Flags:
   -route PATH=URL      a route (repeatable), e.g.
-                         -route /orders=jetstream://127.0.0.1:4222/ORDERS
-                         -route /ticks=nats://127.0.0.1:4222/ticks.>
-                         -route /clicks=kafka://127.0.0.1:9092/clicks
-                         -route /trades=amqp://guest:guest@127.0.0.1:5672/?stream=trades
-  -listen ADDR         address to serve HTTP on (default :8080)
+%s  -listen ADDR         address to serve HTTP on (default :8080)
   -backlog N           events kept in memory per route (default 4096)
   -heartbeat DURATION  idle time before a heartbeat comment (default 15s)
   -drain-timeout D     how long shutdown waits for streams to end (default 10s)
@@ -240,6 +249,7 @@ Flags:
   -demo                embedded NATS server, live messages at /demo, a page at /
   -version             print the version and exit
 
+Route URL schemes: %s.
 Route options (URL query): start=latest|earliest, type=subject|header:NAME,
 format=raw|envelope. See README.md for every URL form.
 `
