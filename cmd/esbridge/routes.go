@@ -31,20 +31,16 @@ func (r *routeFlags) Set(v string) error {
 	return nil
 }
 
-// parseRoutes checks every -route, PATH=URL split at the first "=". Its
-// errors name the flag and show the value with credentials hidden.
+// parseRoutes checks the URL of every -route, PATH=URL split at the first
+// "=". Its errors name the flag and show the value with credentials hidden.
+// The paths are checked by bridge.New.
 func (r routeFlags) parseRoutes() ([]routeFlag, error) {
 	var routes []routeFlag
-	seen := map[string]bool{}
 	for _, v := range r {
 		f, err := parseRoute(v)
-		if err == nil && seen[f.path] {
-			err = fmt.Errorf("path %s given twice", f.path)
-		}
 		if err != nil {
 			return nil, fmt.Errorf("invalid value %q for flag -route: %w", redact(v), err)
 		}
-		seen[f.path] = true
 		routes = append(routes, f)
 	}
 	return routes, nil
@@ -52,11 +48,8 @@ func (r routeFlags) parseRoutes() ([]routeFlag, error) {
 
 func parseRoute(v string) (routeFlag, error) {
 	path, raw, ok := strings.Cut(v, "=")
-	switch {
-	case !ok:
+	if !ok {
 		return routeFlag{}, errors.New("want PATH=URL")
-	case !strings.HasPrefix(path, "/"):
-		return routeFlag{}, fmt.Errorf("path %q must begin with /", path)
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
