@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/esbridge/esbridge/bridge"
+	"github.com/esbridge/esbridge/esource"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -58,7 +59,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.SetOutput(io.Discard)
 	fs.StringVar(&c.listen, "listen", ":8080", "`ADDR`ess to serve HTTP on")
 	fs.Var(&c.rawRoutes, "route", "a route, `PATH=URL` (repeatable)")
-	fs.IntVar(&c.backlog, "backlog", 0, "events kept in memory per route (`N`; default 4096)")
+	fs.IntVar(&c.backlog, "backlog", esource.DefaultBacklog, "events kept in memory per route (`N`)")
 	fs.DurationVar(&c.heartbeat, "heartbeat", 15*time.Second, "idle `DURATION` before a heartbeat comment")
 	fs.DurationVar(&c.drain, "drain-timeout", 10*time.Second, "how long shutdown waits for streams to end")
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "debug, info, warn or error")
@@ -76,7 +77,7 @@ func parseFlags(args []string) (*config, error) {
 	switch {
 	case fs.NArg() > 0:
 		return nil, fmt.Errorf("unexpected argument %q (routes are given with -route PATH=URL)", fs.Arg(0))
-	case c.backlog < 0:
+	case c.backlog < 1:
 		return nil, fmt.Errorf("invalid value %d for flag -backlog: must be at least 1", c.backlog)
 	case c.heartbeat <= 0:
 		return nil, fmt.Errorf("invalid value %v for flag -heartbeat: must be positive", c.heartbeat)
@@ -229,7 +230,7 @@ func usage() string {
 			fmt.Fprintf(&examples, "                         -route %s\n", s.example)
 		}
 	}
-	return fmt.Sprintf(usageFormat, examples.String(), schemeList())
+	return fmt.Sprintf(usageFormat, examples.String(), esource.DefaultBacklog, schemeList())
 }
 
 const usageFormat = `Usage: esbridge -route PATH=URL [-route PATH=URL ...] [flags]
@@ -240,7 +241,7 @@ Serves broker streams to browsers as Server-Sent Events.
 Flags:
   -route PATH=URL      a route (repeatable), e.g.
 %s  -listen ADDR         address to serve HTTP on (default :8080)
-  -backlog N           events kept in memory per route (default 4096)
+  -backlog N           events kept in memory per route (default %d)
   -heartbeat DURATION  idle time before a heartbeat comment (default 15s)
   -drain-timeout D     how long shutdown waits for streams to end (default 10s)
   -allow-origin ORIGIN pages of ORIGIN (or *) may open the streams (CORS)
