@@ -35,6 +35,7 @@ func TestBadFlags(t *testing.T) {
 		{"same-path-twice", []string{"-route", valid, "-route", valid}, "-route"},
 		{"reserved-path", []string{"-route", "/healthz=jetstream://127.0.0.1:4222/S"}, "-route"},
 		{"negative-backlog", []string{"-route", valid, "-backlog", "-1"}, "-backlog"},
+		{"zero-backlog", []string{"-route", valid, "-backlog", "0"}, "-backlog"},
 		{"backlog-not-a-number", []string{"-route", valid, "-backlog", "many"}, "-backlog"},
 		{"zero-heartbeat", []string{"-route", valid, "-heartbeat", "0s"}, "-heartbeat"},
 		{"zero-drain-timeout", []string{"-route", valid, "-drain-timeout", "0s"}, "-drain-timeout"},

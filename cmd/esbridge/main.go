@@ -22,10 +22,12 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/esbridge/esbridge/bridge"
+	"github.com/esbridge/esbridge/esource"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -57,7 +59,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.SetOutput(io.Discard)
 	fs.StringVar(&c.listen, "listen", ":8080", "`ADDR`ess to serve HTTP on")
 	fs.Var(&c.rawRoutes, "route", "a route, `PATH=URL` (repeatable)")
-	fs.IntVar(&c.backlog, "backlog", 0, "events kept in memory per route (`N`; default 4096)")
+	fs.IntVar(&c.backlog, "backlog", esource.DefaultBacklog, "events kept in memory per route (`N`)")
 	fs.DurationVar(&c.heartbeat, "heartbeat", 15*time.Second, "idle `DURATION` before a heartbeat comment")
 	fs.DurationVar(&c.drain, "drain-timeout", 10*time.Second, "how long shutdown waits for streams to end")
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "debug, info, warn or error")
@@ -75,7 +77,7 @@ func parseFlags(args []string) (*config, error) {
 	switch {
 	case fs.NArg() > 0:
 		return nil, fmt.Errorf("unexpected argument %q (routes are given with -route PATH=URL)", fs.Arg(0))
-	case c.backlog < 0:
+	case c.backlog < 1:
 		return nil, fmt.Errorf("invalid value %d for flag -backlog: must be at least 1", c.backlog)
 	case c.heartbeat <= 0:
 		return nil, fmt.Errorf("invalid value %v for flag -heartbeat: must be positive", c.heartbeat)
@@ -94,7 +96,7 @@ func parseFlags(args []string) (*config, error) {
 func run(args []string, stderr io.Writer) int {
 	c, err := parseFlags(args)
 	if errors.Is(err, flag.ErrHelp) {
-		fmt.Fprint(stderr, usage)
+		fmt.Fprint(stderr, usage())
 		return 0
 	}
 	if err != nil {
@@ -219,19 +221,27 @@ func newLogger(c *config, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-const usage = `Usage: esbridge -route PATH=URL [-route PATH=URL ...] [flags]
+// usage is the text of -h. Its route examples and URL schemes come from
+// schemes.
+func usage() string {
+	var examples strings.Builder
+	for _, s := range schemes {
+		if s.example != "" {
+			fmt.Fprintf(&examples, "                         -route %s\n", s.example)
+		}
+	}
+	return fmt.Sprintf(usageFormat, examples.String(), esource.DefaultBacklog, schemeList())
+}
+
+const usageFormat = `Usage: esbridge -route PATH=URL [-route PATH=URL ...] [flags]
        esbridge -demo
 
 Serves broker streams to browsers as Server-Sent Events.
 
 Flags:
   -route PATH=URL      a route (repeatable), e.g.
-                         -route /orders=jetstream://127.0.0.1:4222/ORDERS
-                         -route /ticks=nats://127.0.0.1:4222/ticks.>
-                         -route /clicks=kafka://127.0.0.1:9092/clicks
-                         -route /trades=amqp://guest:guest@127.0.0.1:5672/?stream=trades
-  -listen ADDR         address to serve HTTP on (default :8080)
-  -backlog N           events kept in memory per route (default 4096)
+%s  -listen ADDR         address to serve HTTP on (default :8080)
+  -backlog N           events kept in memory per route (default %d)
   -heartbeat DURATION  idle time before a heartbeat comment (default 15s)
   -drain-timeout D     how long shutdown waits for streams to end (default 10s)
   -allow-origin ORIGIN pages of ORIGIN (or *) may open the streams (CORS)
@@ -240,6 +250,7 @@ Flags:
   -demo                embedded NATS server, live messages at /demo, a page at /
   -version             print the version and exit
 
+Route URL schemes: %s.
 Route options (URL query): start=latest|earliest, type=subject|header:NAME,
 format=raw|envelope. See README.md for every URL form.
 `

@@ -31,20 +31,16 @@ func (r *routeFlags) Set(v string) error {
 	return nil
 }
 
-// parseRoutes checks every -route, PATH=URL split at the first "=". Its
-// errors name the flag and show the value with credentials hidden.
+// parseRoutes checks the URL of every -route, PATH=URL split at the first
+// "=". Its errors name the flag and show the value with credentials hidden.
+// The paths are checked by bridge.New.
 func (r routeFlags) parseRoutes() ([]routeFlag, error) {
 	var routes []routeFlag
-	seen := map[string]bool{}
 	for _, v := range r {
 		f, err := parseRoute(v)
-		if err == nil && seen[f.path] {
-			err = fmt.Errorf("path %s given twice", f.path)
-		}
 		if err != nil {
 			return nil, fmt.Errorf("invalid value %q for flag -route: %w", redact(v), err)
 		}
-		seen[f.path] = true
 		routes = append(routes, f)
 	}
 	return routes, nil
@@ -52,24 +48,59 @@ func (r routeFlags) parseRoutes() ([]routeFlag, error) {
 
 func parseRoute(v string) (routeFlag, error) {
 	path, raw, ok := strings.Cut(v, "=")
-	switch {
-	case !ok:
+	if !ok {
 		return routeFlag{}, errors.New("want PATH=URL")
-	case !strings.HasPrefix(path, "/"):
-		return routeFlag{}, fmt.Errorf("path %q must begin with /", path)
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
 		return routeFlag{}, errors.New("the URL cannot be parsed")
 	}
-	switch u.Scheme {
-	case "nats", "jetstream", "kafka", "amqp", "amqps":
-	case "":
-		return routeFlag{}, errors.New("the URL has no scheme (want nats://, jetstream://, kafka://, amqp:// or amqps://)")
-	default:
-		return routeFlag{}, fmt.Errorf("unknown scheme %q (want nats://, jetstream://, kafka://, amqp:// or amqps://)", u.Scheme)
+	switch _, ok := lookupScheme(u.Scheme); {
+	case u.Scheme == "":
+		return routeFlag{}, fmt.Errorf("the URL has no scheme (want %s)", schemeList())
+	case !ok:
+		return routeFlag{}, fmt.Errorf("unknown scheme %q (want %s)", u.Scheme, schemeList())
 	}
 	return routeFlag{path: path, url: u}, nil
+}
+
+// A scheme is a route URL scheme and the source it opens.
+type scheme struct {
+	name string
+	// example is a -route value for the usage text; empty for none.
+	example string
+	// open makes the source of a URL of this scheme, whose query holds
+	// only the source's own parameters.
+	open func(u *url.URL, logger *slog.Logger) (bridge.Source, error)
+}
+
+// schemes are the route URL schemes: the only list of them, from which
+// parseRoute, openSource and the usage text take theirs.
+var schemes = []scheme{
+	{"nats", "/ticks=nats://127.0.0.1:4222/ticks.>", openNATS},
+	{"jetstream", "/orders=jetstream://127.0.0.1:4222/ORDERS", openNATS},
+	{"kafka", "/clicks=kafka://127.0.0.1:9092/clicks", openKafka},
+	{"amqp", "/trades=amqp://guest:guest@127.0.0.1:5672/?stream=trades", openAMQP},
+	{"amqps", "", openAMQP},
+}
+
+// lookupScheme returns the scheme named name.
+func lookupScheme(name string) (scheme, bool) {
+	for _, s := range schemes {
+		if s.name == name {
+			return s, true
+		}
+	}
+	return scheme{}, false
+}
+
+// schemeList lists the schemes for a message: "nats://, ... or amqps://".
+func schemeList() string {
+	names := make([]string, len(schemes))
+	for i, s := range schemes {
+		names[i] = s.name + "://"
+	}
+	return strings.Join(names[:len(names)-1], ", ") + " or " + names[len(names)-1]
 }
 
 // secretParams are the URL query parameters that redact hides.
@@ -132,30 +163,47 @@ func openRoutes(r []routeFlag, logger *slog.Logger) (routes []bridge.Route, clos
 // openSource makes the source of a route URL; query holds the parameters
 // left after the common route options.
 func openSource(u *url.URL, query url.Values, logger *slog.Logger) (bridge.Source, error) {
+	s, ok := lookupScheme(u.Scheme)
+	if !ok {
+		return nil, fmt.Errorf("unknown scheme %q (want %s)", u.Scheme, schemeList())
+	}
 	v := *u
 	v.RawQuery = query.Encode()
-	switch u.Scheme {
-	case "nats", "jetstream":
-		cfg, err := natssource.ParseURL(&v)
-		if err != nil {
-			return nil, err
-		}
-		cfg.Logger = logger
-		return natssource.New(cfg)
-	case "kafka":
-		cfg, err := kafkasource.ParseURL(&v)
-		if err != nil {
-			return nil, err
-		}
-		cfg.Logger = logger
-		return kafkasource.New(cfg)
-	case "amqp", "amqps":
-		cfg, err := amqpsource.ParseURL(&v)
-		if err != nil {
-			return nil, err
-		}
-		cfg.Logger = logger
-		return amqpsource.New(cfg)
+	return s.open(&v, logger)
+}
+
+func openNATS(u *url.URL, logger *slog.Logger) (bridge.Source, error) {
+	cfg, err := natssource.ParseURL(u)
+	if err != nil {
+		return nil, err
 	}
-	return nil, fmt.Errorf("unknown scheme %q", u.Scheme)
+	cfg.Logger = logger
+	return asSource(natssource.New(cfg))
+}
+
+func openKafka(u *url.URL, logger *slog.Logger) (bridge.Source, error) {
+	cfg, err := kafkasource.ParseURL(u)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Logger = logger
+	return asSource(kafkasource.New(cfg))
+}
+
+func openAMQP(u *url.URL, logger *slog.Logger) (bridge.Source, error) {
+	cfg, err := amqpsource.ParseURL(u)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Logger = logger
+	return asSource(amqpsource.New(cfg))
+}
+
+// asSource returns the result of a source constructor as a bridge.Source,
+// with a nil interface, not a typed nil pointer, on error.
+func asSource[S bridge.Source](s S, err error) (bridge.Source, error) {
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
 }
