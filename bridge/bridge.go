@@ -133,7 +133,9 @@ func (b *Bridge) Run(ctx context.Context) error {
 	return nil
 }
 
-// Ready reports whether every route's source is connected.
+// Ready reports whether every route's source is connected: what /readyz
+// answers. It is for programs that serve the routes under a mux of their
+// own and answer their own readiness checks.
 func (b *Bridge) Ready() bool {
 	for _, r := range b.order {
 		if !r.isReady() {
