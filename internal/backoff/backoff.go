@@ -34,8 +34,11 @@ func (b *Backoff) Next() time.Duration {
 
 // Wait waits for the next wait, or until ctx ends, and reports whether
 // it waited the whole time.
-func (b *Backoff) Wait(ctx context.Context) bool {
-	t := time.NewTimer(b.Next())
+func (b *Backoff) Wait(ctx context.Context) bool { return Sleep(ctx, b.Next()) }
+
+// Sleep waits for d, or until ctx ends, and reports whether it waited d.
+func Sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-t.C:

@@ -228,19 +228,7 @@ func (p *partition) fetchError(err error) error {
 		return p.expired(first)
 	case p.next > last:
 		// Past the end: wait for the partition to grow.
-		sleep(p.r.ctx, fetchMaxWait)
+		backoff.Sleep(p.r.ctx, fetchMaxWait)
 	}
 	return errFetched
-}
-
-// sleep waits for d, or until ctx ends, and reports whether it waited d.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
