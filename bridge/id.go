@@ -22,7 +22,10 @@ import (
 //	         kindOrigin: nothing (the start of the stream)
 //
 // A JetStream sequence of 1,000,000 makes a 12-character ID; a Kafka topic
-// of 12 partitions at ten-digit offsets, at most 90 characters.
+// of 12 partitions at ten-digit offsets, at most 90 characters. A stream
+// has at most MaxPartitions partitions, so no ID is longer than
+// maxIDLength: the header, two uvarints of at most 2 bytes, and 10 bytes
+// (a 64-bit varint) for each offset, in base64.
 const (
 	idVersion = 1
 
@@ -30,6 +33,18 @@ const (
 	kindLive     = 1
 	kindOrigin   = 2
 	kindEvent    = 3
+)
+
+// MaxPartitions is the most partitions a stream may have: its event IDs
+// carry an offset for each.
+const MaxPartitions = 1024
+
+// maxIDLength is the length of the longest event ID, 13,666 characters:
+// maxIDBytes in unpadded base64. Longer IDs are refused without being
+// decoded.
+const (
+	maxIDBytes  = 5 + 2 + 2 + 10*MaxPartitions
+	maxIDLength = (maxIDBytes*8 + 5) / 6
 )
 
 // A codec encodes and decodes the event IDs of one stream.
@@ -141,7 +156,7 @@ func (c codec) decode(id string) (token, error) {
 			t.partition = int(min(r.uvarint(), 1<<31))
 		}
 		n := r.uvarint()
-		if n > uint64(len(r.b)) { // each offset takes a byte at least
+		if n > uint64(len(r.b)) || n > MaxPartitions { // each offset takes a byte at least
 			return token{}, fmt.Errorf("%w: %q", errMalformedID, id)
 		}
 		if t.kind == kindEvent && uint64(t.partition) >= n {

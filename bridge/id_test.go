@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"errors"
+	"math"
 	"slices"
 	"strings"
 	"testing"
@@ -182,4 +183,24 @@ func FuzzIDEncoder(f *testing.F) {
 		p[i]++
 		checkEncoder(t, &e, p, i)
 	})
+}
+
+// TestMaxIDLength checks that the longest ID the codec issues, of
+// MaxPartitions partitions at the largest offsets, is maxIDLength long.
+func TestMaxIDLength(t *testing.T) {
+	c := newCodec("kafka/t")
+	pos := make(Position, MaxPartitions)
+	for i := range pos {
+		pos[i] = math.MaxUint64 >> (i % 2) // every difference a 10-byte varint
+	}
+	id := c.event(pos, MaxPartitions-1)
+	if len(id) != maxIDLength {
+		t.Errorf("longest ID: %d characters, maxIDLength %d", len(id), maxIDLength)
+	}
+	if _, err := c.decode(id); err != nil {
+		t.Errorf("decode of the longest ID: %v", err)
+	}
+	if _, err := c.decode(c.position(append(pos, 1))); err == nil {
+		t.Errorf("a position of %d partitions decoded", MaxPartitions+1)
+	}
 }

@@ -2,18 +2,46 @@ package bridge
 
 import (
 	"slices"
+
+	"github.com/esbridge/esbridge/esource"
 )
 
-// Covers implements esource.Ordering: a client at last has received the
-// event id and all before it when it is at or past id's position in every
-// partition.
-func (r *route) Covers(last, id string) bool {
-	v, ok1 := r.positionOf(last)
-	l, ok2 := r.logPosition(id)
-	if !ok1 || !ok2 {
-		return false
+// The route is an esource.Ordering: its event IDs are positions, decoded
+// once into tokens (an event's when it is published, a client's when it
+// connects), which the other methods compare without decoding or
+// allocating.
+
+// Position implements esource.Ordering: the token of an ID of a position,
+// an event, or the origin of the stream. An ID longer than any the codec
+// issues is refused before it is decoded.
+func (r *route) Position(id string) (esource.Position, bool) {
+	if len(id) > maxIDLength {
+		return nil, false
 	}
-	for i, off := range l {
+	t, err := r.codec.decode(id)
+	if err != nil {
+		return nil, false
+	}
+	switch t.kind {
+	case kindOrigin:
+		t.pos = Position{}
+	case kindPosition, kindEvent:
+	default:
+		return nil, false
+	}
+	return &t, true
+}
+
+// Covers implements esource.Ordering: a client at last has received the
+// event at p and all before it when it is at or past p's position in every
+// partition.
+func (r *route) Covers(last, p esource.Position) bool {
+	return covers(last.(*token).pos, p.(*token).pos)
+}
+
+// covers reports whether v is at or past p in every partition.
+func covers(v, p Position) bool {
+	for i, off := range p {
 		if off > 0 && (i >= len(v) || v[i] < off) {
 			return false
 		}
@@ -22,64 +50,26 @@ func (r *route) Covers(last, id string) bool {
 }
 
 // Received implements esource.Ordering: a client at last has received the
-// event id when it is past it in the event's partition.
-func (r *route) Received(last, id string) bool {
-	t, err := r.codec.decode(id)
-	if err != nil || t.kind != kindEvent {
-		return r.Covers(last, id)
+// event at p when it is past it in the event's partition.
+func (r *route) Received(last, p esource.Position) bool {
+	t := p.(*token)
+	if t.kind != kindEvent {
+		return r.Covers(last, p)
 	}
-	v, ok := r.positionOf(last)
-	p := t.partition
-	return ok && p < len(v) && v[p] >= t.pos[p]
+	v, k := last.(*token).pos, t.partition
+	return k < len(v) && v[k] >= t.pos[k]
 }
 
-// logPosition is positionOf for IDs of the log, which esource compares
-// again and again (the oldest event's): it keeps the last one decoded.
-func (r *route) logPosition(id string) (Position, bool) {
-	if d := r.decoded.Load(); d != nil && d.id == id {
-		return d.pos, true
-	}
-	pos, ok := r.positionOf(id)
-	if ok {
-		r.decoded.Store(&decodedID{id: id, pos: pos})
-	}
-	return pos, ok
-}
-
-// A decodedID is an ID with the position it stands for.
-type decodedID struct {
-	id  string
-	pos Position
-}
-
-// Merge implements esource.Ordering: the ID of the event id for a client
-// at last, which is past id's position in some partitions.
-func (r *route) Merge(last, id string) string {
-	t, err := r.codec.decode(id)
-	v, ok := r.positionOf(last)
-	if err != nil || !ok || (t.kind != kindEvent && t.kind != kindPosition) {
-		return id
-	}
-	pos := slices.Clone(t.pos)
-	for i := range min(len(pos), len(v)) {
-		pos[i] = max(pos[i], v[i])
+// Merge implements esource.Ordering: where a client at last stands once it
+// receives the event at p, which is behind it in some partitions.
+func (r *route) Merge(last, p esource.Position) (esource.Position, string) {
+	t, v := p.(*token), last.(*token).pos
+	m := &token{kind: t.kind, partition: t.partition, pos: slices.Clone(t.pos)}
+	for i := range min(len(m.pos), len(v)) {
+		m.pos[i] = max(m.pos[i], v[i])
 	}
 	if t.kind == kindPosition {
-		return r.codec.position(pos)
+		return m, r.codec.position(m.pos)
 	}
-	return r.codec.event(pos, t.partition)
-}
-
-// positionOf returns the position an ID stands for.
-func (r *route) positionOf(id string) (Position, bool) {
-	t, err := r.codec.decode(id)
-	switch {
-	case err != nil:
-		return nil, false
-	case t.kind == kindOrigin:
-		return Position{}, true
-	case t.kind == kindPosition || t.kind == kindEvent:
-		return t.pos, true
-	}
-	return nil, false
+	return m, r.codec.event(m.pos, m.partition)
 }

@@ -16,18 +16,17 @@ import (
 // EventSource, which fans it out; clients that must catch up are replayed
 // from the source by the route's History method.
 type route struct {
-	path    string
-	src     Source
-	info    Info
-	opts    Options
-	codec   codec
-	tr      translator
-	es      *esource.EventSource
-	epoch   uint64 // instance epoch, for sources without history
-	seq     uint64 // live sequence, for sources without history
-	ready   atomic.Bool
-	decoded atomic.Pointer[decodedID] // see logPosition
-	logger  *slog.Logger
+	path   string
+	src    Source
+	info   Info
+	opts   Options
+	codec  codec
+	tr     translator
+	es     *esource.EventSource
+	epoch  uint64 // instance epoch, for sources without history
+	seq    uint64 // live sequence, for sources without history
+	ready  atomic.Bool
+	logger *slog.Logger
 }
 
 // run reads the source live and publishes every message, reopening the

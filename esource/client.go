@@ -36,8 +36,8 @@ type client struct {
 	es     *EventSource
 	sink   sink
 	cursor uint64 // seq of the next event to send
-	lastID string // ID of the last event sent with one
-	skip   string // with an Ordering: events received by this position are not sent
+	lastID string   // ID of the last event sent with one
+	skip   Position // with an Ordering: events received by this position are not sent
 	bufs   [][]byte
 }
 
@@ -57,13 +57,14 @@ func (c *client) run(ctx context.Context, lastID string, resume bool) error {
 func (c *client) serve(ctx context.Context, lastID string, resume bool) error {
 	es := c.es
 	if resume {
+		pos := es.position(lastID) // decoded once
 		es.mu.RLock()
-		seq, skip, ok := es.joinPoint(lastID)
+		seq, skip, ok := es.joinPoint(lastID, pos)
 		es.mu.RUnlock()
 		c.lastID = lastID
 		if ok {
 			c.cursor, c.skip = seq, skip
-		} else if err := c.catchUp(ctx, false); err != nil {
+		} else if err := c.catchUp(ctx, false, pos); err != nil {
 			return err
 		}
 	}
@@ -86,7 +87,7 @@ func (c *client) serve(ctx context.Context, lastID string, resume bool) error {
 
 		switch {
 		case behind:
-			if err := c.catchUp(ctx, true); err != nil {
+			if err := c.catchUp(ctx, true, es.position(c.lastID)); err != nil {
 				return err
 			}
 			continue
@@ -127,22 +128,23 @@ func (c *client) collect() {
 	n := 0
 	for ; c.cursor < es.next && (n == 0 || n < maxBatch); c.cursor++ {
 		e := &es.ring[c.cursor%uint64(len(es.ring))]
-		if c.skip != "" && e.id != "" {
-			received := es.ordering.Received(c.skip, e.id)
-			if es.ordering.Covers(e.id, c.skip) {
-				c.skip = "" // the log is past the client: what follows is new
+		if c.skip != nil && e.pos != nil {
+			received := es.ordering.Received(c.skip, e.pos)
+			if es.ordering.Covers(e.pos, c.skip) {
+				c.skip = nil // the log is past the client: what follows is new
 			}
 			if received {
 				continue
 			}
-			if c.skip != "" {
+			if c.skip != nil {
 				// New to the client, but the log's ID stands behind it in
 				// other partitions: send the event with the client's own.
-				c.skip = es.ordering.Merge(c.skip, e.id)
-				wire := withID(e.wire, e.id, c.skip)
+				var id string
+				c.skip, id = es.ordering.Merge(c.skip, e.pos)
+				wire := withID(e.wire, e.id, id)
 				n += len(wire)
 				c.bufs = append(c.bufs, wire)
-				c.lastID = c.skip
+				c.lastID = id
 				continue
 			}
 		}
@@ -176,39 +178,41 @@ func follows(a, b []byte) bool {
 
 // catchUp serves a client whose position the log does not hold: one that
 // resumes after an ID the log does not know, or one that fell behind the
-// log. It hands the client to the History hook, which replays up to the
-// log; without a hook, or when the hook fails, the client is sent
-// a gap event and continues with the oldest event the log holds (when it
-// fell behind) or the first one published after it came (when its ID is
-// unknown).
-func (c *client) catchUp(ctx context.Context, behind bool) error {
+// log. pos is the position of c.lastID, if it has one. It hands the
+// client to the History hook, which replays up to the log; without a
+// hook, or when the hook fails, the client is sent a gap event and
+// continues with the oldest event the log holds (when it fell behind) or
+// the first one published after it came (when its ID is unknown).
+func (c *client) catchUp(ctx context.Context, behind bool, pos Position) error {
 	es := c.es
-	reason := "unknown-id"
+	gap := Gap{Reason: "unknown-id", Message: "the event ID is not in the log and there is no history"}
 	if behind {
-		reason = "slow"
+		gap = Gap{Reason: "slow", Message: "the client fell behind the log"}
 	}
 	if h := es.cfg.history; h != nil && c.lastID != "" {
-		joined, err := c.replay(ctx, h)
-		if joined || ctx.Err() != nil {
-			return ctx.Err()
-		}
+		joined, err := c.replay(ctx, h, pos)
 		var sinkErr sinkError
 		if errors.As(err, &sinkErr) {
 			return sinkErr.err
 		}
-		reason = "history"
-		if err != nil {
-			reason = "history: " + err.Error()
+		if joined || ctx.Err() != nil {
+			return ctx.Err()
+		}
+		gap = Gap{Reason: "history", Message: "the history could not replay the events"}
+		var gapErr *GapError
+		if errors.As(err, &gapErr) {
+			gap.Reason, gap.Message = gapErr.Reason, gapErr.Message
+		}
+		if err != nil && (gapErr == nil || gapErr.Err != nil) {
 			es.cfg.logger.Warn("esource: history could not serve a client",
-				"lastEventId", c.lastID, "err", err)
+				"lastEventId", Truncate(c.lastID), "err", err)
 		}
 	}
 
 	es.mu.RLock()
-	var missed uint64
 	switch {
 	case behind:
-		missed = es.head - c.cursor
+		gap.Missed = es.head - c.cursor
 		c.cursor = es.head
 	case c.cursor < es.head:
 		// The hook took so long that what was published since the client
@@ -219,7 +223,8 @@ func (c *client) catchUp(ctx context.Context, behind bool) error {
 	// browser reconnecting after the gap resumes where the stream goes on.
 	id := es.idBefore(c.cursor)
 	es.mu.RUnlock()
-	ev := Gap{Reason: reason, LastEventID: c.lastID, Missed: missed}.Event(id)
+	gap.LastEventID = Truncate(c.lastID)
+	ev := gap.Event(id)
 	wire, err := ev.appendWire(nil)
 	if err != nil { // the ID came from the log, so it is valid
 		return err
@@ -230,14 +235,15 @@ func (c *client) catchUp(ctx context.Context, behind bool) error {
 	return c.sink.write([][]byte{wire})
 }
 
-// replay runs the History hook for c and reports whether c joined the log.
-func (c *client) replay(ctx context.Context, h History) (joined bool, err error) {
+// replay runs the History hook for c, at pos, and reports whether c
+// joined the log.
+func (c *client) replay(ctx context.Context, h History, pos Position) (joined bool, err error) {
 	es := c.es
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	r := &Replay{c: c, cancel: cancel, last: c.lastID}
+	r := &Replay{c: c, cancel: cancel, last: c.lastID, lastPos: pos}
 	es.mu.Lock()
-	if seq, skip, ok := es.joinPoint(c.lastID); ok {
+	if seq, skip, ok := es.joinPoint(c.lastID, pos); ok {
 		es.mu.Unlock()
 		c.cursor, c.skip = seq, skip
 		return true, nil
@@ -259,18 +265,23 @@ func (c *client) replay(ctx context.Context, h History) (joined bool, err error)
 
 	es.mu.Lock()
 	delete(es.catching, r)
-	joined = r.joined
-	es.mu.Unlock()
+	joined = r.joined.Load()
 	c.lastID = r.last
 	if joined {
 		c.cursor, c.skip = r.joinAt, r.skip
-		return true, nil
 	}
+	es.mu.Unlock()
 	if errors.Is(err, errClientGone) {
-		return false, sinkError{err}
+		err = sinkError{err}
 	}
-	if errors.Is(err, ErrCaughtUp) || errors.Is(err, context.Canceled) && ctx.Err() == nil {
-		err = nil
+	var sinkErr sinkError
+	switch {
+	case errors.As(err, &sinkErr):
+		return joined, sinkErr
+	case joined:
+		return true, nil
+	case errors.Is(err, ErrCaughtUp) || errors.Is(err, context.Canceled) && ctx.Err() == nil:
+		return false, nil
 	}
 	return false, err
 }

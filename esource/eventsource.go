@@ -46,8 +46,9 @@ type EventSource struct {
 	head     uint64            // seq of the oldest event in the log
 	next     uint64            // seq the next event gets
 	size     int               // wire bytes in the log
-	evicted  string            // ID of the event before head, if any
+	evicted  entry             // the event before head, if any (ID and position)
 	ids      map[string]uint64 // ID -> seq, for the events in the log
+	longest  int               // length of the longest ID ever published
 	page     []byte            // where the next events' bytes go
 	wake     chan struct{}     // closed and replaced to wake the clients
 	lastWake time.Time         // when wake was last closed
@@ -66,6 +67,7 @@ type EventSource struct {
 // still be sending an evicted event.
 type entry struct {
 	id   string
+	pos  Position // decoded by the Ordering, if any
 	wire []byte
 }
 
@@ -105,6 +107,7 @@ func (es *EventSource) Publish(ev Event) error {
 	if err != nil {
 		return err
 	}
+	pos := es.position(ev.ID)
 	es.mu.Lock()
 	defer es.mu.Unlock()
 	if es.closed {
@@ -123,7 +126,7 @@ func (es *EventSource) Publish(ev Event) error {
 	}
 	at := len(es.page)
 	es.page = append(es.page, wire...)
-	es.ring[seq%uint64(len(es.ring))] = entry{id: ev.ID, wire: es.page[at:]}
+	es.ring[seq%uint64(len(es.ring))] = entry{id: ev.ID, pos: pos, wire: es.page[at:]}
 	es.next++
 	es.size += len(wire)
 	for es.cfg.backlogBytes > 0 && es.size > es.cfg.backlogBytes && es.next-es.head > 1 {
@@ -131,12 +134,14 @@ func (es *EventSource) Publish(ev Event) error {
 	}
 	if ev.ID != "" {
 		es.ids[ev.ID] = seq
+		es.longest = max(es.longest, len(ev.ID))
 		for r := range es.catching {
 			switch {
+			case r.joined.Load():
 			case r.last == ev.ID:
-				r.join(seq+1, "")
-			case es.ordering != nil && es.ordering.Covers(r.last, ev.ID):
-				r.join(seq+1, r.last)
+				r.join(seq+1, nil)
+			case pos != nil && r.lastPos != nil && es.ordering.Covers(r.lastPos, pos):
+				r.join(seq+1, r.lastPos)
 			}
 		}
 	}
@@ -180,34 +185,50 @@ func (es *EventSource) evict() {
 	}
 	es.size -= len(e.wire)
 	es.ring[i] = entry{}
-	es.evicted = e.id
+	es.evicted = entry{id: e.id, pos: e.pos}
 	es.head++
 }
 
-// joinPoint returns where in the log a client whose last event was last
-// continues: after the event last, or with an Ordering after the newest
-// event that last covers, skipping from there on the events that last has
-// received (skip is then last). It reports false if the log cannot serve
-// the client. es.mu must be held.
-func (es *EventSource) joinPoint(last string) (seq uint64, skip string, ok bool) {
-	if seq, ok := es.ids[last]; ok {
-		return seq + 1, "", true
+// position returns the position of id decoded by the Ordering, or nil.
+func (es *EventSource) position(id string) Position {
+	if es.ordering == nil || id == "" {
+		return nil
+	}
+	if pos, ok := es.ordering.Position(id); ok {
+		return pos
+	}
+	return nil
+}
+
+// joinPoint returns where in the log a client whose last event was last,
+// at lastPos, continues: after the event last, or with an Ordering after
+// the newest event that lastPos covers, skipping from there on the events
+// that lastPos has received (skip is then lastPos). It reports false if
+// the log cannot serve the client, and for a client ahead of the log's
+// newest event, which only the History can tell from one the broker never
+// had. es.mu must be held.
+func (es *EventSource) joinPoint(last string, lastPos Position) (seq uint64, skip Position, ok bool) {
+	if len(last) <= es.longest {
+		if seq, ok := es.ids[last]; ok {
+			return seq + 1, nil, true
+		}
 	}
 	o := es.ordering
-	if o == nil || last == "" {
-		return 0, "", false
+	if o == nil || lastPos == nil || es.next == 0 {
+		return 0, nil, false
 	}
 	// Everything before the log must have been received: the event before
 	// it, or its first event when none was ever evicted.
-	oldest := es.evicted
+	oldest := es.evicted.pos
 	if es.head == 0 {
-		if es.next == 0 {
-			return 0, "", false
-		}
-		oldest = es.ring[0].id
+		oldest = es.ring[0].pos
 	}
-	if oldest == "" || !o.Covers(last, oldest) {
-		return 0, "", false
+	if oldest == nil || !o.Covers(lastPos, oldest) {
+		return 0, nil, false
+	}
+	newest := es.ring[(es.next-1)%uint64(len(es.ring))].pos
+	if newest != nil && o.Covers(lastPos, newest) && !o.Covers(newest, lastPos) {
+		return 0, nil, false // ahead of the log
 	}
 	// Any covered event will do, the skipping makes up the rest; the newest
 	// one found by bisection skips least.
@@ -217,20 +238,20 @@ func (es *EventSource) joinPoint(last string) (seq uint64, skip string, ok bool)
 	}
 	for lo < hi {
 		mid := lo + (hi-lo)/2
-		if id := es.ring[mid%uint64(len(es.ring))].id; id != "" && o.Covers(last, id) {
+		if pos := es.ring[mid%uint64(len(es.ring))].pos; pos != nil && o.Covers(lastPos, pos) {
 			lo = mid + 1
 		} else {
 			hi = mid
 		}
 	}
-	return lo, last, true
+	return lo, lastPos, true
 }
 
 // idBefore returns the ID of the event before seq, which must be in
 // [head, next]. es.mu must be held.
 func (es *EventSource) idBefore(seq uint64) string {
 	if seq == es.head {
-		return es.evicted
+		return es.evicted.id
 	}
 	return es.ring[(seq-1)%uint64(len(es.ring))].id
 }

@@ -2,6 +2,8 @@ package esource
 
 import (
 	"context"
+	"sync/atomic"
+	"time"
 )
 
 // A History replays events that the log no longer holds, typically by
@@ -29,118 +31,241 @@ type History interface {
 // of the source interleaves them otherwise than the live log did, so a
 // replayed client may never send an ID that the log holds; with an Ordering
 // it joins the log where its position stands, and the log skips the events
-// it has already received. The methods must be cheap, pure functions of
-// their arguments, and report false for IDs they cannot compare.
+// it has already received.
+//
+// Positions are opaque to the EventSource: it decodes each ID once, with
+// Position (an event's when it is published, outside any lock; a client's
+// when it connects), keeps the result, and hands it back to the other
+// methods, which compare decoded values. They must be cheap, pure, safe
+// for concurrent use, and should not allocate.
 type Ordering interface {
 	History
 
-	// Covers reports whether a client whose last event was last has
-	// received the event id and every event before it.
-	Covers(last, id string) bool
+	// Position decodes the position of an event ID. It reports false for
+	// an ID that is not a position of the stream.
+	Position(id string) (Position, bool)
 
-	// Received reports whether a client whose last event was last has
-	// received the event id.
-	Received(last, id string) bool
+	// Covers reports whether a client at last has received the event at p
+	// and every event before it.
+	Covers(last, p Position) bool
 
-	// Merge returns the ID a client at last holds once it receives the
-	// event id, which it had not: the log's own ID for the event may stand
-	// behind the client in other partitions, and would resume it there.
-	Merge(last, id string) string
+	// Received reports whether a client at last has received the event at
+	// p.
+	Received(last, p Position) bool
+
+	// Merge returns where a client at last stands once it receives the
+	// event at p, which it had not, and the ID of that position: the log's
+	// own ID for the event may stand behind the client in other
+	// partitions, and would resume it there.
+	Merge(last, p Position) (Position, string)
 }
 
+// A Position is where an event stands in its stream, as an Ordering
+// decodes it from the event's ID. The EventSource only keeps it and hands
+// it back to the Ordering.
+type Position any
+
+// An Encoded event is an event encoded once, to be sent to many clients of
+// a History (see [Replay.SendEncoded]) as the log's events are.
+type Encoded struct {
+	id   string
+	pos  Position
+	wire []byte
+}
+
+// Encode encodes ev, with pos its position as the EventSource's Ordering
+// would decode it from ev.ID (nil if it has none). It returns
+// ErrInvalidEvent for an event that cannot be encoded.
+func Encode(ev Event, pos Position) (Encoded, error) {
+	wire, err := ev.appendWire(nil)
+	return Encoded{id: ev.ID, pos: pos, wire: wire}, err
+}
+
+// ID returns the event's ID.
+func (e Encoded) ID() string { return e.id }
+
+// Len returns the size of the event's encoding.
+func (e Encoded) Len() int { return len(e.wire) }
+
+// WithID returns the event with another ID, at pos.
+func (e Encoded) WithID(id string, pos Position) Encoded {
+	return Encoded{id: id, pos: pos, wire: withID(e.wire, e.id, id)}
+}
+
+// A GapError, returned by History.Replay, says in a stable code why the
+// client could not be replayed: the client's gap event carries its Reason
+// and Message, and Err goes to the log.
+type GapError struct {
+	Reason  string // a stable code, such as "malformed-id"
+	Message string // a short text for people
+	Err     error  // the cause, if any
+}
+
+func (e *GapError) Error() string {
+	if e.Err != nil {
+		return e.Reason + ": " + e.Err.Error()
+	}
+	return e.Reason + ": " + e.Message
+}
+
+func (e *GapError) Unwrap() error { return e.Err }
+
 // A Replay is one client's catch-up with the log, passed to History.Replay.
-// Its methods may only be called from within Replay.
+// Its methods may only be called from within Replay. What it sends is
+// written to the client at each Flush, and when a batch is full.
 type Replay struct {
 	c      *client
 	cancel context.CancelFunc
-	buf    []byte
+	bufs   [][]byte // sent, not yet written: of own, or of shared events
+	own    []byte   // the encodings of Send
+	size   int      // bytes in bufs
+	sent   string   // the ID of the last event sent, if not yet written
+	sentAt Position // its position, if known
+
+	joined atomic.Bool // set under es.mu: the log took the client over
 
 	// Guarded by c.es.mu.
-	last   string // ID of the last event sent, or of the resume point
-	joined bool
-	joinAt uint64 // seq the client continues at in the log, once joined
-	skip   string // with an Ordering, the position whose events the log skips
-	sent   int    // events sent with an ID
+	last    string   // ID of the last event written, or of the resume point
+	lastPos Position // its position
+	joinAt  uint64   // seq the client continues at in the log, once joined
+	skip    Position // with an Ordering, the position whose events the log skips
 }
 
-// Send writes ev to the client. It returns ErrCaughtUp once the log holds
+// Send sends ev to the client. It returns ErrCaughtUp once the log holds
 // what follows: then the caller must return, and the log sends the rest. It
 // returns ErrInvalidEvent for an event that cannot be encoded, and the
 // client's write error if it went away.
 func (r *Replay) Send(ev Event) error {
-	n := len(r.buf)
+	if r.joined.Load() {
+		return ErrCaughtUp
+	}
+	n := len(r.own)
 	var err error
-	if r.buf, err = ev.appendWire(r.buf); err != nil {
+	if r.own, err = ev.appendWire(r.own); err != nil {
 		return err
 	}
-	es := r.c.es
-	es.mu.Lock()
-	if r.joined {
-		// The log took over after the previous event: ev is its to send.
-		es.mu.Unlock()
-		r.buf = r.buf[:n]
+	return r.add(r.own[n:len(r.own):len(r.own)], ev.ID, nil)
+}
+
+// SendEncoded sends e, as Send does, without encoding it again: the
+// client's write refers to e's bytes, which must not change.
+func (r *Replay) SendEncoded(e Encoded) error {
+	if r.joined.Load() {
 		return ErrCaughtUp
 	}
-	if ev.ID != "" {
-		r.last = ev.ID
-		// An ID the log holds is a cheap find; comparing positions costs
-		// more, and is done for one event in orderingStride, and by Flush.
-		r.sent++
-		if seq, ok := es.ids[ev.ID]; ok {
-			r.join(seq+1, "")
-		} else if r.sent%orderingStride == 0 {
-			r.tryJoin()
-		}
+	return r.add(e.wire, e.id, e.pos)
+}
+
+func (r *Replay) add(wire []byte, id string, pos Position) error {
+	if k := len(r.bufs) - 1; k >= 0 && follows(r.bufs[k], wire) {
+		r.bufs[k] = r.bufs[k][:len(r.bufs[k])+len(wire)]
+	} else {
+		r.bufs = append(r.bufs, wire)
 	}
-	joined := r.joined
-	es.mu.Unlock()
-	if joined {
-		return ErrCaughtUp
+	r.size += len(wire)
+	if id != "" {
+		r.sent, r.sentAt = id, pos
 	}
-	if len(r.buf) >= maxBatch {
+	if r.size >= maxBatch {
 		return r.Flush()
 	}
 	return nil
 }
 
-// join moves the client into the log at seq, skipping what skip has
-// received, and ends the replay. es.mu must be held.
-func (r *Replay) join(seq uint64, skip string) {
-	r.joined, r.joinAt, r.skip = true, seq, skip
-	r.cancel()
-}
-
 // Flush writes the events sent so far to the client; a History should call
-// it before it waits on its source. It returns ErrCaughtUp if the log holds
-// what follows them: then the caller must return.
+// it before it waits on its source (or call Wait). It returns ErrCaughtUp
+// if the log holds what follows them: then the caller must return.
 func (r *Replay) Flush() error {
-	if len(r.buf) > 0 {
-		err := r.c.sink.write([][]byte{r.buf})
-		r.buf = r.buf[:0]
+	es := r.c.es
+	if r.sent != "" && r.sentAt == nil {
+		r.sentAt = es.position(r.sent)
+	}
+	es.mu.Lock()
+	if r.joined.Load() {
+		// The log took the client over at r.last, before what was sent
+		// since: that is the log's to send.
+		es.mu.Unlock()
+		r.reset()
+		return ErrCaughtUp
+	}
+	if r.sent != "" {
+		r.last, r.lastPos = r.sent, r.sentAt
+	}
+	r.tryJoin()
+	joined := r.joined.Load()
+	es.mu.Unlock()
+	if len(r.bufs) > 0 {
+		err := r.c.sink.write(r.bufs)
+		r.reset()
 		if err != nil {
 			return sinkError{err}
 		}
 	}
-	es := r.c.es
-	es.mu.Lock()
-	defer es.mu.Unlock()
-	if !r.joined {
-		r.tryJoin()
-	}
-	if r.joined {
+	if joined {
 		return ErrCaughtUp
 	}
 	return nil
 }
 
-// orderingStride is how many events Send sends between two comparisons of
-// positions with the log.
-const orderingStride = 32
+// reset forgets what was sent, once written or discarded.
+func (r *Replay) reset() {
+	clear(r.bufs)
+	r.bufs, r.own, r.size = r.bufs[:0], r.own[:0], 0
+	r.sent, r.sentAt = "", nil
+}
+
+// Wait flushes what was sent, then waits until ready is closed or ctx
+// ends, sending the client heartbeats meanwhile, as the log would. It
+// returns ErrCaughtUp if the log took the client over, else ctx's error,
+// or nil when ready is closed.
+func (r *Replay) Wait(ctx context.Context, ready <-chan struct{}) error {
+	if err := r.Flush(); err != nil {
+		return err
+	}
+	var heartbeat <-chan time.Time
+	var timer *time.Timer
+	d := r.c.es.cfg.heartbeat
+	if d > 0 {
+		timer = time.NewTimer(d)
+		defer timer.Stop()
+		heartbeat = timer.C
+	}
+	for {
+		select {
+		case <-ready:
+			return nil
+		case <-ctx.Done():
+			return r.ctxErr(ctx)
+		case <-heartbeat:
+			if err := r.c.sink.write([][]byte{heartbeatLine}); err != nil {
+				return sinkError{err}
+			}
+			timer.Reset(d)
+		}
+	}
+}
+
+// ctxErr returns ErrCaughtUp if ctx ended because the log took the client
+// over, else ctx's error.
+func (r *Replay) ctxErr(ctx context.Context) error {
+	if r.joined.Load() {
+		return ErrCaughtUp
+	}
+	return ctx.Err()
+}
+
+// join moves the client into the log at seq, skipping what skip has
+// received, and ends the replay. es.mu must be held.
+func (r *Replay) join(seq uint64, skip Position) {
+	r.joinAt, r.skip = seq, skip
+	r.joined.Store(true)
+	r.cancel()
+}
 
 // tryJoin joins the log if it can serve the client from r.last on.
 // es.mu must be held.
 func (r *Replay) tryJoin() {
-	if seq, skip, ok := r.c.es.joinPoint(r.last); ok {
+	if seq, skip, ok := r.c.es.joinPoint(r.last, r.lastPos); ok {
 		r.join(seq, skip)
 	}
 }

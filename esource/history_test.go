@@ -8,7 +8,9 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"strings"
 	"testing"
+	"unicode/utf8"
 	"time"
 )
 
@@ -144,11 +146,46 @@ func TestHistoryErrorIsGap(t *testing.T) {
 	if err := json.Unmarshal([]byte(ev.Data), &gap); err != nil || ev.Type != GapType {
 		t.Fatalf("got %+v, want a gap (%v)", ev, err)
 	}
-	if want := `history: not a position: "not-a-number"`; gap.Reason != want || ev.LastEventID != "3" {
-		t.Errorf("gap %+v, ID %q; want reason %q, ID 3", gap, ev.LastEventID, want)
+	// A stable code, not the hook's error text, which goes to the log.
+	if gap.Reason != "history" || gap.Message == "" || gap.LastEventID != "not-a-number" || ev.LastEventID != "3" {
+		t.Errorf("gap %+v, ID %q; want reason \"history\" with a message, ID 3", gap, ev.LastEventID)
 	}
 	o.publish(t, es, 4, 5)
 	s.expect(4, 5)
+}
+
+// refusing is a History that refuses every client with a GapError.
+type refusing struct{}
+
+func (refusing) Replay(context.Context, string, *Replay) error {
+	return &GapError{Reason: "malformed-id", Message: "the event ID cannot be read"}
+}
+
+// TestGapErrorAndLongID resumes from an ID of 1 MB that the History
+// refuses: the gap carries the hook's code and message, and no more than
+// MaxEchoedID bytes of the ID.
+func TestGapErrorAndLongID(t *testing.T) {
+	checkNoLeaks(t)
+	es := newSource(t, WithHistory(refusing{}))
+	publishN(t, es, 1, 3)
+	long := strings.Repeat("é", 1<<19) // 1 MB, two bytes a rune
+	events, err := es.Tee(t.Context(), long)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for ev := range events {
+		var gap Gap
+		if err := json.Unmarshal([]byte(ev.Data.(string)), &gap); err != nil || ev.Type != GapType {
+			t.Fatalf("got %+v, want a gap (%v)", ev, err)
+		}
+		if gap.Reason != "malformed-id" || gap.Message != "the event ID cannot be read" {
+			t.Errorf("gap %+v, want the GapError's reason and message", gap)
+		}
+		if len(gap.LastEventID) > MaxEchoedID+len("…") || !strings.HasPrefix(long, strings.TrimSuffix(gap.LastEventID, "…")) || !utf8.ValidString(gap.LastEventID) {
+			t.Errorf("gap's lastEventId is %d bytes (%q…), want a valid prefix of at most %d", len(gap.LastEventID), gap.LastEventID[:min(20, len(gap.LastEventID))], MaxEchoedID)
+		}
+		break
+	}
 }
 
 // TestResumeExactlyOnceUnderLoad resumes many clients at random positions

@@ -37,26 +37,37 @@ func position(id string) (p int, pos [2]int, ok bool) {
 	return p, pos, ok1 && ok2 && err[0] == nil && err[1] == nil && err[2] == nil
 }
 
-func (s *partitioned) Covers(last, id string) bool {
-	_, v, ok1 := position(last)
-	_, l, ok2 := position(id)
-	return ok1 && ok2 && v[0] >= l[0] && v[1] >= l[1]
+// at is a decoded ID.
+type at struct {
+	p   int
+	pos [2]int
 }
 
-func (s *partitioned) Received(last, id string) bool {
-	_, v, ok1 := position(last)
-	p, l, ok2 := position(id)
-	return ok1 && ok2 && v[p] >= l[p]
-}
-
-func (s *partitioned) Merge(last, id string) string {
-	_, v, ok1 := position(last)
-	p, l, ok2 := position(id)
-	if !ok1 || !ok2 {
-		return id
+func (s *partitioned) Position(id string) (Position, bool) {
+	p, pos, ok := position(id)
+	if !ok {
+		return nil, false
 	}
-	return fmt.Sprintf("%d:%d.%d", p, max(v[0], l[0]), max(v[1], l[1]))
+	return &at{p, pos}, true
 }
+
+func (s *partitioned) Covers(last, p Position) bool {
+	v, l := last.(*at).pos, p.(*at).pos
+	return v[0] >= l[0] && v[1] >= l[1]
+}
+
+func (s *partitioned) Received(last, p Position) bool {
+	e := p.(*at)
+	return last.(*at).pos[e.p] >= e.pos[e.p]
+}
+
+func (s *partitioned) Merge(last, p Position) (Position, string) {
+	v, e := last.(*at).pos, p.(*at)
+	m := &at{e.p, [2]int{max(v[0], e.pos[0]), max(v[1], e.pos[1])}}
+	return m, fmt.Sprintf("%d:%d.%d", m.p, m.pos[0], m.pos[1])
+}
+
+var _ Ordering = (*partitioned)(nil)
 
 // Replay reads partition 1 before partition 0: never the live order.
 func (s *partitioned) Replay(ctx context.Context, lastID string, r *Replay) error {
