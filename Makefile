@@ -4,8 +4,11 @@
 # RabbitMQ (scripts/rabbitmq.sh: Debian's rabbitmq-server, installed if
 # missing; reused if running; AMQP_URL points at another), installs Debian's
 # Chromium and the npm packages of the browser tests (e2e/setup.sh), and
-# runs the linters and every test with the race detector. NATS tests embed
-# nats-server.
+# runs the linters and every test with the race detector, packages in
+# parallel (go test's default -p, GOMAXPROCS). NATS tests embed nats-server;
+# the tests of every package share the Kafka and RabbitMQ brokers, and the
+# few that restart one take it for themselves first (a lock file per broker,
+# see internal/brokertest).
 
 STATICCHECK_VERSION := v0.8.2
 TOOLS := $(CURDIR)/.tools/bin
@@ -17,7 +20,7 @@ test: lint
 	scripts/kafka.sh start
 	scripts/rabbitmq.sh start
 	e2e/setup.sh
-	go test -race -count=1 -p 1 ./...  # one package at a time: a Kafka test restarts the shared broker
+	go test -race -count=1 ./...
 
 lint: tools hygiene
 	@unformatted=$$(gofmt -l . ); if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi

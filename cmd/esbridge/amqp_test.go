@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -223,9 +222,7 @@ func TestAMQPStreamResume(t *testing.T) {
 // exchange's client is told of the loss with a gap event, then gets what
 // is published after the restart.
 func TestAMQPBrokerRestart(t *testing.T) {
-	if os.Getenv("AMQP_URL") != "" {
-		t.Skip("AMQP_URL is set: not restarting that broker")
-	}
+	restart := brokertest.LockRabbitMQ(t, "../../scripts/rabbitmq.sh")
 	rb := newRabbit(t)
 	stream, ex := rb.stream(nil), rb.exchange()
 	pubStream, pubEx := rb.publisher("", stream), rb.publisher(ex, "")
@@ -244,7 +241,7 @@ func TestAMQPBrokerRestart(t *testing.T) {
 	leaves.close()
 
 	codes := watchReadyz(t, b)
-	brokertest.RestartRabbitMQ(t, "../../scripts/rabbitmq.sh")
+	restart()
 	pubStream(seq("m", 6, 10)...) // as soon as the broker takes them
 	b.waitReadyz(200)
 	if seen := codes(); !slices.Contains(seen, "503") {

@@ -18,7 +18,6 @@ import (
 	"maps"
 	"net/http"
 	"net/url"
-	"os"
 	"regexp"
 	"slices"
 	"strconv"
@@ -561,12 +560,11 @@ func TestKafkaResumeAcrossInstancesAndRestart(t *testing.T) {
 // A broker restart mid-stream: /readyz answers 503 while the broker is
 // down and 200 after; a client that stayed connected, and one that comes
 // back with its last ID, get every message once, in each key's order, and
-// no gap event. It restarts the broker of scripts/kafka.sh, so it runs
-// alone (not in parallel), and not against KAFKA_BROKERS.
+// no gap event. It restarts the broker of scripts/kafka.sh, which it
+// takes for itself (see brokertest.LockKafka), so it does not run in
+// parallel; it skips against KAFKA_BROKERS.
 func TestKafkaBrokerRestart(t *testing.T) {
-	if os.Getenv("KAFKA_BROKERS") != "" {
-		t.Skip("KAFKA_BROKERS is set: not restarting that cluster")
-	}
+	restart := brokertest.LockKafka(t, "../../scripts/kafka.sh")
 	const keys = 12
 	top := newKafkaTopic(t)
 	b := startBridge(t, "-listen", "127.0.0.1:0", "-backlog", "16", "-route", top.route("/t", "metadata_interval=1s"))
@@ -586,7 +584,7 @@ func TestKafkaBrokerRestart(t *testing.T) {
 	// Restart, watching /readyz meanwhile.
 	codes := watchReadyz(t, b)
 	began := time.Now()
-	brokertest.RestartKafka(t, "../../scripts/kafka.sh")
+	restart()
 	seen := codes()
 	t.Logf("broker restarted in %v; /readyz meanwhile: %v", time.Since(began), seen)
 	if !slices.Contains(seen, "503") {

@@ -2,6 +2,12 @@
 // whose broker does not answer is skipped on a developer's machine and
 // fails in CI (CI set), where every broker test must run. It is for tests
 // only.
+//
+// The Kafka and RabbitMQ brokers are shared by the tests of every package,
+// which go test runs in parallel. A test that uses one holds its lock
+// shared (Kafka, AMQP), and a test that restarts one holds it exclusive
+// (LockKafka, LockRabbitMQ): a restart waits for the tests of other
+// packages that use the broker, and they wait for it. See lock.go.
 package brokertest
 
 import (
@@ -17,9 +23,11 @@ import (
 
 // Kafka returns the Kafka brokers of the tests: KAFKA_BROKERS, comma
 // separated, or 127.0.0.1:9092, which `make test` starts with
-// scripts/kafka.sh.
+// scripts/kafka.sh. It holds the Kafka lock shared until the end of t,
+// waiting first for a restart of the broker by another package's test.
 func Kafka(t testing.TB) []string {
 	t.Helper()
+	kafkaLock.share(t)
 	brokers := []string{"127.0.0.1:9092"}
 	if v := os.Getenv("KAFKA_BROKERS"); v != "" {
 		brokers = strings.Split(v, ",")
@@ -30,9 +38,11 @@ func Kafka(t testing.TB) []string {
 
 // AMQP returns the RabbitMQ broker URI of the tests: AMQP_URL, or
 // amqp://guest:guest@127.0.0.1:5672/, which `make test` starts with
-// scripts/rabbitmq.sh.
+// scripts/rabbitmq.sh. It holds the RabbitMQ lock shared until the end of
+// t, waiting first for a restart of the broker by another package's test.
 func AMQP(t testing.TB) string {
 	t.Helper()
+	rabbitLock.share(t)
 	uri := "amqp://guest:guest@127.0.0.1:5672/"
 	if v := os.Getenv("AMQP_URL"); v != "" {
 		uri = v
@@ -53,27 +63,38 @@ func AMQP(t testing.TB) string {
 	return uri
 }
 
-// RestartRabbitMQ restarts the RabbitMQ broker of scripts/rabbitmq.sh
-// (script is its path from the test's directory): every connection drops,
-// streams are kept. A test that calls it is skipped when AMQP_URL names
-// another broker, and must not run in parallel with other broker tests.
-func RestartRabbitMQ(t testing.TB, script string) {
+// LockRabbitMQ takes the RabbitMQ broker of scripts/rabbitmq.sh (script
+// is its path from the test's directory) for t alone, and returns a
+// function that restarts it: every connection drops, streams are kept.
+// It waits until no test of another package uses the broker, and holds
+// the RabbitMQ lock exclusive until the end of t, so tests of other
+// packages wait meanwhile. A test that restarts the broker calls it
+// first, before anything that uses the broker, and does not call
+// t.Parallel. It skips t when AMQP_URL names another broker.
+func LockRabbitMQ(t testing.TB, script string) (restart func()) {
 	t.Helper()
 	if os.Getenv("AMQP_URL") != "" {
 		t.Skip("AMQP_URL is set: not restarting that broker")
 	}
-	out, err := exec.Command("bash", script, "restart").CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s restart: %v\n%s", script, err, out)
+	rabbitLock.own(t)
+	return func() {
+		t.Helper()
+		if out, err := exec.Command("bash", script, "restart").CombinedOutput(); err != nil {
+			t.Fatalf("%s restart: %v\n%s", script, err, out)
+		}
 	}
 }
 
-// RestartKafka restarts the Kafka broker of scripts/kafka.sh, keeping its
-// data (script is its path from the test's directory). A test that calls
-// it is skipped when KAFKA_BROKERS names another cluster, skipped or
-// failed (in CI) when the broker was not started by the script, and must
-// not run in parallel with other broker tests.
-func RestartKafka(t testing.TB, script string) {
+// LockKafka takes the Kafka broker of scripts/kafka.sh (script is its
+// path from the test's directory) for t alone, and returns a function
+// that restarts it, keeping its data. It waits until no test of another
+// package uses the broker, and holds the Kafka lock exclusive until the
+// end of t, so tests of other packages wait meanwhile. A test that
+// restarts the broker calls it first, before anything that uses the
+// broker, and does not call t.Parallel. It skips t when KAFKA_BROKERS
+// names another cluster, and skips or fails it (in CI) when the broker
+// was not started by the script.
+func LockKafka(t testing.TB, script string) (restart func()) {
 	t.Helper()
 	if os.Getenv("KAFKA_BROKERS") != "" {
 		t.Skip("KAFKA_BROKERS is set: not restarting that cluster")
@@ -85,8 +106,12 @@ func RestartKafka(t testing.TB, script string) {
 		}
 		t.Skip(msg)
 	}
-	if out, err := exec.Command("bash", script, "restart").CombinedOutput(); err != nil {
-		t.Fatalf("%s restart: %v\n%s", script, err, out)
+	kafkaLock.own(t)
+	return func() {
+		t.Helper()
+		if out, err := exec.Command("bash", script, "restart").CombinedOutput(); err != nil {
+			t.Fatalf("%s restart: %v\n%s", script, err, out)
+		}
 	}
 }
 

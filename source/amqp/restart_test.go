@@ -16,6 +16,7 @@ import (
 // comes after; the queue reader receives every message, some maybe twice
 // (those not yet acknowledged). Connected follows the connection.
 func TestBrokerRestart(t *testing.T) {
+	restart := brokertest.LockRabbitMQ(t, "../../scripts/rabbitmq.sh")
 	b := broker(t)
 	stream := b.stream(nil)
 	ex, queue := b.name(), b.name()
@@ -48,7 +49,7 @@ func TestBrokerRestart(t *testing.T) {
 		}
 	}
 
-	brokertest.RestartRabbitMQ(t, "../../scripts/rabbitmq.sh")
+	restart()
 	for _, s := range []*Source{ss, se, sq} {
 		waitConnected(t, s)
 	}

@@ -13,9 +13,11 @@ import (
 )
 
 // TestBrokerRestart restarts the broker of scripts/kafka.sh, keeping its
-// data, while a reader reads (see brokertest.RestartKafka). The reader must go on with no gap and no duplicate, by itself or, after Next
-// returns an error, by being reopened at its Position as the bridge does.
+// data, while a reader reads (see brokertest.LockKafka). The reader must
+// go on with no gap and no duplicate, by itself or, after Next returns an
+// error, by being reopened at its Position as the bridge does.
 func TestBrokerRestart(t *testing.T) {
+	restart := brokertest.LockKafka(t, "../../scripts/kafka.sh")
 	brokertest.CheckLeaks(t)
 	b := broker(t)
 	topic := b.topic(3)
@@ -69,7 +71,7 @@ func TestBrokerRestart(t *testing.T) {
 	}
 	read(150)
 	start := time.Now()
-	brokertest.RestartKafka(t, "../../scripts/kafka.sh")
+	restart()
 	t.Logf("restarted in %v", time.Since(start))
 	for p := range 3 {
 		batch(p, n)
