@@ -50,4 +50,17 @@
 // Next returns that error; the bridge then closes the reader and opens a new
 // one at its Position, which is always the sequence after the last message
 // Next returned.
+//
+// # Consumers
+//
+// Each JetStream reader has its own ordered consumer, named
+// esbridge-RANDOM_N. Open creates it under a context of its own (10 s),
+// not under its ctx: a consumer requested under a ctx that ends meanwhile
+// may still be made on the server, with nothing left to delete it. If ctx
+// ends first, Open returns ctx's error at once and deletes the consumer as
+// soon as it is made (the Source's Close waits for that). A reader's Close
+// deletes its consumer. Consumers also have an inactive threshold of 10 s
+// (nats.go's default is 5 minutes), so that the server removes any that
+// esbridge could not delete (its connection was down, the bridge stopped)
+// within seconds of their last pull request, which waits up to 30 s.
 package nats

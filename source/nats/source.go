@@ -29,14 +29,18 @@ type Source struct {
 	url  string        // the servers, for nats.Connect
 	opts []nats.Option // the connection's options
 
+	inactive time.Duration // InactiveThreshold of the consumers; changed by tests only
+
 	start sync.Once     // starts connect, at the first Open
 	tried chan struct{} // closed when connect returned
 	nc    *nats.Conn    // set before tried is closed; nil if connect failed
 	js    jetstream.JetStream
 	err   error // connect's error
 
-	mu    sync.Mutex
-	cores map[*coreReader]struct{} // open core NATS readers
+	mu      sync.Mutex
+	cores   map[*coreReader]struct{} // open core NATS readers
+	closed  bool                     // Close was called: opening takes no more
+	opening sync.WaitGroup           // consumers being created, see openStream
 }
 
 // New validates cfg and returns a Source. It connects to nothing: the
@@ -47,7 +51,7 @@ func New(cfg Config) (*Source, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	s := &Source{cfg: cfg, log: cfg.Logger, tried: make(chan struct{}), cores: make(map[*coreReader]struct{})}
+	s := &Source{cfg: cfg, log: cfg.Logger, tried: make(chan struct{}), cores: make(map[*coreReader]struct{}), inactive: inactiveThreshold}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -186,11 +190,16 @@ func (s *Source) Connected() bool {
 	return nc != nil && nc.IsConnected()
 }
 
-// Close closes the connection. Readers must be closed first. Close is
-// idempotent.
+// Close closes the connection, once the consumers being created for
+// readers whose Open gave up are deleted. Readers must be closed first.
+// Close is idempotent.
 func (s *Source) Close() error {
 	s.start.Do(func() { close(s.tried) }) // never connected
 	<-s.tried
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.opening.Wait()
 	if s.nc != nil {
 		s.nc.Close()
 	}
