@@ -33,10 +33,22 @@
 //
 // # Connections and reconnects
 //
-// A Source holds one connection, made at the first Open and kept up
-// forever after (New connects to nothing): Open returns an error wrapping
-// [bridge.ErrUnavailable] while it is not connected, so that the bridge
-// retries.
+// A Source connects at its first Open (New connects to nothing) and keeps
+// its connections up forever after: Open returns an error wrapping
+// [bridge.ErrUnavailable] while the connection it needs is down, so that
+// the bridge retries.
+//
+// A core NATS source has one connection. A JetStream source has two, so
+// that replays cannot take down the live stream: the live connection
+// serves readers opened at the latest (the bridge's live reader) and a
+// reader opened where the last of those stopped (the bridge reopening its
+// live reader after an error; at the first sequence held if that position
+// expired); the replay connection, named esbridge-replay, serves every
+// other reader (the replays of clients that catch up). However much the
+// replays are sent, and even if the server cuts the replay connection as a
+// slow consumer, the live reader goes on; the replays go on too, from
+// where they were, once it is back. Connected reports the live connection
+// only.
 //
 // A core NATS reader survives reconnects: its subscription is renewed by the
 // client, and Next returns an error wrapping [bridge.ErrLost] once, at the

@@ -38,6 +38,8 @@ const (
 // it with its context.
 type streamReader struct {
 	src    *Source
+	conn   *conn  // the live or the replay connection
+	live   bool   // opened as the live reader, see liveStart
 	prefix string // of the consumer names: PREFIX_1, PREFIX_2... as nats.go re-creates it
 	cons   jetstream.Consumer
 	it     jetstream.MessagesContext
@@ -58,20 +60,26 @@ type streamResult struct {
 	err error
 }
 
-// openStream opens a reader. It creates the reader's consumer in a
-// goroutine, under a context of its own, so that the consumer is deleted
-// whenever Open's ctx ends: a consumer created under ctx might be made on
-// the server after ctx ended, with nothing left to delete it. If ctx ends
-// first, Open returns ctx's error at once, and the goroutine deletes the
-// consumer once made (the Source's Close waits for it).
+// openStream opens a reader on the live connection or the replay one (see
+// liveStart). It creates the reader's consumer in a goroutine, under a
+// context of its own, so that the consumer is deleted whenever Open's ctx
+// ends: a consumer created under ctx might be made on the server after
+// ctx ended, with nothing left to delete it. If ctx ends first, Open
+// returns ctx's error at once, and the goroutine deletes the consumer once
+// made (the Source's Close waits for it).
 func (s *Source) openStream(ctx context.Context, start bridge.Start) (bridge.Reader, error) {
 	if start.Position != nil && len(start.Position) != 1 {
 		return nil, fmt.Errorf("nats: stream %s: position of %d partitions, want 1", s.cfg.Stream, len(start.Position))
 	}
-	if err := s.unavailable(); err != nil {
+	live := s.liveStart(start)
+	c := s.replay
+	if live {
+		c = s.live
+	}
+	if err := c.unavailable(); err != nil {
 		return nil, err
 	}
-	st, err := s.js.Stream(ctx, s.cfg.Stream) // the stream's info: creates nothing
+	st, err := c.js.Stream(ctx, s.cfg.Stream) // the stream's info: creates nothing
 	if err != nil {
 		return nil, fmt.Errorf("nats: stream %s: %w: %w", s.cfg.Stream, bridge.ErrUnavailable, err)
 	}
@@ -87,6 +95,9 @@ func (s *Source) openStream(ctx context.Context, start bridge.Start) (bridge.Rea
 			return nil, fmt.Errorf("nats: stream %s: sequence 0 is not a position", s.cfg.Stream)
 		}
 		if next < state.FirstSeq {
+			if live { // the bridge reopens its live reader at Resume
+				s.setLiveNext(next, state.FirstSeq)
+			}
 			return nil, &bridge.ExpiredError{
 				Resume: bridge.Position{state.FirstSeq},
 				Lost:   fmt.Sprintf("nats: stream %s: sequences %d to %d deleted", s.cfg.Stream, next, state.FirstSeq-1),
@@ -127,12 +138,12 @@ func (s *Source) openStream(ctx context.Context, start bridge.Start) (bridge.Rea
 	res := make(chan opened) // unbuffered: a reader is either taken or closed
 	go func() {
 		defer s.opening.Done()
-		r, err := s.newStreamReader(st, cfg)
+		r, err := s.newStreamReader(c, st, cfg, live)
 		select {
 		case res <- opened{r, err}:
 		case <-ctx.Done():
 			if r != nil {
-				r.Close()
+				r.close.Do(r.stop) // not Close: it was never the live reader
 			}
 		}
 	}()
@@ -140,6 +151,9 @@ func (s *Source) openStream(ctx context.Context, start bridge.Start) (bridge.Rea
 	case o := <-res:
 		if o.err != nil {
 			return nil, fmt.Errorf("nats: stream %s: consumer: %w: %w", s.cfg.Stream, bridge.ErrUnavailable, o.err)
+		}
+		if live && start.Position != nil {
+			s.setLiveNext(next, 0) // taken
 		}
 		return o.r, nil
 	case <-ctx.Done():
@@ -150,7 +164,7 @@ func (s *Source) openStream(ctx context.Context, start bridge.Start) (bridge.Rea
 // newStreamReader creates the consumer of cfg, under a context of its own,
 // and starts reading it. If that fails, it deletes the consumer, which
 // may have been made on the server all the same.
-func (s *Source) newStreamReader(st jetstream.Stream, cfg jetstream.OrderedConsumerConfig) (*streamReader, error) {
+func (s *Source) newStreamReader(c *conn, st jetstream.Stream, cfg jetstream.OrderedConsumerConfig, live bool) (*streamReader, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), createTimeout)
 	defer cancel()
 	cons, err := st.OrderedConsumer(ctx, cfg)
@@ -158,33 +172,58 @@ func (s *Source) newStreamReader(st jetstream.Stream, cfg jetstream.OrderedConsu
 		// The request may have reached the server and made the
 		// consumer after all (a timeout), or been refused (which costs
 		// this delete a round trip).
-		s.deleteConsumer(cfg.NamePrefix + "_1")
+		s.deleteConsumer(c, cfg.NamePrefix+"_1")
 		return nil, err
 	}
 	it, err := cons.Messages()
 	if err != nil {
 		if info := cons.CachedInfo(); info != nil {
-			s.deleteConsumer(info.Name)
+			s.deleteConsumer(c, info.Name)
 		}
 		return nil, err
 	}
-	r := &streamReader{src: s, prefix: cfg.NamePrefix, cons: cons, it: it, next: cfg.OptStartSeq,
+	r := &streamReader{src: s, conn: c, live: live, prefix: cfg.NamePrefix, cons: cons, it: it, next: cfg.OptStartSeq,
 		c: make(chan streamResult), exited: make(chan struct{})}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	go r.run()
 	return r, nil
 }
 
-// deleteConsumer deletes the consumer name of the stream, unless the
-// connection is down: the server then deletes it after inactiveThreshold.
-func (s *Source) deleteConsumer(name string) {
-	if !s.nc.IsConnected() {
+// liveStart reports whether a reader from start goes on the live
+// connection: one at the latest, as the bridge opens its live reader, or
+// one at the position where the last reader on the live connection
+// stopped (or, if that position had expired, at the first sequence held),
+// as the bridge reopens it after an error. Every other reader replays
+// history, on the replay connection.
+func (s *Source) liveStart(start bridge.Start) bool {
+	if start.Position == nil {
+		return !start.Earliest
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.liveNext != 0 && start.Position[0] == s.liveNext
+}
+
+// setLiveNext replaces the position where the last reader on the live
+// connection stopped with to, if it is still from.
+func (s *Source) setLiveNext(from, to uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.liveNext == from {
+		s.liveNext = to
+	}
+}
+
+// deleteConsumer deletes the consumer name of the stream through c, unless
+// c is down: the server then deletes it after inactiveThreshold.
+func (s *Source) deleteConsumer(c *conn, name string) {
+	if !c.nc.IsConnected() {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), deleteTimeout)
 	defer cancel()
-	if err := s.js.DeleteConsumer(ctx, s.cfg.Stream, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-		s.log.Debug("nats: delete consumer", "stream", s.cfg.Stream, "consumer", name, "err", err)
+	if err := c.js.DeleteConsumer(ctx, s.cfg.Stream, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		s.log.Debug("nats: delete consumer", "conn", c.role, "stream", s.cfg.Stream, "consumer", name, "err", err)
 	}
 }
 
@@ -253,7 +292,14 @@ func (r *streamReader) Position() bridge.Position { return bridge.Position{r.nex
 // inactiveThreshold). It may wait up to nats.go's API timeout if the
 // consumer is being re-created at that moment. It is idempotent.
 func (r *streamReader) Close() error {
-	r.close.Do(r.stop)
+	r.close.Do(func() {
+		r.stop()
+		if r.live {
+			r.src.mu.Lock()
+			r.src.liveNext = r.next
+			r.src.mu.Unlock()
+		}
+	})
 	return nil
 }
 
@@ -268,8 +314,8 @@ func (r *streamReader) stop() {
 	if info == nil {
 		return
 	}
-	r.src.deleteConsumer(info.Name)
+	r.src.deleteConsumer(r.conn, info.Name)
 	if serial, err := strconv.Atoi(strings.TrimPrefix(info.Name, r.prefix+"_")); r.failed && err == nil {
-		r.src.deleteConsumer(fmt.Sprintf("%s_%d", r.prefix, serial+1))
+		r.src.deleteConsumer(r.conn, fmt.Sprintf("%s_%d", r.prefix, serial+1))
 	}
 }
