@@ -87,3 +87,7 @@ func (ns *NATSServer) URL() string { return "nats://" + ns.Addr() }
 
 // Clients returns the number of client connections to the server.
 func (ns *NATSServer) Clients() int { return ns.srv.NumClients() }
+
+// SlowConsumers returns how many times the server cut a client connection
+// that did not read what it was sent fast enough.
+func (ns *NATSServer) SlowConsumers() uint64 { return ns.srv.NumSlowConsumersClients() }

@@ -30,14 +30,15 @@ func (s *Source) openCore(ctx context.Context, start bridge.Start) (bridge.Reade
 	if start.Position != nil || start.Earliest {
 		return nil, fmt.Errorf("nats: subject %s: start at a position: %w", s.cfg.Subject, bridge.ErrNoHistory)
 	}
-	if err := s.unavailable(); err != nil {
+	if err := s.live.unavailable(); err != nil {
 		return nil, err
 	}
+	nc := s.live.nc
 	r := &coreReader{src: s}
 	// Register first, so that a disconnect during Open is not missed.
 	s.mu.Lock()
 	s.cores[r] = struct{}{}
-	sub, err := s.nc.SubscribeSync(s.cfg.Subject)
+	sub, err := nc.SubscribeSync(s.cfg.Subject)
 	r.sub = sub
 	s.mu.Unlock()
 	if err != nil {
@@ -48,7 +49,7 @@ func (s *Source) openCore(ctx context.Context, start bridge.Start) (bridge.Reade
 	// Open returns are read.
 	ctx, cancel := context.WithTimeout(ctx, flushTimeout)
 	defer cancel()
-	if err := s.nc.FlushWithContext(ctx); err != nil {
+	if err := nc.FlushWithContext(ctx); err != nil {
 		r.Close()
 		return nil, fmt.Errorf("nats: subscribe %s: %w: %w", s.cfg.Subject, bridge.ErrUnavailable, err)
 	}

@@ -117,7 +117,7 @@ func TestCoreRestart(t *testing.T) {
 
 	ts.Start()
 	waitStatus(t, s, nats.CONNECTED)
-	if err := s.nc.Flush(); err != nil { // the subscriptions are renewed
+	if err := s.live.nc.Flush(); err != nil { // the subscriptions are renewed
 		t.Fatal(err)
 	}
 	waitStatusConn(t, pub)

@@ -33,10 +33,22 @@
 //
 // # Connections and reconnects
 //
-// A Source holds one connection, made at the first Open and kept up
-// forever after (New connects to nothing): Open returns an error wrapping
-// [bridge.ErrUnavailable] while it is not connected, so that the bridge
-// retries.
+// A Source connects at its first Open (New connects to nothing) and keeps
+// its connections up forever after: Open returns an error wrapping
+// [bridge.ErrUnavailable] while the connection it needs is down, so that
+// the bridge retries.
+//
+// A core NATS source has one connection. A JetStream source has two, so
+// that replays cannot take down the live stream: the live connection
+// serves readers opened at the latest (the bridge's live reader) and a
+// reader opened where the last of those stopped (the bridge reopening its
+// live reader after an error; at the first sequence held if that position
+// expired); the replay connection, named esbridge-replay, serves every
+// other reader (the replays of clients that catch up). However much the
+// replays are sent, and even if the server cuts the replay connection as a
+// slow consumer, the live reader goes on; the replays go on too, from
+// where they were, once it is back. Connected reports the live connection
+// only.
 //
 // A core NATS reader survives reconnects: its subscription is renewed by the
 // client, and Next returns an error wrapping [bridge.ErrLost] once, at the
@@ -50,4 +62,17 @@
 // Next returns that error; the bridge then closes the reader and opens a new
 // one at its Position, which is always the sequence after the last message
 // Next returned.
+//
+// # Consumers
+//
+// Each JetStream reader has its own ordered consumer, named
+// esbridge-RANDOM_N. Open creates it under a context of its own (10 s),
+// not under its ctx: a consumer requested under a ctx that ends meanwhile
+// may still be made on the server, with nothing left to delete it. If ctx
+// ends first, Open returns ctx's error at once and deletes the consumer as
+// soon as it is made (the Source's Close waits for that). A reader's Close
+// deletes its consumer. Consumers also have an inactive threshold of 10 s
+// (nats.go's default is 5 minutes), so that the server removes any that
+// esbridge could not delete (its connection was down, the bridge stopped)
+// within seconds of their last pull request, which waits up to 30 s.
 package nats

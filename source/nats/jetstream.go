@@ -2,18 +2,35 @@ package nats
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/esbridge/esbridge/bridge"
 )
 
-// deleteTimeout bounds the deletion of a closed reader's consumer.
-const deleteTimeout = 2 * time.Second
+const (
+	// deleteTimeout bounds the deletion of a consumer.
+	deleteTimeout = 2 * time.Second
+	// createTimeout bounds the creation of a reader's consumer, which the
+	// context of Open does not bound (see openStream).
+	createTimeout = 10 * time.Second
+	// inactiveThreshold is how long the server keeps a consumer that no
+	// pull request waits on (nats.go's default is 5 minutes): a consumer
+	// that esbridge could not delete, because its connection was down or
+	// the bridge stopped, is gone within seconds of its last pull request
+	// (which waits up to 30 s). A reader that is not read for that long
+	// loses its consumer, and gets a new one at its position when it is
+	// read again, after nats.go missed two heartbeats (10 s).
+	inactiveThreshold = 10 * time.Second
+)
 
 // A streamReader reads a JetStream stream through an ordered consumer. A
 // goroutine, which Close waits for, calls the consumer's Next, which can
@@ -21,12 +38,16 @@ const deleteTimeout = 2 * time.Second
 // it with its context.
 type streamReader struct {
 	src    *Source
+	conn   *conn  // the live or the replay connection
+	live   bool   // opened as the live reader, see liveStart
+	prefix string // of the consumer names: PREFIX_1, PREFIX_2... as nats.go re-creates it
 	cons   jetstream.Consumer
 	it     jetstream.MessagesContext
 	ctx    context.Context // ends when the reader is closed
 	cancel context.CancelFunc
 	c      chan streamResult // unbuffered: run holds at most one message
 	exited chan struct{}     // closed when run returns
+	failed bool              // set by run before exited is closed: the consumer failed
 	close  sync.Once
 
 	// Owned by the goroutine calling Next.
@@ -39,14 +60,26 @@ type streamResult struct {
 	err error
 }
 
+// openStream opens a reader on the live connection or the replay one (see
+// liveStart). It creates the reader's consumer in a goroutine, under a
+// context of its own, so that the consumer is deleted whenever Open's ctx
+// ends: a consumer created under ctx might be made on the server after
+// ctx ended, with nothing left to delete it. If ctx ends first, Open
+// returns ctx's error at once, and the goroutine deletes the consumer once
+// made (the Source's Close waits for it).
 func (s *Source) openStream(ctx context.Context, start bridge.Start) (bridge.Reader, error) {
 	if start.Position != nil && len(start.Position) != 1 {
 		return nil, fmt.Errorf("nats: stream %s: position of %d partitions, want 1", s.cfg.Stream, len(start.Position))
 	}
-	if err := s.unavailable(); err != nil {
+	live := s.liveStart(start)
+	c := s.replay
+	if live {
+		c = s.live
+	}
+	if err := c.unavailable(); err != nil {
 		return nil, err
 	}
-	st, err := s.js.Stream(ctx, s.cfg.Stream)
+	st, err := c.js.Stream(ctx, s.cfg.Stream) // the stream's info: creates nothing
 	if err != nil {
 		return nil, fmt.Errorf("nats: stream %s: %w: %w", s.cfg.Stream, bridge.ErrUnavailable, err)
 	}
@@ -62,6 +95,9 @@ func (s *Source) openStream(ctx context.Context, start bridge.Start) (bridge.Rea
 			return nil, fmt.Errorf("nats: stream %s: sequence 0 is not a position", s.cfg.Stream)
 		}
 		if next < state.FirstSeq {
+			if live { // the bridge reopens its live reader at Resume
+				s.setLiveNext(next, state.FirstSeq)
+			}
 			return nil, &bridge.ExpiredError{
 				Resume: bridge.Position{state.FirstSeq},
 				Lost:   fmt.Sprintf("nats: stream %s: sequences %d to %d deleted", s.cfg.Stream, next, state.FirstSeq-1),
@@ -76,23 +112,119 @@ func (s *Source) openStream(ctx context.Context, start bridge.Start) (bridge.Rea
 		// One attempt: after a failed re-creation Next returns the error
 		// and the bridge reopens at Position. (With more, nats.go v1.55
 		// panics when the consumer is stopped between attempts.)
-		MaxResetAttempts: 1,
+		MaxResetAttempts:  1,
+		InactiveThreshold: s.inactive,
+		// Named by us, so that a consumer whose creation failed or was
+		// given up can still be deleted: nats.go names it PREFIX_1.
+		NamePrefix: "esbridge-" + rand.Text(),
 	}
 	if s.cfg.Subject != "" {
 		cfg.FilterSubjects = []string{s.cfg.Subject}
 	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("nats: %w", nats.ErrConnectionClosed)
+	}
+	s.opening.Add(1)
+	s.mu.Unlock()
+	type opened struct {
+		r   *streamReader
+		err error
+	}
+	res := make(chan opened) // unbuffered: a reader is either taken or closed
+	go func() {
+		defer s.opening.Done()
+		r, err := s.newStreamReader(c, st, cfg, live)
+		select {
+		case res <- opened{r, err}:
+		case <-ctx.Done():
+			if r != nil {
+				r.close.Do(r.stop) // not Close: it was never the live reader
+			}
+		}
+	}()
+	select {
+	case o := <-res:
+		if o.err != nil {
+			return nil, fmt.Errorf("nats: stream %s: consumer: %w: %w", s.cfg.Stream, bridge.ErrUnavailable, o.err)
+		}
+		if live && start.Position != nil {
+			s.setLiveNext(next, 0) // taken
+		}
+		return o.r, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// newStreamReader creates the consumer of cfg, under a context of its own,
+// and starts reading it. If that fails, it deletes the consumer, which
+// may have been made on the server all the same.
+func (s *Source) newStreamReader(c *conn, st jetstream.Stream, cfg jetstream.OrderedConsumerConfig, live bool) (*streamReader, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), createTimeout)
+	defer cancel()
 	cons, err := st.OrderedConsumer(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("nats: stream %s: consumer: %w: %w", s.cfg.Stream, bridge.ErrUnavailable, err)
+		// The request may have reached the server and made the
+		// consumer after all (a timeout), or been refused (which costs
+		// this delete a round trip).
+		s.deleteConsumer(c, cfg.NamePrefix+"_1")
+		return nil, err
 	}
 	it, err := cons.Messages()
 	if err != nil {
-		return nil, fmt.Errorf("nats: stream %s: consumer: %w: %w", s.cfg.Stream, bridge.ErrUnavailable, err)
+		if info := cons.CachedInfo(); info != nil {
+			s.deleteConsumer(c, info.Name)
+		}
+		return nil, err
 	}
-	r := &streamReader{src: s, cons: cons, it: it, next: next, c: make(chan streamResult), exited: make(chan struct{})}
+	r := &streamReader{src: s, conn: c, live: live, prefix: cfg.NamePrefix, cons: cons, it: it, next: cfg.OptStartSeq,
+		c: make(chan streamResult), exited: make(chan struct{})}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	go r.run()
 	return r, nil
+}
+
+// liveStart reports whether a reader from start goes on the live
+// connection: one at the latest, as the bridge opens its live reader, or
+// one at the position where the last reader on the live connection
+// stopped (or, if that position had expired, at the first sequence held),
+// as the bridge reopens it after an error. Every other reader replays
+// history, on the replay connection.
+func (s *Source) liveStart(start bridge.Start) bool {
+	if start.Position == nil {
+		return !start.Earliest
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.liveNext != 0 && start.Position[0] == s.liveNext
+}
+
+// setLiveNext replaces the position where the last reader on the live
+// connection stopped with to, if it is still from.
+func (s *Source) setLiveNext(from, to uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.liveNext == from {
+		s.liveNext = to
+	}
+}
+
+// deleteConsumer deletes the consumer name of the stream through c, unless
+// c is down: the server then deletes it after inactiveThreshold.
+func (s *Source) deleteConsumer(c *conn, name string) {
+	if !c.nc.IsConnected() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), deleteTimeout)
+	defer cancel()
+	if err := c.js.DeleteConsumer(ctx, s.cfg.Stream, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		s.log.Debug("nats: delete consumer", "conn", c.role, "stream", s.cfg.Stream, "consumer", name, "err", err)
+	}
 }
 
 // run passes the consumer's messages to Next, until the first error or
@@ -103,6 +235,9 @@ func (r *streamReader) run() {
 		m, err := r.it.Next(jetstream.NextContext(r.ctx))
 		if r.ctx.Err() != nil {
 			return
+		}
+		if err != nil {
+			r.failed = true
 		}
 		select {
 		case r.c <- streamResult{m, err}:
@@ -153,23 +288,34 @@ func (r *streamReader) Next(ctx context.Context) (bridge.Message, error) {
 func (r *streamReader) Position() bridge.Position { return bridge.Position{r.next} }
 
 // Close stops the consumer, waits for its goroutine and deletes the
-// consumer on the server (which would otherwise do so after 5 minutes of
-// inactivity). It may wait up to nats.go's API timeout if the consumer is
-// being re-created at that moment. It is idempotent.
+// consumer on the server (which would otherwise do so after
+// inactiveThreshold). It may wait up to nats.go's API timeout if the
+// consumer is being re-created at that moment. It is idempotent.
 func (r *streamReader) Close() error {
 	r.close.Do(func() {
-		r.cancel()
-		r.it.Stop()
-		<-r.exited
-		info := r.cons.CachedInfo()
-		if info == nil || !r.src.nc.IsConnected() {
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), deleteTimeout)
-		defer cancel()
-		if err := r.src.js.DeleteConsumer(ctx, r.src.cfg.Stream, info.Name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-			r.src.log.Debug("nats: delete consumer", "stream", r.src.cfg.Stream, "consumer", info.Name, "err", err)
+		r.stop()
+		if r.live {
+			r.src.mu.Lock()
+			r.src.liveNext = r.next
+			r.src.mu.Unlock()
 		}
 	})
 	return nil
+}
+
+// stop stops the consumer, waits for run and deletes the consumer: the
+// current one and, if the reader failed, the one nats.go may have been
+// re-creating, which it names with the next serial number.
+func (r *streamReader) stop() {
+	r.cancel()
+	r.it.Stop()
+	<-r.exited
+	info := r.cons.CachedInfo()
+	if info == nil {
+		return
+	}
+	r.src.deleteConsumer(r.conn, info.Name)
+	if serial, err := strconv.Atoi(strings.TrimPrefix(info.Name, r.prefix+"_")); r.failed && err == nil {
+		r.src.deleteConsumer(r.conn, fmt.Sprintf("%s_%d", r.prefix, serial+1))
+	}
 }

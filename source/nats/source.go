@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -20,23 +21,41 @@ import (
 // in place on the server, when the context of Open has no earlier deadline.
 const flushTimeout = 10 * time.Second
 
-// A Source is a core NATS subject or a JetStream stream, read through one
-// connection. It implements [bridge.Source] and is safe for concurrent use:
-// any number of readers may be open on it at once.
+// A Source is a core NATS subject or a JetStream stream. It implements
+// [bridge.Source] and is safe for concurrent use: any number of readers may
+// be open on it at once. A core NATS source reads through one connection; a
+// JetStream source has a second one for the readers that replay history
+// (see the package documentation).
 type Source struct {
 	cfg  Config
 	log  *slog.Logger
 	url  string        // the servers, for nats.Connect
-	opts []nats.Option // the connection's options
+	opts []nats.Option // the options of both connections
+
+	// Set by New, changed by tests only, before the first Open.
+	replayOpts []nats.Option // more options of the replay connection
+	inactive   time.Duration // InactiveThreshold of the consumers
 
 	start sync.Once     // starts connect, at the first Open
 	tried chan struct{} // closed when connect returned
-	nc    *nats.Conn    // set before tried is closed; nil if connect failed
-	js    jetstream.JetStream
-	err   error // connect's error
+	live  *conn         // set before tried is closed; nil if connect failed
+	// replay reads history, apart from the live reader: JetStream only,
+	// else nil. Set with live.
+	replay *conn
+	err    error // connect's error
 
-	mu    sync.Mutex
-	cores map[*coreReader]struct{} // open core NATS readers
+	mu       sync.Mutex
+	cores    map[*coreReader]struct{} // open core NATS readers
+	liveNext uint64                   // see liveStart
+	closed   bool                     // Close was called: opening takes no more
+	opening  sync.WaitGroup           // consumers being created, see openStream
+}
+
+// A conn is one of the connections of a Source.
+type conn struct {
+	role string // "live" or "replay", for the logs and the connection name
+	nc   *nats.Conn
+	js   jetstream.JetStream // nil for core NATS
 }
 
 // New validates cfg and returns a Source. It connects to nothing: the
@@ -47,26 +66,14 @@ func New(cfg Config) (*Source, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	s := &Source{cfg: cfg, log: cfg.Logger, tried: make(chan struct{}), cores: make(map[*coreReader]struct{})}
+	s := &Source{cfg: cfg, log: cfg.Logger, tried: make(chan struct{}), cores: make(map[*coreReader]struct{}), inactive: inactiveThreshold}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	opts := []nats.Option{
-		nats.Name("esbridge"),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(time.Second),
 		nats.RetryOnFailedConnect(true),
-		nats.DisconnectErrHandler(s.disconnected),
-		nats.ReconnectHandler(func(nc *nats.Conn) {
-			s.log.Info("nats: reconnected", "server", nc.ConnectedUrlRedacted())
-		}),
-		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
-			subject := ""
-			if sub != nil {
-				subject = sub.Subject
-			}
-			s.log.Warn("nats: asynchronous error", "subject", subject, "err", err)
-		}),
 	}
 	switch {
 	case cfg.User != "":
@@ -110,33 +117,76 @@ func New(cfg Config) (*Source, error) {
 	return s, nil
 }
 
-// connect makes the connection, which nats.go then keeps up by itself.
+// connect makes the connections, which nats.go then keeps up by itself:
+// the live one, and for a JetStream stream the replay one.
 func (s *Source) connect() {
 	defer close(s.tried)
-	nc, err := nats.Connect(s.url, s.opts...)
+	live, err := s.dial("live", s.disconnected)
 	if err != nil {
-		s.err = fmt.Errorf("nats: connect: %w", err)
+		s.err = err
 		return
 	}
 	if s.cfg.Stream != "" {
-		if s.js, err = jetstream.New(nc); err != nil {
-			nc.Close()
-			s.err = fmt.Errorf("nats: %w", err)
+		replay, err := s.dial("replay", func(nc *nats.Conn, err error) {
+			if !nc.IsClosed() {
+				s.log.Warn("nats: disconnected", "conn", "replay", "err", err)
+			}
+		}, s.replayOpts...)
+		if err != nil {
+			live.nc.Close()
+			s.err = err
 			return
 		}
+		s.replay = replay
 	}
-	s.nc = nc
+	s.live = live
 }
 
-// conn returns the connection, or nil before it is made or if it could
-// not be.
+// dial makes the connection of role.
+func (s *Source) dial(role string, disconnected nats.ConnErrHandler, more ...nats.Option) (*conn, error) {
+	name := "esbridge"
+	if role != "live" {
+		name += "-" + role
+	}
+	opts := append(slices.Clip(s.opts),
+		nats.Name(name),
+		nats.DisconnectErrHandler(disconnected),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			s.log.Info("nats: reconnected", "conn", role, "server", nc.ConnectedUrlRedacted())
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			subject := ""
+			if sub != nil {
+				subject = sub.Subject
+			}
+			s.log.Warn("nats: asynchronous error", "conn", role, "subject", subject, "err", err)
+		}),
+	)
+	nc, err := nats.Connect(s.url, append(opts, more...)...)
+	if err != nil {
+		return nil, fmt.Errorf("nats: connect: %w", err)
+	}
+	c := &conn{role: role, nc: nc}
+	if s.cfg.Stream != "" {
+		if c.js, err = jetstream.New(nc); err != nil {
+			nc.Close()
+			return nil, fmt.Errorf("nats: %w", err)
+		}
+	}
+	return c, nil
+}
+
+// conn returns the live connection, or nil before it is made or if it
+// could not be.
 func (s *Source) conn() *nats.Conn {
 	select {
 	case <-s.tried:
-		return s.nc
+		if s.live != nil {
+			return s.live.nc
+		}
 	default:
-		return nil
 	}
+	return nil
 }
 
 // Info describes the stream: "nats/SUBJECT" without history, or
@@ -170,7 +220,7 @@ func (s *Source) Open(ctx context.Context, start bridge.Start) (bridge.Reader, e
 	switch {
 	case s.err != nil:
 		return nil, s.err
-	case s.nc == nil || s.nc.IsClosed(): // nil: closed before the first Open
+	case s.live == nil || s.live.nc.IsClosed(): // nil: closed before the first Open
 		return nil, fmt.Errorf("nats: %w", nats.ErrConnectionClosed)
 	}
 	if s.cfg.Stream == "" {
@@ -179,28 +229,37 @@ func (s *Source) Open(ctx context.Context, start bridge.Start) (bridge.Reader, e
 	return s.openStream(ctx, start)
 }
 
-// Connected reports whether the connection to the server is up (false
-// before the first Open); the bridge answers /readyz with it.
+// Connected reports whether the live connection to the server is up (false
+// before the first Open); the bridge answers /readyz with it. The replay
+// connection of a JetStream source does not count: a replay that cannot
+// open fails alone, and its client retries.
 func (s *Source) Connected() bool {
 	nc := s.conn()
 	return nc != nil && nc.IsConnected()
 }
 
-// Close closes the connection. Readers must be closed first. Close is
-// idempotent.
+// Close closes the connections, once the consumers being created for
+// readers whose Open gave up are deleted. Readers must be closed first.
+// Close is idempotent.
 func (s *Source) Close() error {
 	s.start.Do(func() { close(s.tried) }) // never connected
 	<-s.tried
-	if s.nc != nil {
-		s.nc.Close()
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.opening.Wait()
+	for _, c := range []*conn{s.live, s.replay} {
+		if c != nil {
+			c.nc.Close()
+		}
 	}
 	return nil
 }
 
-// unavailable returns an error wrapping bridge.ErrUnavailable unless the
-// connection is up.
-func (s *Source) unavailable() error {
-	if st := s.nc.Status(); st != nats.CONNECTED {
+// unavailable returns an error wrapping bridge.ErrUnavailable unless c is
+// connected.
+func (c *conn) unavailable() error {
+	if st := c.nc.Status(); st != nats.CONNECTED {
 		return fmt.Errorf("nats: %s: %w", strings.ToLower(st.String()), bridge.ErrUnavailable)
 	}
 	return nil
@@ -213,7 +272,7 @@ func (s *Source) disconnected(nc *nats.Conn, err error) {
 	if nc.IsClosed() {
 		return
 	}
-	s.log.Warn("nats: disconnected", "err", err)
+	s.log.Warn("nats: disconnected", "conn", "live", "err", err)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for r := range s.cores {

@@ -1,0 +1,80 @@
+package nats
+
+import (
+	"context"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/esbridge/esbridge/bridge"
+	"github.com/esbridge/esbridge/internal/brokertest"
+)
+
+// TestStreamOpenCancelled opens readers with contexts that end after a
+// random short delay, some while the consumer is being created, as
+// clients that hang up at once do, and closes every reader returned: no
+// consumer is left on the server.
+func TestStreamOpenCancelled(t *testing.T) {
+	ts := runServer(t)
+	js := createStream(t, ts, 0)
+	publish(t, js, "orders.x", 1, 10)
+	s := ts.source(Config{Stream: "ORDERS"})
+	s.inactive = time.Hour                                      // no help from the server: Close and Open delete
+	brokertest.Open(t, s, bridge.Start{Earliest: true}).Close() // connected
+
+	const cycles = 400
+	opened := 0
+	for i := range cycles {
+		ctx, cancel := context.WithCancel(context.Background())
+		timer := time.AfterFunc(time.Duration(rand.Int64N(int64(5*time.Millisecond))), cancel)
+		start := bridge.Start{Position: bridge.Position{uint64(1 + i%10)}}
+		if i%3 == 0 {
+			start = bridge.Start{}
+		}
+		r, err := s.Open(ctx, start)
+		timer.Stop()
+		cancel()
+		if err == nil {
+			opened++
+			r.Close()
+		}
+	}
+	t.Logf("%d of %d opens succeeded", opened, cycles)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := js.Stream(ctx, "ORDERS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		info, err := st.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n = info.State.Consumers; n == 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	if n != 0 {
+		t.Errorf("%d consumers left", n)
+	}
+}
+
+// TestStreamConsumerConfig checks that consumers are named by esbridge and
+// removed by the server soon after their client vanished.
+func TestStreamConsumerConfig(t *testing.T) {
+	ts := runServer(t)
+	createStream(t, ts, 0)
+	s := ts.source(Config{Stream: "ORDERS"})
+	for _, start := range []bridge.Start{{}, {Earliest: true}} {
+		r := brokertest.Open(t, s, start).(*streamReader)
+		info := r.cons.CachedInfo()
+		if info.Config.InactiveThreshold != inactiveThreshold || !strings.HasPrefix(info.Name, r.prefix+"_") ||
+			!strings.HasPrefix(r.prefix, "esbridge-") {
+			t.Errorf("consumer %s of prefix %s: InactiveThreshold %v", info.Name, r.prefix, info.Config.InactiveThreshold)
+		}
+	}
+}
