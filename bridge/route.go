@@ -32,7 +32,7 @@ type route struct {
 // run reads the source live and publishes every message, reopening the
 // reader where it left off after an error, until ctx ends.
 func (r *route) run(ctx context.Context) {
-	var start Start // the first reader starts with the next message
+	start := Start{Live: true} // the first reader starts with the next message
 	opened := false
 	var retry backoff.Backoff // 100 ms up to 5 s
 	for ctx.Err() == nil {
@@ -75,7 +75,7 @@ func (r *route) run(ctx context.Context) {
 		}
 		r.ready.Store(false)
 		r.logger.Warn("source reader failed; reopening", "route", r.path, "stream", r.info.Stream, "err", err)
-		start = Start{Position: pos} // nil for a source without history: latest
+		start = Start{Position: pos, Live: true} // nil for a source without history: latest
 		retry.Wait(ctx)
 	}
 }
@@ -152,7 +152,9 @@ func (r *route) expired(exp *ExpiredError) Start {
 	if err := r.es.Publish(gap.Event("")); err != nil && !errors.Is(err, esource.ErrClosed) {
 		r.logger.Error("gap cannot be sent", "route", r.path, "err", err)
 	}
-	return startAt(exp.Resume)
+	start := startAt(exp.Resume)
+	start.Live = true
+	return start
 }
 
 // startAt returns the start at pos, or at the earliest message for nil.

@@ -135,6 +135,10 @@ type Position []uint64
 type Start struct {
 	Position Position
 	Earliest bool
+	// Live marks the route's one live reader, which a source may serve
+	// apart from the readers that catch clients up (on a connection of its
+	// own, say), so that no replay can starve it.
+	Live bool
 }
 
 // Errors of sources and of the bridge. Test for them with errors.Is.

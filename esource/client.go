@@ -35,7 +35,7 @@ var errClientGone = errors.New("esource: client went away")
 type client struct {
 	es     *EventSource
 	sink   sink
-	cursor uint64 // seq of the next event to send
+	cursor uint64   // seq of the next event to send
 	lastID string   // ID of the last event sent with one
 	skip   Position // with an Ordering: events received by this position are not sent
 	bufs   [][]byte

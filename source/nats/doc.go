@@ -40,11 +40,9 @@
 //
 // A core NATS source has one connection. A JetStream source has two, so
 // that replays cannot take down the live stream: the live connection
-// serves readers opened at the latest (the bridge's live reader) and a
-// reader opened where the last of those stopped (the bridge reopening its
-// live reader after an error; at the first sequence held if that position
-// expired); the replay connection, named esbridge-replay, serves every
-// other reader (the replays of clients that catch up). However much the
+// serves the route's live reader ([bridge.Start].Live); the replay
+// connection, named esbridge-replay, serves every other reader (the
+// bridge's catch-up readers). However much the
 // replays are sent, and even if the server cuts the replay connection as a
 // slow consumer, the live reader goes on; the replays go on too, from
 // where they were, once it is back. Connected reports the live connection

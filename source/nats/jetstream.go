@@ -60,8 +60,8 @@ type streamResult struct {
 	err error
 }
 
-// openStream opens a reader on the live connection or the replay one (see
-// liveStart). It creates the reader's consumer in a goroutine, under a
+// openStream opens a reader on the live connection, for the route's live
+// reader (start.Live), or on the replay one. It creates the reader's consumer in a goroutine, under a
 // context of its own, so that the consumer is deleted whenever Open's ctx
 // ends: a consumer created under ctx might be made on the server after
 // ctx ended, with nothing left to delete it. If ctx ends first, Open
@@ -71,7 +71,7 @@ func (s *Source) openStream(ctx context.Context, start bridge.Start) (bridge.Rea
 	if start.Position != nil && len(start.Position) != 1 {
 		return nil, fmt.Errorf("nats: stream %s: position of %d partitions, want 1", s.cfg.Stream, len(start.Position))
 	}
-	live := s.liveStart(start)
+	live := start.Live
 	c := s.replay
 	if live {
 		c = s.live
@@ -95,9 +95,6 @@ func (s *Source) openStream(ctx context.Context, start bridge.Start) (bridge.Rea
 			return nil, fmt.Errorf("nats: stream %s: sequence 0 is not a position", s.cfg.Stream)
 		}
 		if next < state.FirstSeq {
-			if live { // the bridge reopens its live reader at Resume
-				s.setLiveNext(next, state.FirstSeq)
-			}
 			return nil, &bridge.ExpiredError{
 				Resume: bridge.Position{state.FirstSeq},
 				Lost:   fmt.Sprintf("nats: stream %s: sequences %d to %d deleted", s.cfg.Stream, next, state.FirstSeq-1),
@@ -143,7 +140,7 @@ func (s *Source) openStream(ctx context.Context, start bridge.Start) (bridge.Rea
 		case res <- opened{r, err}:
 		case <-ctx.Done():
 			if r != nil {
-				r.close.Do(r.stop) // not Close: it was never the live reader
+				r.Close()
 			}
 		}
 	}()
@@ -151,9 +148,6 @@ func (s *Source) openStream(ctx context.Context, start bridge.Start) (bridge.Rea
 	case o := <-res:
 		if o.err != nil {
 			return nil, fmt.Errorf("nats: stream %s: consumer: %w: %w", s.cfg.Stream, bridge.ErrUnavailable, o.err)
-		}
-		if live && start.Position != nil {
-			s.setLiveNext(next, 0) // taken
 		}
 		return o.r, nil
 	case <-ctx.Done():
@@ -187,31 +181,6 @@ func (s *Source) newStreamReader(c *conn, st jetstream.Stream, cfg jetstream.Ord
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	go r.run()
 	return r, nil
-}
-
-// liveStart reports whether a reader from start goes on the live
-// connection: one at the latest, as the bridge opens its live reader, or
-// one at the position where the last reader on the live connection
-// stopped (or, if that position had expired, at the first sequence held),
-// as the bridge reopens it after an error. Every other reader replays
-// history, on the replay connection.
-func (s *Source) liveStart(start bridge.Start) bool {
-	if start.Position == nil {
-		return !start.Earliest
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.liveNext != 0 && start.Position[0] == s.liveNext
-}
-
-// setLiveNext replaces the position where the last reader on the live
-// connection stopped with to, if it is still from.
-func (s *Source) setLiveNext(from, to uint64) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.liveNext == from {
-		s.liveNext = to
-	}
 }
 
 // deleteConsumer deletes the consumer name of the stream through c, unless
@@ -292,14 +261,7 @@ func (r *streamReader) Position() bridge.Position { return bridge.Position{r.nex
 // inactiveThreshold). It may wait up to nats.go's API timeout if the
 // consumer is being re-created at that moment. It is idempotent.
 func (r *streamReader) Close() error {
-	r.close.Do(func() {
-		r.stop()
-		if r.live {
-			r.src.mu.Lock()
-			r.src.liveNext = r.next
-			r.src.mu.Unlock()
-		}
-	})
+	r.close.Do(r.stop)
 	return nil
 }
 

@@ -44,11 +44,10 @@ type Source struct {
 	replay *conn
 	err    error // connect's error
 
-	mu       sync.Mutex
-	cores    map[*coreReader]struct{} // open core NATS readers
-	liveNext uint64                   // see liveStart
-	closed   bool                     // Close was called: opening takes no more
-	opening  sync.WaitGroup           // consumers being created, see openStream
+	mu      sync.Mutex
+	cores   map[*coreReader]struct{} // open core NATS readers
+	closed  bool                     // Close was called: opening takes no more
+	opening sync.WaitGroup           // consumers being created, see openStream
 }
 
 // A conn is one of the connections of a Source.
