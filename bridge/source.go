@@ -31,9 +31,10 @@ type Source interface {
 	// Open returns a reader of the stream's messages, in broker order,
 	// from start on. It returns an error wrapping ErrNoHistory for a start
 	// position on a source without history, ErrUnavailable while the
-	// broker cannot be reached, so that the bridge retries, and an
-	// [*ExpiredError] for a position the broker no longer holds. ctx
-	// bounds the opening only.
+	// broker cannot be reached, so that the bridge retries, an
+	// [*ExpiredError] for a position the broker no longer holds, and
+	// ErrAhead for one it never issued, where it can tell. ctx bounds the
+	// opening only.
 	Open(ctx context.Context, start Start) (Reader, error)
 
 	// Close releases the source's connections. Readers must be closed first.
@@ -154,6 +155,12 @@ var (
 	// ErrLost is returned by Reader.Next when messages were lost, as when
 	// a source without history reconnects; the reader goes on after it.
 	ErrLost = errors.New("bridge: messages lost")
+
+	// ErrAhead is returned by Open for a position beyond the head of the
+	// stream: one the broker never issued, so that a reader there would
+	// wait for good. The bridge tells the client with a gap event and
+	// serves it live.
+	ErrAhead = errors.New("bridge: position beyond the head of the stream")
 
 	// ErrExpired is wrapped by every [*ExpiredError].
 	ErrExpired = errors.New("bridge: position expired")

@@ -34,7 +34,8 @@
 // partitions and offsets lost, and whose Resume moves only those
 // partitions to their first offset. A partition that a
 // position lacks (added to the topic since) is read from its first offset;
-// an offset past a partition's end is waited for.
+// an offset past a partition's end makes Open return an error wrapping
+// [bridge.ErrAhead].
 //
 // # Connections, reconnects and new partitions
 //

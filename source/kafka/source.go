@@ -117,8 +117,9 @@ func (s *Source) Close() error {
 //   - Start.Earliest reads from each partition's first offset;
 //   - Start.Position reads partition i from Position[i], and partitions
 //     beyond the position's length (added to the topic since) from their
-//     first offset. An offset past a partition's high-water mark is
-//     waited for.
+//     first offset. An offset past a partition's high-water mark, which
+//     the broker never issued, makes Open return an error wrapping
+//     [bridge.ErrAhead].
 //
 // Open returns an error wrapping [bridge.ErrUnavailable] when no broker
 // answers or the topic does not exist, and a [*bridge.ExpiredError] when
@@ -156,6 +157,9 @@ func (s *Source) Open(ctx context.Context, start bridge.Start) (bridge.Reader, e
 			p := start.Position[i]
 			if p > math.MaxInt64 {
 				return nil, fmt.Errorf("kafka: topic %s: partition %d: offset %d out of range", s.cfg.Topic, i, p)
+			}
+			if int64(p) > offs[i].last {
+				return nil, fmt.Errorf("kafka: topic %s: partition %d: offset %d, the high-water mark is %d: %w", s.cfg.Topic, i, p, offs[i].last, bridge.ErrAhead)
 			}
 			if int64(p) < offs[i].first {
 				exp = append(exp, expiredPartition{topic: s.cfg.Topic, partition: i, offset: p, first: uint64(offs[i].first)})

@@ -154,14 +154,21 @@ func TestPartitions(t *testing.T) {
 	})
 
 	t.Run("beyond the end", func(t *testing.T) {
-		// An offset past the high-water mark is waited for.
+		// An offset past the high-water mark is refused; one at it is
+		// waited for.
 		start := uniform(15)
 		start[2] = 16
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if _, err := s.Open(ctx, bridge.Start{Position: start}); !errors.Is(err, bridge.ErrAhead) {
+			t.Fatalf("Open at %v, the high-water marks at 15: %v, want ErrAhead", start, err)
+		}
+		start[2] = 15
 		r := brokertest.Open(t, s, bridge.Start{Position: start})
 		brokertest.ExpectNothing(t, r)
 		fill(b, topic, 15, 17)
 		want := slices.Clone(start)
-		for range 2*partitions - 1 {
+		for range 2 * partitions {
 			m := brokertest.Next(t, r)
 			if m.Offset != want[m.Partition] {
 				t.Fatalf("partition %d: offset %d, want %d", m.Partition, m.Offset, want[m.Partition])

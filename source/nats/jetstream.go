@@ -94,6 +94,9 @@ func (s *Source) openStream(ctx context.Context, start bridge.Start) (bridge.Rea
 		if next == 0 {
 			return nil, fmt.Errorf("nats: stream %s: sequence 0 is not a position", s.cfg.Stream)
 		}
+		if next > state.LastSeq+1 {
+			return nil, fmt.Errorf("nats: stream %s: sequence %d, the last is %d: %w", s.cfg.Stream, next, state.LastSeq, bridge.ErrAhead)
+		}
 		if next < state.FirstSeq {
 			return nil, &bridge.ExpiredError{
 				Resume: bridge.Position{state.FirstSeq},

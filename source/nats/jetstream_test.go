@@ -109,10 +109,14 @@ func TestStreamStarts(t *testing.T) {
 	read(t, at4, seqs(4, 8)...)
 	brokertest.ExpectNothing(t, at4)
 
-	ahead := brokertest.Open(t, s, bridge.Start{Position: bridge.Position{10}})
-	brokertest.ExpectNothing(t, ahead)
+	// At the head, a reader waits; beyond it, Open refuses.
+	if _, err := s.Open(context.Background(), bridge.Start{Position: bridge.Position{10}}); !errors.Is(err, bridge.ErrAhead) {
+		t.Fatalf("Open at 10, the last being 8: %v, want ErrAhead", err)
+	}
+	head := brokertest.Open(t, s, bridge.Start{Position: bridge.Position{9}})
+	brokertest.ExpectNothing(t, head)
 	publish(t, js, "orders.c", 9, 2)
-	read(t, ahead, 10)
+	read(t, head, 9, 10)
 	read(t, at4, 9, 10)
 
 	for _, p := range []bridge.Position{{1, 2}, {0}, {}} {

@@ -207,7 +207,8 @@ func (s *Source) Info() bridge.Info {
 // source is not connected or the stream does not exist, one wrapping
 // [bridge.ErrNoHistory] for a start other than the latest on core NATS, and
 // a [*bridge.ExpiredError] for a JetStream position before the stream's
-// first sequence. ctx bounds the opening only; the reader lives until
+// first sequence, and one wrapping [bridge.ErrAhead] for a position past
+// the one after its last. ctx bounds the opening only; the reader lives until
 // Close.
 func (s *Source) Open(ctx context.Context, start bridge.Start) (bridge.Reader, error) {
 	s.start.Do(func() { go s.connect() })
