@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -101,6 +102,8 @@ func (b *Bridge) newRoute(cfg Config, rt Route) (*route, error) {
 		epoch:  uint64(rand.Uint32()),
 		logger: b.logger,
 	}
+	r.ctx, r.stop = context.WithCancel(context.Background())
+	r.catchUps = newCatchUps(r, cmp.Or(opts.CatchUpReaders, DefaultCatchUpReaders))
 	esOpts := []esource.Option{esource.WithLogger(b.logger)}
 	if cfg.Backlog > 0 {
 		esOpts = append(esOpts, esource.WithBacklog(cfg.Backlog))
@@ -187,6 +190,8 @@ func (b *Bridge) Shutdown(ctx context.Context) error {
 				errs = append(errs, err)
 				mu.Unlock()
 			}
+			r.stop() // the catch-up readers, once their riders are gone
+			r.catchUps.wg.Wait()
 		})
 	}
 	wg.Wait()

@@ -3,6 +3,8 @@ package bridge_test
 import (
 	"bufio"
 	"context"
+	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -17,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/esbridge/esbridge/bridge"
+	"github.com/esbridge/esbridge/esource"
 	"github.com/esbridge/esbridge/internal/brokertest"
 	natssource "github.com/esbridge/esbridge/source/nats"
 )
@@ -114,6 +117,7 @@ type sseClient struct {
 	t    testing.TB
 	resp *http.Response
 	br   *bufio.Reader
+	last string // the last event ID read
 }
 
 func open(t testing.TB, url, lastID string) *sseClient {
@@ -157,6 +161,7 @@ func (c *sseClient) next() event {
 			}
 		case "id":
 			ev.id = value
+			c.last = value
 		case "event":
 			ev.typ = value
 		case "data":
@@ -221,22 +226,41 @@ func TestStartEarliest(t *testing.T) {
 	c.expect(6, 7)
 }
 
-func TestGapForAnIDOfAnotherStreamOrGarbage(t *testing.T) {
+// TestGapForAnUnusableID resumes from IDs the bridge cannot resume from:
+// each client gets a gap with a stable reason and at most a short prefix
+// of its ID, then the live stream.
+func TestGapForAnUnusableID(t *testing.T) {
 	js, addr := jetStream(t)
 	url := serveBridge(t, addr, bridge.Config{}, bridge.Options{})
-	for _, id := range []string{"garbage", "EAAAAAAB"} {
-		c := open(t, url, id)
-		publish(t, js, 1, 1)
+	watch := open(t, url, "")
+	publish(t, js, 1, 1)
+	watch.expect(1, 1)
+	// An ID of this stream, moved far beyond its head: [head, tag, n, offset].
+	raw, err := base64.RawURLEncoding.DecodeString(watch.last)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ahead := base64.RawURLEncoding.EncodeToString(binary.AppendUvarint(raw[:6], 1e12))
+	n := 1
+	for _, tc := range []struct{ id, reason string }{
+		{"garbage", "malformed-id"},
+		{"EAAAAAAB", "other-stream"},
+		{strings.Repeat("A", 900<<10), "malformed-id"}, // longer than any ID
+		{ahead, "ahead"},
+	} {
+		c := open(t, url, tc.id)
+		n++
+		publish(t, js, n, n)
 		ev := c.next()
-		var gap struct{ Reason, LastEventID string }
+		var gap struct{ Reason, Message, LastEventID string }
 		if err := json.Unmarshal([]byte(ev.data), &gap); err != nil || ev.typ != "gap" {
-			t.Fatalf("ID %q: got %+v, want a gap first (%v)", id, ev, err)
+			t.Fatalf("ID %.20q: got %+v, want a gap first (%v)", tc.id, ev, err)
 		}
-		if !strings.HasPrefix(gap.Reason, "history: bridge:") {
-			t.Errorf("ID %q: gap reason %q", id, gap.Reason)
+		if gap.Reason != tc.reason || gap.Message == "" || len(gap.LastEventID) > esource.MaxEchoedID+len("…") {
+			t.Errorf("ID %.20q: gap %.200q, want reason %q, a message and a short ID", tc.id, ev.data, tc.reason)
 		}
-		c.expect(1, 1)
-		// Drain what the next iteration publishes.
+		c.expect(n, n)
+		// Drain what the next iterations publish.
 		go io.Copy(io.Discard, c.resp.Body)
 	}
 }

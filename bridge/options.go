@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strconv"
 	"strings"
 )
 
@@ -25,6 +26,11 @@ type Options struct {
 	// Format is FormatRaw (the default: the payload as the data) or
 	// FormatEnvelope (a JSON object with the payload and its metadata).
 	Format string
+
+	// CatchUpReaders is how many broker readers may catch clients up at
+	// once (catchup=N, 1 to 64); zero means DefaultCatchUpReaders. Each
+	// serves every client it can, however many resume at once.
+	CatchUpReaders int
 }
 
 // Option values.
@@ -66,6 +72,12 @@ func ParseOptions(q url.Values) (Options, url.Values, error) {
 				return o, nil, fmt.Errorf("%w: format=%q: want raw or envelope", ErrBadOption, v)
 			}
 			o.Format = v
+		case "catchup":
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > 64 {
+				return o, nil, fmt.Errorf("%w: catchup=%q: want 1 to 64", ErrBadOption, v)
+			}
+			o.CatchUpReaders = n
 		default:
 			rest[name] = values
 		}

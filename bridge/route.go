@@ -13,20 +13,23 @@ import (
 )
 
 // A route serves one source's stream at one path: one live reader feeds an
-// EventSource, which fans it out; clients that must catch up are replayed
-// from the source by the route's History method.
+// EventSource, which fans it out; clients that must catch up ride the
+// route's catch-up readers (see catchup.go) through its History method.
 type route struct {
-	path   string
-	src    Source
-	info   Info
-	opts   Options
-	codec  codec
-	tr     translator
-	es     *esource.EventSource
-	epoch  uint64 // instance epoch, for sources without history
-	seq    uint64 // live sequence, for sources without history
-	ready  atomic.Bool
-	logger *slog.Logger
+	ctx      context.Context // ends when the bridge has shut down
+	stop     context.CancelFunc
+	catchUps *catchUps
+	path     string
+	src      Source
+	info     Info
+	opts     Options
+	codec    codec
+	tr       translator
+	es       *esource.EventSource
+	epoch    uint64 // instance epoch, for sources without history
+	seq      uint64 // live sequence, for sources without history
+	ready    atomic.Bool
+	logger   *slog.Logger
 }
 
 // run reads the source live and publishes every message, reopening the

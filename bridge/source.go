@@ -89,16 +89,6 @@ type Reader interface {
 	Close() error
 }
 
-// A Buffered reader tells how many messages Next returns without waiting.
-// Buffered neither waits nor changes the reader. A replay flushes what it
-// sent to its client the moment the reader holds nothing more; for a
-// reader that cannot tell, it flushes once Next has kept it waiting a
-// millisecond.
-type Buffered interface {
-	Reader
-	Buffered() int
-}
-
 // A Message is one broker message.
 type Message struct {
 	// Partition is the message's partition (Kafka); 0 for streams of one.

@@ -140,8 +140,11 @@ func (es *EventSource) Publish(ev Event) error {
 			case r.joined.Load():
 			case r.last == ev.ID:
 				r.join(seq+1, nil)
-			case pos != nil && r.lastPos != nil && es.ordering.Covers(r.lastPos, pos):
-				r.join(seq+1, r.lastPos)
+			case pos != nil && r.lastPos != nil && es.ordering.Covers(pos, r.lastPos):
+				// The log has reached the client: it can take it over.
+				// (Not before: the client may be ahead of what the
+				// broker holds, which only the History can tell.)
+				r.tryJoin()
 			}
 		}
 	}

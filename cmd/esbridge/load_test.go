@@ -266,13 +266,13 @@ func TestSlowClientsCatchUp(t *testing.T) {
 			t.Errorf("client %d (stalled: %v): %v", i, i < stalled, err)
 		}
 	}
-	// Each stalled client was replayed from JetStream at least once (else
-	// this test does not test what it says).
-	for deadline := time.Now().Add(waitFor); replays.Load() < stalled && time.Now().Before(deadline); {
+	// The stalled clients were replayed from JetStream (else this test
+	// does not test what it says), by catch-up readers that they share.
+	for deadline := time.Now().Add(waitFor); replays.Load() == 0 && time.Now().Before(deadline); {
 		time.Sleep(10 * time.Millisecond) // advisories are asynchronous
 	}
-	t.Logf("%d JetStream consumers made", replays.Load())
-	if n := replays.Load(); n < stalled {
-		t.Errorf("%d JetStream consumers made for %d stalled clients: they did not fall behind", n, stalled)
+	t.Logf("%d JetStream consumers made for %d stalled clients", replays.Load(), stalled)
+	if replays.Load() == 0 {
+		t.Errorf("no JetStream consumer made for %d stalled clients: they did not fall behind", stalled)
 	}
 }

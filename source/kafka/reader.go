@@ -124,11 +124,6 @@ func (r *reader) poll(n int) {
 	}
 }
 
-// Buffered returns how many messages, counting a chunk not yet begun as
-// one, Next returns without waiting; the bridge flushes a replay to its
-// client when there are none.
-func (r *reader) Buffered() int { return len(r.msgs) + len(r.c) }
-
 // Next returns the next message of any partition, in order within each.
 // After an error other than ctx's it returns that error again: the bridge
 // reopens at Position. An error from a partition whose next offset was

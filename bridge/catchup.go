@@ -1,0 +1,443 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/esbridge/esbridge/esource"
+	"github.com/esbridge/esbridge/internal/backoff"
+)
+
+// Catch-up: clients that resume from a position the log no longer holds
+// ride a catch-up reader of the route, a broker reader shared by all the
+// clients it can serve. It walks forward from where it was started (the
+// position of the first client that needed it), holds the events it read,
+// translated and encoded once, in a bounded ring, and each rider sends
+// them from its cursor in the ring, skipping what it had received, until
+// the route's log can serve it. A route has at most a few catch-up
+// readers however many clients resume at once; a client that no reader
+// can take waits, with heartbeats, for one to end.
+
+// DefaultCatchUpReaders is how many catch-up readers a route may have at
+// once when Options.CatchUpReaders is zero.
+const DefaultCatchUpReaders = 4
+
+// Bounds of a catch-up reader.
+const (
+	// catchUpEvents and catchUpBytes bound the events a catch-up reader
+	// holds for its riders, however many they are.
+	catchUpEvents = 1024
+	catchUpBytes  = 8 << 20
+	// riderPatience is how long a catch-up reader whose ring is full waits
+	// for its slowest rider before it goes on without it: the rider drops
+	// off and is caught up again, by another reader.
+	riderPatience = time.Second
+)
+
+// errDroppedOff tells a rider that its reader went on without it.
+var errDroppedOff = errors.New("bridge: too slow for the catch-up reader")
+
+// catchUps holds a route's catch-up readers.
+type catchUps struct {
+	r   *route
+	max int
+
+	mu      sync.Mutex
+	readers map[*catchUp]struct{}
+	ended   chan struct{} // closed and replaced when a reader ends
+	wg      sync.WaitGroup
+}
+
+// A catchUp is one catch-up reader and its riders.
+type catchUp struct {
+	cs     *catchUps
+	ctx    context.Context // ends when the last rider leaves
+	cancel context.CancelFunc
+
+	mu     sync.Mutex
+	ring   []caught // event seq is at ring[seq%len(ring)]
+	head   uint64   // seq of the oldest event held
+	next   uint64   // seq of the next event
+	size   int      // bytes held
+	from   *token   // where the reader stood before the oldest event held
+	grew   chan struct{}
+	moved  chan struct{} // closed and replaced when a rider moves on
+	riders map[*rider]struct{}
+	err    error // why the reader stopped, once it has
+	done   bool  // no rider left: it takes no more
+}
+
+// A caught event is an event read by a catch-up reader.
+type caught struct {
+	ev      esource.Encoded
+	at      *token // the position after it, and its partition
+	expired *ExpiredError
+}
+
+// A rider is a client riding a catchUp.
+type rider struct {
+	cursor uint64 // seq of the next event to send; guarded by catchUp.mu
+}
+
+func newCatchUps(r *route, max int) *catchUps {
+	return &catchUps{r: r, max: max, readers: make(map[*catchUp]struct{}), ended: make(chan struct{})}
+}
+
+// ride sends the client rp the events after pos, the decoded position of
+// its last event ID, from catch-up readers, until the route's log serves
+// it (esource.ErrCaughtUp) or ctx ends.
+func (cs *catchUps) ride(ctx context.Context, rp *esource.Replay, pos *token) error {
+	last := pos
+	for {
+		c, rd, err := cs.board(ctx, rp, last)
+		if err != nil {
+			return err
+		}
+		last, err = c.ride(ctx, rp, rd, last)
+		c.leave(rd)
+		if !errors.Is(err, errDroppedOff) {
+			return err
+		}
+	}
+}
+
+// board finds a reader that can take a client at pos, or starts one,
+// waiting with heartbeats while the route has as many as it may.
+func (cs *catchUps) board(ctx context.Context, rp *esource.Replay, pos *token) (*catchUp, *rider, error) {
+	for {
+		cs.mu.Lock()
+		for c := range cs.readers {
+			if rd := c.admit(pos); rd != nil {
+				cs.mu.Unlock()
+				return c, rd, nil
+			}
+		}
+		if len(cs.readers) < cs.max {
+			c := cs.start(pos)
+			rd := c.admit(pos)
+			cs.mu.Unlock()
+			return c, rd, nil
+		}
+		ended := cs.ended
+		cs.mu.Unlock()
+		if err := rp.Wait(ctx, ended); err != nil {
+			return nil, nil, err
+		}
+	}
+}
+
+// start starts a reader at pos. cs.mu must be held.
+func (cs *catchUps) start(pos *token) *catchUp {
+	c := &catchUp{
+		cs:     cs,
+		ring:   make([]caught, catchUpEvents),
+		from:   pos,
+		grew:   make(chan struct{}),
+		moved:  make(chan struct{}),
+		riders: make(map[*rider]struct{}),
+	}
+	c.ctx, c.cancel = context.WithCancel(cs.r.ctx)
+	cs.readers[c] = struct{}{}
+	cs.wg.Go(func() {
+		c.run(pos)
+		cs.mu.Lock()
+		delete(cs.readers, c)
+		close(cs.ended)
+		cs.ended = make(chan struct{})
+		cs.mu.Unlock()
+	})
+	return c
+}
+
+// admit makes a rider at pos of c, if c has read nothing that follows pos
+// but what it still holds.
+func (c *catchUp) admit(pos *token) *rider {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.done || !covers(pos.pos, c.from.pos) {
+		return nil
+	}
+	rd := &rider{cursor: c.head}
+	c.riders[rd] = struct{}{}
+	return rd
+}
+
+// leave removes rd; the last rider to leave ends the reader.
+func (c *catchUp) leave(rd *rider) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.riders, rd)
+	c.signalMoved()
+	if len(c.riders) == 0 {
+		c.done = true
+		c.cancel()
+	}
+}
+
+// signalMoved wakes the reader if it waits for riders. c.mu must be held.
+func (c *catchUp) signalMoved() {
+	close(c.moved)
+	c.moved = make(chan struct{})
+}
+
+// run reads the source from pos on until its riders are gone, reopening
+// after errors, and holds what it reads for them.
+func (c *catchUp) run(pos *token) {
+	r := c.cs.r
+	start := startAt(slices.Clone(pos.pos))
+	if pos.kind == kindOrigin {
+		start = Start{Earliest: true}
+	}
+	at := slices.Clone(start.Position)
+	var retry backoff.Backoff
+	for c.ctx.Err() == nil {
+		rd, err := r.src.Open(c.ctx, start)
+		var exp *ExpiredError
+		switch {
+		case errors.As(err, &exp):
+			c.add(caught{expired: exp})
+			start, at = startAt(exp.Resume), slices.Clone(exp.Resume)
+			continue
+		case errors.Is(err, ErrAhead):
+			c.stop(&esource.GapError{Reason: "ahead", Message: "the event ID is beyond the head of the stream", Err: err})
+			return
+		case err != nil:
+			if c.ctx.Err() == nil {
+				r.logger.Warn("catch-up reader cannot open; retrying", "route", r.path, "err", err)
+				retry.Wait(c.ctx)
+			}
+			continue
+		}
+		retry.Reset()
+		at, err = c.follow(rd, at)
+		rd.Close()
+		switch {
+		case c.ctx.Err() != nil:
+		case errors.As(err, &exp):
+			c.add(caught{expired: exp})
+			start, at = startAt(exp.Resume), slices.Clone(exp.Resume)
+		default:
+			r.logger.Warn("catch-up reader failed; reopening", "route", r.path, "err", err)
+			start = Start{Position: at}
+			retry.Wait(c.ctx)
+		}
+	}
+	c.stop(c.ctx.Err())
+}
+
+// follow adds rd's messages to the ring until it fails, and returns the
+// position after the last one.
+func (c *catchUp) follow(rd Reader, pos Position) (Position, error) {
+	r := c.cs.r
+	ids := idEncoder{c: r.codec}
+	for {
+		m, err := rd.Next(c.ctx)
+		if err != nil {
+			return pos, err
+		}
+		pos = advance(pos, &m)
+		at := &token{kind: kindPosition, partition: m.Partition, pos: slices.Clone(pos)}
+		if len(pos) > 1 {
+			at.kind = kindEvent
+		}
+		ev, err := esource.Encode(r.tr.event(ids.message(pos, m.Partition), &m), at)
+		if err != nil {
+			r.logger.Error("message cannot be sent", "route", r.path, "id", ev.ID(), "err", err)
+			continue
+		}
+		if !c.add(caught{ev: ev, at: at}) {
+			return pos, c.ctx.Err()
+		}
+	}
+}
+
+// add appends e to the ring, first making room: it drops the events every
+// rider has sent, and waits for the slowest rider, up to riderPatience,
+// before it drops events that rider has not sent. It reports false if the
+// riders are gone.
+func (c *catchUp) add(e caught) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var patience *time.Timer
+	impatient := false
+	for c.next > c.head && (c.next-c.head == uint64(len(c.ring)) || c.size+e.ev.Len() > catchUpBytes) {
+		slowest := c.next
+		for rd := range c.riders {
+			if rd.cursor >= c.head { // the others have dropped off
+				slowest = min(slowest, rd.cursor)
+			}
+		}
+		switch {
+		case slowest > c.head:
+			c.evict(slowest)
+			continue
+		case impatient:
+			c.evict(c.head + 1) // the slowest drop off
+			continue
+		case patience == nil:
+			patience = time.NewTimer(riderPatience)
+			defer patience.Stop()
+		}
+		moved := c.moved
+		c.mu.Unlock()
+		select {
+		case <-moved:
+		case <-patience.C:
+			impatient = true
+		case <-c.ctx.Done():
+			c.mu.Lock()
+			return false
+		}
+		c.mu.Lock()
+	}
+	c.ring[c.next%uint64(len(c.ring))] = e
+	c.next++
+	c.size += e.ev.Len()
+	close(c.grew)
+	c.grew = make(chan struct{})
+	return true
+}
+
+// evict drops the events before seq. c.mu must be held.
+func (c *catchUp) evict(seq uint64) {
+	for ; c.head < seq; c.head++ {
+		e := &c.ring[c.head%uint64(len(c.ring))]
+		if e.at != nil {
+			c.from = e.at
+		}
+		c.size -= e.ev.Len()
+		*e = caught{}
+	}
+}
+
+// stop ends the reader with err, which its riders return once they have
+// sent what it read.
+func (c *catchUp) stop(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.err = err
+	c.done = true
+	close(c.grew)
+	c.grew = make(chan struct{})
+}
+
+// ride sends rp what c reads after pos, from rd's cursor on, until the log
+// takes the client over (esource.ErrCaughtUp), the client or the reader
+// ends, or the client is too slow (errDroppedOff). It returns the
+// client's position.
+func (c *catchUp) ride(ctx context.Context, rp *esource.Replay, rd *rider, pos *token) (*token, error) {
+	r := c.cs.r
+	skip := pos // the client's position, while the reader is behind it somewhere
+	if pos.kind == kindOrigin {
+		skip = nil
+	}
+	batch := make([]caught, 0, 64)
+	for {
+		c.mu.Lock()
+		if rd.cursor < c.head {
+			c.mu.Unlock()
+			return pos, errDroppedOff
+		}
+		batch = batch[:0]
+		for seq := rd.cursor; seq < c.next && len(batch) < cap(batch); seq++ {
+			batch = append(batch, c.ring[seq%uint64(len(c.ring))])
+		}
+		grew, stopped := c.grew, c.err
+		c.mu.Unlock()
+
+		for _, e := range batch {
+			var err error
+			switch {
+			case e.expired != nil:
+				if e.expired.Resume != nil && covers(pos.pos, e.expired.Resume) {
+					continue // the client had received what was lost
+				}
+				err = rp.Send(esource.Gap{
+					Reason:      "expired",
+					Message:     "the broker no longer holds these messages",
+					LastEventID: r.codec.position(pos.pos),
+				}.Event(""))
+			case skip != nil && r.Received(skip, e.at):
+				if covers(e.at.pos, skip.pos) {
+					skip = nil
+				}
+				continue
+			case skip != nil && !covers(e.at.pos, skip.pos):
+				// New to the client, but the reader stands behind it in
+				// other partitions: the event goes with the client's ID.
+				m, id := r.Merge(skip, e.at)
+				skip = m.(*token)
+				pos = skip
+				err = rp.SendEncoded(e.ev.WithID(id, skip))
+			default:
+				skip, pos = nil, e.at
+				err = rp.SendEncoded(e.ev)
+			}
+			if err != nil {
+				return pos, err
+			}
+		}
+		c.mu.Lock()
+		rd.cursor += uint64(len(batch))
+		c.signalMoved()
+		c.mu.Unlock()
+
+		var err error
+		switch {
+		case len(batch) == cap(batch):
+			continue // more to come: Replay flushes by itself when a batch is full
+		case len(batch) > 0:
+			err = rp.Flush()
+		case stopped != nil:
+			err = stopped
+		default:
+			err = rp.Wait(ctx, grew)
+		}
+		if err != nil {
+			return pos, err
+		}
+	}
+}
+
+// replayStart returns the decoded position of lastID to replay from, or a
+// GapError saying why there is none.
+func (r *route) replayStart(lastID string) (*token, error) {
+	if len(lastID) > maxIDLength {
+		return nil, &esource.GapError{Reason: "malformed-id", Message: "the event ID is longer than any this stream issues"}
+	}
+	t, err := r.codec.decode(lastID)
+	switch {
+	case errors.Is(err, errOtherStream):
+		return nil, &esource.GapError{Reason: "other-stream", Message: "the event ID is of another stream"}
+	case err != nil:
+		return nil, &esource.GapError{Reason: "malformed-id", Message: "the event ID cannot be read"}
+	case t.kind == kindLive:
+		return nil, &esource.GapError{Reason: "no-history", Message: "the event ID is of a live-only stream"}
+	case t.kind == kindOrigin:
+		t.pos = Position{}
+	}
+	return &t, nil
+}
+
+// Replay implements esource.History: the client rides the route's
+// catch-up readers from the position in lastID until it has caught up
+// with the live log.
+func (r *route) Replay(ctx context.Context, lastID string, rp *esource.Replay) error {
+	pos, err := r.replayStart(lastID)
+	if err != nil {
+		return err
+	}
+	err = r.catchUps.ride(ctx, rp, pos)
+	if errors.Is(err, esource.ErrCaughtUp) || ctx.Err() != nil {
+		return err
+	}
+	var gapErr *esource.GapError
+	if !errors.As(err, &gapErr) {
+		err = &esource.GapError{Reason: "history", Message: "the broker could not replay the events", Err: fmt.Errorf("route %s: %w", r.path, err)}
+	}
+	return err
+}
