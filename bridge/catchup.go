@@ -43,8 +43,10 @@ var errDroppedOff = errors.New("bridge: too slow for the catch-up reader")
 
 // catchUps holds a route's catch-up readers.
 type catchUps struct {
-	r   *route
-	max int
+	r        *route
+	max      int
+	events   int           // catchUpEvents, but in tests
+	patience time.Duration // riderPatience, but in tests
 
 	mu      sync.Mutex
 	readers map[*catchUp]struct{}
@@ -84,7 +86,8 @@ type rider struct {
 }
 
 func newCatchUps(r *route, max int) *catchUps {
-	return &catchUps{r: r, max: max, readers: make(map[*catchUp]struct{}), ended: make(chan struct{})}
+	return &catchUps{r: r, max: max, events: catchUpEvents, patience: riderPatience,
+		readers: make(map[*catchUp]struct{}), ended: make(chan struct{})}
 }
 
 // ride sends the client rp the events after pos, the decoded position of
@@ -117,8 +120,7 @@ func (cs *catchUps) board(ctx context.Context, rp *esource.Replay, pos *token) (
 			}
 		}
 		if len(cs.readers) < cs.max {
-			c := cs.start(pos)
-			rd := c.admit(pos)
+			c, rd := cs.start(pos)
 			cs.mu.Unlock()
 			return c, rd, nil
 		}
@@ -130,17 +132,19 @@ func (cs *catchUps) board(ctx context.Context, rp *esource.Replay, pos *token) (
 	}
 }
 
-// start starts a reader at pos. cs.mu must be held.
-func (cs *catchUps) start(pos *token) *catchUp {
+// start starts a reader at pos, with a rider there. cs.mu must be held.
+func (cs *catchUps) start(pos *token) (*catchUp, *rider) {
 	c := &catchUp{
 		cs:     cs,
-		ring:   make([]caught, catchUpEvents),
+		ring:   make([]caught, cs.events),
 		from:   pos,
 		grew:   make(chan struct{}),
 		moved:  make(chan struct{}),
 		riders: make(map[*rider]struct{}),
 	}
 	c.ctx, c.cancel = context.WithCancel(cs.r.ctx)
+	rd := &rider{}
+	c.riders[rd] = struct{}{} // before the reader reads: it waits for this one
 	cs.readers[c] = struct{}{}
 	cs.wg.Go(func() {
 		c.run(pos)
@@ -150,7 +154,7 @@ func (cs *catchUps) start(pos *token) *catchUp {
 		cs.ended = make(chan struct{})
 		cs.mu.Unlock()
 	})
-	return c
+	return c, rd
 }
 
 // admit makes a rider at pos of c, if c has read nothing that follows pos
@@ -213,6 +217,9 @@ func (c *catchUp) run(pos *token) {
 			continue
 		}
 		retry.Reset()
+		if start.Earliest {
+			at = rd.Position() // every partition's first offset
+		}
 		at, err = c.follow(rd, at)
 		rd.Close()
 		switch {
@@ -279,7 +286,7 @@ func (c *catchUp) add(e caught) bool {
 			c.evict(c.head + 1) // the slowest drop off
 			continue
 		case patience == nil:
-			patience = time.NewTimer(riderPatience)
+			patience = time.NewTimer(c.cs.patience)
 			defer patience.Stop()
 		}
 		moved := c.moved

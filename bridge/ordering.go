@@ -1,8 +1,6 @@
 package bridge
 
 import (
-	"slices"
-
 	"github.com/esbridge/esbridge/esource"
 )
 
@@ -64,11 +62,17 @@ func (r *route) Received(last, p esource.Position) bool {
 // receives the event at p, which is behind it in some partitions.
 func (r *route) Merge(last, p esource.Position) (esource.Position, string) {
 	t, v := p.(*token), last.(*token).pos
-	m := &token{kind: t.kind, partition: t.partition, pos: slices.Clone(t.pos)}
-	for i := range min(len(m.pos), len(v)) {
-		m.pos[i] = max(m.pos[i], v[i])
+	m := &token{kind: kindEvent, partition: t.partition, pos: make(Position, max(len(t.pos), len(v)))}
+	for i := range m.pos {
+		if i < len(t.pos) {
+			m.pos[i] = t.pos[i]
+		}
+		if i < len(v) {
+			m.pos[i] = max(m.pos[i], v[i])
+		}
 	}
-	if t.kind == kindPosition {
+	if len(m.pos) == 1 {
+		m.kind = kindPosition
 		return m, r.codec.position(m.pos)
 	}
 	return m, r.codec.event(m.pos, m.partition)

@@ -1,0 +1,28 @@
+package bridge
+
+import (
+	"context"
+	"iter"
+	"time"
+
+	"github.com/esbridge/esbridge/esource"
+)
+
+// SetCatchUp sets the ring size and the patience of the catch-up readers
+// of the route at path, before any starts.
+func SetCatchUp(b *Bridge, path string, events int, patience time.Duration) {
+	cs := b.routes[path].catchUps
+	cs.events, cs.patience = events, patience
+}
+
+// Tee returns an iterator over what a client of the route at path
+// receives, resuming after lastID if it is not empty.
+func Tee(ctx context.Context, b *Bridge, path, lastID string) (iter.Seq[esource.Event], error) {
+	return b.routes[path].es.Tee(ctx, lastID)
+}
+
+// Clients returns the number of clients of the route at path.
+func Clients(b *Bridge, path string) int { return b.routes[path].es.Clients() }
+
+// Origin returns the ID of the start of the stream of the route at path.
+func Origin(b *Bridge, path string) string { return b.routes[path].codec.origin() }

@@ -1,0 +1,151 @@
+// Package fakesource is an in-memory stream of several partitions, a
+// bridge.Source for tests that need no broker. Like a reader of a real
+// broker, each of its readers interleaves the partitions in an order of
+// its own. It is for tests only.
+package fakesource
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+
+	"github.com/esbridge/esbridge/bridge"
+)
+
+// A Stream is a stream of partitions that only grow. It is safe for
+// concurrent use.
+type Stream struct {
+	name string
+	seed uint64
+
+	mu      sync.Mutex
+	parts   [][][]byte    // each partition's messages, by offset
+	grew    chan struct{} // closed and replaced when a partition grows
+	open    int           // readers open
+	maxOpen int           // the most readers open at once
+	opened  int           // readers opened in all
+}
+
+// New returns a stream of partitions, each empty. seed chooses the orders
+// in which its readers interleave the partitions.
+func New(name string, partitions int, seed uint64) *Stream {
+	return &Stream{name: name, seed: seed, parts: make([][][]byte, partitions), grew: make(chan struct{})}
+}
+
+// Append adds a message to partition p and returns its offset.
+func (s *Stream) Append(p int, data []byte) uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.parts[p] = append(s.parts[p], data)
+	close(s.grew)
+	s.grew = make(chan struct{})
+	return uint64(len(s.parts[p]) - 1)
+}
+
+// Lengths returns the number of messages of each partition.
+func (s *Stream) Lengths() []uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := make([]uint64, len(s.parts))
+	for p, msgs := range s.parts {
+		n[p] = uint64(len(msgs))
+	}
+	return n
+}
+
+// Info describes the stream: it has history, and offsets.
+func (s *Stream) Info() bridge.Info {
+	return bridge.Info{Stream: "fake/" + s.name, History: true, OffsetName: "offset"}
+}
+
+// Open returns a reader from start. A position beyond the end of a
+// partition is refused with bridge.ErrAhead, one of more partitions than
+// the stream's with an error.
+func (s *Stream) Open(ctx context.Context, start bridge.Start) (bridge.Reader, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	next := make(bridge.Position, len(s.parts))
+	switch {
+	case start.Position != nil:
+		if len(start.Position) > len(s.parts) {
+			return nil, fmt.Errorf("fakesource: position of %d partitions, the stream has %d", len(start.Position), len(s.parts))
+		}
+		for p, off := range start.Position {
+			if off > uint64(len(s.parts[p])) {
+				return nil, fmt.Errorf("fakesource: partition %d: offset %d: %w", p, off, bridge.ErrAhead)
+			}
+			next[p] = off
+		}
+	case start.Earliest:
+	default:
+		for p := range next {
+			next[p] = uint64(len(s.parts[p]))
+		}
+	}
+	s.open++
+	s.opened++
+	s.maxOpen = max(s.maxOpen, s.open)
+	return &reader{s: s, next: next, rand: rand.New(rand.NewPCG(s.seed, uint64(s.opened)))}, nil
+}
+
+// Close does nothing: the stream has no connection.
+func (s *Stream) Close() error { return nil }
+
+// Readers returns how many readers are open, the most that were at once,
+// and how many were opened in all.
+func (s *Stream) Readers() (open, most, all int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.open, s.maxOpen, s.opened
+}
+
+// A reader reads the partitions, picking at random among those with a
+// message to read.
+type reader struct {
+	s      *Stream
+	next   bridge.Position
+	rand   *rand.Rand
+	closed bool
+}
+
+func (r *reader) Next(ctx context.Context) (bridge.Message, error) {
+	for {
+		r.s.mu.Lock()
+		var ready []int
+		for p, off := range r.next {
+			if off < uint64(len(r.s.parts[p])) {
+				ready = append(ready, p)
+			}
+		}
+		grew := r.s.grew
+		if len(ready) > 0 {
+			p := ready[r.rand.IntN(len(ready))]
+			m := bridge.Message{Partition: p, Offset: r.next[p], Data: r.s.parts[p][r.next[p]]}
+			r.s.mu.Unlock()
+			r.next[p]++
+			return m, nil
+		}
+		r.s.mu.Unlock()
+		select {
+		case <-grew:
+		case <-ctx.Done():
+			return bridge.Message{}, ctx.Err()
+		}
+	}
+}
+
+func (r *reader) Position() bridge.Position { return append(bridge.Position(nil), r.next...) }
+
+func (r *reader) Close() error {
+	r.s.mu.Lock()
+	defer r.s.mu.Unlock()
+	if !r.closed {
+		r.closed = true
+		r.s.open--
+	}
+	return nil
+}
