@@ -245,3 +245,35 @@ func TestHeartbeat(t *testing.T) {
 		es.Shutdown(context.Background())
 	})
 }
+
+// waiting is a History that waits, with Replay.Wait, for a channel that is
+// never closed: a replay waiting for its source, or for a reader.
+type waiting struct{}
+
+func (waiting) Replay(ctx context.Context, _ string, r *Replay) error {
+	return r.Wait(ctx, nil)
+}
+
+// TestHeartbeatWhileReplaying checks that a client whose History waits
+// gets heartbeats meanwhile, as one waiting in the log does.
+func TestHeartbeatWhileReplaying(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		es, err := New(WithHeartbeat(15*time.Second), WithRetry(time.Second), WithHistory(waiting{}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		rec := &recorder{header: http.Header{}}
+		req := httptest.NewRequestWithContext(ctx, http.MethodGet, "/", nil)
+		req.Header.Set("Last-Event-ID", "gone")
+		go es.ServeHTTP(rec, req)
+
+		time.Sleep(46 * time.Second)
+		synctest.Wait()
+		if got := rec.String(); got != "retry: 1000\n\n:\n\n:\n\n:\n\n" {
+			t.Fatalf("after 46 s of replay: %q, want three heartbeats", got)
+		}
+		cancel()
+		es.Shutdown(context.Background())
+	})
+}

@@ -1,0 +1,151 @@
+package bridge_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/esbridge/esbridge/bridge"
+)
+
+// consumerCount follows the JetStream consumers of stream S by their
+// advisories: how many are open now beyond those at the start, and the
+// most at once.
+type consumerCount struct {
+	now, most atomic.Int64
+}
+
+func countConsumers(t *testing.T, nc *nats.Conn) *consumerCount {
+	t.Helper()
+	var c consumerCount
+	for subject, d := range map[string]int64{
+		"$JS.EVENT.ADVISORY.CONSUMER.CREATED.S.>": 1,
+		"$JS.EVENT.ADVISORY.CONSUMER.DELETED.S.>": -1,
+	} {
+		sub, err := nc.Subscribe(subject, func(*nats.Msg) {
+			n := c.now.Add(d)
+			for m := c.most.Load(); n > m && !c.most.CompareAndSwap(m, n); m = c.most.Load() {
+			}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { sub.Unsubscribe() })
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return &c
+}
+
+// readFrom reads the route's stream after lastID until message m<to>,
+// and returns an error unless it gets m<from>..m<to>, once each, in
+// order, with no gap.
+func readFrom(ctx context.Context, url, lastID string, from, to int) error {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	req.Header.Set("Last-Event-ID", lastID)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	br := bufio.NewReader(resp.Body)
+	next, typ := from, ""
+	for next <= to {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			return fmt.Errorf("at m%d: %w", next, err)
+		}
+		name, value, _ := strings.Cut(strings.TrimSuffix(line, "\n"), ": ")
+		switch name {
+		case "event":
+			typ = value
+		case "data":
+			if typ != "" || value != fmt.Sprintf("m%d", next) {
+				return fmt.Errorf("got %s %q, want m%d", typ, value, next)
+			}
+			next++
+		case "":
+			typ = ""
+		}
+	}
+	return nil
+}
+
+// TestHerd resumes a herd of clients at once, from positions long gone
+// from the log, while messages go on: every client gets every message
+// after its position once, in order, and the route never has more
+// JetStream consumers than its live one and its catch-up readers.
+func TestHerd(t *testing.T) {
+	const clients, back, live, readers = 300, 1000, 50, 2
+	js, addr := jetStream(t)
+	nc := js.Conn()
+	url := serveBridge(t, addr, bridge.Config{Backlog: 64}, bridge.Options{CatchUpReaders: readers})
+	first := open(t, url, "")
+	publish(t, js, 1, back)
+	ids := make([]string, back+1)
+	for i := 1; i <= back; i++ {
+		ids[i] = first.expect(i, i)
+	}
+	consumers := countConsumers(t, nc)
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var wg sync.WaitGroup
+	for i := range clients {
+		k := 1 + rand.IntN(back/2) // the first half: long gone from the log
+		wg.Go(func() {
+			if err := readFrom(ctx, url, ids[k], k+1, back+live); err != nil {
+				t.Errorf("client %d from m%d: %v", i, k, err)
+			}
+		})
+	}
+	for i := back + 1; i <= back+live; i++ {
+		publish(t, js, i, i)
+		time.Sleep(10 * time.Millisecond)
+	}
+	wg.Wait()
+	if m := consumers.most.Load(); m == 0 || m > readers {
+		t.Errorf("%d consumers at once for %d resuming clients, want 1 to %d", m, clients, readers)
+	}
+}
+
+// TestHangUpLeavesNoConsumer resumes clients that hang up at once, over
+// and over: every consumer made for them is deleted, whenever they leave.
+func TestHangUpLeavesNoConsumer(t *testing.T) {
+	js, addr := jetStream(t)
+	url := serveBridge(t, addr, bridge.Config{Backlog: 16}, bridge.Options{})
+	first := open(t, url, "")
+	publish(t, js, 1, 200)
+	old := first.expect(1, 1)
+	first.expect(2, 200)
+	for range 300 {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Duration(rand.IntN(5000))*time.Microsecond)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		req.Header.Set("Last-Event-ID", old)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+		}
+		cancel()
+	}
+	var n int
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		info, err := js.Stream(t.Context(), "S")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n = info.CachedInfo().State.Consumers; n == 1 {
+			return
+		}
+	}
+	t.Errorf("%d consumers on the stream, want 1, the route's live one", n)
+}
