@@ -14,20 +14,39 @@
 // RabbitMQ stream offset, or the next offset of every Kafka partition. The
 // ID is the whole resume state: when a browser reconnects with
 // Last-Event-ID, any bridge instance serving the same stream continues it
-// from its in-memory log, or replays from the broker with a transient
-// reader and hands the client over to the live log, with no event twice and
+// from its in-memory log, or from the broker, with no event twice and
 // none skipped. For sources whose broker keeps no history (core NATS,
 // AMQP queues) IDs carry an instance epoch and a sequence instead, and a
 // resume the log cannot serve is announced with a gap event (see
-// [esource.Gap]). So is an ID of another stream, or one that cannot be
-// decoded; the response is still 200, for a browser never reconnects after
-// another status.
+// [esource.Gap]). An ID that cannot be resumed from gets a gap event with
+// a stable reason: malformed-id (one longer than any the stream issues,
+// 13,666 characters for [MaxPartitions], is refused before it is
+// decoded), other-stream, no-history, ahead (a position the broker never
+// issued, see [ErrAhead]), expired, or history (the broker could not
+// replay); the stream then goes on live. The response is still 200, for
+// a browser never reconnects after another status.
+//
+// # Catch-up
+//
+// A client whose position the log no longer holds rides one of the
+// route's catch-up readers: broker readers that each serve every client
+// they can, however many resume at once, as after a deploy. A reader
+// walks forward from the position of the client that started it, holds
+// what it read (translated and encoded once) in a bounded ring, and takes
+// any later client whose position it has not yet passed; each rider sends
+// from its place in the ring, skipping what it had received, and joins
+// the live log once the log holds what follows. A route has at most
+// [Options].CatchUpReaders of them (catchup=N, default
+// [DefaultCatchUpReaders]); a client that none can take waits for one,
+// with heartbeats. A rider too slow for its reader drops off after a
+// second and boards again, so that memory is bounded per reader, never
+// per client.
 //
 // # Route options
 //
 // [Options] are common to all sources and come from a route URL's query:
-// start=latest|earliest, type= (none, subject or header:NAME) and
-// format=raw|envelope. See [ParseOptions].
+// start=latest|earliest, type= (none, subject or header:NAME),
+// format=raw|envelope and catchup=N. See [ParseOptions].
 //
 // # Payloads
 //

@@ -58,7 +58,7 @@ func (r *route) run(ctx context.Context) {
 		switch {
 		case opened && !r.info.History:
 			// A source without history lost what came while it was away.
-			r.publishGap("source-reconnected")
+			r.publishGap("source-reconnected", "the source reconnected and lost what came meanwhile")
 		case !opened && r.info.History:
 			r.publishStart(rd.Position())
 		}
@@ -92,7 +92,7 @@ func (r *route) follow(ctx context.Context, rd Reader) (Position, error) {
 		m, err := rd.Next(ctx)
 		switch {
 		case errors.Is(err, ErrLost):
-			r.publishGap("messages-lost")
+			r.publishGap("messages-lost", "the source lost messages")
 			continue
 		case err != nil:
 			return pos, err
@@ -116,9 +116,9 @@ func (r *route) follow(ctx context.Context, rd Reader) (Position, error) {
 
 // publishGap tells every client of a live-only route that messages were
 // lost. Its ID moves them past the loss.
-func (r *route) publishGap(reason string) {
+func (r *route) publishGap(reason, message string) {
 	r.seq++
-	gap := esource.Gap{Reason: reason}.Event(r.codec.live(r.epoch, r.seq))
+	gap := esource.Gap{Reason: reason, Message: message}.Event(r.codec.live(r.epoch, r.seq))
 	if err := r.es.Publish(gap); err != nil && !errors.Is(err, esource.ErrClosed) {
 		r.logger.Error("gap cannot be sent", "route", r.path, "err", err)
 	}
@@ -151,7 +151,7 @@ func (r *route) isReady() bool {
 // ID: the next message's ID moves clients past the loss.
 func (r *route) expired(exp *ExpiredError) Start {
 	r.logger.Warn("messages expired before they were read", "route", r.path, "err", exp)
-	gap := esource.Gap{Reason: "expired: " + exp.Error()}
+	gap := esource.Gap{Reason: "expired", Message: "the broker no longer holds these messages"}
 	if err := r.es.Publish(gap.Event("")); err != nil && !errors.Is(err, esource.ErrClosed) {
 		r.logger.Error("gap cannot be sent", "route", r.path, "err", err)
 	}

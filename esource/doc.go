@@ -27,6 +27,15 @@
 // publisher, a silent drop or unbounded memory. The response is always
 // 200: a browser never reconnects after any other status.
 //
+// A History whose event IDs are positions (an [Ordering]) has each ID
+// decoded once, when its event is published and when a client connects;
+// the log keeps the decoded [Position] and compares decoded values only.
+// A History may serve many clients from one reader: [Encode] encodes an
+// event once, [Replay.SendEncoded] sends it by reference, and
+// [Replay.Wait] waits with heartbeats. A gap's reason is a stable code
+// ([GapError] lets the History choose it), and it repeats at most
+// [MaxEchoedID] bytes of a client's ID, as do the logs.
+//
 // # Lifetime
 //
 // Heartbeat comments keep idle streams alive and find dead clients; every
