@@ -32,6 +32,10 @@ const (
 	// holds for its riders, however many they are.
 	catchUpEvents = 1024
 	catchUpBytes  = 8 << 20
+	// aheadGrace is how long a client ahead of the live reader waits for
+	// it, while the route is ready, before it is told its position is
+	// beyond the head of the stream.
+	aheadGrace = 3 * time.Second
 	// riderPatience is how long a catch-up reader whose ring is full waits
 	// for its slowest rider before it goes on without it: the rider drops
 	// off and is caught up again, by another reader.
@@ -40,6 +44,10 @@ const (
 
 // errDroppedOff tells a rider that its reader went on without it.
 var errDroppedOff = errors.New("bridge: too slow for the catch-up reader")
+
+// errAhead is the answer to a client whose position the broker never
+// issued.
+var errAhead = &esource.GapError{Reason: "ahead", Message: "the event ID is beyond the head of the stream"}
 
 // catchUps holds a route's catch-up readers.
 type catchUps struct {
@@ -207,7 +215,7 @@ func (c *catchUp) run(pos *token) {
 			start, at = startAt(exp.Resume), slices.Clone(exp.Resume)
 			continue
 		case errors.Is(err, ErrAhead):
-			c.stop(&esource.GapError{Reason: "ahead", Message: "the event ID is beyond the head of the stream", Err: err})
+			c.stop(errAhead)
 			return
 		case err != nil:
 			if c.ctx.Err() == nil {
@@ -438,6 +446,12 @@ func (r *route) Replay(ctx context.Context, lastID string, rp *esource.Replay) e
 	if err != nil {
 		return err
 	}
+	if live := r.live.Load(); live != nil && !covers(*live, pos.pos) {
+		// Ahead of the live reader: this instance lags another, and the
+		// log will soon serve the client, or the position was never
+		// issued. Either way no catch-up reader is needed.
+		return r.waitAhead(ctx, rp)
+	}
 	err = r.catchUps.ride(ctx, rp, pos)
 	if errors.Is(err, esource.ErrCaughtUp) || ctx.Err() != nil {
 		return err
@@ -447,4 +461,23 @@ func (r *route) Replay(ctx context.Context, lastID string, rp *esource.Replay) e
 		err = &esource.GapError{Reason: "history", Message: "the broker could not replay the events", Err: fmt.Errorf("route %s: %w", r.path, err)}
 	}
 	return err
+}
+
+// waitAhead waits, with heartbeats, for the live log to take over a client
+// ahead of it, and tells it its position is beyond the head of the stream
+// once the route has been ready for aheadGrace without that.
+func (r *route) waitAhead(ctx context.Context, rp *esource.Replay) error {
+	for {
+		wctx, cancel := context.WithTimeout(ctx, aheadGrace)
+		err := rp.Wait(wctx, nil)
+		cancel()
+		switch {
+		case errors.Is(err, esource.ErrCaughtUp) || ctx.Err() != nil:
+			return err
+		case !errors.Is(err, context.DeadlineExceeded):
+			return err
+		case r.isReady():
+			return errAhead
+		}
+	}
 }

@@ -19,6 +19,7 @@ type route struct {
 	ctx      context.Context // ends when the bridge has shut down
 	stop     context.CancelFunc
 	catchUps *catchUps
+	live     atomic.Pointer[Position] // where the live reader stands, for Replay
 	path     string
 	src      Source
 	info     Info
@@ -62,6 +63,7 @@ func (r *route) run(ctx context.Context) {
 		case !opened && r.info.History:
 			r.publishStart(rd.Position())
 		}
+		r.setLive(rd.Position())
 		opened = true
 		r.ready.Store(true)
 		retry.Reset()
@@ -101,6 +103,7 @@ func (r *route) follow(ctx context.Context, rd Reader) (Position, error) {
 		if r.info.History {
 			pos = advance(pos, &m)
 			id = ids.message(pos, m.Partition)
+			r.setLive(pos)
 		} else {
 			r.seq++
 			id = r.codec.live(r.epoch, r.seq)
@@ -111,6 +114,14 @@ func (r *route) follow(ctx context.Context, rd Reader) (Position, error) {
 			}
 			r.logger.Error("message cannot be sent", "route", r.path, "id", id, "err", err)
 		}
+	}
+}
+
+// setLive records where the live reader stands.
+func (r *route) setLive(pos Position) {
+	if pos != nil {
+		p := slices.Clone(pos)
+		r.live.Store(&p)
 	}
 }
 
