@@ -363,6 +363,7 @@ type sampler struct {
 	max      int
 	over     int // samples above 8
 	samples  int
+	ok       int
 	errs     int
 	firstErr string
 	maxRSS   uint64
@@ -370,37 +371,66 @@ type sampler struct {
 
 func startSampler(hb herdBroker, stream string, pid int) *sampler {
 	s := &sampler{stop: make(chan struct{}), done: make(chan struct{})}
-	go func() {
-		defer close(s.done)
-		t := time.NewTicker(100 * time.Millisecond)
-		defer t.Stop()
-		for {
-			n, err := hb.readers(stream, pid)
-			rss := procStatus(pid, "VmRSS")
-			s.mu.Lock()
-			s.samples++
-			if err != nil {
-				s.errs++
-				if s.firstErr == "" {
-					s.firstErr = err.Error()
-				}
-			} else {
-				s.readers = n
-				s.max = max(s.max, n)
-				if n > 8 {
-					s.over++
+	var wg sync.WaitGroup
+	every := func(f func()) {
+		wg.Go(func() {
+			t := time.NewTicker(100 * time.Millisecond)
+			defer t.Stop()
+			for {
+				f()
+				select {
+				case <-s.stop:
+					return
+				case <-t.C:
 				}
 			}
-			s.maxRSS = max(s.maxRSS, rss)
-			s.mu.Unlock()
-			select {
-			case <-s.stop:
-				return
-			case <-t.C:
+		})
+	}
+	every(func() { // a slow count (rabbitmqctl) samples less often
+		n, err := hb.readers(stream, pid)
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.samples++
+		if err != nil {
+			s.errs++
+			if s.firstErr == "" {
+				s.firstErr = err.Error()
 			}
+			return
 		}
+		s.ok++
+		s.readers = n
+		s.max = max(s.max, n)
+		if n > 8 {
+			s.over++
+		}
+	})
+	every(func() {
+		rss := procStatus(pid, "VmRSS")
+		s.mu.Lock()
+		s.maxRSS = max(s.maxRSS, rss)
+		s.mu.Unlock()
+	})
+	go func() {
+		wg.Wait()
+		close(s.done)
 	}()
 	return s
+}
+
+// settle waits up to d for n more successful samples of the readers.
+func (s *sampler) settle(n int, d time.Duration) {
+	s.mu.Lock()
+	want := s.ok + n
+	s.mu.Unlock()
+	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		s.mu.Lock()
+		ok := s.ok
+		s.mu.Unlock()
+		if ok >= want {
+			return
+		}
+	}
 }
 
 func (s *sampler) current() int {
@@ -425,27 +455,28 @@ func (s *sampler) end() {
 
 // herdRun is the result of one herd.
 type herdRun struct {
-	Broker        string        `json:"broker"`
-	Spread        bool          `json:"spread"`
-	Clients       int           `json:"clients"`
-	Back          int           `json:"back"`
-	Error         string        `json:"error,omitempty"`
-	Head          uint64        `json:"head"`   // H0
-	Resume        string        `json:"resume"` // resume indexes
-	Report        herdReport    `json:"report"`
-	Unit          string        `json:"unit"`
-	ReadersBefore int           `json:"readersBefore"` // live only, before the herd
-	ReadersMax    int           `json:"readersMax"`
-	ReadersOver   int           `json:"readersOverSamples"` // samples above 8
-	ReadersErr    string        `json:"readersError,omitempty"`
-	HWM           uint64        `json:"vmHWM"`
-	RSSBefore     uint64        `json:"rssBefore"`
-	Plain         time.Duration `json:"plain"`
-	PlainErr      string        `json:"plainError,omitempty"`
-	Warnings      int           `json:"warnings"`
-	WarningText   string        `json:"warningText,omitempty"`
-	Log           string        `json:"log"`
-	Notes         []string      `json:"notes,omitempty"`
+	Broker         string        `json:"broker"`
+	Spread         bool          `json:"spread"`
+	Clients        int           `json:"clients"`
+	Back           int           `json:"back"`
+	Error          string        `json:"error,omitempty"`
+	Head           uint64        `json:"head"`   // H0
+	Resume         string        `json:"resume"` // resume indexes
+	Report         herdReport    `json:"report"`
+	Unit           string        `json:"unit"`
+	ReadersBefore  int           `json:"readersBefore"` // live only, before the herd
+	ReadersMax     int           `json:"readersMax"`
+	ReadersOver    int           `json:"readersOverSamples"` // samples above 8
+	ReadersSamples int           `json:"readersSamples"`
+	ReadersErr     string        `json:"readersError,omitempty"`
+	HWM            uint64        `json:"vmHWM"`
+	RSSBefore      uint64        `json:"rssBefore"`
+	Plain          time.Duration `json:"plain"`
+	PlainErr       string        `json:"plainError,omitempty"`
+	Warnings       int           `json:"warnings"`
+	WarningText    string        `json:"warningText,omitempty"`
+	Log            string        `json:"log"`
+	Notes          []string      `json:"notes,omitempty"`
 }
 
 // herdResults are scenario H's results.
@@ -638,6 +669,7 @@ func (o options) herdRun(hb herdBroker, spread bool, dir, tag string) (r herdRun
 	smp := startSampler(hb, stream, esb.pid())
 	defer smp.end()
 	time.Sleep(time.Second)
+	smp.settle(1, 20*time.Second)
 	r.ReadersBefore = smp.current()
 	r.RSSBefore = procStatus(esb.pid(), "VmRSS")
 	smp.reset()
@@ -714,8 +746,9 @@ func (o options) herdRun(hb herdBroker, spread bool, dir, tag string) (r herdRun
 		var cpu time.Duration
 		_ = esb.call(command{Cmd: "prof"}, &cpu, 10*time.Second)
 	}
+	smp.settle(1, 20*time.Second) // a sample of the end, however slow
 	smp.mu.Lock()
-	r.ReadersMax, r.ReadersOver = smp.max, smp.over
+	r.ReadersMax, r.ReadersOver, r.ReadersSamples = smp.max, smp.over, smp.ok
 	if smp.errs > 0 {
 		r.ReadersErr = fmt.Sprintf("%d of %d samples failed: %s", smp.errs, smp.samples, smp.firstErr)
 	}
@@ -809,8 +842,9 @@ func printHerd(out io.Writer, o options, hr *herdResults) {
 		tw.Flush()
 		for _, r := range hr.Runs {
 			if r.Error == "" {
-				fmt.Fprintf(out, "   %s %s: resume %s; %d events received; RSS before the herd %d MB; slowest connect %v; log %s\n",
-					r.Broker, map[bool]string{false: "same", true: "spread"}[r.Spread], r.Resume, r.Report.Events, r.RSSBefore>>20, r.Report.Connect.Round(time.Millisecond), r.Log)
+				fmt.Fprintf(out, "   %s %s: resume %s; %d events received; readers sampled %d times (%d above 8); RSS before the herd %d MB; slowest connect %v; log %s\n",
+					r.Broker, map[bool]string{false: "same", true: "spread"}[r.Spread], r.Resume, r.Report.Events, r.ReadersSamples, r.ReadersOver,
+					r.RSSBefore>>20, r.Report.Connect.Round(time.Millisecond), r.Log)
 			}
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -471,24 +472,12 @@ func (k kafkaBroker) readPlainN(topic string, n int) (r replayRun) {
 
 type amqpHerd struct {
 	a amqpBroker
-
-	mu   sync.Mutex
-	conn *amqp.Connection
-	ch   *amqp.Channel
 }
 
 func (b *amqpHerd) name() string    { return "RabbitMQ" }
 func (b *amqpHerd) partitions() int { return 1 }
 func (b *amqpHerd) unit() string    { return "consumers" }
-
-func (b *amqpHerd) close() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.conn != nil {
-		b.conn.Close()
-		b.conn, b.ch = nil, nil
-	}
-}
+func (b *amqpHerd) close()          {}
 
 func (b *amqpHerd) create() (string, error) { return b.a.create("h") }
 func (b *amqpHerd) remove(stream string)    { b.a.remove(stream) }
@@ -539,27 +528,25 @@ func (s *amqpSender) send(msgs [][]byte, _ []int) error {
 
 func (s *amqpSender) close() { _ = s.conn.Close() }
 
-// readers returns the stream queue's consumer count, from a passive
-// declare (all consumers of the queue: only the bridge's in this run).
+// readers returns the stream queue's consumer count from rabbitmqctl
+// list_queues (only the bridge consumes it in this run). A passive
+// declare reports no consumers for a stream queue, and the management
+// plugin may be off: rabbitmqctl is slow (1 to 5 s a call on a busy
+// machine), so this count is sampled far less often than the others.
 func (b *amqpHerd) readers(stream string, _ int) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.conn == nil || b.conn.IsClosed() || b.ch == nil || b.ch.IsClosed() {
-		if b.conn != nil {
-			b.conn.Close()
-		}
-		conn, ch, err := b.a.channel()
-		if err != nil {
-			b.conn, b.ch = nil, nil
-			return 0, err
-		}
-		b.conn, b.ch = conn, ch
-	}
-	q, err := b.ch.QueueDeclarePassive(stream, true, false, false, false, amqp.Table{"x-queue-type": "stream"})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "rabbitmqctl", "list_queues", "-q", "--no-table-headers", "name", "consumers").Output()
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("rabbitmqctl list_queues: %w", err)
 	}
-	return q.Consumers, nil
+	for line := range strings.Lines(string(out)) {
+		f := strings.Fields(line)
+		if len(f) == 2 && f[0] == stream {
+			return strconv.Atoi(f[1])
+		}
+	}
+	return 0, fmt.Errorf("rabbitmqctl list_queues: no queue %s", stream)
 }
 
 func (b *amqpHerd) plain(stream string, n int) (time.Duration, error) {

@@ -26,6 +26,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -189,7 +190,11 @@ func (o options) extraAB(js *jsBroker, dir string) (a *extraHeaders, b *extraHan
 		_ = esb.call(command{Cmd: "prof"}, &cpu0, 10*time.Second)
 		time.Sleep(win)
 		baseLat := watch.window()
-		_ = esb.call(command{Cmd: "prof"}, &cpu1, 10*time.Second)
+		withProf := command{Cmd: "prof"}
+		if o.profileDir != "" {
+			withProf.On, withProf.CPUProfile = true, filepath.Join(dir, "extra-a-with.cpu.pprof")
+		}
+		_ = esb.call(withProf, &cpu1, 10*time.Second)
 		big := "Last-Event-ID: " + strings.Repeat("A", 900<<10)
 		ctx, cancel := context.WithTimeout(context.Background(), win)
 		var wg sync.WaitGroup
