@@ -155,6 +155,12 @@ func runHerdServer(routeURL string, backlog int) error {
 		switch c.Cmd {
 		case "prof":
 			r.reply(s.prof(c))
+		case "stacks": // the goroutines, aggregated, to HeapProfile
+			if f, err := os.Create(c.HeapProfile); err == nil {
+				_ = pprof.Lookup("goroutine").WriteTo(f, 1)
+				f.Close()
+			}
+			r.reply(struct{}{})
 		case "mem":
 			var ms runtime.MemStats
 			runtime.ReadMemStats(&ms)
@@ -727,6 +733,7 @@ func (o options) herdRun(hb herdBroker, spread bool, dir, tag string) (r herdRun
 	}
 	start := time.Now()
 	heapTaken := !prof
+	stacksAt := 0
 	var st herdStatus
 	for time.Since(start) < h.timeout {
 		time.Sleep(250 * time.Millisecond)
@@ -737,6 +744,13 @@ func (o options) herdRun(hb herdBroker, spread bool, dir, tag string) (r herdRun
 			var m memResult
 			_ = esb.call(command{Cmd: "mem", HeapProfile: filepath.Join(dir, tag+".heap.pprof")}, &m, 30*time.Second)
 			heapTaken = true
+		}
+		if prof {
+			// The goroutines when the route has the most broker readers.
+			if n := smp.current(); n > stacksAt && n > r.ReadersBefore+4 {
+				stacksAt = n
+				_ = esb.call(command{Cmd: "stacks", HeapProfile: filepath.Join(dir, tag+".goroutines.txt")}, &none, 30*time.Second)
+			}
 		}
 		if st.Caught+st.Ended >= st.Clients {
 			break
