@@ -373,6 +373,7 @@ type sampler struct {
 	errs     int
 	firstErr string
 	maxRSS   uint64
+	series   []string // "time count" at each change of the count
 }
 
 func startSampler(hb herdBroker, stream string, pid int) *sampler {
@@ -405,6 +406,9 @@ func startSampler(hb herdBroker, stream string, pid int) *sampler {
 			return
 		}
 		s.ok++
+		if n != s.readers || len(s.series) == 0 {
+			s.series = append(s.series, fmt.Sprintf("%s %d", time.Now().Format("15:04:05.000"), n))
+		}
 		s.readers = n
 		s.max = max(s.max, n)
 		if n > 8 {
@@ -768,6 +772,11 @@ func (o options) herdRun(hb herdBroker, spread bool, dir, tag string) (r herdRun
 	}
 	smp.mu.Unlock()
 	r.HWM = procStatus(esb.pid(), "VmHWM")
+	if prof {
+		smp.mu.Lock()
+		_ = os.WriteFile(filepath.Join(dir, tag+".readers.txt"), []byte(strings.Join(smp.series, "\n")+"\n"), 0o644)
+		smp.mu.Unlock()
+	}
 
 	// The rest: every client must get every message produced.
 	if err := feed.stop(); err != nil {
