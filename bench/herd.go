@@ -121,11 +121,12 @@ func runHerdServer(routeURL string, backlog int) error {
 	}
 	v := *u
 	v.RawQuery = rest.Encode()
-	src, err := herdSource(&v, logger.With("route", "/events"))
+	inner, err := herdSource(&v, logger.With("route", "/events"))
 	if err != nil {
 		return err
 	}
-	defer src.Close()
+	defer inner.Close()
+	src := &countingSource{Source: inner}
 	b, err := bridge.New(bridge.Config{Backlog: backlog, Logger: logger}, bridge.Route{Path: "/events", Source: src, Options: opts})
 	if err != nil {
 		return err
@@ -155,6 +156,8 @@ func runHerdServer(routeURL string, backlog int) error {
 		switch c.Cmd {
 		case "prof":
 			r.reply(s.prof(c))
+		case "readers": // the readers open on the source; On resets the maximum
+			r.reply(src.count(c.On))
 		case "stacks": // the goroutines, aggregated, to HeapProfile
 			if f, err := os.Create(c.HeapProfile); err == nil {
 				_ = pprof.Lookup("goroutine").WriteTo(f, 1)
@@ -479,6 +482,9 @@ type herdRun struct {
 	ReadersOver    int           `json:"readersOverSamples"` // samples above 8
 	ReadersSamples int           `json:"readersSamples"`
 	ReadersErr     string        `json:"readersError,omitempty"`
+	BridgeBefore   int           `json:"bridgeReadersBefore"` // the source's open readers, counted in the bridge process
+	BridgeMax      int           `json:"bridgeReadersMax"`
+	BridgeOpens    int           `json:"bridgeReaderOpens"` // Open calls during the herd
 	HWM            uint64        `json:"vmHWM"`
 	RSSBefore      uint64        `json:"rssBefore"`
 	Plain          time.Duration `json:"plain"`
@@ -732,6 +738,11 @@ func (o options) herdRun(hb herdBroker, spread bool, dir, tag string) (r herdRun
 		var cpu time.Duration
 		_ = esb.call(command{Cmd: "prof", On: true, CPUProfile: filepath.Join(dir, tag+".cpu.pprof")}, &cpu, 10*time.Second)
 	}
+	var rc readerCount
+	if err := esb.call(command{Cmd: "readers", On: true}, &rc, 10*time.Second); err != nil {
+		return fail(err)
+	}
+	r.BridgeBefore = rc.Open
 	if err := cli.callJSON(cmd, &none, time.Minute); err != nil {
 		return fail(err)
 	}
@@ -764,6 +775,10 @@ func (o options) herdRun(hb herdBroker, spread bool, dir, tag string) (r herdRun
 		var cpu time.Duration
 		_ = esb.call(command{Cmd: "prof"}, &cpu, 10*time.Second)
 	}
+	if err := esb.call(command{Cmd: "readers"}, &rc, 10*time.Second); err != nil {
+		return fail(err)
+	}
+	r.BridgeMax, r.BridgeOpens = rc.Max, rc.Opens
 	smp.settle(1, 20*time.Second) // a sample of the end, however slow
 	smp.mu.Lock()
 	r.ReadersMax, r.ReadersOver, r.ReadersSamples = smp.max, smp.over, smp.ok
@@ -820,14 +835,15 @@ func printHerd(out io.Writer, o options, hr *herdResults) {
 		fmt.Fprintf(out, "\nH. Herd: a fresh esbridge (-backlog %d, catchup %s) meets %d clients resuming %d messages back at once, %d-byte messages, %d/s produced meanwhile\n",
 			h.backlog, catchup, h.clients, h.back, h.size, h.rate)
 		fmt.Fprintln(out, "   readers: the route's broker readers, max over 100 ms samples during the herd (live only before it); caught up: has every message up to the head at the herd's start; times from the herd's start")
-		row("broker", "resume", "gap clients", "dups", "skipped", "missing", "errors", "readers before", "readers max", "peak RSS (VmHWM)", "all caught up", "p50", "p99", "plain consumer", "warnings", "note")
+		fmt.Fprintln(out, "   bridge readers: readers open on the source, counted in the bridge process (live + catch-up), before and max during the herd, and the Open calls during it")
+		row("broker", "resume", "gap clients", "dups", "skipped", "missing", "errors", "bridge readers", "opens", "broker readers before", "max", "peak RSS (VmHWM)", "all caught up", "p50", "p99", "plain consumer", "warnings", "note")
 		for _, r := range hr.Runs {
 			variant := "same"
 			if r.Spread {
 				variant = "spread"
 			}
 			if r.Error != "" {
-				row(r.Broker, variant, "", "", "", "", "", "", "", "", "", "", "", "", "", "error: "+r.Error)
+				row(r.Broker, variant, "", "", "", "", "", "", "", "", "", "", "", "", "", "", "", "error: "+r.Error)
 				continue
 			}
 			rp := r.Report
@@ -859,6 +875,7 @@ func printHerd(out io.Writer, o options, hr *herdResults) {
 				notes = append(notes, "log: "+r.WarningText)
 			}
 			row(r.Broker, variant, rp.GapClients, rp.Dups, rp.Skipped, rp.Missing, rp.Errors,
+				fmt.Sprintf("%d, max %d", r.BridgeBefore, r.BridgeMax), r.BridgeOpens,
 				fmt.Sprintf("%d %s", r.ReadersBefore, r.Unit), r.ReadersMax, fmt.Sprintf("%d MB", r.HWM>>20),
 				all, secs(rp.P50), secs(rp.P99), plain, r.Warnings, strings.Join(notes, "; "))
 		}
@@ -881,4 +898,70 @@ func secs(d time.Duration) string {
 		return "0s"
 	}
 	return fmt.Sprintf("%.2fs", d.Seconds())
+}
+
+// countingSource counts the readers the bridge has open on its source:
+// the route's live reader and catch-up readers, whatever the broker.
+type countingSource struct {
+	bridge.Source
+	mu    sync.Mutex
+	open  int // readers open now
+	max   int // most open at once since the last reset
+	opens int // Open calls that succeeded, since the last reset
+}
+
+// readerCount is the reply to "readers".
+type readerCount struct {
+	Open  int `json:"open"`
+	Max   int `json:"max"`
+	Opens int `json:"opens"`
+}
+
+func (s *countingSource) Open(ctx context.Context, start bridge.Start) (bridge.Reader, error) {
+	rd, err := s.Source.Open(ctx, start)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	s.open++
+	s.opens++
+	s.max = max(s.max, s.open)
+	s.mu.Unlock()
+	return &countingReader{Reader: rd, s: s}, nil
+}
+
+// Connected passes the source's Connectivity on (a source without it is
+// always connected to the bridge).
+func (s *countingSource) Connected() bool {
+	if c, ok := s.Source.(bridge.Connectivity); ok {
+		return c.Connected()
+	}
+	return true
+}
+
+// count returns the counts, and resets the maximum and the opens with
+// reset.
+func (s *countingSource) count(reset bool) readerCount {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := readerCount{Open: s.open, Max: s.max, Opens: s.opens}
+	if reset {
+		s.max, s.opens = s.open, 0
+	}
+	return c
+}
+
+type countingReader struct {
+	bridge.Reader
+	s    *countingSource
+	once sync.Once
+}
+
+func (r *countingReader) Close() error {
+	r.once.Do(func() {
+		r.s.mu.Lock()
+		r.s.open--
+		r.s.mu.Unlock()
+	})
+	return r.Reader.Close()
 }

@@ -73,6 +73,9 @@ type extraHangups struct {
 	AtEnd       int           `json:"consumersAtEnd"`
 	BackToOne   time.Duration `json:"backToOne"` // -1: not within the bound
 	Final       int           `json:"consumersFinal"`
+	BridgeMax   int           `json:"bridgeReadersMax"` // counted in the bridge process
+	BridgeOpens int           `json:"bridgeReaderOpens"`
+	BridgeOpen  int           `json:"bridgeReadersAfter"`
 	LiveEvents  uint64        `json:"liveEvents"` // received by a live client during the cycles
 	LiveGaps    uint64        `json:"liveGaps"`
 	HWM         uint64        `json:"vmHWM"`
@@ -245,6 +248,8 @@ func (o options) extraAB(js *jsBroker, dir string) (a *extraHeaders, b *extraHan
 		time.Sleep(300 * time.Millisecond)
 		b.Before = smp.current()
 		smp.reset()
+		var rc readerCount
+		_ = esb.call(command{Cmd: "readers", On: true}, &rc, 10*time.Second)
 		events0 := watch.events.Load()
 		req := fmt.Sprintf("GET /events HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\nLast-Event-ID: %s\r\n\r\n", esb.addr, oldID)
 		var next, dialErrs atomic.Int64
@@ -284,6 +289,9 @@ func (o options) extraAB(js *jsBroker, dir string) (a *extraHeaders, b *extraHan
 		b.Max = smp.max
 		smp.mu.Unlock()
 		b.Final = smp.current()
+		if err := esb.call(command{Cmd: "readers"}, &rc, 10*time.Second); err == nil {
+			b.BridgeMax, b.BridgeOpens, b.BridgeOpen = rc.Max, rc.Opens, rc.Open
+		}
 		b.LiveEvents = watch.events.Load() - events0
 		watch.mu.Lock()
 		b.LiveGaps = watch.gaps
@@ -431,8 +439,8 @@ func printHerdExtra(out io.Writer, x *herdExtra) {
 			if b.BackToOne >= 0 {
 				back = secs(b.BackToOne)
 			}
-			fmt.Fprintf(out, "   %d cycles in %s (%d dial errors); stream consumers: %d before, max %d during, %d at the end of the cycles, back to 1 after %s (now %d); live client got %d events meanwhile, %d gaps; VmHWM %d MB; log: %d warnings %s\n",
-				b.Cycles, secs(b.Elapsed), b.DialErrs, b.Before, b.Max, b.AtEnd, back, b.Final, b.LiveEvents, b.LiveGaps, b.HWM>>20, b.Warnings, b.WarningText)
+			fmt.Fprintf(out, "   %d cycles in %s (%d dial errors); stream consumers: %d before, max %d during, %d at the end of the cycles, back to 1 after %s (now %d); readers in the bridge: max %d, %d opened, %d open after; live client got %d events meanwhile, %d gaps; VmHWM %d MB; log: %d warnings %s\n",
+				b.Cycles, secs(b.Elapsed), b.DialErrs, b.Before, b.Max, b.AtEnd, back, b.Final, b.BridgeMax, b.BridgeOpens, b.BridgeOpen, b.LiveEvents, b.LiveGaps, b.HWM>>20, b.Warnings, b.WarningText)
 		}
 	}
 	if c := x.Stalled; c != nil {
