@@ -5,7 +5,8 @@
 //	a  a live client's produce-to-receive latency (-herd-rate messages/s)
 //	   for a window without, then a window with, 5 clients that send a
 //	   900 KB Last-Event-ID over and over (each reads the first event,
-//	   hangs up, and again).
+//	   hangs up, and again); then a window with the same loop sending a
+//	   101-byte malformed ID, the control.
 //	b  1,000 resume-and-hang-up cycles (20 at a time): connect with the ID
 //	   of the stream's first message (far outside the log, so the resume
 //	   needs a catch-up reader), hang up 0 to 50 ms later; then how long
@@ -52,6 +53,10 @@ type extraHeaders struct {
 	WithN       int           `json:"withN"`
 	WithP50     time.Duration `json:"withP50"`
 	WithP99     time.Duration `json:"withP99"`
+	SmallN      int           `json:"smallN"` // the control: 5 clients looping with a 101-byte malformed ID
+	SmallP50    time.Duration `json:"smallP50"`
+	SmallP99    time.Duration `json:"smallP99"`
+	SmallCycles int64         `json:"smallCycles"`
 	Cycles      int64         `json:"cycles"`
 	CycleErrs   int64         `json:"cycleErrors"`
 	FirstErr    string        `json:"firstError,omitempty"`
@@ -199,46 +204,19 @@ func (o options) extraAB(js *jsBroker, dir string) (a *extraHeaders, b *extraHan
 		}
 		_ = esb.call(withProf, &cpu1, 10*time.Second)
 		big := "Last-Event-ID: " + strings.Repeat("A", 900<<10)
-		ctx, cancel := context.WithTimeout(context.Background(), win)
-		var wg sync.WaitGroup
-		var mu sync.Mutex
-		for range 5 {
-			wg.Go(func() {
-				for ctx.Err() == nil {
-					var first string
-					cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
-					err := readSSE(cctx, esb.addr, "/events", []string{big}, 64<<10, nil, func(ev *sseEvent) bool {
-						first = fmt.Sprintf("event %q: %s", ev.typ, ev.data)
-						return false
-					})
-					ccancel()
-					if ctx.Err() != nil {
-						return
-					}
-					mu.Lock()
-					if err != nil {
-						a.CycleErrs++
-						if a.FirstErr == "" {
-							a.FirstErr = err.Error()
-						}
-					} else {
-						a.Cycles++
-						if a.Reply == "" {
-							a.Reply = first
-						}
-					}
-					mu.Unlock()
-				}
-			})
-		}
-		wg.Wait()
-		cancel()
+		a.Cycles, a.CycleErrs, a.FirstErr, a.Reply = hammer(esb.addr, big, win)
 		withLat := watch.window()
 		_ = esb.call(command{Cmd: "prof"}, &cpu2, 10*time.Second)
 		a.CPUBase, a.CPU = cpu1-cpu0, cpu2-cpu1
 		a.BaseN, a.WithN = len(baseLat), len(withLat)
 		a.BaseP50, a.BaseP99 = herdPercentile(baseLat, 0.5), herdPercentile(baseLat, 0.99)
 		a.WithP50, a.WithP99 = herdPercentile(withLat, 0.5), herdPercentile(withLat, 0.99)
+		// The control: the same loop with a short malformed ID.
+		small := "Last-Event-ID: " + strings.Repeat("A", 100) + "!"
+		a.SmallCycles, _, _, _ = hammer(esb.addr, small, win)
+		smallLat := watch.window()
+		a.SmallN = len(smallLat)
+		a.SmallP50, a.SmallP99 = herdPercentile(smallLat, 0.5), herdPercentile(smallLat, 0.99)
 		a.HWM = procStatus(esb.pid(), "VmHWM")
 	}
 
@@ -425,6 +403,7 @@ func printHerdExtra(out io.Writer, x *herdExtra) {
 			}
 			fmt.Fprintf(tw, "   without\tp50 %s\tp99 %s\t(%d messages)\tbridge CPU %.0f%%\n", ms(a.BaseP50), ms(a.BaseP99), a.BaseN, 100*a.CPUBase.Seconds()/a.Window.Seconds())
 			fmt.Fprintf(tw, "   with\tp50 %s\tp99 %s\t(%d messages)\tbridge CPU %.0f%%\n", ms(a.WithP50), ms(a.WithP99), a.WithN, 100*a.CPU.Seconds()/a.Window.Seconds())
+			fmt.Fprintf(tw, "   control: 5 clients looping with a 101-byte malformed ID\tp50 %s\tp99 %s\t(%d messages)\t%d requests\n", ms(a.SmallP50), ms(a.SmallP99), a.SmallN, a.SmallCycles)
 			tw.Flush()
 			fmt.Fprintf(out, "   p99 with/without: %.2fx (target ≤ 2x); %d big-ID requests answered (%d failed%s); they got: %s; VmHWM %d MB; log: %d warnings %s\n",
 				ratio, a.Cycles, a.CycleErrs, firstErr(a.FirstErr), a.Reply, a.HWM>>20, a.Warnings, a.WarningText)
@@ -473,4 +452,44 @@ func rcvQueue(f *os.File) int64 {
 		return -1
 	}
 	return int64(n)
+}
+
+// hammer has 5 clients request the route at addr with the header line h,
+// each reading the first event and hanging up, over and over, for d.
+func hammer(addr, h string, d time.Duration) (cycles, errs int64, firstErr, reply string) {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for range 5 {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				var first string
+				cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
+				err := readSSE(cctx, addr, "/events", []string{h}, 64<<10, nil, func(ev *sseEvent) bool {
+					first = fmt.Sprintf("event %q: %s", ev.typ, ev.data)
+					return false
+				})
+				ccancel()
+				if ctx.Err() != nil {
+					return
+				}
+				mu.Lock()
+				if err != nil {
+					errs++
+					if firstErr == "" {
+						firstErr = err.Error()
+					}
+				} else {
+					cycles++
+					if reply == "" {
+						reply = first
+					}
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return cycles, errs, firstErr, reply
 }
