@@ -28,12 +28,20 @@
 //     clients resume all at once with the ID of message H0-back (or of
 //     messages spread over H0-back … H0).
 //  4. Until every client has every message up to H0 (or -herd-timeout):
-//     every 100 ms the broker readers of the route (JetStream: the
-//     stream's consumer count; Kafka: the bridge process's TCP
-//     connections to the brokers; RabbitMQ: the stream queue's consumer
-//     count, by a passive declare) and the bridge process's RSS; then
-//     its VmHWM. Each client checks that it gets every message after its
-//     resume point once, in order, in each partition.
+//     the most readers the bridge had open on its source at once (the
+//     live one and the catch-up readers, counted by a wrapper of the
+//     source in the server process) and its Open calls; every 100 ms (or
+//     as fast as the count comes) the broker's view (JetStream: the
+//     stream's consumer count; Kafka: the bridge process's established
+//     TCP connections to the brokers, a connection per partition per
+//     reader and kafka-go's metadata connections; RabbitMQ: the stream
+//     queue's consumer count from rabbitmqctl, seconds a call) and the
+//     bridge process's RSS; then its VmHWM. Each client checks that it
+//     gets every message after its resume point once, in order, in each
+//     partition.
+//     With -profile, the server's CPU profile of the herd, a heap
+//     profile 3 s in, its goroutines when the broker's count peaks, and
+//     the count over time go to that directory, with the logs.
 //  5. The producer stops; the clients must get the rest; then a plain
 //     consumer of the broker's Go client reads -herd-back messages: the
 //     baseline.
