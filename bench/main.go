@@ -108,6 +108,7 @@ type options struct {
 	profileDir    string
 	kafka         kafkaOptions
 	amqp          amqpOptions
+	herd          herdOptions
 	json          bool
 	verbose       bool
 }
@@ -123,7 +124,7 @@ func main() {
 	)
 	flag.StringVar(&role, "role", "", "internal: run as the `server` or `client` process")
 	flag.StringVar(&lib, "lib", "", "internal: the library a server process serves")
-	flag.StringVar(&o.scenarios, "scenarios", "ABCD", "scenarios to run (letters A, B, C, D, the Kafka scenarios K and R, the RabbitMQ scenarios Q and S)")
+	flag.StringVar(&o.scenarios, "scenarios", "ABCD", "scenarios to run (letters A, B, C, D, the Kafka scenarios K and R, the RabbitMQ scenarios Q and S, the herd H)")
 	flag.StringVar(&libs, "libs", strings.Join(libraries, ","), "libraries to compare, comma-separated")
 	flag.IntVar(&o.clients, "clients", 1000, "clients in scenarios A, B and D")
 	flag.IntVar(&o.idle, "idle", 10000, "idle connections in scenario C")
@@ -143,6 +144,7 @@ func main() {
 	kafkaFlags(&o.kafka)
 	amqpFlags(&o.amqp)
 	routeFlags(&route)
+	herdFlags(&o.herd)
 	flag.BoolVar(&o.json, "json", false, "print the results as JSON instead of tables")
 	flag.BoolVar(&o.verbose, "v", false, "show the child processes' stderr and progress")
 	flag.BoolVar(&quick, "quick", false, "a small, fast run for smoke testing (overrides sizes and durations)")
@@ -154,6 +156,10 @@ func main() {
 		err = runServer(lib, serverConfig{backlog: o.backlog, writeTimeout: o.writeTimeout, flush: o.flush, route: route})
 	case "client":
 		err = runClient()
+	case "herd-server":
+		err = runHerdServer(o.herd.routeURL, o.backlog)
+	case "herd-client":
+		err = runHerdClient()
 	case "":
 		o.libs = strings.Split(libs, ",")
 		if quick {
@@ -163,6 +169,7 @@ func main() {
 			o.stallTimeout, o.writeTimeout = 3*time.Second, time.Second
 			o.kafka.live.paced, o.kafka.live.closed, o.kafka.replay.messages = 2*time.Second, 2*time.Second, 100000
 			o.amqp.live.paced, o.amqp.live.closed, o.amqp.replay.messages = 2*time.Second, 2*time.Second, 50000
+			o.herd.clients, o.herd.back, o.herd.timeout = 200, 2000, time.Minute
 		}
 		err = orchestrate(o)
 	default:
@@ -187,6 +194,7 @@ type results struct {
 	Replay     *replayRes   `json:"replay,omitempty"`
 	RabbitMQ   []brokerRun  `json:"rabbitmq,omitempty"`
 	AMQPReplay *replayRes   `json:"rabbitmqReplay,omitempty"`
+	Herd       *herdResults `json:"herd,omitempty"`
 }
 
 type jsonOptions struct {
@@ -305,6 +313,10 @@ func orchestrate(o options) error {
 	if strings.Contains(sc, "S") {
 		o.logf("S")
 		res.AMQPReplay = o.replayScenario(amqpBroker{o.amqp}, "S", o.amqp.replay)
+	}
+	if strings.Contains(sc, "H") {
+		o.logf("H")
+		res.Herd = o.herdScenario()
 	}
 	o.logf("done in %v", time.Since(start).Round(time.Second))
 	if o.json {
@@ -581,6 +593,9 @@ func printTables(out io.Writer, o options, r results) {
 	if r.AMQPReplay != nil {
 		printReplay(out, fmt.Sprintf("S. Replay catch-up: %d %d-byte messages in a stream queue, read from the start",
 			r.AMQPReplay.Messages, o.size), "amqp091-go, 4 channels × 1,000-message batches, confirmed", "amqp091-go consumer", r.AMQPReplay)
+	}
+	if r.Herd != nil {
+		printHerd(out, o, r.Herd)
 	}
 }
 
