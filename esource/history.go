@@ -124,7 +124,7 @@ type Replay struct {
 
 	joined atomic.Bool // set under es.mu: the log took the client over
 
-	// Guarded by c.es.mu.
+	// Written under c.es.mu, read or write locked (see Flush).
 	last    string   // ID of the last event written, or of the resume point
 	lastPos Position // its position
 	joinAt  uint64   // seq the client continues at in the log, once joined
@@ -180,11 +180,13 @@ func (r *Replay) Flush() error {
 	if r.sent != "" && r.sentAt == nil {
 		r.sentAt = es.position(r.sent)
 	}
-	es.mu.Lock()
+	// A read lock: what it changes is r's, which only Publish (under the
+	// write lock) touches too. Many replays flush at once.
+	es.mu.RLock()
 	if r.joined.Load() {
 		// The log took the client over at r.last, before what was sent
 		// since: that is the log's to send.
-		es.mu.Unlock()
+		es.mu.RUnlock()
 		r.reset()
 		return ErrCaughtUp
 	}
@@ -193,7 +195,7 @@ func (r *Replay) Flush() error {
 	}
 	r.tryJoin()
 	joined := r.joined.Load()
-	es.mu.Unlock()
+	es.mu.RUnlock()
 	if len(r.bufs) > 0 {
 		err := r.c.sink.write(r.bufs)
 		r.reset()
@@ -255,7 +257,8 @@ func (r *Replay) ctxErr(ctx context.Context) error {
 }
 
 // join moves the client into the log at seq, skipping what skip has
-// received, and ends the replay. es.mu must be held.
+// received, and ends the replay. es.mu must be held, at least for
+// reading.
 func (r *Replay) join(seq uint64, skip Position) {
 	r.joinAt, r.skip = seq, skip
 	r.joined.Store(true)
@@ -263,7 +266,7 @@ func (r *Replay) join(seq uint64, skip Position) {
 }
 
 // tryJoin joins the log if it can serve the client from r.last on.
-// es.mu must be held.
+// es.mu must be held, at least for reading.
 func (r *Replay) tryJoin() {
 	if seq, skip, ok := r.c.es.joinPoint(r.last, r.lastPos); ok {
 		r.join(seq, skip)

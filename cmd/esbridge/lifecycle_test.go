@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
 	"strings"
 	"syscall"
 	"testing"
@@ -170,6 +171,14 @@ func TestHealthAndNotFound(t *testing.T) {
 	}
 	if code, _, _ := b.get("/orders/more"); code != 404 {
 		t.Errorf("GET /orders/more: %d, want 404", code)
+	}
+	// Headers are bounded far below net/http's 1 MB.
+	req, _ := http.NewRequest(http.MethodGet, b.url("/healthz"), nil)
+	req.Header.Set("Last-Event-ID", strings.Repeat("A", 100<<10))
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("GET with a 100 KB header: %v %v, want 431", resp, err)
+	} else {
+		resp.Body.Close()
 	}
 	// With -log-format json every line of stderr is a JSON object.
 	b.stop()

@@ -33,6 +33,9 @@ import (
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "devel"
 
+// maxHeaderBytes bounds a request's headers.
+const maxHeaderBytes = 64 << 10
+
 func main() {
 	os.Exit(run(os.Args[1:], os.Stderr))
 }
@@ -151,7 +154,10 @@ func run(args []string, stderr io.Writer) int {
 	if c.origin != "" {
 		handler = allowOrigin(handler, c.origin)
 	}
-	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	// Headers are bounded well below net/http's 1 MB: the longest event
+	// ID is 13,666 characters, and parsing a megabyte of headers costs the
+	// whole process, not only its sender.
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: maxHeaderBytes}
 
 	runCtx, stopSources := context.WithCancel(context.Background())
 	sourcesDone := make(chan struct{})
