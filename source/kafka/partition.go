@@ -160,6 +160,11 @@ func (p *partition) fetch(conn *kafka.Conn) error {
 				return p.r.ctx.Err()
 			}
 			chunk = nil
+			// Handing over waits for Next, which may wait for its own
+			// clients: the rest of the fetch gets a deadline of its own.
+			if err := conn.SetReadDeadline(time.Now().Add(requestTimeout)); err != nil {
+				return err
+			}
 		}
 	}
 }
