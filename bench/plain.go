@@ -1,11 +1,14 @@
 // This file is the baseline of scenario W, lib "plain": the simplest honest
 // shared-log fan-out on plain net/http. Each event is encoded once into a
 // ring of the newest events under a mutex; publishing closes a channel to
-// wake every connection. Each connection is net/http's handler goroutine,
-// with a cursor into the ring: it copies what it has not sent, writes it to
-// the ResponseWriter and flushes. It does no more than that: no write
-// deadlines, heartbeats, Last-Event-ID or notice of a client that fell
-// behind the ring (it skips ahead).
+// wake every connection, once it has unlocked the mutex: closed under it,
+// the channel wakes thousands of connections into a held mutex, which made
+// the p99 of 15,000 clients 1.2 to 4.8 times as long in one run here. Each
+// connection is net/http's handler goroutine, with a cursor into the ring:
+// it copies what it has not sent, writes it to the ResponseWriter and
+// flushes. It does no more than that: no write deadlines, heartbeats,
+// Last-Event-ID or notice of a client that fell behind the ring (it skips
+// ahead).
 
 package main
 
@@ -41,9 +44,10 @@ func (p *plainServer) publish(id string, data []byte) {
 	p.mu.Lock()
 	p.ring[p.next%uint64(len(p.ring))] = b
 	p.next++
-	close(p.wake)
+	wake := p.wake
 	p.wake = make(chan struct{})
 	p.mu.Unlock()
+	close(wake)
 }
 
 func (p *plainServer) close() { close(p.done) }
