@@ -10,7 +10,7 @@
 //	go run . -scenarios=KR    # the Kafka scenarios (a broker at -kafka-brokers)
 //	go run . -scenarios=QS    # the RabbitMQ scenarios (a broker at -amqp-url)
 //	go run . -scenarios=QS -quick
-//	go run . -scenarios=W -wide-runs=3  # esource against a plain net/http fan-out
+//	go run . -scenarios=W -wide-runs=6  # 15,000 clients of esource and of plain net/http
 //
 // The scenarios, each run for every library:
 //
@@ -29,12 +29,13 @@
 //	   the second run long, because the kernel buffers a few MB for the
 //	   non-reading socket before the server's writes to it block.
 //	W  a wide crowd, live: -wide-clients streams (15,000) receiving
-//	   -wide-rate events/s (10) for -wide-duration, each event carrying its
-//	   publish time: publish-to-receive percentiles, and the server's
-//	   memory per connection while they are open, for esource and for
-//	   "plain", the simplest shared-log fan-out on plain net/http
-//	   (plain.go), in the same run, -wide-runs rounds; -libs does not
-//	   apply (see wide.go).
+//	   -wide-rate events/s (10), each event carrying its publish time,
+//	   from esource and from "plain", the simplest shared-log fan-out on
+//	   plain net/http (plain.go). Both crowds stay connected; the servers
+//	   take turns of -wide-duration, -wide-runs rounds. Publish-to-receive
+//	   percentiles per turn and over all, the server's memory per
+//	   connection with the streams open, and esource's figures over
+//	   plain's; -libs does not apply (see wide.go).
 //
 // The broker scenarios run the esbridge bridge on a real broker, on fresh
 // streams created by the orchestrator and deleted at the end. They are not
@@ -146,8 +147,8 @@ func main() {
 	flag.DurationVar(&o.latDuration, "latency-duration", 10*time.Second, "publishing time in scenario B")
 	flag.IntVar(&o.wide.clients, "wide-clients", 15000, "clients in scenario W")
 	flag.IntVar(&o.wide.rate, "wide-rate", 10, "events per second in scenario W")
-	flag.DurationVar(&o.wide.duration, "wide-duration", 20*time.Second, "publishing time in scenario W")
-	flag.IntVar(&o.wide.runs, "wide-runs", 1, "rounds of scenario W, each measuring every server")
+	flag.DurationVar(&o.wide.duration, "wide-duration", 10*time.Second, "publishing time of each server's turn in scenario W")
+	flag.IntVar(&o.wide.runs, "wide-runs", 3, "rounds of scenario W: turns of each server")
 	flag.DurationVar(&o.stallDuration, "stall-duration", 5*time.Second, "publishing time in scenario D without the non-reading client")
 	flag.DurationVar(&o.stallTimeout, "stall-timeout", 10*time.Second, "report a stall after this long without progress")
 	flag.DurationVar(&o.writeTimeout, "write-timeout", 5*time.Second, "esource write timeout")
@@ -196,7 +197,7 @@ type results struct {
 	Latency    []latencyRun `json:"latency,omitempty"`
 	Memory     []memoryRun  `json:"memory,omitempty"`
 	Stall      []stallRun   `json:"stall,omitempty"`
-	Wide       []wideRun    `json:"wide,omitempty"`
+	Wide       []*wideLib   `json:"wide,omitempty"`
 	Kafka      []brokerRun  `json:"kafka,omitempty"`
 	Replay     *replayRes   `json:"replay,omitempty"`
 	RabbitMQ   []brokerRun  `json:"rabbitmq,omitempty"`
