@@ -57,6 +57,7 @@ type clientProc struct {
 	stalled net.Conn
 	prog    net.Conn
 	cpu0    time.Duration // CPU time used when the streams were ready
+	total   histogram     // the latencies of earlier reports with Reset
 }
 
 // connectResult is the reply to "connect".
@@ -77,6 +78,7 @@ type clientReport struct {
 	Disorder   uint64        `json:"disorder"`
 	Duplicates uint64        `json:"duplicates,omitempty"` // broker mode
 	Latency    latency       `json:"latency"`
+	Total      latency       `json:"total"`             // with Reset: of every report so far
 	Stalled    string        `json:"stalled,omitempty"` // what became of the non-reading client
 	CPU        time.Duration `json:"cpu"`               // since the streams were ready
 }
@@ -103,7 +105,7 @@ func runClient() error {
 			}
 			r.reply(res)
 		case "report":
-			r.reply(p.report())
+			r.reply(p.report(c.Reset))
 		default:
 			r.fail(fmt.Errorf("unknown command %q", c.Cmd))
 		}
@@ -340,8 +342,9 @@ func (p *clientProc) startProgress(addr string) error {
 }
 
 // report gathers the streams' statistics. It reads what the non-reading
-// client was sent, to learn whether the server dropped it.
-func (p *clientProc) report() clientReport {
+// client was sent, to learn whether the server dropped it. With reset, the
+// latencies start anew after it, and Total sums them over the reports.
+func (p *clientProc) report(reset bool) clientReport {
 	r := clientReport{Streams: len(p.streams), MinEvents: 1<<64 - 1}
 	var h histogram
 	for _, s := range p.streams {
@@ -360,6 +363,9 @@ func (p *clientProc) report() clientReport {
 		}
 		if s.hist != nil {
 			h.merge(s.hist)
+			if reset {
+				*s.hist = histogram{}
+			}
 		}
 		s.mu.Unlock()
 	}
@@ -367,6 +373,10 @@ func (p *clientProc) report() clientReport {
 		r.MinEvents = 0
 	}
 	r.Latency = h.summary()
+	if reset {
+		p.total.merge(&h)
+		r.Total = p.total.summary()
+	}
 	if p.stalled != nil {
 		r.Stalled = drain(p.stalled)
 	}

@@ -15,6 +15,9 @@
 //   - tmaxmax/go-sse: &sse.Server{} with its default provider Joe and no
 //     replayer, as its README's "Hello world". Joe has no buffers and no
 //     knobs: it writes every event to every subscriber in turn.
+//
+// Scenario W also serves lib "plain" (plain.go), its baseline, with a ring
+// of -backlog events.
 
 package main
 
@@ -76,6 +79,8 @@ func newServer(lib string, cfg serverConfig) (server, error) {
 		return r3labsServer{s}, nil
 	case "go-sse":
 		return gosseServer{&gosse.Server{}}, nil
+	case "plain":
+		return newPlainServer(cfg.backlog), nil
 	case "kafka":
 		return newKafkaServer(cfg)
 	case "rabbitmq":

@@ -10,6 +10,7 @@
 //	go run . -scenarios=KR    # the Kafka scenarios (a broker at -kafka-brokers)
 //	go run . -scenarios=QS    # the RabbitMQ scenarios (a broker at -amqp-url)
 //	go run . -scenarios=QS -quick
+//	go run . -scenarios=W -wide-runs=6  # 15,000 clients of esource and of plain net/http
 //
 // The scenarios, each run for every library:
 //
@@ -27,6 +28,14 @@
 //	   no progress for -stall-timeout. The events are larger than in A, and
 //	   the second run long, because the kernel buffers a few MB for the
 //	   non-reading socket before the server's writes to it block.
+//	W  a wide crowd, live: -wide-clients streams (15,000) receiving
+//	   -wide-rate events/s (10), each event carrying its publish time,
+//	   from esource and from "plain", the simplest shared-log fan-out on
+//	   plain net/http (plain.go). Both crowds stay connected; the servers
+//	   take turns of -wide-duration, -wide-runs rounds. Publish-to-receive
+//	   percentiles per turn and over all, the server's memory per
+//	   connection with the streams open, and esource's figures over
+//	   plain's; -libs does not apply (see wide.go).
 //
 // The broker scenarios run the esbridge bridge on a real broker, on fresh
 // streams created by the orchestrator and deleted at the end. They are not
@@ -106,6 +115,7 @@ type options struct {
 	writeTimeout  time.Duration
 	flush         time.Duration
 	profileDir    string
+	wide          wideOptions
 	kafka         kafkaOptions
 	amqp          amqpOptions
 	herd          herdOptions
@@ -124,7 +134,7 @@ func main() {
 	)
 	flag.StringVar(&role, "role", "", "internal: run as the `server` or `client` process")
 	flag.StringVar(&lib, "lib", "", "internal: the library a server process serves")
-	flag.StringVar(&o.scenarios, "scenarios", "ABCD", "scenarios to run (letters A, B, C, D, the Kafka scenarios K and R, the RabbitMQ scenarios Q and S, the herd H)")
+	flag.StringVar(&o.scenarios, "scenarios", "ABCDW", "scenarios to run (letters A, B, C, D, W, the Kafka scenarios K and R, the RabbitMQ scenarios Q and S, the herd H)")
 	flag.StringVar(&libs, "libs", strings.Join(libraries, ","), "libraries to compare, comma-separated")
 	flag.IntVar(&o.clients, "clients", 1000, "clients in scenarios A, B and D")
 	flag.IntVar(&o.idle, "idle", 10000, "idle connections in scenario C")
@@ -136,6 +146,10 @@ func main() {
 	flag.IntVar(&o.backlog, "backlog", 65536, "esource backlog and r3labs stream buffer, in events")
 	flag.DurationVar(&o.duration, "duration", 10*time.Second, "publishing time in scenario A")
 	flag.DurationVar(&o.latDuration, "latency-duration", 10*time.Second, "publishing time in scenario B")
+	flag.IntVar(&o.wide.clients, "wide-clients", 15000, "clients in scenario W")
+	flag.IntVar(&o.wide.rate, "wide-rate", 10, "events per second in scenario W")
+	flag.DurationVar(&o.wide.duration, "wide-duration", 10*time.Second, "publishing time of each server's turn in scenario W")
+	flag.IntVar(&o.wide.runs, "wide-runs", 3, "rounds of scenario W: turns of each server")
 	flag.DurationVar(&o.stallDuration, "stall-duration", 5*time.Second, "publishing time in scenario D without the non-reading client")
 	flag.DurationVar(&o.stallTimeout, "stall-timeout", 10*time.Second, "report a stall after this long without progress")
 	flag.DurationVar(&o.writeTimeout, "write-timeout", 5*time.Second, "esource write timeout")
@@ -163,8 +177,8 @@ func main() {
 	case "":
 		o.libs = strings.Split(libs, ",")
 		if quick {
-			o.clients, o.idle = 100, 1000
-			o.duration, o.latDuration, o.stallDuration = 2*time.Second, 2*time.Second, 2*time.Second
+			o.clients, o.idle, o.wide.clients = 100, 1000, 1000
+			o.duration, o.latDuration, o.stallDuration, o.wide.duration = 2*time.Second, 2*time.Second, 2*time.Second, 2*time.Second
 			o.stallBytes = 4 << 20
 			o.stallTimeout, o.writeTimeout = 3*time.Second, time.Second
 			o.kafka.live.paced, o.kafka.live.closed, o.kafka.replay.messages = 2*time.Second, 2*time.Second, 100000
@@ -190,6 +204,7 @@ type results struct {
 	Latency    []latencyRun `json:"latency,omitempty"`
 	Memory     []memoryRun  `json:"memory,omitempty"`
 	Stall      []stallRun   `json:"stall,omitempty"`
+	Wide       []*wideLib   `json:"wide,omitempty"`
 	Kafka      []brokerRun  `json:"kafka,omitempty"`
 	Replay     *replayRes   `json:"replay,omitempty"`
 	RabbitMQ   []brokerRun  `json:"rabbitmq,omitempty"`
@@ -201,6 +216,8 @@ type jsonOptions struct {
 	Clients, Idle, Size, StallSize, StallBytes, Window, Rate, Backlog int
 	Duration, LatencyDuration, StallDuration                          time.Duration
 	StallTimeout, WriteTimeout                                        time.Duration
+	WideClients, WideRate, WideRuns                                   int
+	WideDuration                                                      time.Duration
 }
 
 // throughput is one library's result in scenario A (or D).
@@ -263,6 +280,7 @@ func orchestrate(o options) error {
 			Clients: o.clients, Idle: o.idle, Size: o.size, StallSize: o.stallSize, StallBytes: o.stallBytes, Window: o.window, Rate: o.rate,
 			Backlog: o.backlog, Duration: o.duration, LatencyDuration: o.latDuration,
 			StallDuration: o.stallDuration, StallTimeout: o.stallTimeout, WriteTimeout: o.writeTimeout,
+			WideClients: o.wide.clients, WideRate: o.wide.rate, WideRuns: o.wide.runs, WideDuration: o.wide.duration,
 		},
 	}
 	sc := strings.ToUpper(o.scenarios)
@@ -297,6 +315,9 @@ func orchestrate(o options) error {
 			}
 			res.Stall = append(res.Stall, r)
 		}
+	}
+	if strings.Contains(sc, "W") {
+		res.Wide = o.wideScenario()
 	}
 	if strings.Contains(sc, "K") {
 		o.logf("K")
@@ -578,6 +599,9 @@ func printTables(out io.Writer, o options, r results) {
 		}
 	}
 	tw.Flush()
+	if len(r.Wide) > 0 {
+		printWide(out, o, r.Wide)
+	}
 	if len(r.Kafka) > 0 {
 		printLive(out, fmt.Sprintf("K. Kafka to %d SSE clients, one bridge route on a %d-partition topic, %d-byte messages: %d/s for %v (paced), then closed loop (window %d) for %v; latency is produce to SSE receive",
 			o.clients, o.kafka.partitions, o.size, o.kafka.live.rate, o.kafka.live.paced, o.window, o.kafka.live.closed), r.Kafka)

@@ -38,7 +38,7 @@ type command struct {
 
 	// Client commands: "connect" (open N streams, plus a non-reading one
 	// with Stall, and wait until each has received a warm-up event),
-	// "report" (statistics).
+	// "report" (statistics; with Reset, the latencies start anew).
 	N        int    `json:"n,omitempty"`
 	Stall    bool   `json:"stall,omitempty"`
 	Latency  bool   `json:"latency,omitempty"`
@@ -48,6 +48,7 @@ type command struct {
 	// Broker makes the streams read the bench's broker payloads (see
 	// broker.go): the sequence number is in the data, not the event ID.
 	Broker bool `json:"broker,omitempty"`
+	Reset  bool `json:"reset,omitempty"`
 }
 
 // hello is the first line a server child writes: where it listens.

@@ -83,6 +83,10 @@ type serverProc struct {
 	warmMu   sync.Mutex
 	warmStop chan struct{}
 	warmDone chan struct{}
+
+	// sent is the number of events that earlier runs published: a run
+	// continues their numbering, so that the clients' counts go on.
+	sent uint64
 }
 
 // runResult is the reply to "closed" and "paced".
@@ -189,10 +193,10 @@ func (s *serverProc) warm(on bool) {
 	}()
 }
 
-// run publishes events 1, 2, ... for c.Duration (or, in "closed", until
-// c.MaxEvents if that comes first), then waits until every
-// client has received them all, or until progress stops for
-// c.StallTimeout.
+// run publishes events 1, 2, ... (after those of earlier runs) for
+// c.Duration (or, in "closed", until c.MaxEvents if that comes first), then
+// waits until every client has received them all, or until progress stops
+// for c.StallTimeout.
 //
 // "closed" publishes event i only once every client has received event
 // i-c.Window, as fast as that allows. "paced" publishes c.Rate events per
@@ -220,7 +224,19 @@ func (s *serverProc) run(c command) (runResult, error) {
 	)
 	pubDone := make(chan struct{})
 	stop := make(chan struct{})
-	defer close(stop)
+	base := s.sent
+	defer func() {
+		close(stop)
+		// A publish that blocks for good (scenario D's stalled libraries)
+		// is left behind: such a session is not used again.
+		select {
+		case <-pubDone:
+		case <-time.After(time.Second):
+		}
+		mu.Lock()
+		s.sent = base + published
+		mu.Unlock()
+	}()
 	start := time.Now()
 	go func() {
 		defer close(pubDone)
@@ -229,18 +245,22 @@ func (s *serverProc) run(c command) (runResult, error) {
 		if c.Cmd == "paced" {
 			interval = time.Second / time.Duration(c.Rate)
 		}
-		for seq := uint64(1); ; seq++ {
+		for seq := base + 1; ; seq++ {
 			now := time.Now()
 			if c.Cmd == "paced" {
-				at := start.Add(time.Duration(seq-1) * interval)
+				at := start.Add(time.Duration(seq-base-1) * interval)
 				if !at.Before(end) || !now.Before(end) {
 					return // a library that cannot keep up publishes fewer
 				}
 				if d := at.Sub(now); d > 0 {
-					time.Sleep(d)
+					select {
+					case <-time.After(d):
+					case <-stop:
+						return
+					}
 				}
 			} else {
-				if !now.Before(end) || c.MaxEvents > 0 && seq > c.MaxEvents {
+				if !now.Before(end) || c.MaxEvents > 0 && seq-base > c.MaxEvents {
 					return
 				}
 				for {
@@ -256,8 +276,9 @@ func (s *serverProc) run(c command) (runResult, error) {
 				}
 			}
 			s.srv.publish(strconv.FormatUint(seq, 10), payload(c.Size, time.Now()))
+			now = time.Now()
 			mu.Lock()
-			published, lastPub = seq, time.Now()
+			published, lastPub = seq-base, now
 			mu.Unlock()
 		}
 	}()
@@ -269,6 +290,7 @@ func (s *serverProc) run(c command) (runResult, error) {
 	lastVal, lastChange := uint64(0), time.Now()
 	for {
 		got, at, wake := s.prog.get()
+		got = max(got, base) - base
 		if got != lastVal {
 			lastVal, lastChange = got, time.Now()
 		}

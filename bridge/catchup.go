@@ -101,10 +101,14 @@ func newCatchUps(r *route, max int) *catchUps {
 // ride sends the client rp the events after pos, the decoded position of
 // its last event ID, from catch-up readers, until the route's log serves
 // it (esource.ErrCaughtUp) or ctx ends.
-func (cs *catchUps) ride(ctx context.Context, rp *esource.Replay, pos *token) error {
+//
+// A client ahead of the live reader in some partitions boards no reader but
+// one started at its own position, which the source checks: a position the
+// broker never issued must not ride, for good, a reader others share.
+func (cs *catchUps) ride(ctx context.Context, rp *esource.Replay, pos *token, ahead bool) error {
 	last := pos
 	for {
-		c, rd, err := cs.board(ctx, rp, last)
+		c, rd, err := cs.board(ctx, rp, last, ahead)
 		if err != nil {
 			return err
 		}
@@ -116,12 +120,16 @@ func (cs *catchUps) ride(ctx context.Context, rp *esource.Replay, pos *token) er
 	}
 }
 
-// board finds a reader that can take a client at pos, or starts one,
-// waiting with heartbeats while the route has as many as it may.
-func (cs *catchUps) board(ctx context.Context, rp *esource.Replay, pos *token) (*catchUp, *rider, error) {
+// board finds a reader that can take a client at pos (unless it must have
+// its own), or starts one, waiting with heartbeats while the route has as
+// many as it may.
+func (cs *catchUps) board(ctx context.Context, rp *esource.Replay, pos *token, own bool) (*catchUp, *rider, error) {
 	for {
 		cs.mu.Lock()
 		for c := range cs.readers {
+			if own {
+				break
+			}
 			if rd := c.admit(pos); rd != nil {
 				cs.mu.Unlock()
 				return c, rd, nil
@@ -446,13 +454,18 @@ func (r *route) Replay(ctx context.Context, lastID string, rp *esource.Replay) e
 	if err != nil {
 		return err
 	}
+	ahead := false // of the live reader, in some partition
 	if live := r.live.Load(); live != nil && !covers(*live, pos.pos) {
-		// Ahead of the live reader: this instance lags another, and the
-		// log will soon serve the client, or the position was never
-		// issued. Either way no catch-up reader is needed.
-		return r.waitAhead(ctx, rp)
+		if covers(pos.pos, *live) {
+			// Ahead of the live reader in every partition: this instance
+			// lags another, and the log will soon serve the client, or
+			// the position was never issued. Either way no catch-up
+			// reader is needed.
+			return r.waitAhead(ctx, rp)
+		}
+		ahead = true
 	}
-	err = r.catchUps.ride(ctx, rp, pos)
+	err = r.catchUps.ride(ctx, rp, pos, ahead)
 	if errors.Is(err, esource.ErrCaughtUp) || ctx.Err() != nil {
 		return err
 	}

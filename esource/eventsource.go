@@ -51,6 +51,7 @@ type EventSource struct {
 	longest  int               // length of the longest ID ever published
 	page     []byte            // where the next events' bytes go
 	wake     chan struct{}     // closed and replaced to wake the clients
+	woken    chan struct{}     // a replaced wake, for unlock to close
 	lastWake time.Time         // when wake was last closed
 	waking   *time.Timer       // wakes the clients later, when armed
 	armed    bool              // waking is set to fire
@@ -109,7 +110,7 @@ func (es *EventSource) Publish(ev Event) error {
 	}
 	pos := es.position(ev.ID)
 	es.mu.Lock()
-	defer es.mu.Unlock()
+	defer es.unlock()
 	if es.closed {
 		return ErrClosed
 	}
@@ -155,9 +156,11 @@ func (es *EventSource) Publish(ev Event) error {
 // wakeClients wakes every client to send what was published, at once if
 // the last wake is a flush interval ago, else when it will be. Publishing
 // faster than that hands each client a batch per wake, not an event.
-// es.mu must be held.
+// es.mu must be held, and released with unlock, which wakes them.
 func (es *EventSource) wakeClients() {
-	if es.armed {
+	// With woken set, unlock wakes every client: no client has seen the
+	// new wake channel yet.
+	if es.armed || es.woken != nil {
 		return
 	}
 	now := time.Now()
@@ -166,14 +169,30 @@ func (es *EventSource) wakeClients() {
 		es.waking.Reset(wait)
 		return
 	}
-	close(es.wake)
+	es.woken = es.wake
 	es.wake = make(chan struct{})
 	es.lastWake = now
 }
 
+// unlock releases es.mu, then closes the wake channel that wakeClients
+// replaced, if any. Closed under es.mu, it would wake clients into a held
+// lock: readying thousands of goroutines takes milliseconds, in which
+// those that run block on es.mu.RLock at once, and the publisher then
+// releases them one at a time in Unlock, often preempted on the way and
+// queued behind the whole crowd. With 15,000 clients that was most of
+// them, woken twice, and the p99 (bench's scenario W).
+func (es *EventSource) unlock() {
+	woken := es.woken
+	es.woken = nil
+	es.mu.Unlock()
+	if woken != nil {
+		close(woken)
+	}
+}
+
 func (es *EventSource) wakeLater() {
 	es.mu.Lock()
-	defer es.mu.Unlock()
+	defer es.unlock()
 	es.armed = false
 	es.lastWake = time.Time{}
 	es.wakeClients()

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -275,5 +276,45 @@ func TestHeartbeatWhileReplaying(t *testing.T) {
 		}
 		cancel()
 		es.Shutdown(context.Background())
+	})
+}
+
+// TestWokenClientsFindTheLogFree checks that Publish wakes the clients once
+// it has released the log. Woken while it holds es.mu, a crowd of clients
+// would each block on es.mu.RLock at once, and the publisher would have to
+// release them one by one: with 15,000 clients, the long tail of bench's
+// scenario W. Whether the old way shows depends on the scheduler, hence
+// the rounds.
+func TestWokenClientsFindTheLogFree(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		es, err := New(WithFlushInterval(0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer es.Close()
+		const rounds, clients = 20, 1000
+		var blocked atomic.Int32
+		for i := range rounds {
+			es.mu.RLock()
+			wake := es.wake
+			es.mu.RUnlock()
+			var wg sync.WaitGroup
+			for range clients {
+				wg.Go(func() {
+					<-wake
+					if !es.mu.TryRLock() {
+						blocked.Add(1)
+						return
+					}
+					es.mu.RUnlock()
+				})
+			}
+			synctest.Wait() // every client waits for the wake
+			publishN(t, es, i+1, i+1)
+			wg.Wait()
+		}
+		if n := blocked.Load(); n > 0 {
+			t.Errorf("%d of %d clients woken while the publisher held the log", n, rounds*clients)
+		}
 	})
 }
