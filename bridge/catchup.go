@@ -33,8 +33,7 @@ const (
 	catchUpEvents = 1024
 	catchUpBytes  = 8 << 20
 	// aheadGrace is how long a client ahead of the live reader waits for
-	// it, while the route is ready, before it is told its position is
-	// beyond the head of the stream.
+	// it, while the route is ready, before it rides a reader of its own.
 	aheadGrace = 3 * time.Second
 	// riderPatience is how long a catch-up reader whose ring is full waits
 	// for its slowest rider before it goes on without it: the rider drops
@@ -456,14 +455,15 @@ func (r *route) Replay(ctx context.Context, lastID string, rp *esource.Replay) e
 	}
 	ahead := false // of the live reader, in some partition
 	if live := r.live.Load(); live != nil && !covers(*live, pos.pos) {
+		ahead = true
 		if covers(pos.pos, *live) {
 			// Ahead of the live reader in every partition: this instance
 			// lags another, and the log will soon serve the client, or
-			// the position was never issued. Either way no catch-up
-			// reader is needed.
-			return r.waitAhead(ctx, rp)
+			// the position was never issued. Wait for the log first.
+			if err := r.waitAhead(ctx, rp); !errors.Is(err, context.DeadlineExceeded) {
+				return err
+			}
 		}
-		ahead = true
 	}
 	err = r.catchUps.ride(ctx, rp, pos, ahead)
 	if errors.Is(err, esource.ErrCaughtUp) || ctx.Err() != nil {
@@ -477,20 +477,16 @@ func (r *route) Replay(ctx context.Context, lastID string, rp *esource.Replay) e
 }
 
 // waitAhead waits, with heartbeats, for the live log to take over a client
-// ahead of it, and tells it its position is beyond the head of the stream
-// once the route has been ready for aheadGrace without that.
+// ahead of it, and returns context.DeadlineExceeded once the route has
+// been ready for aheadGrace without that: the client then rides a reader
+// of its own, which the source opens only at a position it issued.
 func (r *route) waitAhead(ctx context.Context, rp *esource.Replay) error {
 	for {
 		wctx, cancel := context.WithTimeout(ctx, aheadGrace)
 		err := rp.Wait(wctx, nil)
 		cancel()
-		switch {
-		case errors.Is(err, esource.ErrCaughtUp) || ctx.Err() != nil:
+		if !errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil || r.isReady() {
 			return err
-		case !errors.Is(err, context.DeadlineExceeded):
-			return err
-		case r.isReady():
-			return errAhead
 		}
 	}
 }
