@@ -7,7 +7,6 @@
 package main
 
 import (
-	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -75,27 +74,7 @@ func startChild(name string, verbose bool, args ...string) (*child, error) {
 	if verbose {
 		cmd.Stderr = os.Stderr
 	}
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		return nil, err
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	c := &child{name: name, cmd: cmd, stdin: stdin, lines: make(chan []byte, 1)}
-	go func() {
-		defer close(c.lines)
-		sc := bufio.NewScanner(stdout)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			c.lines <- append([]byte(nil), sc.Bytes()...)
-		}
-	}()
-	return c, nil
+	return startCmd(name, cmd)
 }
 
 // errTimeout is returned by call when a child does not reply in time.
