@@ -1,10 +1,11 @@
 // Command bench compares three SSE servers fanning one stream out over
 // loopback HTTP: esource (this repository), github.com/r3labs/sse/v2 and
-// github.com/tmaxmax/go-sse, side by side in the same run.
+// github.com/tmaxmax/go-sse, side by side in the same run; scenario W
+// compares esource with a plain net/http fan-out written here.
 //
 // Usage, from this directory:
 //
-//	go run .                  # every scenario, default sizes (about 4 minutes)
+//	go run .                  # every scenario, default sizes (about 5 minutes)
 //	go run . -quick           # a small version for smoke testing
 //	go run . -scenarios=AC -libs=esource,r3labs -json
 //	go run . -scenarios=KR    # the Kafka scenarios (a broker at -kafka-brokers)
