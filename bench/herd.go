@@ -75,9 +75,7 @@ import (
 	"time"
 
 	"github.com/esbridge/esbridge/bridge"
-	amqpsource "github.com/esbridge/esbridge/source/amqp"
-	kafkasource "github.com/esbridge/esbridge/source/kafka"
-	natssource "github.com/esbridge/esbridge/source/nats"
+	"github.com/esbridge/esbridge/internal/routeurl"
 )
 
 // herdOptions are the flags of scenario H.
@@ -127,9 +125,7 @@ func runHerdServer(routeURL string, backlog int) error {
 	if err != nil {
 		return err
 	}
-	v := *u
-	v.RawQuery = rest.Encode()
-	inner, err := herdSource(&v, logger.With("route", "/events"))
+	inner, err := routeurl.OpenSource(u, rest, logger.With("route", "/events"))
 	if err != nil {
 		return err
 	}
@@ -195,35 +191,6 @@ func runHerdServer(routeURL string, backlog int) error {
 	cancel()
 	<-ran
 	return nil
-}
-
-// herdSource opens the source of a route URL whose query holds only the
-// source's parameters, as cmd/esbridge does.
-func herdSource(u *url.URL, logger *slog.Logger) (bridge.Source, error) {
-	switch u.Scheme {
-	case "nats", "jetstream":
-		cfg, err := natssource.ParseURL(u)
-		if err != nil {
-			return nil, err
-		}
-		cfg.Logger = logger
-		return natssource.New(cfg)
-	case "kafka":
-		cfg, err := kafkasource.ParseURL(u)
-		if err != nil {
-			return nil, err
-		}
-		cfg.Logger = logger
-		return kafkasource.New(cfg)
-	case "amqp", "amqps":
-		cfg, err := amqpsource.ParseURL(u)
-		if err != nil {
-			return nil, err
-		}
-		cfg.Logger = logger
-		return amqpsource.New(cfg)
-	}
-	return nil, fmt.Errorf("unknown scheme %q", u.Scheme)
 }
 
 // An esbridgeProc is a herd-server child and its log.

@@ -28,6 +28,7 @@ import (
 
 	"github.com/esbridge/esbridge/bridge"
 	"github.com/esbridge/esbridge/esource"
+	"github.com/esbridge/esbridge/internal/routeurl"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -228,15 +229,15 @@ func newLogger(c *config, w io.Writer) *slog.Logger {
 }
 
 // usage is the text of -h. Its route examples and URL schemes come from
-// schemes.
+// routeurl's table.
 func usage() string {
 	var examples strings.Builder
-	for _, s := range schemes {
-		if s.example != "" {
-			fmt.Fprintf(&examples, "                         -route %s\n", s.example)
+	for _, s := range routeurl.Schemes() {
+		if s.Example != "" {
+			fmt.Fprintf(&examples, "                         -route %s\n", s.Example)
 		}
 	}
-	return fmt.Sprintf(usageFormat, examples.String(), esource.DefaultBacklog, schemeList())
+	return fmt.Sprintf(usageFormat, examples.String(), esource.DefaultBacklog, routeurl.List())
 }
 
 const usageFormat = `Usage: esbridge -route PATH=URL [-route PATH=URL ...] [flags]

@@ -8,9 +8,7 @@ import (
 	"strings"
 
 	"github.com/esbridge/esbridge/bridge"
-	amqpsource "github.com/esbridge/esbridge/source/amqp"
-	kafkasource "github.com/esbridge/esbridge/source/kafka"
-	natssource "github.com/esbridge/esbridge/source/nats"
+	"github.com/esbridge/esbridge/internal/routeurl"
 )
 
 // A routeFlag is one -route PATH=URL.
@@ -55,52 +53,13 @@ func parseRoute(v string) (routeFlag, error) {
 	if err != nil {
 		return routeFlag{}, errors.New("the URL cannot be parsed")
 	}
-	switch _, ok := lookupScheme(u.Scheme); {
+	switch _, ok := routeurl.Lookup(u.Scheme); {
 	case u.Scheme == "":
-		return routeFlag{}, fmt.Errorf("the URL has no scheme (want %s)", schemeList())
+		return routeFlag{}, fmt.Errorf("the URL has no scheme (want %s)", routeurl.List())
 	case !ok:
-		return routeFlag{}, fmt.Errorf("unknown scheme %q (want %s)", u.Scheme, schemeList())
+		return routeFlag{}, fmt.Errorf("unknown scheme %q (want %s)", u.Scheme, routeurl.List())
 	}
 	return routeFlag{path: path, url: u}, nil
-}
-
-// A scheme is a route URL scheme and the source it opens.
-type scheme struct {
-	name string
-	// example is a -route value for the usage text; empty for none.
-	example string
-	// open makes the source of a URL of this scheme, whose query holds
-	// only the source's own parameters.
-	open func(u *url.URL, logger *slog.Logger) (bridge.Source, error)
-}
-
-// schemes are the route URL schemes: the only list of them, from which
-// parseRoute, openSource and the usage text take theirs.
-var schemes = []scheme{
-	{"nats", "/ticks=nats://127.0.0.1:4222/ticks.>", openNATS},
-	{"jetstream", "/orders=jetstream://127.0.0.1:4222/ORDERS", openNATS},
-	{"kafka", "/clicks=kafka://127.0.0.1:9092/clicks", openKafka},
-	{"amqp", "/trades=amqp://guest:guest@127.0.0.1:5672/?stream=trades", openAMQP},
-	{"amqps", "", openAMQP},
-}
-
-// lookupScheme returns the scheme named name.
-func lookupScheme(name string) (scheme, bool) {
-	for _, s := range schemes {
-		if s.name == name {
-			return s, true
-		}
-	}
-	return scheme{}, false
-}
-
-// schemeList lists the schemes for a message: "nats://, ... or amqps://".
-func schemeList() string {
-	names := make([]string, len(schemes))
-	for i, s := range schemes {
-		names[i] = s.name + "://"
-	}
-	return strings.Join(names[:len(names)-1], ", ") + " or " + names[len(names)-1]
 }
 
 // secretParams are the URL query parameters that redact hides.
@@ -147,7 +106,7 @@ func openRoutes(r []routeFlag, logger *slog.Logger) (routes []bridge.Route, clos
 		opts, rest, err := bridge.ParseOptions(f.url.Query())
 		if err == nil {
 			var src bridge.Source
-			src, err = openSource(f.url, rest, logger.With("route", f.path))
+			src, err = routeurl.OpenSource(f.url, rest, logger.With("route", f.path))
 			if err == nil {
 				sources = append(sources, src)
 				routes = append(routes, bridge.Route{Path: f.path, Source: src, Options: opts})
@@ -158,52 +117,4 @@ func openRoutes(r []routeFlag, logger *slog.Logger) (routes []bridge.Route, clos
 		return nil, nil, fmt.Errorf("invalid value %q for flag -route: %w", redact(f.path+"="+f.url.String()), err)
 	}
 	return routes, closeAll, nil
-}
-
-// openSource makes the source of a route URL; query holds the parameters
-// left after the common route options.
-func openSource(u *url.URL, query url.Values, logger *slog.Logger) (bridge.Source, error) {
-	s, ok := lookupScheme(u.Scheme)
-	if !ok {
-		return nil, fmt.Errorf("unknown scheme %q (want %s)", u.Scheme, schemeList())
-	}
-	v := *u
-	v.RawQuery = query.Encode()
-	return s.open(&v, logger)
-}
-
-func openNATS(u *url.URL, logger *slog.Logger) (bridge.Source, error) {
-	cfg, err := natssource.ParseURL(u)
-	if err != nil {
-		return nil, err
-	}
-	cfg.Logger = logger
-	return asSource(natssource.New(cfg))
-}
-
-func openKafka(u *url.URL, logger *slog.Logger) (bridge.Source, error) {
-	cfg, err := kafkasource.ParseURL(u)
-	if err != nil {
-		return nil, err
-	}
-	cfg.Logger = logger
-	return asSource(kafkasource.New(cfg))
-}
-
-func openAMQP(u *url.URL, logger *slog.Logger) (bridge.Source, error) {
-	cfg, err := amqpsource.ParseURL(u)
-	if err != nil {
-		return nil, err
-	}
-	cfg.Logger = logger
-	return asSource(amqpsource.New(cfg))
-}
-
-// asSource returns the result of a source constructor as a bridge.Source,
-// with a nil interface, not a typed nil pointer, on error.
-func asSource[S bridge.Source](s S, err error) (bridge.Source, error) {
-	if err != nil {
-		return nil, err
-	}
-	return s, nil
 }

@@ -5,6 +5,8 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/esbridge/esbridge/internal/routeurl"
 )
 
 // A source that cannot be made is a nil bridge.Source, not an interface
@@ -15,7 +17,7 @@ func TestOpenSourceErrorIsNil(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	src, err := openSource(u, u.Query(), slog.New(slog.DiscardHandler))
+	src, err := routeurl.OpenSource(u, u.Query(), slog.New(slog.DiscardHandler))
 	if err == nil {
 		src.Close()
 		t.Fatal("openSource succeeded with a missing creds file")
@@ -43,23 +45,23 @@ func TestSchemes(t *testing.T) {
 		t.Fatalf("a wrong scheme gives %v, no scheme %v; want errors", wrong, none)
 	}
 	help := usage()
-	for _, s := range schemes {
+	for _, s := range routeurl.Schemes() {
 		for _, msg := range []string{help, wrong.Error(), none.Error()} {
-			if !strings.Contains(msg, s.name+"://") {
-				t.Errorf("%q does not name %s://", msg, s.name)
+			if !strings.Contains(msg, s.Name+"://") {
+				t.Errorf("%q does not name %s://", msg, s.Name)
 			}
 		}
-		if s.example != "" {
-			if f, err := parseRoute(s.example); err != nil || f.url.Scheme != s.name {
-				t.Errorf("example %s: %v, scheme %q", s.example, err, f.url.Scheme)
+		if s.Example != "" {
+			if f, err := parseRoute(s.Example); err != nil || f.url.Scheme != s.Name {
+				t.Errorf("example %s: %v, scheme %q", s.Example, err, f.url.Scheme)
 			}
-			if !strings.Contains(help, s.example) {
-				t.Errorf("the usage lacks the example %s", s.example)
+			if !strings.Contains(help, s.Example) {
+				t.Errorf("the usage lacks the example %s", s.Example)
 			}
 		}
-		raw, ok := urls[s.name]
+		raw, ok := urls[s.Name]
 		if !ok {
-			t.Errorf("scheme %s: add a URL of it to this test", s.name)
+			t.Errorf("scheme %s: add a URL of it to this test", s.Name)
 			continue
 		}
 		f, err := parseRoute("/a=" + raw)
@@ -67,7 +69,7 @@ func TestSchemes(t *testing.T) {
 			t.Errorf("%s: %v", raw, err)
 			continue
 		}
-		src, err := openSource(f.url, f.url.Query(), slog.New(slog.DiscardHandler))
+		src, err := routeurl.OpenSource(f.url, f.url.Query(), slog.New(slog.DiscardHandler))
 		if err != nil {
 			t.Errorf("%s: %v", raw, err)
 			continue
