@@ -187,8 +187,9 @@ func TestStreamUnavailable(t *testing.T) {
 	}
 
 	ts.Stop()
+	// waitStatus follows the live connection: open on it.
 	waitStatus(t, s, nats.RECONNECTING)
-	if _, err := s.Open(ctx, bridge.Start{}); !errors.Is(err, bridge.ErrUnavailable) {
+	if _, err := s.Open(ctx, bridge.Start{Live: true}); !errors.Is(err, bridge.ErrUnavailable) {
 		t.Fatalf("server down: %v, want ErrUnavailable", err)
 	}
 	if ctx.Err() != nil {
