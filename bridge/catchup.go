@@ -357,6 +357,8 @@ func (c *catchUp) ride(ctx context.Context, rp *esource.Replay, rd *rider, pos *
 	if pos.kind == kindOrigin {
 		skip = nil
 	}
+	merged := false // skip is the rider's own, merged with what it was sent
+	ids := idEncoder{c: r.codec}
 	batch := make([]caught, 0, 64)
 	for {
 		c.mu.Lock()
@@ -390,11 +392,15 @@ func (c *catchUp) ride(ctx context.Context, rp *esource.Replay, rd *rider, pos *
 				continue
 			case skip != nil && !covers(e.at.pos, skip.pos):
 				// New to the client, but the reader stands behind it in
-				// other partitions: the event goes with the client's ID.
-				m, id := r.Merge(skip, e.at)
-				skip = m.(*token)
+				// other partitions: the event goes with the client's ID,
+				// merged in place and encoded into a reused buffer, for
+				// this may go on for every event of a long catch-up.
+				if !merged {
+					skip, merged = &token{kind: kindEvent, pos: slices.Clone(skip.pos)}, true
+				}
+				skip.partition, skip.pos = e.at.partition, merge(skip.pos, e.at.pos)
 				pos = skip
-				err = rp.SendEncoded(e.ev.WithID(id, skip))
+				err = rp.SendAs(e.ev, ids.appendMessage(skip.pos, skip.partition))
 			default:
 				skip, pos = nil, e.at
 				err = rp.SendEncoded(e.ev)

@@ -106,13 +106,19 @@ type idEncoder struct {
 // message returns the ID of a message of partition that brought the
 // stream to p: a position in a stream of one partition, else an event.
 func (e *idEncoder) message(p Position, partition int) string {
+	return string(e.appendMessage(p, partition))
+}
+
+// appendMessage returns message's ID in a buffer that the next call
+// reuses.
+func (e *idEncoder) appendMessage(p Position, partition int) []byte {
 	if len(p) == 1 {
 		e.raw = appendPosition(e.c.appendHeader(e.raw[:0], kindPosition), p)
 	} else {
 		e.raw = e.c.appendEvent(e.raw[:0], p, partition)
 	}
 	e.text = base64.RawURLEncoding.AppendEncode(e.text[:0], e.raw)
-	return string(e.text)
+	return e.text
 }
 
 func appendPosition(b []byte, p Position) []byte {

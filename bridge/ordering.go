@@ -1,6 +1,8 @@
 package bridge
 
 import (
+	"slices"
+
 	"github.com/esbridge/esbridge/esource"
 )
 
@@ -61,19 +63,23 @@ func (r *route) Received(last, p esource.Position) bool {
 // Merge implements esource.Ordering: where a client at last stands once it
 // receives the event at p, which is behind it in some partitions.
 func (r *route) Merge(last, p esource.Position) (esource.Position, string) {
-	t, v := p.(*token), last.(*token).pos
-	m := &token{kind: kindEvent, partition: t.partition, pos: make(Position, max(len(t.pos), len(v)))}
-	for i := range m.pos {
-		if i < len(t.pos) {
-			m.pos[i] = t.pos[i]
-		}
-		if i < len(v) {
-			m.pos[i] = max(m.pos[i], v[i])
-		}
-	}
+	t := p.(*token)
+	m := &token{kind: kindEvent, partition: t.partition, pos: merge(slices.Clone(last.(*token).pos), t.pos)}
 	if len(m.pos) == 1 {
 		m.kind = kindPosition
 		return m, r.codec.position(m.pos)
 	}
 	return m, r.codec.event(m.pos, m.partition)
+}
+
+// merge sets v to the greater of v and p in each partition, growing it if
+// p has more, and returns it.
+func merge(v, p Position) Position {
+	if n := len(p) - len(v); n > 0 {
+		v = append(v, make(Position, n)...)
+	}
+	for i, off := range p {
+		v[i] = max(v[i], off)
+	}
+	return v
 }

@@ -2,6 +2,7 @@ package esource
 
 import (
 	"context"
+	"fmt"
 	"sync/atomic"
 	"time"
 )
@@ -87,11 +88,6 @@ func (e Encoded) ID() string { return e.id }
 // Len returns the size of the event's encoding.
 func (e Encoded) Len() int { return len(e.wire) }
 
-// WithID returns the event with another ID, at pos.
-func (e Encoded) WithID(id string, pos Position) Encoded {
-	return Encoded{id: id, pos: pos, wire: withID(e.wire, e.id, id)}
-}
-
 // A GapError, returned by History.Replay, says in a stable code why the
 // client could not be replayed: the client's gap event carries its Reason
 // and Message, and Err goes to the log.
@@ -120,6 +116,7 @@ type Replay struct {
 	own    []byte   // the encodings of Send
 	size   int      // bytes in bufs
 	sent   string   // the ID of the last event sent, if not yet written
+	sentAs []byte   // or that ID in own, if sent by SendAs
 	sentAt Position // its position, if known
 
 	joined atomic.Bool // set under es.mu: the log took the client over
@@ -156,16 +153,56 @@ func (r *Replay) SendEncoded(e Encoded) error {
 	return r.add(e.wire, e.id, e.pos)
 }
 
+// SendAs sends e, as SendEncoded does, with the ID id instead of its own:
+// for a client that stands, in some partitions, past where e's own ID
+// would resume it (see Ordering.Merge). id is copied; the rest of the
+// event is referred to, as by SendEncoded. It allocates nothing of its
+// own but the ID's copy, in a buffer the Replay reuses.
+func (r *Replay) SendAs(e Encoded, id []byte) error {
+	if r.joined.Load() {
+		return ErrCaughtUp
+	}
+	if len(id) == 0 {
+		return fmt.Errorf("%w: no id", ErrInvalidEvent)
+	}
+	if err := checkID(bytesText(id)); err != nil {
+		return err
+	}
+	rest := e.wire
+	if e.id != "" {
+		rest = rest[len("id: ")+len(e.id)+1:]
+	}
+	n := len(r.own)
+	r.own = append(r.own, "id: "...)
+	r.own = append(r.own, id...)
+	r.own = append(r.own, '\n')
+	line := r.own[n:len(r.own):len(r.own)]
+	r.push(line)
+	r.push(rest)
+	r.sent, r.sentAs, r.sentAt = "", line[len("id: "):len(line)-1], nil
+	return r.flushFull()
+}
+
 func (r *Replay) add(wire []byte, id string, pos Position) error {
+	r.push(wire)
+	if id != "" {
+		r.sent, r.sentAs, r.sentAt = id, nil, pos
+	}
+	return r.flushFull()
+}
+
+// push adds wire to what is to be written.
+func (r *Replay) push(wire []byte) {
 	if k := len(r.bufs) - 1; k >= 0 && follows(r.bufs[k], wire) {
 		r.bufs[k] = r.bufs[k][:len(r.bufs[k])+len(wire)]
 	} else {
 		r.bufs = append(r.bufs, wire)
 	}
 	r.size += len(wire)
-	if id != "" {
-		r.sent, r.sentAt = id, pos
-	}
+}
+
+// flushFull flushes once a batch is full.
+func (r *Replay) flushFull() error {
 	if r.size >= maxBatch {
 		return r.Flush()
 	}
@@ -177,6 +214,9 @@ func (r *Replay) add(wire []byte, id string, pos Position) error {
 // if the log holds what follows them: then the caller must return.
 func (r *Replay) Flush() error {
 	es := r.c.es
+	if r.sentAs != nil {
+		r.sent, r.sentAs = string(r.sentAs), nil
+	}
 	if r.sent != "" && r.sentAt == nil {
 		r.sentAt = es.position(r.sent)
 	}
@@ -213,7 +253,7 @@ func (r *Replay) Flush() error {
 func (r *Replay) reset() {
 	clear(r.bufs)
 	r.bufs, r.own, r.size = r.bufs[:0], r.own[:0], 0
-	r.sent, r.sentAt = "", nil
+	r.sent, r.sentAs, r.sentAt = "", nil, nil
 }
 
 // Wait flushes what was sent, then waits until ready is closed or ctx

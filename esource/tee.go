@@ -38,11 +38,12 @@ var errStopped = errors.New("esource: iteration stopped")
 type teeSink struct {
 	yield   func(Event) bool
 	aborted atomic.Bool
+	dec     wireDecoder
 }
 
 func (s *teeSink) write(bufs [][]byte) error {
 	for _, b := range bufs {
-		if s.aborted.Load() || !decodeWire(b, s.yield) {
+		if s.aborted.Load() || !s.dec.decode(b, s.yield) {
 			return errStopped
 		}
 	}
@@ -51,13 +52,17 @@ func (s *teeSink) write(bufs [][]byte) error {
 
 func (s *teeSink) abort() { s.aborted.Store(true) }
 
-// decodeWire yields the events encoded in b, which holds whole events as
-// appendWire writes them (and comment and retry lines, which it skips). It
-// reports false if yield did.
-func decodeWire(b []byte, yield func(Event) bool) bool {
-	var ev Event
-	var data strings.Builder
-	hasData, seen := false, false
+// A wireDecoder decodes events as appendWire writes them (and comment and
+// retry lines, which it skips), from buffers of whole lines: an event may
+// span several, as one sent by Replay.SendAs does.
+type wireDecoder struct {
+	ev            Event
+	data          strings.Builder
+	hasData, seen bool
+}
+
+// decode yields the events that end in b. It reports false if yield did.
+func (d *wireDecoder) decode(b []byte, yield func(Event) bool) bool {
 	for len(b) > 0 {
 		line := b
 		if i := bytes.IndexByte(b, '\n'); i >= 0 {
@@ -66,31 +71,31 @@ func decodeWire(b []byte, yield func(Event) bool) bool {
 			b = nil
 		}
 		if len(line) == 0 {
-			if seen {
-				if hasData {
-					ev.Data = data.String()
+			if d.seen {
+				if d.hasData {
+					d.ev.Data = d.data.String()
 				}
-				if !yield(ev) {
+				if !yield(d.ev) {
 					return false
 				}
 			}
-			ev, hasData, seen = Event{}, false, false
-			data.Reset()
+			d.ev, d.hasData, d.seen = Event{}, false, false
+			d.data.Reset()
 			continue
 		}
 		name, value, _ := bytes.Cut(line, []byte(":"))
 		value = bytes.TrimPrefix(value, []byte(" "))
 		switch string(name) {
 		case "id":
-			ev.ID, seen = string(value), true
+			d.ev.ID, d.seen = string(value), true
 		case "event":
-			ev.Type, seen = string(value), true
+			d.ev.Type, d.seen = string(value), true
 		case "data":
-			if hasData {
-				data.WriteByte('\n')
+			if d.hasData {
+				d.data.WriteByte('\n')
 			}
-			data.Write(value)
-			hasData, seen = true, true
+			d.data.Write(value)
+			d.hasData, d.seen = true, true
 		}
 	}
 	return true
