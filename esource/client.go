@@ -9,8 +9,13 @@ import (
 )
 
 // maxBatch bounds the bytes a client sends in one write, so that a stalled
-// client pins little of the log and a busy one flushes often.
-const maxBatch = 64 << 10
+// client pins little of the log and a busy one flushes often; maxBatchBufs
+// bounds the buffers, whose slice headers and I/O vectors a client keeps
+// for its next write.
+const (
+	maxBatch     = 64 << 10
+	maxBatchBufs = 128
+)
 
 // A sink is where a client's bytes go: an HTTP response, or a Tee iterator.
 type sink interface {
@@ -120,13 +125,13 @@ func (c *client) serve(ctx context.Context, lastID string, resume bool) error {
 }
 
 // collect gathers into c.bufs the wire bytes of the events from c.cursor
-// on, up to maxBatch bytes, and moves the cursor past them. es.mu must be
-// held, and c.cursor must not be behind the log.
+// on, up to maxBatch bytes in maxBatchBufs buffers, and moves the cursor
+// past them. es.mu must be held, and c.cursor must not be behind the log.
 func (c *client) collect() {
 	es := c.es
 	c.bufs = c.bufs[:0]
 	n := 0
-	for ; c.cursor < es.next && (n == 0 || n < maxBatch); c.cursor++ {
+	for ; c.cursor < es.next && (n == 0 || n < maxBatch && len(c.bufs) < maxBatchBufs); c.cursor++ {
 		e := &es.ring[c.cursor%uint64(len(es.ring))]
 		if c.skip != nil && e.pos != nil {
 			received := es.ordering.Received(c.skip, e.pos)

@@ -203,7 +203,7 @@ func (r *Replay) push(wire []byte) {
 
 // flushFull flushes once a batch is full.
 func (r *Replay) flushFull() error {
-	if r.size >= maxBatch {
+	if r.size >= maxBatch || len(r.bufs) >= maxBatchBufs {
 		return r.Flush()
 	}
 	return nil
