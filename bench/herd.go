@@ -151,7 +151,7 @@ func runHerdServer(routeURL string, backlog int) error {
 	if err != nil {
 		return err
 	}
-	hs := &http.Server{Handler: b, ReadHeaderTimeout: 10 * time.Second} // as cmd/esbridge
+	hs := &http.Server{Handler: b, ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10} // as cmd/esbridge
 	go func() { _ = hs.Serve(ln) }()
 	r := replier{enc: json.NewEncoder(os.Stdout)}
 	r.reply(hello{HTTP: ln.Addr().String()})
