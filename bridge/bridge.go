@@ -97,11 +97,12 @@ func (b *Bridge) newRoute(cfg Config, rt Route) (*route, error) {
 		src:    rt.Source,
 		info:   info,
 		opts:   opts,
-		codec:  newCodec(info.Stream),
 		tr:     translator{opts: opts, info: info},
 		epoch:  uint64(rand.Uint32()),
 		logger: b.logger,
 	}
+	c := newCodec(info.Stream)
+	r.codecs.Store(&c)
 	r.ctx, r.stop = context.WithCancel(context.Background())
 	r.catchUps = newCatchUps(r, cmp.Or(opts.CatchUpReaders, DefaultCatchUpReaders))
 	esOpts := []esource.Option{esource.WithLogger(b.logger)}

@@ -235,12 +235,13 @@ func TestGapForAnUnusableID(t *testing.T) {
 	watch := open(t, url, "")
 	publish(t, js, 1, 1)
 	watch.expect(1, 1)
-	// An ID of this stream, moved far beyond its head: [head, tag, n, offset].
+	// An ID of this stream, moved far beyond its head: [head, stream tag,
+	// incarnation tag, n, offset].
 	raw, err := base64.RawURLEncoding.DecodeString(watch.last)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ahead := base64.RawURLEncoding.EncodeToString(binary.AppendUvarint(raw[:6], 1e12))
+	ahead := base64.RawURLEncoding.EncodeToString(binary.AppendUvarint(raw[:8], 1e12))
 	consumers := countConsumers(t, js.Conn()) // none: no ID here can be replayed
 	n := 1
 	for _, tc := range []struct{ id, reason string }{

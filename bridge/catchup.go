@@ -48,6 +48,10 @@ var errDroppedOff = errors.New("bridge: too slow for the catch-up reader")
 // issued.
 var errAhead = &esource.GapError{Reason: "ahead", Message: "the event ID is beyond the head of the stream"}
 
+// errStreamReset tells a client that its position is of an earlier
+// incarnation of the stream: Replay sends it a gap and the new stream.
+var errStreamReset = errors.New("bridge: position of an earlier incarnation of the stream")
+
 // catchUps holds a route's catch-up readers.
 type catchUps struct {
 	r        *route
@@ -177,7 +181,7 @@ func (cs *catchUps) start(pos *token) (*catchUp, *rider) {
 func (c *catchUp) admit(pos *token) *rider {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.done || !covers(pos.pos, c.from.pos) {
+	if c.done || !covers(pos.pos, c.from.pos) || pos.inc != c.from.inc {
 		return nil
 	}
 	rd := &rider{cursor: c.head}
@@ -232,13 +236,22 @@ func (c *catchUp) run(pos *token) {
 			continue
 		}
 		retry.Reset()
+		inc := incarnationTag(incarnationOf(rd))
+		if pos.inc != 0 && inc != 0 && inc != pos.inc {
+			rd.Close()
+			c.stop(errStreamReset) // its riders go on with the new stream
+			return
+		}
 		if start.Earliest {
 			at = rd.Position() // every partition's first offset
 		}
-		at, err = c.follow(rd, at)
+		at, err = c.follow(rd, at, inc)
 		rd.Close()
 		switch {
 		case c.ctx.Err() != nil:
+		case errors.Is(err, ErrReset):
+			c.stop(errStreamReset)
+			return
 		case errors.As(err, &exp):
 			c.add(caught{expired: exp})
 			start, at = startAt(exp.Resume), slices.Clone(exp.Resume)
@@ -252,17 +265,18 @@ func (c *catchUp) run(pos *token) {
 }
 
 // follow adds rd's messages to the ring until it fails, and returns the
-// position after the last one.
-func (c *catchUp) follow(rd Reader, pos Position) (Position, error) {
+// position after the last one. inc is the tag of rd's incarnation.
+func (c *catchUp) follow(rd Reader, pos Position, inc uint16) (Position, error) {
 	r := c.cs.r
-	ids := idEncoder{c: r.codec}
+	ids := idEncoder{c: r.codec()}
+	ids.c.inc = inc
 	for {
 		m, err := rd.Next(c.ctx)
 		if err != nil {
 			return pos, err
 		}
 		pos = advance(pos, &m)
-		at := &token{kind: kindPosition, partition: m.Partition, pos: slices.Clone(pos)}
+		at := &token{kind: kindPosition, inc: inc, partition: m.Partition, pos: slices.Clone(pos)}
 		if len(pos) > 1 {
 			at.kind = kindEvent
 		}
@@ -358,7 +372,7 @@ func (c *catchUp) ride(ctx context.Context, rp *esource.Replay, rd *rider, pos *
 		skip = nil
 	}
 	merged := false // skip is the rider's own, merged with what it was sent
-	ids := idEncoder{c: r.codec}
+	ids := idEncoder{c: r.codec()}
 	batch := make([]caught, 0, 64)
 	for {
 		c.mu.Lock()
@@ -383,7 +397,7 @@ func (c *catchUp) ride(ctx context.Context, rp *esource.Replay, rd *rider, pos *
 				err = rp.Send(esource.Gap{
 					Reason:      "expired",
 					Message:     "the broker no longer holds these messages",
-					LastEventID: r.codec.position(pos.pos),
+					LastEventID: r.codec().position(pos.pos),
 				}.Event(""))
 			case skip != nil && r.Received(skip, e.at):
 				if covers(e.at.pos, skip.pos) {
@@ -396,10 +410,11 @@ func (c *catchUp) ride(ctx context.Context, rp *esource.Replay, rd *rider, pos *
 				// merged in place and encoded into a reused buffer, for
 				// this may go on for every event of a long catch-up.
 				if !merged {
-					skip, merged = &token{kind: kindEvent, pos: slices.Clone(skip.pos)}, true
+					skip, merged = &token{kind: kindEvent, inc: skip.inc, pos: slices.Clone(skip.pos)}, true
 				}
-				skip.partition, skip.pos = e.at.partition, merge(skip.pos, e.at.pos)
+				skip.partition, skip.pos, skip.inc = e.at.partition, merge(skip.pos, e.at.pos), e.at.inc
 				pos = skip
+				ids.c.inc = e.at.inc
 				err = rp.SendAs(e.ev, ids.appendMessage(skip.pos, skip.partition))
 			default:
 				skip, pos = nil, e.at
@@ -437,7 +452,7 @@ func (r *route) replayStart(lastID string) (*token, error) {
 	if len(lastID) > maxIDLength {
 		return nil, &esource.GapError{Reason: "malformed-id", Message: "the event ID is longer than any this stream issues"}
 	}
-	t, err := r.codec.decode(lastID)
+	t, err := r.codec().decode(lastID)
 	switch {
 	case errors.Is(err, errOtherStream):
 		return nil, &esource.GapError{Reason: "other-stream", Message: "the event ID is of another stream"}
@@ -448,6 +463,9 @@ func (r *route) replayStart(lastID string) (*token, error) {
 	case t.kind == kindOrigin:
 		t.pos = Position{}
 	}
+	if cur := r.codec().inc; t.inc != 0 && cur != 0 && t.inc != cur {
+		return nil, errStreamReset
+	}
 	return &t, nil
 }
 
@@ -456,9 +474,36 @@ func (r *route) replayStart(lastID string) (*token, error) {
 // with the live log.
 func (r *route) Replay(ctx context.Context, lastID string, rp *esource.Replay) error {
 	pos, err := r.replayStart(lastID)
-	if err != nil {
+	for range 3 {
+		if errors.Is(err, errStreamReset) {
+			// A position of an earlier incarnation of the stream: the
+			// client is told, and reads the new stream from its start.
+			c := r.codec()
+			if err := rp.Send(resetGap(c)); err != nil {
+				return err
+			}
+			pos, err = &token{kind: kindOrigin, inc: c.inc, pos: Position{}}, nil
+		}
+		if err != nil {
+			break
+		}
+		err = r.replay(ctx, rp, pos)
+		if !errors.Is(err, errStreamReset) {
+			break
+		}
+	}
+	if errors.Is(err, esource.ErrCaughtUp) || ctx.Err() != nil {
 		return err
 	}
+	var gapErr *esource.GapError
+	if !errors.As(err, &gapErr) {
+		err = &esource.GapError{Reason: "history", Message: "the broker could not replay the events", Err: fmt.Errorf("route %s: %w", r.path, err)}
+	}
+	return err
+}
+
+// replay sends rp the events after pos from the catch-up readers.
+func (r *route) replay(ctx context.Context, rp *esource.Replay, pos *token) error {
 	ahead := false // of the live reader, in some partition
 	if live := r.live.Load(); live != nil && !covers(*live, pos.pos) {
 		ahead = true
@@ -471,15 +516,7 @@ func (r *route) Replay(ctx context.Context, lastID string, rp *esource.Replay) e
 			}
 		}
 	}
-	err = r.catchUps.ride(ctx, rp, pos, ahead)
-	if errors.Is(err, esource.ErrCaughtUp) || ctx.Err() != nil {
-		return err
-	}
-	var gapErr *esource.GapError
-	if !errors.As(err, &gapErr) {
-		err = &esource.GapError{Reason: "history", Message: "the broker could not replay the events", Err: fmt.Errorf("route %s: %w", r.path, err)}
-	}
-	return err
+	return r.catchUps.ride(ctx, rp, pos, ahead)
 }
 
 // waitAhead waits, with heartbeats, for the live log to take over a client

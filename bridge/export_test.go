@@ -25,4 +25,4 @@ func Tee(ctx context.Context, b *Bridge, path, lastID string) (iter.Seq[esource.
 func Clients(b *Bridge, path string) int { return b.routes[path].es.Clients() }
 
 // Origin returns the ID of the start of the stream of the route at path.
-func Origin(b *Bridge, path string) string { return b.routes[path].codec.origin() }
+func Origin(b *Bridge, path string) string { return b.routes[path].codec().origin() }

@@ -10,9 +10,11 @@ import (
 // Event IDs are opaque, versioned, URL-safe tokens: the unpadded base64url
 // encoding of
 //
-//	head     1 byte: the version (1) times 16, plus the kind
-//	         (kindPosition, kindLive or kindOrigin)
+//	head     1 byte: the version (2) times 16, plus the kind
+//	         (kindPosition, kindLive, kindOrigin or kindEvent)
 //	stream   4 bytes, FNV-1a of Info.Stream
+//	incarn.  2 bytes, of the stream's incarnation (see Incarnated), 0
+//	         where the source tells none
 //	body     kindPosition: uvarint n, then the n next offsets of the
 //	         Position: the first as a uvarint, each other as the zigzag
 //	         varint of its difference from the one before;
@@ -21,13 +23,15 @@ import (
 //	         kindLive: uvarint instance epoch, uvarint sequence;
 //	         kindOrigin: nothing (the start of the stream)
 //
-// A JetStream sequence of 1,000,000 makes a 12-character ID; a Kafka topic
-// of 12 partitions at ten-digit offsets, at most 90 characters. A stream
+// Version 1, without the incarnation, is still read, as of incarnation 0.
+//
+// A JetStream sequence of 1,000,000 makes a 15-character ID; a Kafka topic
+// of 12 partitions at ten-digit offsets, at most 92 characters. A stream
 // has at most MaxPartitions partitions, so no ID is longer than
 // maxIDLength: the header, two uvarints of at most 2 bytes, and 10 bytes
 // (a 64-bit varint) for each offset, in base64.
 const (
-	idVersion = 1
+	idVersion = 2
 
 	kindPosition = 0
 	kindLive     = 1
@@ -39,17 +43,19 @@ const (
 // carry an offset for each.
 const MaxPartitions = 1024
 
-// maxIDLength is the length of the longest event ID, 13,666 characters:
+// maxIDLength is the length of the longest event ID, 13,669 characters:
 // maxIDBytes in unpadded base64. Longer IDs are refused without being
 // decoded.
 const (
-	maxIDBytes  = 5 + 2 + 2 + 10*MaxPartitions
+	maxIDBytes  = 7 + 2 + 2 + 10*MaxPartitions
 	maxIDLength = (maxIDBytes*8 + 5) / 6
 )
 
-// A codec encodes and decodes the event IDs of one stream.
+// A codec encodes and decodes the event IDs of one incarnation of a
+// stream.
 type codec struct {
 	tag [4]byte
+	inc uint16 // the incarnation's tag, 0 for none
 }
 
 func newCodec(stream string) codec {
@@ -60,9 +66,29 @@ func newCodec(stream string) codec {
 	return c
 }
 
+// incarnation returns the codec of the stream's incarnation inc (0 for
+// none).
+func (c codec) incarnation(inc uint64) codec {
+	c.inc = incarnationTag(inc)
+	return c
+}
+
+// incarnationTag returns the 2 bytes of an incarnation that IDs carry:
+// enough to tell one from the one before, never 0 for an incarnation.
+func incarnationTag(inc uint64) uint16 {
+	if inc == 0 {
+		return 0
+	}
+	h := fnv.New32a()
+	h.Write(binary.BigEndian.AppendUint64(nil, inc))
+	t := uint16(h.Sum32())
+	return max(t, 1)
+}
+
 // A token is a decoded event ID.
 type token struct {
 	kind       byte
+	inc        uint16   // the incarnation's tag, 0 if unknown
 	partition  int      // kindEvent
 	pos        Position // kindPosition, kindEvent
 	epoch, seq uint64   // kindLive
@@ -73,7 +99,7 @@ func (c codec) header(kind byte) []byte {
 }
 
 func (c codec) appendHeader(b []byte, kind byte) []byte {
-	return append(b, idVersion<<4|kind, c.tag[0], c.tag[1], c.tag[2], c.tag[3])
+	return append(b, idVersion<<4|kind, c.tag[0], c.tag[1], c.tag[2], c.tag[3], byte(c.inc>>8), byte(c.inc))
 }
 
 func (c codec) encode(b []byte) string {
@@ -148,14 +174,21 @@ func (c codec) origin() string {
 // errOtherStream, wrapped with the ID.
 func (c codec) decode(id string) (token, error) {
 	b, err := base64.RawURLEncoding.DecodeString(id)
-	if err != nil || len(b) < 5 || b[0]>>4 != idVersion {
+	head := 7
+	if err == nil && len(b) > 0 && b[0]>>4 == 1 {
+		head = 5 // version 1: no incarnation
+	}
+	if err != nil || len(b) < head || b[0]>>4 != idVersion && head == 7 {
 		return token{}, fmt.Errorf("%w: %q", errMalformedID, id)
 	}
 	if [4]byte(b[1:5]) != c.tag {
 		return token{}, fmt.Errorf("%w: %q", errOtherStream, id)
 	}
 	t := token{kind: b[0] & 0xf}
-	r := varints{b: b[5:]}
+	if head == 7 {
+		t.inc = binary.BigEndian.Uint16(b[5:7])
+	}
+	r := varints{b: b[head:]}
 	switch t.kind {
 	case kindEvent, kindPosition:
 		if t.kind == kindEvent {

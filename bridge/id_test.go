@@ -39,8 +39,8 @@ func TestIDRoundTrip(t *testing.T) {
 
 func TestIDLength(t *testing.T) {
 	c := newCodec("kafka/orders")
-	if id := c.position(Position{1000000}); len(id) > 12 {
-		t.Errorf("sequence 1,000,000: ID %q has %d characters, want at most 12", id, len(id))
+	if id := c.incarnation(1).position(Position{1000000}); len(id) > 15 {
+		t.Errorf("sequence 1,000,000: ID %q has %d characters, want at most 15", id, len(id))
 	}
 	// Twelve partitions at ten-digit offsets, far apart.
 	p := Position{9876543210, 1234567890, 5555555555, 9999999999, 1000000000, 4242424242,
@@ -68,7 +68,7 @@ func TestIDRejects(t *testing.T) {
 		{other.live(1, 2), errOtherStream},
 		{c.position(Position{5}) + "AA", errMalformedID},                    // trailing bytes
 		{c.position(Position{5})[:8], errMalformedID},                       // cut short
-		{"Ag" + c.position(Position{5})[2:], errMalformedID},                // another version
+		{"Mg" + c.position(Position{5})[2:], errMalformedID},                // another version
 		{c.encode(append(c.header(9), 1)), errMalformedID},                  // unknown kind
 		{c.encode(append(c.header(kindPosition), 200)), errMalformedID},     // too many offsets
 		{c.encode(append(c.header(kindEvent), 3, 2, 1, 1)), errMalformedID}, // partition 3 of 2

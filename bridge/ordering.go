@@ -18,7 +18,7 @@ func (r *route) Position(id string) (esource.Position, bool) {
 	if len(id) > maxIDLength {
 		return nil, false
 	}
-	t, err := r.codec.decode(id)
+	t, err := r.codec().decode(id)
 	if err != nil {
 		return nil, false
 	}
@@ -36,7 +36,21 @@ func (r *route) Position(id string) (esource.Position, bool) {
 // event at p and all before it when it is at or past p's position in every
 // partition.
 func (r *route) Covers(last, p esource.Position) bool {
-	return covers(last.(*token).pos, p.(*token).pos)
+	l, t := last.(*token), p.(*token)
+	if apart, newer := r.apart(l, t); apart {
+		return newer
+	}
+	return covers(l.pos, t.pos)
+}
+
+// apart reports whether a and b are positions in different incarnations
+// of the stream, and if so whether a's is the current one: then a is past
+// all of b's incarnation, which ended before the current one began.
+func (r *route) apart(a, b *token) (apart, newer bool) {
+	if a.inc == b.inc || a.inc == 0 || b.inc == 0 {
+		return false, false
+	}
+	return true, a.inc == r.codec().inc
 }
 
 // covers reports whether v is at or past p in every partition.
@@ -52,11 +66,14 @@ func covers(v, p Position) bool {
 // Received implements esource.Ordering: a client at last has received the
 // event at p when it is past it in the event's partition.
 func (r *route) Received(last, p esource.Position) bool {
-	t := p.(*token)
+	l, t := last.(*token), p.(*token)
 	if t.kind != kindEvent {
 		return r.Covers(last, p)
 	}
-	v, k := last.(*token).pos, t.partition
+	if apart, newer := r.apart(l, t); apart {
+		return newer
+	}
+	v, k := l.pos, t.partition
 	return k < len(v) && v[k] >= t.pos[k]
 }
 
@@ -64,12 +81,14 @@ func (r *route) Received(last, p esource.Position) bool {
 // receives the event at p, which is behind it in some partitions.
 func (r *route) Merge(last, p esource.Position) (esource.Position, string) {
 	t := p.(*token)
-	m := &token{kind: kindEvent, partition: t.partition, pos: merge(slices.Clone(last.(*token).pos), t.pos)}
+	m := &token{kind: kindEvent, inc: t.inc, partition: t.partition, pos: merge(slices.Clone(last.(*token).pos), t.pos)}
+	c := r.codec()
+	c.inc = t.inc
 	if len(m.pos) == 1 {
 		m.kind = kindPosition
-		return m, r.codec.position(m.pos)
+		return m, c.position(m.pos)
 	}
-	return m, r.codec.event(m.pos, m.partition)
+	return m, c.event(m.pos, m.partition)
 }
 
 // merge sets v to the greater of v and p in each partition, growing it if

@@ -24,7 +24,7 @@ type route struct {
 	src      Source
 	info     Info
 	opts     Options
-	codec    codec
+	codecs   atomic.Pointer[codec] // of the stream's current incarnation
 	tr       translator
 	es       *esource.EventSource
 	epoch    uint64 // instance epoch, for sources without history
@@ -33,28 +33,56 @@ type route struct {
 	logger   *slog.Logger
 }
 
+// codec returns the codec of the stream's current incarnation, as far as
+// the live reader knows it.
+func (r *route) codec() codec { return *r.codecs.Load() }
+
 // run reads the source live and publishes every message, reopening the
-// reader where it left off after an error, until ctx ends.
+// reader where it left off after an error, until ctx ends. When the stream
+// was deleted or created again, it waits for the stream, tells every
+// client with a gap, and reads the new stream from its first message.
 func (r *route) run(ctx context.Context) {
 	start := Start{Live: true} // the first reader starts with the next message
 	opened := false
+	reset := false            // the stream was deleted or created again: start the new one
+	var inc uint64            // the incarnation the live reader read, 0 until known
 	var retry backoff.Backoff // 100 ms up to 5 s
 	for ctx.Err() == nil {
 		rd, err := r.src.Open(ctx, start)
 		var exp *ExpiredError
-		if errors.As(err, &exp) {
+		switch {
+		case errors.As(err, &exp):
 			// Retention deleted messages the live reader had not read:
 			// every client lost them.
 			start = r.expired(exp)
 			continue
-		}
-		if err != nil {
+		case errors.Is(err, ErrAhead) && opened:
+			// The stream's head is behind where the live reader stood:
+			// it was created again, on a broker that does not say so.
+			r.logger.Warn("the stream is behind the live reader: created again", "route", r.path, "stream", r.info.Stream)
+			reset, start = true, Start{Earliest: true, Live: true}
+			continue
+		case err != nil:
 			r.ready.Store(false)
 			if ctx.Err() == nil {
 				r.logger.Warn("source unavailable; retrying", "route", r.path, "stream", r.info.Stream, "err", err)
 			}
 			retry.Wait(ctx)
 			continue
+		}
+		now := incarnationOf(rd)
+		if inc != 0 && now != 0 && now != inc && !reset {
+			rd.Close()
+			r.logger.Warn("the stream was created again", "route", r.path, "stream", r.info.Stream)
+			reset, start = true, Start{Earliest: true, Live: true}
+			continue
+		}
+		switch {
+		case reset:
+			r.publishReset(now)
+		case now != inc:
+			c := r.codec().incarnation(now)
+			r.codecs.Store(&c)
 		}
 		switch {
 		case opened && !r.info.History:
@@ -64,7 +92,7 @@ func (r *route) run(ctx context.Context) {
 			r.publishStart(rd.Position())
 		}
 		r.setLive(rd.Position())
-		opened = true
+		opened, reset, inc = true, false, now
 		r.ready.Store(true)
 		retry.Reset()
 		pos, err := r.follow(ctx, rd)
@@ -79,17 +107,49 @@ func (r *route) run(ctx context.Context) {
 			continue
 		}
 		r.ready.Store(false)
-		r.logger.Warn("source reader failed; reopening", "route", r.path, "stream", r.info.Stream, "err", err)
-		start = Start{Position: pos, Live: true} // nil for a source without history: latest
+		switch {
+		case errors.Is(err, ErrReset):
+			r.logger.Warn("the stream was deleted; waiting for it", "route", r.path, "stream", r.info.Stream, "err", err)
+			reset, start = true, Start{Earliest: true, Live: true}
+		default:
+			r.logger.Warn("source reader failed; reopening", "route", r.path, "stream", r.info.Stream, "err", err)
+			start = Start{Position: pos, Live: true} // nil for a source without history: latest
+		}
 		retry.Wait(ctx)
 	}
+}
+
+// incarnationOf returns the incarnation of rd's stream, 0 if it tells none.
+func incarnationOf(rd Reader) uint64 {
+	if i, ok := rd.(Incarnated); ok {
+		return i.Incarnation()
+	}
+	return 0
+}
+
+// publishReset moves the route to the stream's incarnation inc and tells
+// every client that the stream was deleted or created again. The gap's ID
+// is the new stream's origin: a client that resumes from it reads the new
+// stream from its first message.
+func (r *route) publishReset(inc uint64) {
+	c := r.codec().incarnation(inc)
+	r.codecs.Store(&c)
+	if err := r.es.Publish(resetGap(c)); err != nil && !errors.Is(err, esource.ErrClosed) {
+		r.logger.Error("gap cannot be sent", "route", r.path, "err", err)
+	}
+}
+
+// resetGap returns the gap event that tells a client the stream was
+// deleted or created again, with the ID of the start of c's incarnation.
+func resetGap(c codec) esource.Event {
+	return esource.Gap{Reason: "stream-reset", Message: "the stream was deleted or created again; the new one follows from its start"}.Event(c.origin())
 }
 
 // follow publishes rd's messages until it fails, and returns the position
 // after the last message published.
 func (r *route) follow(ctx context.Context, rd Reader) (Position, error) {
 	pos := slices.Clone(rd.Position())
-	ids := idEncoder{c: r.codec}
+	ids := idEncoder{c: r.codec()}
 	for {
 		m, err := rd.Next(ctx)
 		switch {
@@ -106,7 +166,7 @@ func (r *route) follow(ctx context.Context, rd Reader) (Position, error) {
 			r.setLive(pos)
 		} else {
 			r.seq++
-			id = r.codec.live(r.epoch, r.seq)
+			id = r.codec().live(r.epoch, r.seq)
 		}
 		if err := r.es.Publish(r.tr.event(id, &m)); err != nil {
 			if errors.Is(err, esource.ErrClosed) {
@@ -129,7 +189,7 @@ func (r *route) setLive(pos Position) {
 // lost. Its ID moves them past the loss.
 func (r *route) publishGap(reason, message string) {
 	r.seq++
-	gap := esource.Gap{Reason: reason, Message: message}.Event(r.codec.live(r.epoch, r.seq))
+	gap := esource.Gap{Reason: reason, Message: message}.Event(r.codec().live(r.epoch, r.seq))
 	if err := r.es.Publish(gap); err != nil && !errors.Is(err, esource.ErrClosed) {
 		r.logger.Error("gap cannot be sent", "route", r.path, "err", err)
 	}
@@ -143,7 +203,7 @@ func (r *route) publishStart(pos Position) {
 	if pos == nil {
 		return
 	}
-	if err := r.es.Publish(esource.Event{ID: r.codec.position(pos)}); err != nil && !errors.Is(err, esource.ErrClosed) {
+	if err := r.es.Publish(esource.Event{ID: r.codec().position(pos)}); err != nil && !errors.Is(err, esource.ErrClosed) {
 		r.logger.Error("start position cannot be published", "route", r.path, "err", err)
 	}
 }
@@ -193,7 +253,7 @@ func (r *route) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	if r.opts.Earliest && req.Header.Get("Last-Event-ID") == "" && req.URL.Query().Get("lastEventId") == "" {
 		// A new client starts at the beginning of the stream.
 		req = req.Clone(req.Context())
-		req.Header.Set("Last-Event-ID", r.codec.origin())
+		req.Header.Set("Last-Event-ID", r.codec().origin())
 	}
 	r.es.ServeHTTP(w, req)
 }

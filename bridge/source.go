@@ -48,6 +48,21 @@ type Connectivity interface {
 	Connected() bool
 }
 
+// An Incarnated is a Reader that can tell which incarnation of its stream
+// it reads: a stream deleted and created again under the same name (a
+// JetStream stream, a Kafka topic) is another incarnation, whose positions
+// mean other messages. Event IDs carry a few bytes of it, so that an ID of
+// an earlier incarnation is answered with a gap event (reason
+// "stream-reset") and the new stream from its first message, rather than
+// read as a position in the new one. Sources whose broker tells no
+// incarnation (RabbitMQ) return ErrReset where they notice a deletion,
+// and ErrAhead for a position beyond the new stream's head.
+type Incarnated interface {
+	// Incarnation identifies the stream's incarnation (the JetStream
+	// stream's creation time, say); 0 if unknown.
+	Incarnation() uint64
+}
+
 // Info describes a source's stream.
 type Info struct {
 	// Stream names the stream, e.g. "jetstream/ORDERS". It is part of every
@@ -151,6 +166,13 @@ var (
 	// wait for good. The bridge tells the client with a gap event and
 	// serves it live.
 	ErrAhead = errors.New("bridge: position beyond the head of the stream")
+
+	// ErrReset is returned by Reader.Next when the stream was deleted, or
+	// deleted and created again. The bridge marks the route not ready
+	// while Open fails (as it does, with ErrUnavailable, while the stream
+	// does not exist), then sends every client a gap event (reason
+	// "stream-reset") and the new stream from its first message.
+	ErrReset = errors.New("bridge: stream deleted or created again")
 
 	// ErrExpired is wrapped by every [*ExpiredError].
 	ErrExpired = errors.New("bridge: position expired")

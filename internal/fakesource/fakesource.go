@@ -20,6 +20,8 @@ type Stream struct {
 	seed uint64
 
 	mu      sync.Mutex
+	inc     uint64        // the stream's incarnation
+	deleted bool          // the stream does not exist
 	parts   [][][]byte    // each partition's messages, by offset
 	grew    chan struct{} // closed and replaced when a partition grows
 	open    int           // readers open
@@ -30,7 +32,33 @@ type Stream struct {
 // New returns a stream of partitions, each empty. seed chooses the orders
 // in which its readers interleave the partitions.
 func New(name string, partitions int, seed uint64) *Stream {
-	return &Stream{name: name, seed: seed, parts: make([][][]byte, partitions), grew: make(chan struct{})}
+	return &Stream{name: name, seed: seed, inc: 1, parts: make([][][]byte, partitions), grew: make(chan struct{})}
+}
+
+// Delete deletes the stream: its readers fail with bridge.ErrReset, and
+// Open fails with bridge.ErrUnavailable until Create.
+func (s *Stream) Delete() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.deleted = true
+	s.wake()
+}
+
+// Create creates the stream again, empty, with partitions partitions: a
+// new incarnation.
+func (s *Stream) Create(partitions int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.deleted = false
+	s.inc++
+	s.parts = make([][][]byte, partitions)
+	s.wake()
+}
+
+// wake wakes the readers. s.mu must be held.
+func (s *Stream) wake() {
+	close(s.grew)
+	s.grew = make(chan struct{})
 }
 
 // Append adds a message to partition p and returns its offset.
@@ -38,8 +66,7 @@ func (s *Stream) Append(p int, data []byte) uint64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.parts[p] = append(s.parts[p], data)
-	close(s.grew)
-	s.grew = make(chan struct{})
+	s.wake()
 	return uint64(len(s.parts[p]) - 1)
 }
 
@@ -68,6 +95,9 @@ func (s *Stream) Open(ctx context.Context, start bridge.Start) (bridge.Reader, e
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.deleted {
+		return nil, fmt.Errorf("fakesource: stream deleted: %w", bridge.ErrUnavailable)
+	}
 	next := make(bridge.Position, len(s.parts))
 	switch {
 	case start.Position != nil:
@@ -89,7 +119,7 @@ func (s *Stream) Open(ctx context.Context, start bridge.Start) (bridge.Reader, e
 	s.open++
 	s.opened++
 	s.maxOpen = max(s.maxOpen, s.open)
-	return &reader{s: s, next: next, rand: rand.New(rand.NewPCG(s.seed, uint64(s.opened)))}, nil
+	return &reader{s: s, inc: s.inc, next: next, rand: rand.New(rand.NewPCG(s.seed, uint64(s.opened)))}, nil
 }
 
 // Close does nothing: the stream has no connection.
@@ -107,6 +137,7 @@ func (s *Stream) Readers() (open, most, all int) {
 // message to read.
 type reader struct {
 	s      *Stream
+	inc    uint64
 	next   bridge.Position
 	rand   *rand.Rand
 	closed bool
@@ -115,6 +146,10 @@ type reader struct {
 func (r *reader) Next(ctx context.Context) (bridge.Message, error) {
 	for {
 		r.s.mu.Lock()
+		if r.s.deleted || r.s.inc != r.inc {
+			r.s.mu.Unlock()
+			return bridge.Message{}, fmt.Errorf("fakesource: %w", bridge.ErrReset)
+		}
 		var ready []int
 		for p, off := range r.next {
 			if off < uint64(len(r.s.parts[p])) {
@@ -137,6 +172,10 @@ func (r *reader) Next(ctx context.Context) (bridge.Message, error) {
 		}
 	}
 }
+
+// Incarnation implements bridge.Incarnated: it counts the stream's
+// creations.
+func (r *reader) Incarnation() uint64 { return r.inc }
 
 func (r *reader) Position() bridge.Position { return append(bridge.Position(nil), r.next...) }
 
