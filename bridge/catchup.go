@@ -398,6 +398,7 @@ func (c *catchUp) ride(ctx context.Context, rp *esource.Replay, rd *rider, pos *
 					Reason:      "expired",
 					Message:     "the broker no longer holds these messages",
 					LastEventID: r.codec().position(pos.pos),
+					Missed:      e.expired.Missed,
 				}.Event(""))
 			case skip != nil && r.Received(skip, e.at):
 				if covers(e.at.pos, skip.pos) {

@@ -222,7 +222,7 @@ func (r *route) isReady() bool {
 // ID: the next message's ID moves clients past the loss.
 func (r *route) expired(exp *ExpiredError) Start {
 	r.logger.Warn("messages expired before they were read", "route", r.path, "err", exp)
-	gap := esource.Gap{Reason: "expired", Message: "the broker no longer holds these messages"}
+	gap := esource.Gap{Reason: "expired", Message: "the broker no longer holds these messages", Missed: exp.Missed}
 	if err := r.es.Publish(gap.Event("")); err != nil && !errors.Is(err, esource.ErrClosed) {
 		r.logger.Error("gap cannot be sent", "route", r.path, "err", err)
 	}

@@ -196,6 +196,9 @@ type ExpiredError struct {
 	// Lost says what was lost, for logs: the stream, partitions and
 	// offsets, as the source knows them.
 	Lost string
+	// Missed is how many messages were lost, if the source knows: the gap
+	// event says it.
+	Missed uint64
 }
 
 // Error says what was lost.

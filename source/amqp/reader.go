@@ -78,6 +78,7 @@ func (r *reader) checkExpired(ctx context.Context, off uint64) error {
 		return &bridge.ExpiredError{
 			Resume: bridge.Position{off},
 			Lost:   fmt.Sprintf("amqp: stream %s: offsets %d to %d deleted", r.src.cfg.Stream, r.next, off-1),
+			Missed: off - min(r.next, off),
 		}
 	}
 	return nil

@@ -282,11 +282,13 @@ func (e *expiredPartition) Error() string {
 func expiredError(pos bridge.Position, exp ...expiredPartition) *bridge.ExpiredError {
 	resume := slices.Clone(pos)
 	lost := make([]string, len(exp))
+	var missed uint64
 	for i, x := range exp {
 		if x.partition < len(resume) {
 			resume[x.partition] = max(resume[x.partition], x.first)
 		}
 		lost[i] = x.Error()
+		missed += x.first - min(x.offset, x.first)
 	}
-	return &bridge.ExpiredError{Resume: resume, Lost: strings.Join(lost, "; ")}
+	return &bridge.ExpiredError{Resume: resume, Lost: strings.Join(lost, "; "), Missed: missed}
 }

@@ -30,29 +30,42 @@ const (
 	// loses its consumer, and gets a new one at its position when it is
 	// read again, after nats.go missed two heartbeats (10 s).
 	inactiveThreshold = 10 * time.Second
+	// watchInterval is how often a reader reads the stream's info, to
+	// notice the stream deleted or created again (see watch).
+	watchInterval = time.Second
+	// infoTimeout bounds a read of the stream's info.
+	infoTimeout = 2 * time.Second
 )
 
 // A streamReader reads a JetStream stream through an ordered consumer. A
 // goroutine, which Close waits for, calls the consumer's Next, which can
 // block past any deadline while it re-creates the consumer; Next waits for
-// it with its context.
+// it with its context. Another one watches the stream: an ordered
+// consumer whose stream is deleted and created again goes on reading the
+// new stream from its old sequence, unaware.
 type streamReader struct {
-	src    *Source
-	conn   *conn  // the live or the replay connection
-	live   bool   // opened as the live reader, see liveStart
-	prefix string // of the consumer names: PREFIX_1, PREFIX_2... as nats.go re-creates it
-	cons   jetstream.Consumer
-	it     jetstream.MessagesContext
-	ctx    context.Context // ends when the reader is closed
-	cancel context.CancelFunc
-	c      chan streamResult // unbuffered: run holds at most one message
-	exited chan struct{}     // closed when run returns
-	failed bool              // set by run before exited is closed: the consumer failed
-	close  sync.Once
+	src       *Source
+	conn      *conn  // the live or the replay connection
+	live      bool   // opened as the live reader, see liveStart
+	prefix    string // of the consumer names: PREFIX_1, PREFIX_2... as nats.go re-creates it
+	inc       uint64 // the stream's creation time, Unix nanoseconds: its incarnation
+	cons      jetstream.Consumer
+	it        jetstream.MessagesContext
+	ctx       context.Context // ends when the reader is closed
+	cancel    context.CancelFunc
+	c         chan streamResult // unbuffered: run holds at most one message
+	exited    chan struct{}     // closed when run returns
+	failed    bool              // set by run before exited is closed: the consumer failed
+	reset     chan struct{}     // closed by watch: the stream was deleted or created again
+	resetOnce sync.Once
+	watched   chan struct{} // closed when watch returns
+	close     sync.Once
 
 	// Owned by the goroutine calling Next.
-	next uint64 // sequence of the next message to return
-	err  error  // the reader's final error
+	next     uint64 // sequence of the next message to return
+	pending  uint64 // messages pending for the consumer after the last one
+	consumer string // name of the consumer of the last message
+	err      error  // the reader's final error
 }
 
 type streamResult struct {
@@ -83,7 +96,8 @@ func (s *Source) openStream(ctx context.Context, start bridge.Start) (bridge.Rea
 	if err != nil {
 		return nil, fmt.Errorf("nats: stream %s: %w: %w", s.cfg.Stream, bridge.ErrUnavailable, err)
 	}
-	state := st.CachedInfo().State
+	info := st.CachedInfo()
+	state := info.State
 	// Start by sequence even for the latest message, rather than with
 	// DeliverNewPolicy, so that Position is exact: nothing stored after
 	// the stream info was read is skipped.
@@ -98,10 +112,14 @@ func (s *Source) openStream(ctx context.Context, start bridge.Start) (bridge.Rea
 			return nil, fmt.Errorf("nats: stream %s: sequence %d, the last is %d: %w", s.cfg.Stream, next, state.LastSeq, bridge.ErrAhead)
 		}
 		if next < state.FirstSeq {
-			return nil, &bridge.ExpiredError{
+			exp := &bridge.ExpiredError{
 				Resume: bridge.Position{state.FirstSeq},
 				Lost:   fmt.Sprintf("nats: stream %s: sequences %d to %d deleted", s.cfg.Stream, next, state.FirstSeq-1),
 			}
+			if s.cfg.Subject == "" { // else some were other subjects'
+				exp.Missed = state.FirstSeq - next
+			}
+			return nil, exp
 		}
 	case start.Earliest:
 		next = max(state.FirstSeq, 1)
@@ -138,7 +156,7 @@ func (s *Source) openStream(ctx context.Context, start bridge.Start) (bridge.Rea
 	res := make(chan opened) // unbuffered: a reader is either taken or closed
 	go func() {
 		defer s.opening.Done()
-		r, err := s.newStreamReader(c, st, cfg, live)
+		r, err := s.newStreamReader(c, st, cfg, live, uint64(info.Created.UnixNano()))
 		select {
 		case res <- opened{r, err}:
 		case <-ctx.Done():
@@ -161,7 +179,7 @@ func (s *Source) openStream(ctx context.Context, start bridge.Start) (bridge.Rea
 // newStreamReader creates the consumer of cfg, under a context of its own,
 // and starts reading it. If that fails, it deletes the consumer, which
 // may have been made on the server all the same.
-func (s *Source) newStreamReader(c *conn, st jetstream.Stream, cfg jetstream.OrderedConsumerConfig, live bool) (*streamReader, error) {
+func (s *Source) newStreamReader(c *conn, st jetstream.Stream, cfg jetstream.OrderedConsumerConfig, live bool, inc uint64) (*streamReader, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), createTimeout)
 	defer cancel()
 	cons, err := st.OrderedConsumer(ctx, cfg)
@@ -179,10 +197,15 @@ func (s *Source) newStreamReader(c *conn, st jetstream.Stream, cfg jetstream.Ord
 		}
 		return nil, err
 	}
-	r := &streamReader{src: s, conn: c, live: live, prefix: cfg.NamePrefix, cons: cons, it: it, next: cfg.OptStartSeq,
-		c: make(chan streamResult), exited: make(chan struct{})}
+	r := &streamReader{src: s, conn: c, live: live, prefix: cfg.NamePrefix, inc: inc, cons: cons, it: it,
+		next: cfg.OptStartSeq, consumer: cfg.NamePrefix + "_1",
+		c: make(chan streamResult), exited: make(chan struct{}), reset: make(chan struct{}), watched: make(chan struct{})}
+	if info := cons.CachedInfo(); info != nil {
+		r.pending = info.NumPending
+	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	go r.run()
+	go r.watch()
 	return r, nil
 }
 
@@ -222,6 +245,44 @@ func (r *streamReader) run() {
 	}
 }
 
+// watch reads the stream's info every watchInterval until the reader is
+// closed, and closes r.reset once the stream is gone or another one.
+func (r *streamReader) watch() {
+	defer close(r.watched)
+	t := time.NewTicker(watchInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.ctx.Done():
+			return
+		case <-t.C:
+		}
+		if r.checkStream() {
+			return
+		}
+	}
+}
+
+// checkStream reads the stream's info. It closes r.reset and reports true
+// if the stream is gone or another one. An error of the connection tells
+// nothing.
+func (r *streamReader) checkStream() bool {
+	ctx, cancel := context.WithTimeout(r.ctx, infoTimeout)
+	defer cancel()
+	st, err := r.conn.js.Stream(ctx, r.src.cfg.Stream)
+	gone := errors.Is(err, jetstream.ErrStreamNotFound)
+	if err == nil {
+		gone = uint64(st.CachedInfo().Created.UnixNano()) != r.inc
+	}
+	if gone {
+		r.resetOnce.Do(func() { close(r.reset) })
+	}
+	return gone
+}
+
+// Incarnation implements bridge.Incarnated: the stream's creation time.
+func (r *streamReader) Incarnation() uint64 { return r.inc }
+
 // Next returns the next message. After an error other than ctx's, it
 // returns that error again: the bridge reopens at Position.
 func (r *streamReader) Next(ctx context.Context) (bridge.Message, error) {
@@ -230,6 +291,8 @@ func (r *streamReader) Next(ctx context.Context) (bridge.Message, error) {
 	}
 	var res streamResult
 	select {
+	case <-r.reset:
+		return bridge.Message{}, r.resetError()
 	case res = <-r.c:
 	case <-r.exited:
 		return bridge.Message{}, fmt.Errorf("nats: stream %s: %w", r.src.cfg.Stream, jetstream.ErrMsgIteratorClosed)
@@ -237,6 +300,9 @@ func (r *streamReader) Next(ctx context.Context) (bridge.Message, error) {
 		return bridge.Message{}, ctx.Err()
 	}
 	if res.err != nil {
+		if errors.Is(res.err, jetstream.ErrStreamNotFound) || r.checkStream() {
+			return bridge.Message{}, r.resetError()
+		}
 		r.err = fmt.Errorf("nats: stream %s: %w", r.src.cfg.Stream, res.err)
 		return bridge.Message{}, r.err
 	}
@@ -245,7 +311,26 @@ func (r *streamReader) Next(ctx context.Context) (bridge.Message, error) {
 		r.err = fmt.Errorf("nats: stream %s: %w", r.src.cfg.Stream, err)
 		return bridge.Message{}, r.err
 	}
-	r.next = meta.Sequence.Stream + 1
+	if meta.Consumer != r.consumer {
+		// nats.go re-created the consumer: after a reconnect, or because
+		// the stream was deleted, and perhaps created again. Which?
+		r.consumer = meta.Consumer
+		if r.checkStream() {
+			return bridge.Message{}, r.resetError()
+		}
+	}
+	select {
+	case <-r.reset:
+		return bridge.Message{}, r.resetError()
+	default:
+	}
+	if seq := meta.Sequence.Stream; seq > r.next {
+		if err := r.skipped(seq, meta.NumPending); err != nil {
+			r.err = err
+			return bridge.Message{}, err
+		}
+	}
+	r.next, r.pending = meta.Sequence.Stream+1, meta.NumPending
 	return bridge.Message{
 		Offset:  meta.Sequence.Stream,
 		Subject: res.msg.Subject(),
@@ -253,6 +338,39 @@ func (r *streamReader) Next(ctx context.Context) (bridge.Message, error) {
 		Time:    meta.Timestamp,
 		Data:    res.msg.Data(),
 	}, nil
+}
+
+// resetError returns, and keeps, the reader's error once the stream was
+// deleted or created again.
+func (r *streamReader) resetError() error {
+	r.err = fmt.Errorf("nats: stream %s: %w", r.src.cfg.Stream, bridge.ErrReset)
+	return r.err
+}
+
+// skipped returns a [*bridge.ExpiredError] if the consumer skipped, from
+// r.next to seq, messages that the stream deleted before it read them (as
+// retention does while a reader is behind); pending is the number of
+// messages pending after seq. On a stream read whole, every skipped
+// sequence was such a message. On a filtered one, most are other
+// subjects'; but messages of the filter that were pending after the last
+// one and are no longer there, were deleted: at least that many, exactly
+// so when none were published meanwhile. The bridge reopens at seq.
+func (r *streamReader) skipped(seq, pending uint64) error {
+	exp := &bridge.ExpiredError{
+		Resume: bridge.Position{seq},
+		Lost:   fmt.Sprintf("nats: stream %s: sequences %d to %d deleted", r.src.cfg.Stream, r.next, seq-1),
+		Missed: seq - r.next,
+	}
+	if r.src.cfg.Subject == "" {
+		return exp
+	}
+	if r.pending <= pending+1 {
+		return nil // other subjects' messages
+	}
+	exp.Missed = r.pending - pending - 1
+	exp.Lost = fmt.Sprintf("nats: stream %s: %d messages of %s deleted between sequences %d and %d",
+		r.src.cfg.Stream, exp.Missed, r.src.cfg.Subject, r.next, seq-1)
+	return exp
 }
 
 // Position returns the sequence after the last message Next returned, or
@@ -275,6 +393,7 @@ func (r *streamReader) stop() {
 	r.cancel()
 	r.it.Stop()
 	<-r.exited
+	<-r.watched
 	info := r.cons.CachedInfo()
 	if info == nil {
 		return

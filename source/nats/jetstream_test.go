@@ -323,6 +323,121 @@ func TestStreamConcurrent(t *testing.T) {
 	}
 }
 
+// TestStreamReset deletes the stream under a waiting reader and creates it
+// again at once, with as many messages: the reader, which nats.go would
+// otherwise move on to the new stream at its old sequence, returns
+// ErrReset, and a reader of the new stream tells another incarnation.
+func TestStreamReset(t *testing.T) {
+	ts := runServer(t)
+	js := createStream(t, ts, 0)
+	publish(t, js, "orders.x", 1, 3)
+	s := ts.source(Config{Stream: "ORDERS"})
+	r := brokertest.Open(t, s, bridge.Start{Earliest: true})
+	read(t, r, 1, 2, 3)
+	old := r.(bridge.Incarnated).Incarnation()
+	if old == 0 {
+		t.Fatal("Incarnation = 0")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := js.DeleteStream(ctx, "ORDERS"); err != nil {
+		t.Fatal(err)
+	}
+	createStream(t, ts, 0)
+	publish(t, js, "orders.x", 1, 6)
+	start := time.Now()
+	if m, err := r.Next(ctx); !errors.Is(err, bridge.ErrReset) {
+		t.Fatalf("Next after the stream was created again: %+v, %v; want ErrReset", m, err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("ErrReset after %v, want within a few seconds", d)
+	}
+	r2 := brokertest.Open(t, s, bridge.Start{Earliest: true})
+	if inc := r2.(bridge.Incarnated).Incarnation(); inc == old || inc == 0 {
+		t.Errorf("Incarnation of the new stream = %d, the old one's %d", inc, old)
+	}
+	read(t, r2, seqs(1, 6)...)
+}
+
+// TestStreamSkipped lets retention delete messages that a reader has not
+// read yet (beyond what nats.go fetched ahead for it): the reader returns
+// an ExpiredError counting exactly the messages it skipped, at the first
+// one held. A filtered reader skips other subjects' sequences with no
+// error.
+func TestStreamSkipped(t *testing.T) {
+	ts := runServer(t)
+	js := createStream(t, ts, 0)
+	publish(t, js, "orders.x", 1, 1)
+	s := ts.source(Config{Stream: "ORDERS"})
+	r := brokertest.Open(t, s, bridge.Start{Earliest: true})
+	read(t, r, 1)
+	filtered := brokertest.Open(t, ts.source(Config{Stream: "ORDERS", Subject: "orders.y"}), bridge.Start{Earliest: true})
+
+	// Far more than nats.go fetches ahead (500), then only 100 held.
+	publish(t, js, "orders.x", 2, 3000)
+	publish(t, js, "orders.y", 3002, 1)
+	publish(t, js, "orders.y", 3003, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := js.UpdateStream(ctx, jetstream.StreamConfig{Name: "ORDERS", Subjects: []string{"orders.>"}, MaxMsgs: 100}); err != nil {
+		t.Fatal(err)
+	}
+	next := uint64(2)
+	for {
+		m, err := r.Next(ctx)
+		var exp *bridge.ExpiredError
+		if errors.As(err, &exp) {
+			if !slices.Equal(exp.Resume, bridge.Position{2904}) || exp.Missed != 2904-next {
+				t.Fatalf("after %d: %+v, want Resume [2904], Missed %d", next-1, exp, 2904-next)
+			}
+			break
+		}
+		if err != nil || m.Offset != next {
+			t.Fatalf("got %+v, %v; want sequence %d", m, err, next)
+		}
+		next++
+	}
+	read(t, brokertest.Open(t, s, bridge.Start{Position: bridge.Position{2904}}), seqs(2904, 3001)...)
+	for _, want := range []uint64{3002, 3003} {
+		if m := brokertest.Next(t, filtered); m.Offset != want {
+			t.Fatalf("filtered: got %+v, want sequence %d", m, want)
+		}
+	}
+}
+
+// TestStreamSkippedFiltered lets retention delete messages of a filter
+// that a filtered reader has not read yet, among other subjects': the
+// reader returns an ExpiredError counting exactly the filter's messages it
+// lost.
+func TestStreamSkippedFiltered(t *testing.T) {
+	ts := runServer(t)
+	js := createStream(t, ts, 0)
+	publish(t, js, "orders.z", 1, 1000)
+	r := brokertest.Open(t, ts.source(Config{Stream: "ORDERS", Subject: "orders.z"}), bridge.Start{Earliest: true})
+	read(t, r, 1)
+	publish(t, js, "orders.w", 1001, 10)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := js.UpdateStream(ctx, jetstream.StreamConfig{Name: "ORDERS", Subjects: []string{"orders.>"}, MaxMsgs: 100}); err != nil {
+		t.Fatal(err)
+	}
+	next := uint64(2)
+	for {
+		m, err := r.Next(ctx)
+		var exp *bridge.ExpiredError
+		if errors.As(err, &exp) {
+			if !slices.Equal(exp.Resume, bridge.Position{911}) || exp.Missed != 911-next {
+				t.Fatalf("after %d: %+v, want Resume [911], Missed %d", next-1, exp, 911-next)
+			}
+			return
+		}
+		if err != nil || m.Offset != next {
+			t.Fatalf("got %+v, %v; want sequence %d", m, err, next)
+		}
+		next++
+	}
+}
+
 // TestStreamDeleted deletes the stream under a waiting reader: Next returns
 // an error, not a hang, and Open returns ErrUnavailable.
 func TestStreamDeleted(t *testing.T) {
