@@ -394,12 +394,7 @@ func (c *catchUp) ride(ctx context.Context, rp *esource.Replay, rd *rider, pos *
 				if e.expired.Resume != nil && covers(pos.pos, e.expired.Resume) {
 					continue // the client had received what was lost
 				}
-				err = rp.Send(esource.Gap{
-					Reason:      "expired",
-					Message:     "the broker no longer holds these messages",
-					LastEventID: r.codec().position(pos.pos),
-					Missed:      e.expired.Missed,
-				}.Event(""))
+				err = rp.Send(expiredGap(r.codec(), e.expired, e.expired.missedBy(pos.pos), r.codec().position(pos.pos)))
 			case skip != nil && r.Received(skip, e.at):
 				if covers(e.at.pos, skip.pos) {
 					skip = nil

@@ -204,3 +204,30 @@ func TestMaxIDLength(t *testing.T) {
 		t.Errorf("a position of %d partitions decoded", MaxPartitions+1)
 	}
 }
+
+func TestMissedBy(t *testing.T) {
+	exp := &ExpiredError{From: Position{10, 20}, Resume: Position{15, 30}, Missed: 15}
+	for _, tt := range []struct {
+		pos  Position
+		want uint64
+	}{
+		{Position{10, 20}, 15}, // where the reader stood: all
+		{Position{5, 20}, 15},  // behind it
+		{Position{12, 20}, 13}, // had received two of the first partition's
+		{Position{12, 25}, 8},
+		{Position{15, 29}, 1},
+	} {
+		if got := exp.missedBy(tt.pos); got != tt.want {
+			t.Errorf("missedBy(%v) = %d, want %d", tt.pos, got, tt.want)
+		}
+	}
+	// A count that is not the span of offsets (a filtered stream's): a
+	// client past From in some partition missed an unknown part of it.
+	sparse := &ExpiredError{From: Position{10}, Resume: Position{100}, Missed: 7}
+	if got := sparse.missedBy(Position{10}); got != 7 {
+		t.Errorf("sparse, at From: %d, want 7", got)
+	}
+	if got := sparse.missedBy(Position{50}); got != 0 {
+		t.Errorf("sparse, past From: %d, want 0 (unknown)", got)
+	}
+}

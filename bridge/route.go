@@ -218,17 +218,29 @@ func (r *route) isReady() bool {
 }
 
 // expired tells every client of a route with history that messages were
-// lost to all, and returns where the live reader goes on. The gap has no
-// ID: the next message's ID moves clients past the loss.
+// lost to all, and returns where the live reader goes on. The gap's ID is
+// that position, so that a client already past it (one caught up from the
+// broker meanwhile) skips it, as it skips the events it has received.
 func (r *route) expired(exp *ExpiredError) Start {
 	r.logger.Warn("messages expired before they were read", "route", r.path, "err", exp)
-	gap := esource.Gap{Reason: "expired", Message: "the broker no longer holds these messages", Missed: exp.Missed}
-	if err := r.es.Publish(gap.Event("")); err != nil && !errors.Is(err, esource.ErrClosed) {
+	if err := r.es.Publish(expiredGap(r.codec(), exp, exp.Missed, "")); err != nil && !errors.Is(err, esource.ErrClosed) {
 		r.logger.Error("gap cannot be sent", "route", r.path, "err", err)
 	}
 	start := startAt(exp.Resume)
 	start.Live = true
 	return start
+}
+
+// expiredGap returns the gap event that tells a client at lastID (empty
+// for the clients of the log) that it missed messages that exp lost, with
+// the ID of where the stream goes on, if the source said.
+func expiredGap(c codec, exp *ExpiredError, missed uint64, lastID string) esource.Event {
+	gap := esource.Gap{Reason: "expired", Message: "the broker no longer holds these messages", LastEventID: lastID, Missed: missed}
+	id := ""
+	if exp.Resume != nil {
+		id = c.position(exp.Resume)
+	}
+	return gap.Event(id)
 }
 
 // startAt returns the start at pos, or at the earliest message for nil.

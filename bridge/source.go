@@ -196,9 +196,43 @@ type ExpiredError struct {
 	// Lost says what was lost, for logs: the stream, partitions and
 	// offsets, as the source knows them.
 	Lost string
+	// From is where the reader stood, the first position lost, if the
+	// source says.
+	From Position
 	// Missed is how many messages were lost, if the source knows: the gap
 	// event says it.
 	Missed uint64
+}
+
+// missedBy returns how many of the lost messages a client at pos had not
+// received: all of them if it stood at or before From; else, where Missed
+// counts the offsets from From to Resume, those past pos; else 0, unknown.
+func (e *ExpiredError) missedBy(pos Position) uint64 {
+	if e.From == nil || covers(e.From, pos) {
+		return e.Missed
+	}
+	var span, missed uint64
+	for p, resume := range e.Resume {
+		from, client := offsetOf(e.From, p), offsetOf(pos, p)
+		if resume > from {
+			span += resume - from
+		}
+		if resume > max(from, client) {
+			missed += resume - max(from, client)
+		}
+	}
+	if span != e.Missed {
+		return 0
+	}
+	return missed
+}
+
+// offsetOf returns the offset of partition p in pos, 0 if it has none.
+func offsetOf(pos Position, p int) uint64 {
+	if p < len(pos) {
+		return pos[p]
+	}
+	return 0
 }
 
 // Error says what was lost.

@@ -77,6 +77,7 @@ func (r *reader) checkExpired(ctx context.Context, off uint64) error {
 	if off <= first {
 		return &bridge.ExpiredError{
 			Resume: bridge.Position{off},
+			From:   bridge.Position{r.next},
 			Lost:   fmt.Sprintf("amqp: stream %s: offsets %d to %d deleted", r.src.cfg.Stream, r.next, off-1),
 			Missed: off - min(r.next, off),
 		}

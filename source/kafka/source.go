@@ -290,5 +290,5 @@ func expiredError(pos bridge.Position, exp ...expiredPartition) *bridge.ExpiredE
 		lost[i] = x.Error()
 		missed += x.first - min(x.offset, x.first)
 	}
-	return &bridge.ExpiredError{Resume: resume, Lost: strings.Join(lost, "; "), Missed: missed}
+	return &bridge.ExpiredError{Resume: resume, From: slices.Clone(pos), Lost: strings.Join(lost, "; "), Missed: missed}
 }

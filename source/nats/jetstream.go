@@ -114,6 +114,7 @@ func (s *Source) openStream(ctx context.Context, start bridge.Start) (bridge.Rea
 		if next < state.FirstSeq {
 			exp := &bridge.ExpiredError{
 				Resume: bridge.Position{state.FirstSeq},
+				From:   bridge.Position{next},
 				Lost:   fmt.Sprintf("nats: stream %s: sequences %d to %d deleted", s.cfg.Stream, next, state.FirstSeq-1),
 			}
 			if s.cfg.Subject == "" { // else some were other subjects'
@@ -358,6 +359,7 @@ func (r *streamReader) resetError() error {
 func (r *streamReader) skipped(seq, pending uint64) error {
 	exp := &bridge.ExpiredError{
 		Resume: bridge.Position{seq},
+		From:   bridge.Position{r.next},
 		Lost:   fmt.Sprintf("nats: stream %s: sequences %d to %d deleted", r.src.cfg.Stream, r.next, seq-1),
 		Missed: seq - r.next,
 	}

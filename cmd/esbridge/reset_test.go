@@ -1,0 +1,158 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// A gapData is the data of a gap event.
+type gapData struct {
+	Reason      string `json:"reason"`
+	LastEventID string `json:"lastEventId"`
+	Missed      uint64 `json:"missed"`
+}
+
+// expectGap checks that the next event is a gap with reason, and returns
+// its data.
+func (c *sseClient) expectGap(reason string) gapData {
+	c.t.Helper()
+	ev := c.next()
+	var g gapData
+	if ev.Type != "gap" || json.Unmarshal([]byte(ev.Data), &g) != nil || g.Reason != reason {
+		c.t.Fatalf("%s: got type %q data %q, want a gap %q; received:\n%s", c.url, ev.Type, ev.Data, reason, c.body())
+	}
+	return g
+}
+
+// TestJetStreamReset deletes a JetStream stream under a route with a
+// client, and creates it again: /readyz is 503 naming the route while the
+// stream is missing, with the client still connected; then the client
+// gets one gap (stream-reset) and exactly the new stream's messages. A
+// client resuming from an ID of the old stream gets the same.
+func TestJetStreamReset(t *testing.T) {
+	ns := runNATS(t)
+	pub, route := ns.jetStream("RESET")
+	b := startBridge(t, "-listen", "127.0.0.1:0", "-backlog", "4", "-heartbeat", "500ms", "-route", "/s="+route)
+	b.waitReadyz(200)
+	c := connect(t, b.url("/s"), "")
+	c.syncLive(pub.publish)
+	pub.publish(seq("old", 1, 5)...)
+	c.expectData(seq("old", 1, 5)...)
+	oldID := c.lastEventID()
+
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	if err := pub.js.DeleteStream(ctx, "RESET"); err != nil {
+		t.Fatal(err)
+	}
+	b.waitReadyz(503)
+	if _, body, _ := b.get("/readyz"); !strings.Contains(body, "/s") {
+		t.Errorf("/readyz while the stream is missing: %q, want it to name the route", body)
+	}
+	before := len(c.body())
+	time.Sleep(1500 * time.Millisecond)
+	if len(c.body()) == before {
+		t.Error("no heartbeat while the stream is missing")
+	}
+	select {
+	case <-c.done:
+		t.Fatalf("the stream ended while the broker's stream was missing (%v)", c.err)
+	default:
+	}
+
+	pub, _ = ns.jetStream("RESET")
+	pub.publish(seq("new", 1, 10)...)
+	c.expectGap("stream-reset")
+	c.expectData(seq("new", 1, 10)...)
+	b.waitReadyz(200)
+
+	back := connect(t, b.url("/s"), oldID)
+	back.expectGap("stream-reset")
+	back.expectData(seq("new", 1, 10)...)
+	back.expectOnly("end", pub.publish)
+	c.expectData("end")
+}
+
+// TestJetStreamRetentionBehind lets retention delete messages that the
+// live reader and a catch-up reader have not read yet: the bridge is
+// stopped (SIGSTOP) while the stream moves on and shrinks to its last 100
+// messages. Each client then gets every message it can, in order, and a
+// gap (expired) whose count is exactly what it missed.
+func TestJetStreamRetentionBehind(t *testing.T) {
+	ns := runNATS(t)
+	pub, route := ns.jetStream("BEHIND")
+	b := startBridge(t, "-listen", "127.0.0.1:0", "-backlog", "64", "-route", "/s="+route)
+	b.waitReadyz(200)
+	live := connect(t, b.url("/s"), "")
+	live.syncLive(pub.publish)
+	pub.publish(seq("m", 1, 2000)...)
+	var ids []string
+	for i := 1; i <= 2000; i++ {
+		ev := live.expectData("m" + strconv.Itoa(i))
+		ids = append(ids, ev.LastEventID)
+	}
+	// The resuming client's catch-up reader has 1,990 messages to read.
+	resumed := connect(t, b.url("/s"), ids[9])
+	b.signal(syscall.SIGSTOP)
+	stopped := true
+	defer func() {
+		if stopped {
+			b.signal(syscall.SIGCONT)
+		}
+	}()
+	pub.publish(seq("m", 2001, 5000)...)
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	if _, err := pub.js.UpdateStream(ctx, jetstream.StreamConfig{Name: "BEHIND", Subjects: []string{"behind.>"}, MaxMsgs: 100}); err != nil {
+		t.Fatal(err)
+	}
+	b.signal(syscall.SIGCONT)
+	stopped = false
+
+	// Messages are m1..m5000 after the sync markers: the stream's sequence
+	// of mN is N plus the markers.
+	for _, c := range []struct {
+		name   string
+		client *sseClient
+		next   int
+	}{{"live", live, 2001}, {"resumed", resumed, 11}} {
+		gaps := expectAccounted(t, c.client, c.next, 5000)
+		if gaps == 0 {
+			t.Errorf("%s client: no gap, though the broker deleted messages it had not received", c.name)
+		}
+	}
+}
+
+// expectAccounted reads c's events until message m<last>, and checks that
+// each message comes in order from m<next> and that every one not received
+// is counted by a gap (expired) just before the next one received. It
+// returns the number of gaps.
+func expectAccounted(t *testing.T, c *sseClient, next, last int) (gaps int) {
+	t.Helper()
+	var missed uint64
+	for next <= last {
+		ev := c.next()
+		if ev.Type == "gap" {
+			var g gapData
+			if json.Unmarshal([]byte(ev.Data), &g) != nil || g.Reason != "expired" || g.Missed == 0 {
+				t.Fatalf("%s: gap %q, want reason expired and a count", c.url, ev.Data)
+			}
+			gaps++
+			missed += g.Missed
+			continue
+		}
+		n, err := strconv.Atoi(strings.TrimPrefix(ev.Data, "m"))
+		if ev.Type != "message" || err != nil || uint64(n-next) != missed {
+			t.Fatalf("%s: got %s %q after m%d and gaps counting %d missed, want m%d", c.url, ev.Type, ev.Data, next-1, missed, next+int(missed))
+		}
+		next, missed = n+1, 0
+	}
+	return gaps
+}
