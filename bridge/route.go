@@ -46,6 +46,7 @@ func (r *route) run(ctx context.Context) {
 	opened := false
 	reset := false            // the stream was deleted or created again: start the new one
 	var inc uint64            // the incarnation the live reader read, 0 until known
+	var last Position         // where the live reader stood
 	var retry backoff.Backoff // 100 ms up to 5 s
 	for ctx.Err() == nil {
 		rd, err := r.src.Open(ctx, start)
@@ -56,9 +57,11 @@ func (r *route) run(ctx context.Context) {
 			// every client lost them.
 			start = r.expired(exp)
 			continue
-		case errors.Is(err, ErrAhead) && opened:
+		case errors.Is(err, ErrAhead) && opened && inc == 0:
 			// The stream's head is behind where the live reader stood:
 			// it was created again, on a broker that does not say so.
+			// (Where the broker tells incarnations, the same one behind
+			// is a broker that lost messages: the reader retries.)
 			r.logger.Warn("the stream is behind the live reader: created again", "route", r.path, "stream", r.info.Stream)
 			reset, start = true, Start{Earliest: true, Live: true}
 			continue
@@ -71,6 +74,14 @@ func (r *route) run(ctx context.Context) {
 			continue
 		}
 		now := incarnationOf(rd)
+		if reset && inc != 0 && now == inc {
+			// The stream is back as it was (it was missing for a while,
+			// or its source was unsure): go on where the reader stood.
+			rd.Close()
+			r.logger.Info("the stream is back, the same", "route", r.path, "stream", r.info.Stream)
+			reset, start = false, Start{Position: last, Live: true}
+			continue
+		}
 		if inc != 0 && now != 0 && now != inc && !reset {
 			rd.Close()
 			r.logger.Warn("the stream was created again", "route", r.path, "stream", r.info.Stream)
@@ -96,6 +107,7 @@ func (r *route) run(ctx context.Context) {
 		r.ready.Store(true)
 		retry.Reset()
 		pos, err := r.follow(ctx, rd)
+		last = pos
 		rd.Close()
 		if ctx.Err() != nil {
 			return

@@ -107,12 +107,17 @@ func (p *partition) session() error {
 }
 
 // dial connects to the partition's leader, asking each broker in turn.
+// Each attempt is bounded: kafka-go's look-up of the leader waits, for
+// good, for a topic that does not exist (deleted, say).
 func (p *partition) dial() (*kafka.Conn, error) {
 	s := p.r.src
 	var err error
 	for _, b := range s.cfg.Brokers {
+		ctx, cancel := context.WithTimeout(p.r.ctx, requestTimeout)
 		var conn *kafka.Conn
-		if conn, err = s.dialer.DialLeader(p.r.ctx, "tcp", b, s.cfg.Topic, p.id); err == nil {
+		conn, err = s.dialer.DialLeader(ctx, "tcp", b, s.cfg.Topic, p.id)
+		cancel()
+		if err == nil {
 			return conn, nil
 		}
 	}

@@ -3,6 +3,7 @@ package kafka
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"time"
@@ -19,9 +20,11 @@ var errClosed = errors.New("kafka: reader closed")
 // A reader merges the partitions of a topic. One goroutine per partition
 // reads it (a [partition], no consumer group) and hands its messages, in
 // order and in chunks, to Next through one channel; another polls the
-// topic's metadata for new partitions. Close ends and waits for them all.
+// topic's metadata for new partitions, and for the topic deleted or
+// created again. Close ends and waits for them all.
 type reader struct {
 	src    *Source
+	inc    uint64          // the topic's ID, folded; 0 if the broker gives none
 	ctx    context.Context // ends when the reader is closed
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -33,6 +36,10 @@ type reader struct {
 	pos  []uint64         // for each partition, the offset of the next message
 	err  error            // the reader's final error
 }
+
+// watchInterval is how often a reader checks that its topic is still the
+// one it read (see poll).
+const watchInterval = time.Second
 
 // mergeBuffer is how many chunks of messages the partitions' goroutines
 // may have read ahead of Next, all partitions together.
@@ -47,8 +54,8 @@ type event struct {
 	added []int64
 }
 
-func (s *Source) newReader(next []int64) *reader {
-	r := &reader{src: s, c: make(chan event, mergeBuffer), pos: make([]uint64, len(next))}
+func (s *Source) newReader(next []int64, inc uint64) *reader {
+	r := &reader{src: s, inc: inc, c: make(chan event, mergeBuffer), pos: make([]uint64, len(next))}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	for i, o := range next {
 		r.pos[i] = uint64(o)
@@ -77,20 +84,50 @@ func (r *reader) startPartition(id int, next int64) {
 	go p.run()
 }
 
-// poll reads the topic's metadata every MetadataInterval, which keeps
-// Source.Connected current, and starts reading the partitions added to the
-// topic from their first offset. n is the number of partitions read.
+// poll checks the topic every watchInterval, and hands Next an error
+// wrapping bridge.ErrReset once it finds it created again (another ID, or
+// fewer partitions), or deleted (twice in a row, so that a broker that
+// has not loaded its metadata yet is not taken at its word). Every
+// MetadataInterval, which keeps Source.Connected current, it starts
+// reading the partitions added to the topic from their first offset. n is
+// the number of partitions read.
 func (r *reader) poll(n int) {
 	defer r.wg.Done()
 	s := r.src
-	t := time.NewTicker(s.cfg.MetadataInterval)
+	t := time.NewTicker(min(watchInterval, s.cfg.MetadataInterval))
 	defer t.Stop()
+	lastMetadata := time.Now()
+	missing := 0
 	for {
 		select {
 		case <-t.C:
 		case <-r.ctx.Done():
 			return
 		}
+		topic, err := s.topic(r.ctx)
+		var reset error
+		switch {
+		case errors.Is(err, kafka.UnknownTopicOrPartition):
+			if missing++; missing >= 2 {
+				reset = fmt.Errorf("kafka: topic %s deleted: %w", s.cfg.Topic, bridge.ErrReset)
+			}
+		case err != nil:
+			missing = 0
+		case r.inc != 0 && topic.incarnation() != r.inc:
+			reset = fmt.Errorf("kafka: topic %s created again: %w", s.cfg.Topic, bridge.ErrReset)
+		case topic.partitions != 0 && topic.partitions < n:
+			reset = fmt.Errorf("kafka: topic %s has %d partitions, no longer %d: %w", s.cfg.Topic, topic.partitions, n, bridge.ErrReset)
+		default:
+			missing = 0
+		}
+		if reset != nil {
+			r.send(event{err: reset})
+			return
+		}
+		if time.Since(lastMetadata) < s.cfg.MetadataInterval {
+			continue
+		}
+		lastMetadata = time.Now()
 		m, err := s.partitions(r.ctx)
 		if err != nil || m <= n {
 			if err != nil && r.ctx.Err() == nil {
@@ -183,6 +220,10 @@ func message(m kafka.Message) bridge.Message {
 		Data:      m.Value,
 	}
 }
+
+// Incarnation implements bridge.Incarnated: the topic's ID, folded to 64
+// bits; 0 if the broker gives none.
+func (r *reader) Incarnation() uint64 { return r.inc }
 
 // Position returns, for each partition, the offset after the last message
 // Next returned from it, or where the reader started it.

@@ -37,6 +37,9 @@ type Source struct {
 	// connected is the outcome of the last metadata request: whether a
 	// broker answered.
 	connected atomic.Bool
+	// metadataVersion is the brokers' newest Metadata version, once known
+	// (see topic).
+	metadataVersion atomic.Int32
 }
 
 // New validates cfg and returns a Source. It does not connect: the first
@@ -127,6 +130,10 @@ func (s *Source) Close() error {
 // the position has more partitions than the topic. ctx bounds the look-up
 // of the partitions and their offsets; the reader lives until Close.
 func (s *Source) Open(ctx context.Context, start bridge.Start) (bridge.Reader, error) {
+	topic, err := s.topic(ctx)
+	if err != nil {
+		return nil, err
+	}
 	n, err := s.partitions(ctx)
 	if err != nil {
 		return nil, err
@@ -178,7 +185,7 @@ func (s *Source) Open(ctx context.Context, start bridge.Start) (bridge.Reader, e
 			next[i] = offs[i].last
 		}
 	}
-	return s.newReader(next), nil
+	return s.newReader(next, topic.incarnation()), nil
 }
 
 // partitions returns the number of partitions of the topic, and records in
