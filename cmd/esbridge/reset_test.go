@@ -3,6 +3,9 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -10,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/segmentio/kafka-go"
 )
 
 // A gapData is the data of a gap event.
@@ -155,4 +159,139 @@ func expectAccounted(t *testing.T, c *sseClient, next, last int) (gaps int) {
 		next, missed = n+1, 0
 	}
 	return gaps
+}
+
+// deleteTopic deletes the topic.
+func (k *kafkaTopic) deleteTopic() {
+	k.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	res, err := k.client.DeleteTopics(ctx, &kafka.DeleteTopicsRequest{Topics: []string{k.name}})
+	if err == nil {
+		err = res.Errors[k.name]
+	}
+	if err != nil {
+		k.t.Fatalf("delete topic %s: %v", k.name, err)
+	}
+}
+
+// createAgain creates the topic again, once the broker has finished
+// deleting it.
+func (k *kafkaTopic) createAgain() {
+	k.t.Helper()
+	deadline := time.Now().Add(waitFor)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		res, err := k.client.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{
+			Topic: k.name, NumPartitions: kafkaPartitions, ReplicationFactor: 1,
+		}}})
+		cancel()
+		if err == nil {
+			err = res.Errors[k.name]
+		}
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			k.t.Fatalf("create topic %s again: %v", k.name, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// sockets returns the number of sockets the process has open.
+func (p *proc) sockets() int {
+	p.t.Helper()
+	dir := fmt.Sprintf("/proc/%d/fd", p.cmd.Process.Pid)
+	fds, err := os.ReadDir(dir)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	n := 0
+	for _, fd := range fds {
+		if target, err := os.Readlink(filepath.Join(dir, fd.Name())); err == nil && strings.HasPrefix(target, "socket:") {
+			n++
+		}
+	}
+	return n
+}
+
+// TestKafkaReset deletes the topic of a route with a client, and creates
+// it again: /readyz is 503 naming the route while the topic is missing,
+// the client is kept with heartbeats, and the bridge neither hammers the
+// broker nor leaves a goroutine waiting for the topic; then the client
+// gets one gap (stream-reset) and exactly the new topic's messages, and so
+// does a client resuming from an ID of the old topic.
+func TestKafkaReset(t *testing.T) {
+	t.Parallel()
+	top := newKafkaTopic(t)
+	b := startBridge(t, "-listen", "127.0.0.1:0", "-backlog", "4", "-heartbeat", "500ms",
+		"-route", top.route("/s", "start=earliest&metadata_interval=1s"))
+	b.waitReadyz(200)
+	c := connect(t, b.url("/s"), "")
+	top.produceTo(0, "k", seq("old", 1, 5)...)
+	c.expectData(seq("old", 1, 5)...)
+	oldID := c.lastEventID()
+
+	top.deleteTopic()
+	b.waitReadyz(503)
+	if _, body, _ := b.get("/readyz"); !strings.Contains(body, "/s") {
+		t.Errorf("/readyz while the topic is missing: %q, want it to name the route", body)
+	}
+	// Five seconds without the topic: heartbeats go on, the bridge tries
+	// again with backoff, and holds few sockets.
+	before, warned := len(c.body()), strings.Count(b.stderr.String(), "level=WARN")
+	most := 0
+	for range 10 {
+		time.Sleep(500 * time.Millisecond)
+		most = max(most, b.sockets())
+	}
+	if len(c.body()) == before {
+		t.Error("no heartbeat while the topic is missing")
+	}
+	if n := strings.Count(b.stderr.String(), "level=WARN") - warned; n > 10 {
+		t.Errorf("%d warnings in 5 s without the topic, want a few (backoff)", n)
+	}
+	if most > 20 {
+		t.Errorf("%d sockets open while the topic is missing", most)
+	}
+	t.Logf("5 s without the topic: at most %d sockets, %d warnings", most, strings.Count(b.stderr.String(), "level=WARN")-warned)
+
+	top.createAgain()
+	top.produceTo(0, "k", seq("new", 1, 10)...)
+	c.expectGap("stream-reset")
+	c.expectData(seq("new", 1, 10)...)
+	b.waitReadyz(200)
+
+	back := connect(t, b.url("/s"), oldID)
+	back.expectGap("stream-reset")
+	back.expectData(seq("new", 1, 10)...)
+	top.produceTo(0, "k", "end")
+	back.expectData("end")
+	c.expectData("end")
+}
+
+// TestKafkaTopicDeleted deletes the topic of a route with clients and
+// dumps esbridge's goroutines (SIGQUIT) a few seconds later: none waits
+// in kafka-go's look-up of the topic's leaders.
+func TestKafkaTopicDeleted(t *testing.T) {
+	t.Parallel()
+	top := newKafkaTopic(t)
+	b := startBridge(t, "-listen", "127.0.0.1:0", "-route", top.route("/s", "start=earliest&metadata_interval=1s"))
+	b.waitReadyz(200)
+	c := connect(t, b.url("/s"), "")
+	top.produceTo(0, "k", seq("m", 1, 3)...)
+	c.expectData(seq("m", 1, 3)...)
+	top.deleteTopic()
+	b.waitReadyz(503)
+	time.Sleep(3 * time.Second)
+	b.signal(syscall.SIGQUIT)
+	b.wait(waitFor)
+	dump := b.stderr.String()
+	if !strings.Contains(dump, "goroutine ") {
+		t.Fatalf("no goroutine dump:\n%s", dump)
+	}
+	if n := strings.Count(dump, "LookupPartition"); n > 0 {
+		t.Errorf("%d frames in kafka-go's LookupPartition after the topic was deleted", n)
+	}
 }
