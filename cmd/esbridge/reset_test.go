@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/segmentio/kafka-go"
 )
 
@@ -294,4 +295,51 @@ func TestKafkaTopicDeleted(t *testing.T) {
 	if n := strings.Count(dump, "LookupPartition"); n > 0 {
 		t.Errorf("%d frames in kafka-go's LookupPartition after the topic was deleted", n)
 	}
+}
+
+// TestAMQPStreamReset deletes the RabbitMQ stream of a route with a
+// client, and declares it again: /readyz is 503 naming the route while
+// the stream is missing, then the client gets one gap (stream-reset) and
+// exactly the new stream's messages. RabbitMQ tells no incarnation: a
+// client resuming from an ID of the old stream beyond the new one's head
+// gets a gap (ahead), then the live stream.
+func TestAMQPStreamReset(t *testing.T) {
+	rb := newRabbit(t)
+	stream := rb.stream(nil)
+	publish := rb.publisher("", stream)
+	b := startBridge(t, "-listen", "127.0.0.1:0", "-backlog", "4", "-heartbeat", "500ms", "-route", rb.route("/s", "stream="+stream))
+	b.waitReadyz(200)
+	c := connect(t, b.url("/s"), "")
+	c.syncLive(publish)
+	publish(seq("old", 1, 20)...)
+	c.expectData(seq("old", 1, 20)...)
+	oldID := c.lastEventID()
+
+	rb.do("delete stream", func(ch *amqp.Channel) error {
+		_, err := ch.QueueDelete(stream, false, false, false)
+		return err
+	})
+	b.waitReadyz(503)
+	if _, body, _ := b.get("/readyz"); !strings.Contains(body, "/s") {
+		t.Errorf("/readyz while the stream is missing: %q, want it to name the route", body)
+	}
+	before := len(c.body())
+	time.Sleep(1500 * time.Millisecond)
+	if len(c.body()) == before {
+		t.Error("no heartbeat while the stream is missing")
+	}
+
+	rb.do("declare stream", func(ch *amqp.Channel) error {
+		_, err := ch.QueueDeclare(stream, true, false, false, false, amqp.Table{"x-queue-type": "stream"})
+		return err
+	})
+	publish(seq("new", 1, 10)...)
+	c.expectGap("stream-reset")
+	c.expectData(seq("new", 1, 10)...)
+	b.waitReadyz(200)
+
+	back := connect(t, b.url("/s"), oldID)
+	back.expectGap("ahead")
+	back.expectOnly("end", publish)
+	c.expectData("end")
 }

@@ -7,11 +7,16 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/esbridge/esbridge/bridge"
 )
+
+// aheadIdle is how long a reader asking where a stream's head is waits
+// for one more message of its last chunk.
+const aheadIdle = 200 * time.Millisecond
 
 // offsetHeader is the header in which RabbitMQ gives a stream message's
 // offset.
@@ -28,6 +33,7 @@ type reader struct {
 
 	ch         *amqp.Channel // nil until subscribed, and after Close
 	deliveries <-chan amqp.Delivery
+	cancels    <-chan string // the broker cancelled the consumer: the queue was deleted
 	closed     bool
 
 	// Acknowledgements: a delivery is acknowledged once the message before
@@ -61,8 +67,85 @@ func (r *reader) subscribe(ctx context.Context) error {
 		return r.unavailable(err)
 	}
 	r.ch, r.deliveries, r.unacked = ch, deliveries, 0
+	r.cancels = ch.NotifyCancel(make(chan string, 1))
 	r.verify = r.known
 	return nil
+}
+
+// gone returns an error wrapping bridge.ErrReset if the broker cancelled
+// the consumer of a stream because the stream was deleted: it asks
+// whether the stream is there (a consumer is cancelled for other reasons
+// too, a stream's leader moving, say). Otherwise the reader consumes
+// again.
+func (r *reader) gone(ctx context.Context) error {
+	select {
+	case _, ok := <-r.cancels:
+		if !ok || r.kind != kindStream {
+			return nil
+		}
+	default:
+		return nil
+	}
+	conn, err := r.src.connection(ctx)
+	if err != nil {
+		return nil // the next subscribe waits for the connection
+	}
+	ch, err := conn.Channel()
+	if err != nil {
+		return nil
+	}
+	defer ch.Close()
+	_, err = ch.QueueDeclarePassive(r.src.cfg.Stream, true, false, false, false, amqp.Table{"x-queue-type": "stream"})
+	var aerr *amqp.Error
+	if errors.As(err, &aerr) && aerr.Code == amqp.NotFound {
+		return fmt.Errorf("amqp: stream %s deleted: %w", r.src.cfg.Stream, bridge.ErrReset)
+	}
+	return nil
+}
+
+// ahead reports whether want, the offset of the next message, is beyond
+// the head of the stream: past the one after its last message. It
+// consumes from the stream's last chunk, on a channel of its own, until
+// it sees an offset at or past want-1, or none comes for aheadIdle.
+func (r *reader) ahead(ctx context.Context, want uint64) (bool, error) {
+	if want == 0 {
+		return false, nil
+	}
+	conn, err := r.src.connection(ctx)
+	if err != nil {
+		return false, err
+	}
+	ch, err := conn.Channel()
+	if err != nil {
+		return false, r.unavailable(err)
+	}
+	defer ch.Close()
+	if err := ch.Qos(r.src.cfg.prefetch(), 0, false); err != nil {
+		return false, r.unavailable(err)
+	}
+	deliveries, err := ch.Consume(r.src.cfg.Stream, "", false, false, false, false, amqp.Table{offsetHeader: "last"})
+	if err != nil {
+		return false, r.unavailable(err)
+	}
+	idle := time.NewTimer(aheadIdle)
+	defer idle.Stop()
+	for {
+		select {
+		case d, ok := <-deliveries:
+			if !ok {
+				return false, r.unavailable(errors.New("channel closed"))
+			}
+			if off, isStream := streamOffset(&d); isStream && off+1 >= want {
+				return false, nil
+			}
+			d.Ack(false) // for more: the last chunk may hold more than the prefetch
+			idle.Reset(aheadIdle)
+		case <-idle.C:
+			return true, nil
+		case <-ctx.Done():
+			return false, ctx.Err()
+		}
+	}
 }
 
 // checkExpired returns a [*bridge.ExpiredError] if off, the offset of the first
@@ -190,6 +273,9 @@ func (r *reader) Next(ctx context.Context) (bridge.Message, error) {
 		case !ok:
 			r.ch.Close()
 			r.ch, r.unacked = nil, 0
+			if err := r.gone(ctx); err != nil {
+				return bridge.Message{}, err
+			}
 			continue
 		}
 		r.lastTag = d.DeliveryTag

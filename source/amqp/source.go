@@ -216,6 +216,12 @@ func (s *Source) Open(ctx context.Context, start bridge.Start) (bridge.Reader, e
 	switch {
 	case start.Position != nil:
 		r.next, r.known = start.Position[0], true
+		// RabbitMQ would wait for good at an offset it never issued.
+		if ahead, err := r.ahead(ctx, r.next); err != nil {
+			return nil, err
+		} else if ahead {
+			return nil, fmt.Errorf("amqp: stream %s: offset %d is beyond the last message: %w", s.cfg.Stream, r.next, bridge.ErrAhead)
+		}
 	case start.Earliest:
 		r.first = true
 	}

@@ -223,9 +223,16 @@ func TestStreamPositions(t *testing.T) {
 		t.Errorf("earliest reader, after the first ten: %v", got)
 	}
 
-	// A position past the end is waited for.
-	ahead := brokertest.Open(t, s, bridge.Start{Position: bridge.Position{offsets[9] + 1000}})
-	brokertest.ExpectNothing(t, ahead)
+	// The position after the last message is waited at; one past it,
+	// which the broker never issued, is refused.
+	_, after := read(t, brokertest.Open(t, s, bridge.Start{Position: bridge.Position{offsets[9] + 1}}), 1) // m10
+	head := brokertest.Open(t, s, bridge.Start{Position: after[0]})
+	brokertest.ExpectNothing(t, head)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := s.Open(ctx, bridge.Start{Position: bridge.Position{after[0][0] + 1}}); !errors.Is(err, bridge.ErrAhead) {
+		t.Errorf("Open beyond the head: %v, want ErrAhead", err)
+	}
 }
 
 // RabbitMQ gives offsets to entries of its own at the start of each
@@ -400,5 +407,35 @@ func TestOpenErrors(t *testing.T) {
 	}
 	if _, err := s.Open(context.Background(), bridge.Start{}); !errors.Is(err, bridge.ErrUnavailable) {
 		t.Errorf("Open with no broker = %v; want ErrUnavailable", err)
+	}
+}
+
+// TestStreamDeleted deletes the stream under a reader: Next returns
+// ErrReset, Open says the stream is unavailable, and once it is declared
+// again a reader reads the new stream from its start.
+func TestStreamDeleted(t *testing.T) {
+	b := broker(t)
+	name := b.stream(nil)
+	b.publish("", name, bodies("old", 0, 3)...)
+	s := b.source("stream=" + name)
+	r := brokertest.Open(t, s, bridge.Start{Earliest: true})
+	if got, _ := read(t, r, 3); !slices.Equal(got, bodies("old", 0, 3)) {
+		t.Fatalf("got %v", got)
+	}
+	b.deleteQueue(name)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if m, err := r.Next(ctx); !errors.Is(err, bridge.ErrReset) {
+		t.Fatalf("Next after the stream was deleted: %+v, %v; want ErrReset", m, err)
+	}
+	if _, err := s.Open(ctx, bridge.Start{Earliest: true}); !errors.Is(err, bridge.ErrUnavailable) {
+		t.Fatalf("Open while the stream is deleted: %v, want ErrUnavailable", err)
+	}
+	if _, err := b.ch.QueueDeclare(name, true, false, false, false, amqp.Table{"x-queue-type": "stream"}); err != nil {
+		t.Fatal(err)
+	}
+	b.publish("", name, bodies("new", 0, 2)...)
+	if got, _ := read(t, brokertest.Open(t, s, bridge.Start{Earliest: true}), 2); !slices.Equal(got, bodies("new", 0, 2)) {
+		t.Errorf("the new stream: %v", got)
 	}
 }
