@@ -367,11 +367,13 @@ func (k *keyed) readUntil(c *sseClient, to int) {
 // decodeID decodes the ID of an event of a Kafka route: the next offset of
 // each partition after the event, and the event's partition.
 func decodeID(id string) (pos []uint64, partition int, ok bool) {
+	// Version 2, kind event; then the stream's 4 bytes and the topic's
+	// incarnation's 2.
 	b, err := base64.RawURLEncoding.DecodeString(id)
-	if err != nil || len(b) < 5 || b[0] != 1<<4|3 {
+	if err != nil || len(b) < 7 || b[0] != 2<<4|3 {
 		return nil, 0, false
 	}
-	r := bytes.NewReader(b[5:])
+	r := bytes.NewReader(b[7:])
 	p, err1 := binenc.ReadUvarint(r)
 	n, err2 := binenc.ReadUvarint(r)
 	if err1 != nil || err2 != nil || n > uint64(len(b)) {

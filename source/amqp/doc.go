@@ -24,8 +24,14 @@
 // Offsets grow but are not contiguous: RabbitMQ gives some to entries of
 // its own. An offset already deleted by retention makes the reader's
 // Next return a [*bridge.ExpiredError] that names the offsets lost and
-// resumes at the first offset the stream holds.
-// An offset past the end of the stream is waited for.
+// resumes at the first offset the stream holds. Open at an offset past
+// the one after the stream's last message, which RabbitMQ would wait at
+// for good, returns an error wrapping [bridge.ErrAhead]: Open reads the
+// stream's last chunk to know. A stream deleted under a reader (the broker
+// cancels its consumer, and a passive declare finds no stream) makes Next
+// return an error wrapping [bridge.ErrReset]. RabbitMQ tells no
+// incarnation of a stream over AMQP 0-9-1: a stream declared again is
+// told from the old one only by a position past its end.
 //
 // exchange=NAME declares, for each reader, a server-named, exclusive,
 // auto-delete queue bound to the exchange NAME with BINDING_KEY (default

@@ -55,4 +55,16 @@
 // partitions added to the topic are then read from their first offset,
 // and appended to the Position, and [Source.Connected] tells whether a
 // broker answered.
+//
+// # Topics deleted and created again
+//
+// A reader's incarnation ([bridge.Incarnated]) is the topic's ID, which
+// kafka-go does not expose (its Metadata request stops at version 8): the
+// source asks for it with a Metadata request of version 12 that it writes
+// and reads itself on kafka-go's connection (so with its TLS and SASL),
+// at Open and, from each reader, every second. A topic with another ID,
+// fewer partitions, or missing twice in a row makes Next return an error
+// wrapping [bridge.ErrReset]. A broker older than Kafka 3.x gives no ID:
+// the incarnation is then 0, and a topic created again is told only by a
+// position past its end ([bridge.ErrAhead]).
 package kafka

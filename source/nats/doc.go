@@ -38,6 +38,17 @@
 // [bridge.ErrUnavailable] while the connection it needs is down, so that
 // the bridge retries.
 //
+// A JetStream reader's incarnation ([bridge.Incarnated]) is the stream's
+// creation time. Each reader reads the stream's info every second, and
+// when nats.go re-creates its consumer, and its Next returns an error
+// wrapping [bridge.ErrReset] once the stream is gone or another one (an
+// ordered consumer would go on with the new stream at the old sequence).
+// Sequences the consumer skips because retention deleted them are a
+// [*bridge.ExpiredError] that counts them: every skipped sequence of a
+// stream read whole; on a filtered one, whose skipped sequences are mostly
+// other subjects', the filter's messages that were pending after the last
+// one read and are no longer there.
+//
 // A core NATS source has one connection. A JetStream source has two, so
 // that replays cannot take down the live stream: the live connection
 // serves the route's live reader ([bridge.Start].Live); the replay
