@@ -84,7 +84,8 @@ func (r *reader) startPartition(id int, next int64) {
 	go p.run()
 }
 
-// poll checks the topic every watchInterval, and hands Next an error
+// poll follows the source's checks of the topic (every watchInterval, see
+// topicWatch), and hands Next an error
 // wrapping bridge.ErrReset once it finds it created again (another ID, or
 // fewer partitions), or deleted (twice in a row, so that a broker that
 // has not loaded its metadata yet is not taken at its word). Every
@@ -94,31 +95,22 @@ func (r *reader) startPartition(id int, next int64) {
 func (r *reader) poll(n int) {
 	defer r.wg.Done()
 	s := r.src
-	t := time.NewTicker(min(watchInterval, s.cfg.MetadataInterval))
-	defer t.Stop()
+	defer s.topicWatch.watch()()
 	lastMetadata := time.Now()
-	missing := 0
 	for {
-		select {
-		case <-t.C:
-		case <-r.ctx.Done():
+		check, ok := s.topicWatch.next(r.ctx)
+		if !ok {
 			return
 		}
-		topic, err := s.topic(r.ctx)
 		var reset error
 		switch {
-		case errors.Is(err, kafka.UnknownTopicOrPartition):
-			if missing++; missing >= 2 {
-				reset = fmt.Errorf("kafka: topic %s deleted: %w", s.cfg.Topic, bridge.ErrReset)
-			}
-		case err != nil:
-			missing = 0
-		case r.inc != 0 && topic.incarnation() != r.inc:
+		case check.missing >= 2:
+			reset = fmt.Errorf("kafka: topic %s deleted: %w", s.cfg.Topic, bridge.ErrReset)
+		case check.err != nil:
+		case r.inc != 0 && check.meta.incarnation() != r.inc:
 			reset = fmt.Errorf("kafka: topic %s created again: %w", s.cfg.Topic, bridge.ErrReset)
-		case topic.partitions != 0 && topic.partitions < n:
-			reset = fmt.Errorf("kafka: topic %s has %d partitions, no longer %d: %w", s.cfg.Topic, topic.partitions, n, bridge.ErrReset)
-		default:
-			missing = 0
+		case check.meta.partitions != 0 && check.meta.partitions < n:
+			reset = fmt.Errorf("kafka: topic %s has %d partitions, no longer %d: %w", s.cfg.Topic, check.meta.partitions, n, bridge.ErrReset)
 		}
 		if reset != nil {
 			r.send(event{err: reset})

@@ -40,6 +40,8 @@ type Source struct {
 	// metadataVersion is the brokers' newest Metadata version, once known
 	// (see topic).
 	metadataVersion atomic.Int32
+	// topicWatch checks the topic for the readers.
+	topicWatch topicWatch
 }
 
 // New validates cfg and returns a Source. It does not connect: the first
@@ -52,6 +54,7 @@ func New(cfg Config) (*Source, error) {
 		cfg.MetadataInterval = DefaultMetadataInterval
 	}
 	s := &Source{cfg: cfg, log: cfg.Logger}
+	s.topicWatch = topicWatch{s: s, checked: make(chan struct{})}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
