@@ -35,6 +35,32 @@ type point struct {
 	next []uint64
 }
 
+// runInMemory runs b, whose routes are on in-memory streams, until the
+// test ends, or for 20 s at most, then shuts it down; it returns once b
+// is ready, with the context b runs under and its cancel.
+func runInMemory(t testing.TB, b *bridge.Bridge) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ran := make(chan struct{})
+	go func() {
+		defer close(ran)
+		b.Run(ctx)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-ran
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer scancel()
+		b.Shutdown(sctx)
+	})
+	for !b.Ready() {
+		if ctx.Err() != nil {
+			t.Fatal("the bridge is not ready")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return ctx, cancel
+}
+
 // run runs h and fails t if a client receives a message twice or out of
 // its partition's order, misses one, or gets a gap; or if the route had
 // more catch-up readers than it may.
@@ -49,22 +75,7 @@ func (h handOff) run(t testing.TB) {
 		t.Fatal(err)
 	}
 	bridge.SetCatchUp(b, "/s", h.ring, 5*time.Millisecond)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	ran := make(chan struct{})
-	go func() {
-		defer close(ran)
-		b.Run(ctx)
-	}()
-	defer func() {
-		cancel()
-		<-ran
-		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer scancel()
-		b.Shutdown(sctx)
-	}()
-	for !b.Ready() {
-		time.Sleep(time.Millisecond)
-	}
+	ctx, cancel := runInMemory(t, b)
 
 	// The watcher records the live log's positions.
 	watch, err := bridge.Tee(ctx, b, "/s", "")

@@ -25,21 +25,7 @@ func TestStreamReset(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-			defer cancel()
-			ran := make(chan struct{})
-			go func() {
-				defer close(ran)
-				b.Run(ctx)
-			}()
-			defer func() {
-				cancel()
-				<-ran
-				sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
-				defer scancel()
-				b.Shutdown(sctx)
-			}()
-			waitBridgeReady(t, b, true)
+			ctx, _ := runInMemory(t, b)
 
 			live := tee(t, ctx, b, "")
 			for bridge.Clients(b, "/s") == 0 {

@@ -377,26 +377,8 @@ func TestStreamSkipped(t *testing.T) {
 	publish(t, js, "orders.x", 2, 3000)
 	publish(t, js, "orders.y", 3002, 1)
 	publish(t, js, "orders.y", 3003, 1)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if _, err := js.UpdateStream(ctx, jetstream.StreamConfig{Name: "ORDERS", Subjects: []string{"orders.>"}, MaxMsgs: 100}); err != nil {
-		t.Fatal(err)
-	}
-	next := uint64(2)
-	for {
-		m, err := r.Next(ctx)
-		var exp *bridge.ExpiredError
-		if errors.As(err, &exp) {
-			if !slices.Equal(exp.Resume, bridge.Position{2904}) || exp.Missed != 2904-next {
-				t.Fatalf("after %d: %+v, want Resume [2904], Missed %d", next-1, exp, 2904-next)
-			}
-			break
-		}
-		if err != nil || m.Offset != next {
-			t.Fatalf("got %+v, %v; want sequence %d", m, err, next)
-		}
-		next++
-	}
+	keepLast(t, js, 100)
+	readUntilExpired(t, r, 2, 2904)
 	read(t, brokertest.Open(t, s, bridge.Start{Position: bridge.Position{2904}}), seqs(2904, 3001)...)
 	for _, want := range []uint64{3002, 3003} {
 		if m := brokertest.Next(t, filtered); m.Offset != want {
@@ -416,18 +398,33 @@ func TestStreamSkippedFiltered(t *testing.T) {
 	r := brokertest.Open(t, ts.source(Config{Stream: "ORDERS", Subject: "orders.z"}), bridge.Start{Earliest: true})
 	read(t, r, 1)
 	publish(t, js, "orders.w", 1001, 10)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	keepLast(t, js, 100)
+	readUntilExpired(t, r, 2, 911)
+}
+
+// keepLast makes the stream ORDERS keep only its last n messages.
+func keepLast(t *testing.T, js jetstream.JetStream, n int64) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := js.UpdateStream(ctx, jetstream.StreamConfig{Name: "ORDERS", Subjects: []string{"orders.>"}, MaxMsgs: 100}); err != nil {
+	if _, err := js.UpdateStream(ctx, jetstream.StreamConfig{Name: "ORDERS", Subjects: []string{"orders.>"}, MaxMsgs: n}); err != nil {
 		t.Fatal(err)
 	}
-	next := uint64(2)
+}
+
+// readUntilExpired reads r's messages in order from sequence next until
+// it returns an ExpiredError, which must resume at resume and count
+// exactly the sequences from the last message read to resume.
+func readUntilExpired(t *testing.T, r bridge.Reader, next, resume uint64) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	for {
 		m, err := r.Next(ctx)
 		var exp *bridge.ExpiredError
 		if errors.As(err, &exp) {
-			if !slices.Equal(exp.Resume, bridge.Position{911}) || exp.Missed != 911-next {
-				t.Fatalf("after %d: %+v, want Resume [911], Missed %d", next-1, exp, 911-next)
+			if !slices.Equal(exp.Resume, bridge.Position{resume}) || exp.Missed != resume-next {
+				t.Fatalf("after %d: %+v, want Resume [%d], Missed %d", next-1, exp, resume, resume-next)
 			}
 			return
 		}
