@@ -46,8 +46,9 @@ func TestAuthExpiryResume(t *testing.T) {
 		return cookie{Name: "esbridge_token", Value: value, Domain: host.Hostname(), Path: route}
 	}
 
-	// A few seconds: JWT times are whole seconds.
-	exp := time.Now().Add(4 * time.Second).Truncate(time.Second)
+	// Seven to eight seconds (JWT times are whole seconds): time for the
+	// pages to open on a busy machine before the cookie is refreshed.
+	exp := time.Now().Add(8 * time.Second).Truncate(time.Second)
 	br.addCookies(tokenCookie("/a", token("/a", exp)), tokenCookie("/b", token("/b", exp)))
 
 	// Messages all along, from before the pages open to after the expiry

@@ -132,7 +132,7 @@ func TestAuthExpiry(t *testing.T) {
 		"-route", "/orders="+stream)
 	b.waitReadyz(200)
 
-	exp := time.Now().Add(2 * time.Second).Truncate(time.Second).Add(time.Second)
+	exp := time.Now().Add(5 * time.Second).Truncate(time.Second)
 	cookie := func(tok string) http.Header { return http.Header{"Cookie": {"tk=" + tok}} }
 	old := signToken(t, exp, "/orders")
 	c := connectWith(t, b.url("/orders"), "", cookie(old))
