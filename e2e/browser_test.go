@@ -182,6 +182,21 @@ func (b *browser) open(url string) *page {
 	return p
 }
 
+// A cookie is a cookie of the browser, for addCookies.
+type cookie struct {
+	Name   string `json:"name"`
+	Value  string `json:"value"`
+	Domain string `json:"domain"`
+	Path   string `json:"path"`
+}
+
+// addCookies adds cookies to the browser, or replaces those of the same
+// name, domain and path: the pages' next requests carry them.
+func (b *browser) addCookies(cookies ...cookie) {
+	b.t.Helper()
+	b.call(nil, map[string]any{"cmd": "addCookies", "cookies": cookies})
+}
+
 // eval evaluates the JavaScript expression expr in the page and decodes
 // its value, as JSON, into v unless v is nil.
 func (p *page) eval(v any, expr string) {

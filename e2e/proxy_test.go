@@ -37,6 +37,7 @@ type proxy struct {
 // A stream is one request that the proxy passed to a backend.
 type stream struct {
 	at          time.Time // when the request came
+	path        string    // the request's
 	backend     string
 	lastEventID string // its Last-Event-ID header
 	status      int    // the response's
@@ -124,7 +125,7 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			cancel()
 			continue // a GET may go to the next backend
 		}
-		s := &stream{at: at, backend: backend, lastEventID: r.Header.Get("Last-Event-ID"), status: resp.StatusCode, cancel: cancel}
+		s := &stream{at: at, path: r.URL.Path, backend: backend, lastEventID: r.Header.Get("Last-Event-ID"), status: resp.StatusCode, cancel: cancel}
 		p.mu.Lock()
 		p.streams = append(p.streams, s)
 		p.mu.Unlock()
@@ -194,8 +195,8 @@ func (p *proxy) describe() string {
 	var b strings.Builder
 	for i, s := range p.logged() {
 		body, end := s.state()
-		fmt.Fprintf(&b, "#%d at %s to %s, Last-Event-ID %q: status %d, %d bytes, ended %s; ends with %q\n",
-			i, s.at.Format("15:04:05.000"), s.backend, s.lastEventID, s.status, len(body), end.Format("15:04:05.000"), body[max(0, len(body)-80):])
+		fmt.Fprintf(&b, "#%d at %s %s to %s, Last-Event-ID %q: status %d, %d bytes, ended %s; ends with %q\n",
+			i, s.at.Format("15:04:05.000"), s.path, s.backend, s.lastEventID, s.status, len(body), end.Format("15:04:05.000"), body[max(0, len(body)-80):])
 	}
 	return b.String()
 }

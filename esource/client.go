@@ -119,8 +119,28 @@ func (c *client) serve(ctx context.Context, lastID string, resume bool) error {
 			}
 			timer.Reset(es.cfg.heartbeat)
 		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				c.finish()
+			}
 			return ctx.Err()
 		}
+	}
+}
+
+// finish writes, at the deadline of a client's context, one last batch of
+// what the log holds for it, so that its stream ends after what was
+// published by then. A client behind the log gets it when it resumes.
+func (c *client) finish() {
+	es := c.es
+	es.mu.RLock()
+	behind := c.cursor < es.head
+	if !behind {
+		c.collect()
+	}
+	es.mu.RUnlock()
+	if !behind && len(c.bufs) > 0 {
+		_ = c.sink.write(c.bufs)
+		clear(c.bufs)
 	}
 }
 

@@ -29,6 +29,10 @@ import (
 // write, which the heartbeat makes happen. HTTP/2 streams, and
 // ResponseWriters that cannot be hijacked, are served through the
 // ResponseWriter by the handler itself.
+//
+// The stream ends, cleanly, at the deadline of the request's context, if it
+// has one (an expiring credential, say), after what the log held for the
+// client then; the browser reconnects with Last-Event-ID and resumes.
 func (es *EventSource) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
@@ -95,10 +99,15 @@ func (es *EventSource) serveConn(w http.ResponseWriter, conn net.Conn, r *http.R
 		conn.Close()
 		return
 	}
-	// The request's context ends when ServeHTTP returns.
-	ctx := context.WithoutCancel(r.Context())
+	// The request's context ends when ServeHTTP returns; its deadline, if
+	// any, still ends the stream.
+	ctx, cancel := context.WithoutCancel(r.Context()), context.CancelFunc(func() {})
+	if d, ok := r.Context().Deadline(); ok {
+		ctx, cancel = context.WithDeadline(ctx, d)
+	}
 	go func() {
 		defer es.unregister(c)
+		defer cancel()
 		_ = c.serve(ctx, lastID, lastID != "")
 		s.end(nil)
 	}()

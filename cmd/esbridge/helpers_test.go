@@ -335,11 +335,20 @@ type sseClient struct {
 // lastID is not empty, and checks that the response is a stream.
 func connect(t *testing.T, url, lastID string) *sseClient {
 	t.Helper()
+	return connectWith(t, url, lastID, nil)
+}
+
+// connectWith is connect with header added to the request.
+func connectWith(t *testing.T, url, lastID string, header http.Header) *sseClient {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		cancel()
 		t.Fatal(err)
+	}
+	for k, v := range header {
+		req.Header[k] = v
 	}
 	req.Header.Set("Accept", "text/event-stream")
 	if lastID != "" {

@@ -54,6 +54,7 @@ type config struct {
 	origin    string
 	demo      bool
 	version   bool
+	auth      authFlags
 }
 
 // parseFlags parses args. Errors name the flag and its value.
@@ -71,11 +72,15 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&c.origin, "allow-origin", "", "`ORIGIN` whose pages may read the streams (CORS), or *")
 	fs.BoolVar(&c.demo, "demo", false, "run an embedded NATS server with a live demo at /")
 	fs.BoolVar(&c.version, "version", false, "print the version and exit")
+	c.auth.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	var err error
 	if c.routes, err = c.rawRoutes.parseRoutes(); err != nil {
+		return nil, err
+	}
+	if err := c.auth.check(); err != nil {
 		return nil, err
 	}
 	switch {
@@ -112,6 +117,15 @@ func run(args []string, stderr io.Writer) int {
 		return 0
 	}
 	logger := newLogger(c, stderr)
+
+	authz, err := c.auth.open(logger)
+	if err != nil {
+		fmt.Fprintf(stderr, "esbridge: %v\n", err)
+		return 2
+	}
+	if authz != nil {
+		defer authz.Close()
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -151,6 +165,12 @@ func run(args []string, stderr io.Writer) int {
 		mux.Handle("/{$}", page)
 		mux.Handle("/", b)
 		handler = mux
+	}
+	if authz != nil {
+		// Inside CORS, so that a page of another origin can see a 401.
+		protected := protectedPaths(c.routes)
+		handler = authz.Handler(handler, protected)
+		logger.Info("authorization on", "routes", len(protected), "public routes", len(c.routes)-len(protected))
 	}
 	if c.origin != "" {
 		handler = allowOrigin(handler, c.origin)
@@ -257,7 +277,17 @@ Flags:
   -demo                embedded NATS server, live messages at /demo, a page at /
   -version             print the version and exit
 
+Authorization (JWT; any key flag turns it on for every route):
+  -jwt-secret-file FILE      HMAC secret, HS256/384/512 (repeatable)
+  -jwt-public-key-file FILE  PEM public key: RSA, ECDSA or Ed25519 (repeatable)
+  -jwt-jwks-url URL          JSON Web Key Set; keys chosen by kid, refreshed
+  -jwt-issuer ISS            the tokens' iss, checked when given
+  -jwt-audience AUD          an aud the tokens must have, checked when given
+  -jwt-cookie NAME           cookie of the token (default esbridge_token)
+Tokens come from Authorization: Bearer, the cookie, or ?access_token=; the
+claim routes lists the paths they open ("*" for all); a stream ends at exp.
+
 Route URL schemes: %s.
 Route options (URL query): start=latest|earliest, type=subject|header:NAME,
-format=raw|envelope. See README.md for every URL form.
+format=raw|envelope, auth=none (a public route). See README.md for every URL form.
 `

@@ -13,8 +13,9 @@ import (
 
 // A routeFlag is one -route PATH=URL.
 type routeFlag struct {
-	path string
-	url  *url.URL
+	path   string
+	url    *url.URL // without the option auth
+	public bool     // auth=none: open without a token
 }
 
 // routeFlags collects the -route flags as given; parseRoutes checks them,
@@ -59,7 +60,11 @@ func parseRoute(v string) (routeFlag, error) {
 	case !ok:
 		return routeFlag{}, fmt.Errorf("unknown scheme %q (want %s)", u.Scheme, routeurl.List())
 	}
-	return routeFlag{path: path, url: u}, nil
+	public, err := takeAuthOption(u)
+	if err != nil {
+		return routeFlag{}, err
+	}
+	return routeFlag{path: path, url: u, public: public}, nil
 }
 
 // secretParams are the URL query parameters that redact hides.

@@ -8,6 +8,7 @@
 //   {"id": 3, "cmd": "eval", "page": 0, "expr": "window.recorded"}        -> its JSON value
 //   {"id": 4, "cmd": "screenshot", "page": 0, "path": "/tmp/shot.png"}
 //   {"id": 5, "cmd": "close", "page": 0}
+//   {"id": 6, "cmd": "addCookies", "cookies": [{"name": "a", "value": "b", "domain": "127.0.0.1", "path": "/"}]}
 //
 // The browser is the system's Chromium, headless, with a user data
 // directory of the caller's: nothing is ever downloaded. It is closed when
@@ -54,6 +55,10 @@ async function handle(req) {
       return null;
     case 'close':
       await page(req.page).close();
+      return null;
+    case 'addCookies':
+      if (!context) throw new Error('launch the browser first');
+      await context.addCookies(req.cookies);
       return null;
     default:
       throw new Error(`unknown command ${JSON.stringify(req.cmd)}`);

@@ -1,0 +1,148 @@
+package auth
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// A jwksServer serves a JSON Web Key Set on 127.0.0.1, which the test can
+// change, and counts its fetches.
+type jwksServer struct {
+	*httptest.Server
+	fetches atomic.Int64
+	mu      sync.Mutex
+	keys    []map[string]string
+}
+
+func newJWKSServer(t *testing.T, keys ...map[string]string) *jwksServer {
+	s := &jwksServer{keys: keys}
+	s.Server = httptest.NewServer(http.HandlerFunc(s.serve))
+	t.Cleanup(s.Close)
+	return s
+}
+
+func (s *jwksServer) serve(w http.ResponseWriter, _ *http.Request) {
+	s.fetches.Add(1)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(map[string]any{"keys": s.keys})
+}
+
+// set replaces the keys served.
+func (s *jwksServer) set(keys ...map[string]string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.keys = keys
+}
+
+// edJWK returns the public JWK of an Ed25519 key with kid.
+func edJWK(kid string, k ed25519.PrivateKey) map[string]string {
+	return map[string]string{"kty": "OKP", "crv": "Ed25519", "kid": kid,
+		"x": base64.RawURLEncoding.EncodeToString(k.Public().(ed25519.PublicKey))}
+}
+
+// octJWK returns a symmetric JWK with kid.
+func octJWK(kid string, secret []byte) map[string]string {
+	return map[string]string{"kty": "oct", "kid": kid, "k": base64.RawURLEncoding.EncodeToString(secret)}
+}
+
+func newEd(t *testing.T) ed25519.PrivateKey {
+	_, k, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// The key of a token is chosen by its kid; a rotated set is fetched when a
+// token names a kid the bridge has not seen, and a key no longer in the
+// set no longer verifies; tokens with unknown kids cause at most one fetch
+// per JWKSUnknownKID.
+func TestJWKSRotation(t *testing.T) {
+	a1, b1 := newEd(t), newEd(t)
+	srv := newJWKSServer(t, edJWK("a", a1))
+	az := newAuthorizer(t, Config{JWKSURL: srv.URL, JWKSUnknownKID: time.Hour})
+	check := func(kid string, key ed25519.PrivateKey, want int) {
+		t.Helper()
+		token := tok{jwt.SigningMethodEdDSA, key, kid, mkClaims("*")}.sign(t)
+		if d := az.Authorize(context.Background(), bearer("/x", token), "/x"); d.Status != want {
+			t.Errorf("kid %q: status %d (%s), want %d", kid, d.Status, d.Reason, want)
+		}
+	}
+	check("a", a1, 200)
+	check("a", b1, 401) // the right kid, another key
+	check("", a1, 200)  // no kid: every key of the set is tried
+	if n := srv.fetches.Load(); n != 1 {
+		t.Fatalf("%d fetches of the JWKS, want 1", n)
+	}
+
+	srv.set(edJWK("b", b1))
+	check("b", b1, 200) // an unknown kid: the set is fetched again
+	check("a", a1, 401) // a is gone
+	check("c", b1, 401)
+	check("d", b1, 401)
+	if n := srv.fetches.Load(); n != 2 {
+		t.Errorf("%d fetches of the JWKS after tokens with three unknown kids, want 2 (one per JWKSUnknownKID)", n)
+	}
+}
+
+// A symmetric key of a JWKS verifies nothing: a JWKS is public.
+func TestJWKSSymmetricKeyRefused(t *testing.T) {
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	srv := newJWKSServer(t, octJWK("s", secret))
+	az := newAuthorizer(t, Config{JWKSURL: srv.URL})
+	token := tok{jwt.SigningMethodHS256, secret, "s", mkClaims("*")}.sign(t)
+	if d := az.Authorize(context.Background(), bearer("/x", token), "/x"); d.Status != 401 {
+		t.Errorf("HS256 token of a JWKS oct key: status %d, want 401", d.Status)
+	}
+}
+
+// A JWKS that is down when the Authorizer starts does not stop it: tokens
+// are refused until it is up, then verified.
+func TestJWKSDownAtStart(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	a1 := newEd(t)
+	az := newAuthorizer(t, Config{JWKSURL: "http://" + addr + "/jwks.json", JWKSUnknownKID: 50 * time.Millisecond})
+	token := tok{jwt.SigningMethodEdDSA, a1, "a", mkClaims("*")}.sign(t)
+	if d := az.Authorize(context.Background(), bearer("/x", token), "/x"); d.Status != 401 {
+		t.Fatalf("JWKS down: status %d, want 401", d.Status)
+	}
+
+	ln, err = net.Listen("tcp", addr)
+	if err != nil {
+		t.Skipf("the port of the JWKS was taken meanwhile: %v", err)
+	}
+	srv := &jwksServer{keys: []map[string]string{edJWK("a", a1)}}
+	srv.Server = &httptest.Server{Listener: ln, Config: &http.Server{Handler: http.HandlerFunc(srv.serve)}}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		d := az.Authorize(context.Background(), bearer("/x", token), "/x")
+		if d.Status == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("JWKS up again: status %d (%s), want 200", d.Status, d.Reason)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
