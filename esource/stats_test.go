@@ -249,4 +249,3 @@ func TestStatsGapReasonsBounded(t *testing.T) {
 		t.Errorf("gaps %v: %d in all, want %d, %d of them other", st.Gaps, total, 2*MaxGapReasons, MaxGapReasons+1)
 	}
 }
-
