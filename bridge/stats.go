@@ -92,8 +92,8 @@ func (b *Bridge) Stats(ctx context.Context) []RouteStats {
 // can tell; from the cache if it was looked up less than lagInterval ago.
 func (r *route) lag(ctx context.Context) (uint64, bool) {
 	h, ok := r.src.(Headed)
-	if !ok {
-		return 0, false
+	if !ok || !r.isReady() || r.live.Load() == nil {
+		return 0, false // a route that is down has no lag to tell, even cached
 	}
 	c := &r.lagCache
 	c.mu.Lock()
@@ -102,16 +102,14 @@ func (r *route) lag(ctx context.Context) (uint64, bool) {
 		return c.lag, c.known
 	}
 	c.lag, c.known = 0, false
-	if r.isReady() && r.live.Load() != nil {
-		hctx, cancel := context.WithTimeout(ctx, lagTimeout)
-		head, err := h.Head(hctx)
-		cancel()
-		if err != nil {
-			r.logger.Debug("the stream's head cannot be read", "route", r.path, "err", err)
-		} else {
-			// Read after the head: messages read meanwhile are not lag.
-			c.lag, c.known = behind(head, *r.live.Load()), true
-		}
+	hctx, cancel := context.WithTimeout(ctx, lagTimeout)
+	head, err := h.Head(hctx)
+	cancel()
+	if err != nil {
+		r.logger.Debug("the stream's head cannot be read", "route", r.path, "err", err)
+	} else {
+		// Read after the head: messages read meanwhile are not lag.
+		c.lag, c.known = behind(head, *r.live.Load()), true
 	}
 	c.at = time.Now()
 	return c.lag, c.known
