@@ -5,12 +5,15 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"maps"
 	"net/http"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/esbridge/esbridge/bridge"
 )
 
 // adminRE finds the admin port's address in the startup lines.
@@ -249,4 +252,42 @@ func TestAdminListenFlag(t *testing.T) {
 			t.Errorf("%v: stderr %q, want a last line naming -admin-listen", args, p.stderr.String())
 		}
 	}
+}
+
+// refused counts by reason, auth and limit from 0, anything else as
+// "other"; on a nil *metrics it does nothing.
+func TestRefused(t *testing.T) {
+	b, err := bridge.New(bridge.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := newMetrics(b)
+	count := func() map[string]float64 {
+		mfs, err := m.reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := map[string]float64{}
+		for _, mf := range mfs {
+			if mf.GetName() != "esbridge_connections_refused_total" {
+				continue
+			}
+			for _, s := range mf.GetMetric() {
+				n[s.GetLabel()[0].GetValue()] = s.GetCounter().GetValue()
+			}
+		}
+		return n
+	}
+	if got := count(); !maps.Equal(got, map[string]float64{"auth": 0, "limit": 0}) {
+		t.Errorf("before any refusal: %v, want auth and limit at 0", got)
+	}
+	m.refused(refusedAuth)
+	m.refused(refusedLimit)
+	m.refused(refusedLimit)
+	m.refused("no such reason")
+	if got := count(); !maps.Equal(got, map[string]float64{"auth": 1, "limit": 2, "other": 1}) {
+		t.Errorf("refusals counted %v, want auth 1, limit 2, other 1", got)
+	}
+	var none *metrics
+	none.refused(refusedAuth) // no admin port, no panic
 }
