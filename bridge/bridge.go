@@ -35,6 +35,10 @@ type Config struct {
 	Heartbeat time.Duration
 	// Logger receives the bridge's logs; nil discards them.
 	Logger *slog.Logger
+	// TerseReadyz makes /readyz answer only "ready" or "not ready",
+	// naming no route, for a program that serves the details elsewhere
+	// (on an admin port, with ServeReadyz). The status is the same.
+	TerseReadyz bool
 }
 
 // ErrBadRoute is returned by New for a route it cannot serve.
@@ -43,7 +47,8 @@ var ErrBadRoute = errors.New("bridge: bad route")
 // A Bridge serves routes over HTTP: each route's path streams its source's
 // messages as Server-Sent Events, /healthz answers 200 while the process
 // runs, and /readyz answers 200 once every source is connected (503, with
-// the routes that are not, before).
+// the routes that are not, before; only "not ready" with
+// Config.TerseReadyz). Stats reads every route's figures, for metrics.
 //
 // Run reads the sources; ServeHTTP serves clients; Shutdown ends streams.
 // All methods are safe for concurrent use.
@@ -51,6 +56,7 @@ type Bridge struct {
 	routes map[string]*route
 	order  []*route
 	logger *slog.Logger
+	terse  bool // Config.TerseReadyz
 	runMu  sync.Mutex
 }
 
@@ -61,7 +67,7 @@ func New(cfg Config, routes ...Route) (*Bridge, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	b := &Bridge{routes: make(map[string]*route), logger: logger}
+	b := &Bridge{routes: make(map[string]*route), logger: logger, terse: cfg.TerseReadyz}
 	for _, rt := range routes {
 		r, err := b.newRoute(cfg, rt)
 		if err != nil {
@@ -166,7 +172,11 @@ func (b *Bridge) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 				waiting = append(waiting, r.path+" ("+r.info.Stream+")")
 			}
 		}
-		if len(waiting) > 0 {
+		switch {
+		case len(waiting) > 0 && b.terse:
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		case len(waiting) > 0:
 			http.Error(w, "not ready: "+strings.Join(waiting, ", "), http.StatusServiceUnavailable)
 			return
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/esbridge/esbridge/esource"
@@ -63,6 +64,7 @@ type catchUps struct {
 	readers map[*catchUp]struct{}
 	ended   chan struct{} // closed and replaced when a reader ends
 	wg      sync.WaitGroup
+	waiting atomic.Int32 // clients waiting for a reader, for Stats
 }
 
 // A catchUp is one catch-up reader and its riders.
@@ -145,7 +147,10 @@ func (cs *catchUps) board(ctx context.Context, rp *esource.Replay, pos *token, o
 		}
 		ended := cs.ended
 		cs.mu.Unlock()
-		if err := rp.Wait(ctx, ended); err != nil {
+		cs.waiting.Add(1)
+		err := rp.Wait(ctx, ended)
+		cs.waiting.Add(-1)
+		if err != nil {
 			return nil, nil, err
 		}
 	}

@@ -48,6 +48,17 @@
 // start=latest|earliest, type= (none, subject or header:NAME),
 // format=raw|envelope and catchup=N. See [ParseOptions].
 //
+// # Health and figures
+//
+// [Bridge.Ready] and /readyz tell whether every route's source is
+// connected; [Bridge.ServeReadyz] names each route and its state, for an
+// admin port ([Config].TerseReadyz keeps the public /readyz to "ready" or
+// "not ready"). [Bridge.Stats] returns each route's figures for metrics:
+// its event source's counters ([esource.Stats]), its catch-up readers, and
+// for a [Headed] source how far its live reader is behind the broker,
+// looked up at most once a second. The bridge imports no metrics library:
+// a program exports the figures as it likes.
+//
 // # Payloads
 //
 // In the raw format, a payload that is valid UTF-8 is the event's data as

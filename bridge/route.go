@@ -30,6 +30,7 @@ type route struct {
 	epoch    uint64 // instance epoch, for sources without history
 	seq      uint64 // live sequence, for sources without history
 	ready    atomic.Bool
+	lagCache lagCache
 	logger   *slog.Logger
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"strconv"
+	"sync/atomic"
 	"time"
 )
 
@@ -44,6 +45,7 @@ type client struct {
 	lastID string   // ID of the last event sent with one
 	skip   Position // with an Ordering: events received by this position are not sent
 	bufs   [][]byte
+	sent   atomic.Uint64 // bytes written, for Stats
 }
 
 // run serves c until ctx ends, the sink fails, or the EventSource shuts
@@ -92,12 +94,13 @@ func (c *client) serve(ctx context.Context, lastID string, resume bool) error {
 
 		switch {
 		case behind:
+			es.stats.slow.Add(1)
 			if err := c.catchUp(ctx, true, es.position(c.lastID)); err != nil {
 				return err
 			}
 			continue
 		case len(c.bufs) > 0:
-			err := c.sink.write(c.bufs)
+			err := c.write(c.bufs)
 			clear(c.bufs)
 			if err != nil {
 				return err
@@ -107,14 +110,14 @@ func (c *client) serve(ctx context.Context, lastID string, resume bool) error {
 			}
 			continue
 		case closed:
-			return c.sink.write([][]byte{retryLine(jitter(es.cfg.drainRetry))})
+			return c.write([][]byte{retryLine(jitter(es.cfg.drainRetry))})
 		}
 
 		select {
 		case <-wake:
 		case <-es.done:
 		case <-heartbeat:
-			if err := c.sink.write([][]byte{heartbeatLine}); err != nil {
+			if err := c.write([][]byte{heartbeatLine}); err != nil {
 				return err
 			}
 			timer.Reset(es.cfg.heartbeat)
@@ -257,7 +260,8 @@ func (c *client) catchUp(ctx context.Context, behind bool, pos Position) error {
 	if id != "" {
 		c.lastID = id
 	}
-	return c.sink.write([][]byte{wire})
+	es.stats.gap(&ev)
+	return c.write([][]byte{wire})
 }
 
 // replay runs the History hook for c, at pos, and reports whether c
@@ -275,6 +279,7 @@ func (c *client) replay(ctx context.Context, h History, pos Position) (joined bo
 	}
 	es.catching[r] = struct{}{}
 	es.mu.Unlock()
+	es.stats.replays.Add(1)
 
 	// The hook may wait long on its source: end it if the client goes.
 	var gone func() bool

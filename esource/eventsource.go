@@ -58,6 +58,7 @@ type EventSource struct {
 	catching map[*Replay]struct{}
 	clients  map[*client]struct{}
 	closed   bool
+	stats    counters
 	done     chan struct{} // closed by Close and Shutdown
 	drained  chan struct{} // closed once closed and no client is left
 }
@@ -150,6 +151,9 @@ func (es *EventSource) Publish(ev Event) error {
 		}
 	}
 	es.wakeClients()
+	if ev.Type == GapType {
+		es.stats.gap(&ev)
+	}
 	return nil
 }
 
@@ -382,6 +386,7 @@ func (es *EventSource) unregister(c *client) {
 	es.mu.Lock()
 	defer es.mu.Unlock()
 	delete(es.clients, c)
+	es.stats.sentGone.Add(c.sent.Load())
 	if es.closed && len(es.clients) == 0 {
 		select {
 		case <-es.drained:

@@ -141,6 +141,7 @@ func (r *Replay) Send(ev Event) error {
 	if r.own, err = ev.appendWire(r.own); err != nil {
 		return err
 	}
+	r.c.es.stats.gap(&ev)
 	return r.add(r.own[n:len(r.own):len(r.own)], ev.ID, nil)
 }
 
@@ -237,7 +238,7 @@ func (r *Replay) Flush() error {
 	joined := r.joined.Load()
 	es.mu.RUnlock()
 	if len(r.bufs) > 0 {
-		err := r.c.sink.write(r.bufs)
+		err := r.c.write(r.bufs)
 		r.reset()
 		if err != nil {
 			return sinkError{err}
@@ -279,7 +280,7 @@ func (r *Replay) Wait(ctx context.Context, ready <-chan struct{}) error {
 		case <-ctx.Done():
 			return r.ctxErr(ctx)
 		case <-heartbeat:
-			if err := r.c.sink.write([][]byte{heartbeatLine}); err != nil {
+			if err := r.c.write([][]byte{heartbeatLine}); err != nil {
 				return sinkError{err}
 			}
 			timer.Reset(d)

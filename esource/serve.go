@@ -75,7 +75,7 @@ func (es *EventSource) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer es.unregister(c)
 	// The first frame fires the browser's open event: the client is
 	// registered by then, so it misses nothing published in reply.
-	if err := s.write([][]byte{first}); err != nil {
+	if err := c.write([][]byte{first}); err != nil {
 		return
 	}
 	// serve ends the stream with a retry line at shutdown; any error is
@@ -94,7 +94,7 @@ func (es *EventSource) serveConn(w http.ResponseWriter, conn net.Conn, r *http.R
 		s.end(retryLine(jitter(es.cfg.drainRetry)))
 		return
 	}
-	if err := s.write([][]byte{first}); err != nil {
+	if err := c.write([][]byte{first}); err != nil {
 		es.unregister(c)
 		conn.Close()
 		return

@@ -72,12 +72,13 @@ func (f *authFlags) check() error {
 }
 
 // open reads the key files and makes the Authorizer, which fetches the
-// JWKS; nil without a key flag. Errors name the flag.
-func (f *authFlags) open(logger *slog.Logger) (*auth.Authorizer, error) {
+// JWKS and calls onRefused for each request it refuses; nil without a key
+// flag. Errors name the flag.
+func (f *authFlags) open(logger *slog.Logger, onRefused func(reason string)) (*auth.Authorizer, error) {
 	if !f.on() {
 		return nil, nil
 	}
-	cfg := auth.Config{JWKSURL: f.jwksURL, Issuer: f.issuer, Audience: f.audience, Cookie: f.cookie, Logger: logger}
+	cfg := auth.Config{JWKSURL: f.jwksURL, Issuer: f.issuer, Audience: f.audience, Cookie: f.cookie, Logger: logger, OnRefused: onRefused}
 	for _, path := range f.secretFiles {
 		s, err := auth.ReadSecretFile(path)
 		if err != nil {

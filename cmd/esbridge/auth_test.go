@@ -71,6 +71,7 @@ func TestAuthStatuses(t *testing.T) {
 	ns := runNATS(t)
 	pub, stream := ns.jetStream("ORDERS")
 	b := startBridge(t, "-listen", "127.0.0.1:0", "-log-level", "debug", "-jwt-secret-file", writeSecret(t),
+		"-admin-listen", "127.0.0.1:0",
 		"-route", "/orders="+stream, "-route", "/public="+stream+"?auth=none&start=earliest")
 	b.waitReadyz(200)
 
@@ -106,6 +107,8 @@ func TestAuthStatuses(t *testing.T) {
 			}
 		})
 	}
+	// Each 401 and 403 above is counted.
+	b.waitMetric(`esbridge_connections_refused_total{reason="auth"}`, "5", equals(5))
 	// The reasons are in the debug log, the tokens are not.
 	b.waitLog(`reason="token expired (header)"`, 1)
 	if strings.Contains(b.stderr.String(), valid[:20]) {

@@ -44,6 +44,7 @@ func main() {
 // config is the parsed command line.
 type config struct {
 	listen    string
+	admin     string
 	rawRoutes routeFlags
 	routes    []routeFlag
 	backlog   int
@@ -63,6 +64,7 @@ func parseFlags(args []string) (*config, error) {
 	fs := flag.NewFlagSet("esbridge", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.StringVar(&c.listen, "listen", ":8080", "`ADDR`ess to serve HTTP on")
+	fs.StringVar(&c.admin, "admin-listen", "", "`ADDR`ess to serve /metrics, /healthz, /readyz and /debug/pprof/ on")
 	fs.Var(&c.rawRoutes, "route", "a route, `PATH=URL` (repeatable)")
 	fs.IntVar(&c.backlog, "backlog", esource.DefaultBacklog, "events kept in memory per route (`N`)")
 	fs.DurationVar(&c.heartbeat, "heartbeat", 15*time.Second, "idle `DURATION` before a heartbeat comment")
@@ -118,15 +120,6 @@ func run(args []string, stderr io.Writer) int {
 	}
 	logger := newLogger(c, stderr)
 
-	authz, err := c.auth.open(logger)
-	if err != nil {
-		fmt.Fprintf(stderr, "esbridge: %v\n", err)
-		return 2
-	}
-	if authz != nil {
-		defer authz.Close()
-	}
-
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -148,15 +141,30 @@ func run(args []string, stderr io.Writer) int {
 		return 2
 	}
 	defer closeSources()
-	b, err := bridge.New(bridge.Config{Backlog: c.backlog, Heartbeat: c.heartbeat, Logger: logger}, routes...)
+	b, err := bridge.New(bridge.Config{Backlog: c.backlog, Heartbeat: c.heartbeat, Logger: logger, TerseReadyz: c.admin != ""}, routes...)
 	if err != nil {
 		fmt.Fprintf(stderr, "esbridge: invalid value for flag -route: %v\n", err)
 		return 2
+	}
+	m := newMetrics(b)
+	authz, err := c.auth.open(logger, m.refused)
+	if err != nil {
+		fmt.Fprintf(stderr, "esbridge: %v\n", err)
+		return 2
+	}
+	if authz != nil {
+		defer authz.Close()
 	}
 
 	ln, err := net.Listen("tcp", c.listen)
 	if err != nil {
 		fmt.Fprintf(stderr, "esbridge: invalid value %q for flag -listen: %v\n", c.listen, err)
+		return 2
+	}
+	admin, err := startAdmin(c.admin, b, m, logger)
+	if err != nil {
+		ln.Close()
+		fmt.Fprintf(stderr, "esbridge: %v\n", err)
 		return 2
 	}
 	handler := http.Handler(b)
@@ -209,6 +217,7 @@ func run(args []string, stderr io.Writer) int {
 	if err := srv.Shutdown(drainCtx); err != nil {
 		logger.Warn("HTTP server did not stop in time", "err", err)
 	}
+	admin.close(drainCtx)
 	stopSources()
 	<-sourcesDone
 	return status
@@ -268,6 +277,9 @@ Serves broker streams to browsers as Server-Sent Events.
 Flags:
   -route PATH=URL      a route (repeatable), e.g.
 %s  -listen ADDR         address to serve HTTP on (default :8080)
+  -admin-listen ADDR   serve /metrics (Prometheus), /healthz, /readyz with every
+                       route's state, and /debug/pprof/ on ADDR; the public
+                       /readyz then says only ready or not ready
   -backlog N           events kept in memory per route (default %d)
   -heartbeat DURATION  idle time before a heartbeat comment (default 15s)
   -drain-timeout D     how long shutdown waits for streams to end (default 10s)

@@ -29,7 +29,10 @@ var ErrClosed = errors.New("amqp: source closed")
 // A Source is a RabbitMQ stream, exchange or queue, read through one
 // connection that it keeps up. It implements [bridge.Source] and
 // [bridge.Connectivity] and is safe for concurrent use: each reader has a
-// channel of its own on the connection.
+// channel of its own on the connection. It is not a [bridge.Headed]:
+// AMQP 0-9-1 tells no stream's last offset but by reading its last chunk
+// (as Open does for a position beyond it), too costly for every metrics
+// scrape, so a RabbitMQ route's lag is not reported.
 type Source struct {
 	cfg    Config
 	log    *slog.Logger

@@ -24,8 +24,8 @@ import (
 const requestTimeout = 10 * time.Second
 
 // A Source is a Kafka topic, read partition by partition without a
-// consumer group. It implements [bridge.Source] and [bridge.Connectivity]
-// and is safe for concurrent use: any number of readers may be open on it
+// consumer group. It implements [bridge.Source], [bridge.Connectivity]
+// and [bridge.Headed] and is safe for concurrent use: any number of readers may be open on it
 // at once.
 type Source struct {
 	cfg       Config
@@ -301,4 +301,27 @@ func expiredError(pos bridge.Position, exp ...expiredPartition) *bridge.ExpiredE
 		missed += x.first - min(x.offset, x.first)
 	}
 	return &bridge.ExpiredError{Resume: resume, From: slices.Clone(pos), Lost: strings.Join(lost, "; "), Missed: missed}
+}
+
+// Head returns where the topic ends: each partition's high-water mark, the
+// offset after its last message (see [bridge.Headed]). ctx bounds the
+// look-up of the partitions and their offsets.
+func (s *Source) Head(ctx context.Context) (bridge.Position, error) {
+	n, err := s.partitions(ctx)
+	if err != nil {
+		return nil, err
+	}
+	all := make([]int, n)
+	for i := range all {
+		all[i] = i
+	}
+	offs, err := s.offsets(ctx, all)
+	if err != nil {
+		return nil, err
+	}
+	head := make(bridge.Position, n)
+	for i, o := range offs {
+		head[i] = uint64(max(o.last, 0))
+	}
+	return head, nil
 }

@@ -3,6 +3,7 @@ package nats
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -22,7 +23,8 @@ import (
 const flushTimeout = 10 * time.Second
 
 // A Source is a core NATS subject or a JetStream stream. It implements
-// [bridge.Source] and is safe for concurrent use: any number of readers may
+// [bridge.Source], [bridge.Connectivity] and [bridge.Headed] (a JetStream
+// stream's head) and is safe for concurrent use: any number of readers may
 // be open on it at once. A core NATS source reads through one connection; a
 // JetStream source has a second one for the readers that replay history
 // (see the package documentation).
@@ -278,4 +280,44 @@ func (s *Source) disconnected(nc *nats.Conn, err error) {
 	for r := range s.cores {
 		r.markLost()
 	}
+}
+
+// Head returns where the JetStream stream ends: the sequence after its
+// last message, or on a filtered route the sequence after the last
+// message on the route's subject, so that a live reader that has read it
+// is 0 behind (the bridge's lag, see [bridge.Headed], then counts the
+// sequences of other subjects in between as well). It asks the server
+// over the live connection; ctx bounds the request. Core NATS keeps no
+// history: Head returns an error wrapping [bridge.ErrNoHistory].
+func (s *Source) Head(ctx context.Context) (bridge.Position, error) {
+	if s.cfg.Stream == "" {
+		return nil, fmt.Errorf("nats: %s: %w", s.cfg.Subject, bridge.ErrNoHistory)
+	}
+	var c *conn
+	select {
+	case <-s.tried:
+		c = s.live
+	default:
+	}
+	if c == nil {
+		return nil, fmt.Errorf("nats: not connected: %w", bridge.ErrUnavailable)
+	}
+	if err := c.unavailable(); err != nil {
+		return nil, err
+	}
+	st, err := c.js.Stream(ctx, s.cfg.Stream)
+	if err != nil {
+		return nil, fmt.Errorf("nats: stream %s: %w: %w", s.cfg.Stream, bridge.ErrUnavailable, err)
+	}
+	if s.cfg.Subject == "" {
+		return bridge.Position{st.CachedInfo().State.LastSeq + 1}, nil
+	}
+	m, err := st.GetLastMsgForSubject(ctx, s.cfg.Subject)
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return bridge.Position{0}, nil // none yet: nothing to be behind
+	case err != nil:
+		return nil, fmt.Errorf("nats: stream %s: last message on %s: %w", s.cfg.Stream, s.cfg.Subject, err)
+	}
+	return bridge.Position{m.Sequence + 1}, nil
 }

@@ -1,0 +1,154 @@
+package bridge
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/esbridge/esbridge/esource"
+)
+
+// A Headed is a Source that can tell where its stream ends on the broker,
+// so that [Bridge.Stats] can say how far each route's live reader is
+// behind. Sources whose broker has no cheap way to tell leave it out.
+type Headed interface {
+	// Head returns the stream's head: for each partition, the offset
+	// after the last message the broker holds (the Kafka high-water
+	// mark, the JetStream last sequence + 1). ctx bounds the request.
+	Head(ctx context.Context) (Position, error)
+}
+
+// Bounds of the look-ups of a stream's head by Stats.
+const (
+	// lagInterval is how long a route's lag is kept: however often Stats
+	// is called, a route's broker is asked at most once per interval.
+	lagInterval = time.Second
+	// lagTimeout bounds a look-up of a stream's head.
+	lagTimeout = 2 * time.Second
+)
+
+// RouteStats are a route's figures, as [Bridge.Stats] reads them.
+type RouteStats struct {
+	// Path is the route's path; Stream its source's stream (Info.Stream).
+	Path, Stream string
+	// Ready reports whether the route's source is connected and its live
+	// reader open, as /readyz tells.
+	Ready bool
+	// CatchUpReaders is the number of catch-up readers open.
+	CatchUpReaders int
+	// CatchUpWaiting is the number of clients waiting for a catch-up
+	// reader, the route having as many as it may.
+	CatchUpWaiting int
+	// Stats are the counters of the route's event source: clients, events
+	// published, bytes sent, replays, slow clients, gap events.
+	esource.Stats
+	// Lag is how many messages the live reader is behind the broker's
+	// head, summed over the partitions, when LagKnown: the route's source
+	// is a [Headed], it is ready, and the broker answered.
+	Lag      uint64
+	LagKnown bool
+}
+
+// lagCache keeps a route's last lag, so that the broker is asked at most
+// once per lagInterval.
+type lagCache struct {
+	mu    sync.Mutex // held during the look-up: callers meanwhile wait for it
+	at    time.Time  // when it was looked up; zero: never
+	lag   uint64
+	known bool
+}
+
+// Stats returns the figures of every route, in the order of the routes
+// given to New. A route whose source is a [Headed] has its lag looked up,
+// at most once a second, all routes at once, each bounded by ctx and a
+// short timeout; in between, the last lag is returned.
+func (b *Bridge) Stats(ctx context.Context) []RouteStats {
+	stats := make([]RouteStats, len(b.order))
+	var wg sync.WaitGroup
+	for i, r := range b.order {
+		r.catchUps.mu.Lock()
+		readers := len(r.catchUps.readers)
+		r.catchUps.mu.Unlock()
+		stats[i] = RouteStats{
+			Path:           r.path,
+			Stream:         r.info.Stream,
+			Ready:          r.isReady(),
+			CatchUpReaders: readers,
+			CatchUpWaiting: int(r.catchUps.waiting.Load()),
+			Stats:          r.es.Stats(),
+		}
+		if _, ok := r.src.(Headed); ok {
+			wg.Go(func() { stats[i].Lag, stats[i].LagKnown = r.lag(ctx) })
+		}
+	}
+	wg.Wait()
+	return stats
+}
+
+// lag returns how far the live reader is behind the stream's head, if it
+// can tell; from the cache if it was looked up less than lagInterval ago.
+func (r *route) lag(ctx context.Context) (uint64, bool) {
+	h, ok := r.src.(Headed)
+	if !ok || !r.isReady() || r.live.Load() == nil {
+		return 0, false // a route that is down has no lag to tell, even cached
+	}
+	c := &r.lagCache
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.at.IsZero() && time.Since(c.at) < lagInterval {
+		return c.lag, c.known
+	}
+	c.lag, c.known = 0, false
+	hctx, cancel := context.WithTimeout(ctx, lagTimeout)
+	head, err := h.Head(hctx)
+	cancel()
+	if err != nil {
+		r.logger.Debug("the stream's head cannot be read", "route", r.path, "err", err)
+	} else {
+		// Read after the head: messages read meanwhile are not lag.
+		c.lag, c.known = behind(head, *r.live.Load()), true
+	}
+	c.at = time.Now()
+	return c.lag, c.known
+}
+
+// behind returns how many offsets pos is behind head, summed over the
+// partitions; a partition pos does not have counts from 0, one it is past
+// (read after head was looked up) as 0.
+func behind(head, pos Position) uint64 {
+	var n uint64
+	for p, h := range head {
+		if at := offsetOf(pos, p); h > at {
+			n += h - at
+		}
+	}
+	return n
+}
+
+// ServeReadyz answers a readiness check in detail: 200 once every
+// route's source is connected, else 503; the body's first line is "ready"
+// or "not ready", then a line for each route with its path, its stream
+// and whether it is ready. It is for an admin port, when the public
+// /readyz says no more than ready or not (Config.TerseReadyz).
+func (b *Bridge) ServeReadyz(w http.ResponseWriter, _ *http.Request) {
+	var body strings.Builder
+	ready := true
+	for _, r := range b.order {
+		state := "ready"
+		if !r.isReady() {
+			state, ready = "not ready", false
+		}
+		fmt.Fprintf(&body, "%s %s %s\n", r.path, r.info.Stream, state)
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	if !ready {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprint(w, "not ready\n", body.String())
+		return
+	}
+	fmt.Fprint(w, "ready\n", body.String())
+}
