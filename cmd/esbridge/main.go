@@ -54,6 +54,7 @@ type config struct {
 	origin    string
 	demo      bool
 	version   bool
+	serverFlags
 }
 
 // parseFlags parses args. Errors name the flag and its value.
@@ -71,11 +72,15 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&c.origin, "allow-origin", "", "`ORIGIN` whose pages may read the streams (CORS), or *")
 	fs.BoolVar(&c.demo, "demo", false, "run an embedded NATS server with a live demo at /")
 	fs.BoolVar(&c.version, "version", false, "print the version and exit")
+	addServerFlags(fs, &c.serverFlags)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	var err error
 	if c.routes, err = c.rawRoutes.parseRoutes(); err != nil {
+		return nil, err
+	}
+	if err := c.serverFlags.check(); err != nil {
 		return nil, err
 	}
 	switch {
@@ -112,6 +117,11 @@ func run(args []string, stderr io.Writer) int {
 		return 0
 	}
 	logger := newLogger(c, stderr)
+	certs, err := loadCerts(c, logger)
+	if err != nil {
+		fmt.Fprintf(stderr, "esbridge: %v\n", err)
+		return 2
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -152,6 +162,10 @@ func run(args []string, stderr io.Writer) int {
 		mux.Handle("/", b)
 		handler = mux
 	}
+	if handler, err = limitStreams(handler, &c.serverFlags, c.routes, logger); err != nil {
+		fmt.Fprintf(stderr, "esbridge: %v\n", err)
+		return 2
+	}
 	if c.origin != "" {
 		handler = allowOrigin(handler, c.origin)
 	}
@@ -159,6 +173,7 @@ func run(args []string, stderr io.Writer) int {
 	// ID is 13,666 characters, and parsing a megabyte of headers costs the
 	// whole process, not only its sender.
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: maxHeaderBytes}
+	configureTLS(srv, certs)
 
 	runCtx, stopSources := context.WithCancel(context.Background())
 	sourcesDone := make(chan struct{})
@@ -167,8 +182,11 @@ func run(args []string, stderr io.Writer) int {
 		b.Run(runCtx)
 	}()
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
-	logger.Info("esbridge listening", "addr", ln.Addr().String(), "routes", len(routes), "version", version)
+	go func() { serveErr <- serve(srv, ln) }()
+	logger.Info("esbridge listening", "addr", ln.Addr().String(), "routes", len(routes), "version", version, "tls", certs != nil)
+	if certs != nil {
+		logger.Info("TLS certificate loaded", certs.LogAttrs()...)
+	}
 
 	status := 0
 	select {
@@ -252,6 +270,14 @@ Flags:
   -heartbeat DURATION  idle time before a heartbeat comment (default 15s)
   -drain-timeout D     how long shutdown waits for streams to end (default 10s)
   -allow-origin ORIGIN pages of ORIGIN (or *) may open the streams (CORS)
+  -tls-cert FILE       certificate (PEM) to serve HTTPS and HTTP/2 with; reloaded
+                       when it changes on disk
+  -tls-key FILE        its private key (PEM)
+  -max-clients N       streams open at once; over it a stream gets a retry
+                       line of 5-15 s and ends (default 0: no limit)
+  -max-clients-per-ip N  the same per client address (default 0: no limit)
+  -trusted-proxy CIDR  proxies whose X-Forwarded-For or Forwarded header gives
+                       the client address (repeatable)
   -log-level LEVEL     debug, info, warn or error (default info)
   -log-format FORMAT   text or json (default text)
   -demo                embedded NATS server, live messages at /demo, a page at /
