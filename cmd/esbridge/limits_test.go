@@ -88,7 +88,7 @@ func TestMaxClients(t *testing.T) {
 	// Over HTTP/1.1 the bridge learns that a client went at its next
 	// writes: heartbeats, here every second.
 	b := startBridge(t, "-listen", "127.0.0.1:0", "-route", "/s="+url, "-heartbeat", "1s",
-		"-max-clients", "3", "-max-clients-per-ip", "2", "-trusted-proxy", "127.0.0.0/8")
+		"-max-clients", "3", "-max-clients-per-ip", "2", "-trusted-proxy", "127.0.0.1")
 	b.waitReadyz(http.StatusOK)
 	hc := http.DefaultClient
 	open := func(addr string) *sseClient {
