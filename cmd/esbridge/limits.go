@@ -44,8 +44,10 @@ func (s *serverFlags) check() error {
 }
 
 // limitStreams wraps h with the limits of the flags, if any, counting the
-// streams of the route paths only.
-func limitStreams(h http.Handler, s *serverFlags, routes []routeFlag, logger *slog.Logger) (http.Handler, error) {
+// streams of the route paths only. onRefused, if not nil, is called for
+// each stream refused, with limit.ReasonMaxClients or
+// limit.ReasonMaxPerIP (for a metric of refusals).
+func limitStreams(h http.Handler, s *serverFlags, routes []routeFlag, logger *slog.Logger, onRefused func(reason string)) (http.Handler, error) {
 	if s.maxClients == 0 && s.maxPerIP == 0 {
 		return h, nil
 	}
@@ -58,6 +60,7 @@ func limitStreams(h http.Handler, s *serverFlags, routes []routeFlag, logger *sl
 		MaxPerIP:       s.maxPerIP,
 		TrustedProxies: s.trustedProxies,
 		IsStream:       func(r *http.Request) bool { return paths[r.URL.Path] },
+		OnRefused:      onRefused,
 		Logger:         logger,
 	})
 	if err != nil {

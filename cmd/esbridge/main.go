@@ -162,7 +162,7 @@ func run(args []string, stderr io.Writer) int {
 		mux.Handle("/", b)
 		handler = mux
 	}
-	if handler, err = limitStreams(handler, &c.serverFlags, c.routes, logger); err != nil {
+	if handler, err = limitStreams(handler, &c.serverFlags, c.routes, logger, nil); err != nil {
 		fmt.Fprintf(stderr, "esbridge: %v\n", err)
 		return 2
 	}
