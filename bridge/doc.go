@@ -20,7 +20,7 @@
 // resume the log cannot serve is announced with a gap event (see
 // [esource.Gap]). An ID that cannot be resumed from gets a gap event with
 // a stable reason: malformed-id (one longer than any the stream issues,
-// 13,666 characters for [MaxPartitions], is refused before it is
+// 13,669 characters for [MaxPartitions], is refused before it is
 // decoded), other-stream, no-history, ahead (a position the broker never
 // issued, see [ErrAhead]), expired, or history (the broker could not
 // replay); the stream then goes on live. The response is still 200, for

@@ -63,8 +63,9 @@ type browser struct {
 	nextID int
 }
 
-// launchBrowser starts a driver and its Chromium, closed at cleanup.
-func launchBrowser(t *testing.T) *browser {
+// launchBrowser starts a driver and its Chromium, with args added to its
+// command line, closed at cleanup.
+func launchBrowser(t *testing.T, args ...string) *browser {
 	t.Helper()
 	node, err := exec.LookPath("node")
 	require(t, "Node.js", err)
@@ -94,7 +95,7 @@ func launchBrowser(t *testing.T) *browser {
 	}
 	go b.read(stdout)
 	t.Cleanup(b.close)
-	b.call(nil, map[string]any{"cmd": "launch", "executable": chromiumPath(), "userDataDir": userDataDir})
+	b.call(nil, map[string]any{"cmd": "launch", "executable": chromiumPath(), "userDataDir": userDataDir, "args": append([]string{}, args...)})
 	return b
 }
 

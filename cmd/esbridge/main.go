@@ -56,6 +56,7 @@ type config struct {
 	demo      bool
 	version   bool
 	auth      authFlags
+	serverFlags
 }
 
 // parseFlags parses args. Errors name the flag and its value.
@@ -75,6 +76,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.BoolVar(&c.demo, "demo", false, "run an embedded NATS server with a live demo at /")
 	fs.BoolVar(&c.version, "version", false, "print the version and exit")
 	c.auth.register(fs)
+	addServerFlags(fs, &c.serverFlags)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -83,6 +85,9 @@ func parseFlags(args []string) (*config, error) {
 		return nil, err
 	}
 	if err := c.auth.check(); err != nil {
+		return nil, err
+	}
+	if err := c.serverFlags.check(); err != nil {
 		return nil, err
 	}
 	switch {
@@ -119,6 +124,11 @@ func run(args []string, stderr io.Writer) int {
 		return 0
 	}
 	logger := newLogger(c, stderr)
+	certs, err := loadCerts(c, logger)
+	if err != nil {
+		fmt.Fprintf(stderr, "esbridge: %v\n", err)
+		return 2
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -174,6 +184,12 @@ func run(args []string, stderr io.Writer) int {
 		mux.Handle("/", b)
 		handler = mux
 	}
+	// The limits inside the authorization: only authorized streams take
+	// a slot.
+	if handler, err = limitStreams(handler, &c.serverFlags, c.routes, logger, func(string) { m.refused(refusedLimit) }); err != nil {
+		fmt.Fprintf(stderr, "esbridge: %v\n", err)
+		return 2
+	}
 	if authz != nil {
 		// Inside CORS, so that a page of another origin can see a 401.
 		protected := protectedPaths(c.routes)
@@ -184,9 +200,10 @@ func run(args []string, stderr io.Writer) int {
 		handler = allowOrigin(handler, c.origin)
 	}
 	// Headers are bounded well below net/http's 1 MB: the longest event
-	// ID is 13,666 characters, and parsing a megabyte of headers costs the
+	// ID is 13,669 characters, and parsing a megabyte of headers costs the
 	// whole process, not only its sender.
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: maxHeaderBytes}
+	configureTLS(srv, certs)
 
 	runCtx, stopSources := context.WithCancel(context.Background())
 	sourcesDone := make(chan struct{})
@@ -195,8 +212,11 @@ func run(args []string, stderr io.Writer) int {
 		b.Run(runCtx)
 	}()
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
-	logger.Info("esbridge listening", "addr", ln.Addr().String(), "routes", len(routes), "version", version)
+	go func() { serveErr <- serve(srv, ln) }()
+	logger.Info("esbridge listening", "addr", ln.Addr().String(), "routes", len(routes), "version", version, "tls", certs != nil)
+	if certs != nil {
+		logger.Info("TLS certificate loaded", certs.LogAttrs()...)
+	}
 
 	status := 0
 	select {
@@ -284,6 +304,14 @@ Flags:
   -heartbeat DURATION  idle time before a heartbeat comment (default 15s)
   -drain-timeout D     how long shutdown waits for streams to end (default 10s)
   -allow-origin ORIGIN pages of ORIGIN (or *) may open the streams (CORS)
+  -tls-cert FILE       certificate (PEM) to serve HTTPS and HTTP/2 with; reloaded
+                       when it changes on disk
+  -tls-key FILE        its private key (PEM)
+  -max-clients N       streams open at once; over it a stream gets a retry
+                       line of 5-15 s and ends (default 0: no limit)
+  -max-clients-per-ip N  the same per client address (default 0: no limit)
+  -trusted-proxy CIDR  proxies whose X-Forwarded-For or Forwarded header gives
+                       the client address (repeatable)
   -log-level LEVEL     debug, info, warn or error (default info)
   -log-format FORMAT   text or json (default text)
   -demo                embedded NATS server, live messages at /demo, a page at /

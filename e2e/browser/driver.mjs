@@ -3,7 +3,7 @@
 // line on stdout, {"id": ..., "value": ...} or {"id": ..., "error": "..."}.
 // Commands, answered in order:
 //
-//   {"id": 1, "cmd": "launch", "executable": "/usr/bin/chromium", "userDataDir": "/tmp/x"}
+//   {"id": 1, "cmd": "launch", "executable": "/usr/bin/chromium", "userDataDir": "/tmp/x", "args": ["--flag"]}
 //   {"id": 2, "cmd": "open", "url": "http://127.0.0.1:1234/page.html"}   -> page number
 //   {"id": 3, "cmd": "eval", "page": 0, "expr": "window.recorded"}        -> its JSON value
 //   {"id": 4, "cmd": "screenshot", "page": 0, "path": "/tmp/shot.png"}
@@ -33,7 +33,8 @@ async function handle(req) {
       context = await chromium.launchPersistentContext(req.userDataDir, {
         executablePath: req.executable,
         headless: true,
-        args: ['--no-sandbox', '--disable-background-networking', '--disable-component-update', '--no-first-run'],
+        args: ['--no-sandbox', '--disable-background-networking', '--disable-component-update', '--no-first-run',
+          ...(req.args ?? [])],
         viewport: { width: 1100, height: 800 },
       });
       // Fail a command before the test stops waiting for it (20 s).
