@@ -113,6 +113,7 @@ func TestStatsClientsEventsBytes(t *testing.T) {
 func TestStatsGaps(t *testing.T) {
 	checkNoLeaks(t)
 	es := newSource(t, WithBacklog(4))
+	publishN(t, es, 1, 10) // before the clients: none can fall behind
 	for range 3 {
 		events, err := es.Tee(t.Context(), "")
 		if err != nil {
@@ -124,7 +125,6 @@ func TestStatsGaps(t *testing.T) {
 		}()
 	}
 	waitClients(t, es, 3)
-	publishN(t, es, 1, 10)
 	if err := es.Publish(Gap{Reason: "messages-lost"}.Event("11")); err != nil {
 		t.Fatal(err)
 	}
