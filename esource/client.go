@@ -45,7 +45,12 @@ type client struct {
 	lastID string   // ID of the last event sent with one
 	skip   Position // with an Ordering: events received by this position are not sent
 	bufs   [][]byte
-	sent   atomic.Uint64 // bytes written, for Stats
+	filter Filter // the events it receives; nil for all
+	bit    uint64 // filter's bit in the entries' pass sets; 0 if it has none
+
+	progress   string        // ID of the last event skipped, if the browser is behind it
+	progressAt time.Time     // when the client was last sent a progress frame
+	sent       atomic.Uint64 // bytes written, for Stats
 }
 
 // run serves c until ctx ends, the sink fails, or the EventSource shuts
@@ -83,6 +88,9 @@ func (c *client) serve(ctx context.Context, lastID string, resume bool) error {
 		defer timer.Stop()
 		heartbeat = timer.C
 	}
+	var progress <-chan time.Time // fires when a pending progress frame is due
+	var progressTimer *time.Timer
+	c.progressAt = time.Now()
 	for {
 		es.mu.RLock()
 		wake, closed, head := es.wake, es.closed, es.head
@@ -91,6 +99,18 @@ func (c *client) serve(ctx context.Context, lastID string, resume bool) error {
 			c.collect()
 		}
 		es.mu.RUnlock()
+		progress = nil
+		if c.progress != "" && len(c.bufs) == 0 && !behind {
+			if _, wait := c.progressDue(time.Now()); wait > 0 {
+				if progressTimer == nil {
+					progressTimer = time.NewTimer(wait)
+					defer progressTimer.Stop()
+				} else {
+					progressTimer.Reset(wait)
+				}
+				progress = progressTimer.C
+			}
+		}
 
 		switch {
 		case behind:
@@ -116,6 +136,7 @@ func (c *client) serve(ctx context.Context, lastID string, resume bool) error {
 		select {
 		case <-wake:
 		case <-es.done:
+		case <-progress:
 		case <-heartbeat:
 			if err := c.write([][]byte{heartbeatLine}); err != nil {
 				return err
@@ -149,7 +170,9 @@ func (c *client) finish() {
 
 // collect gathers into c.bufs the wire bytes of the events from c.cursor
 // on, up to maxBatch bytes in maxBatchBufs buffers, and moves the cursor
-// past them. es.mu must be held, and c.cursor must not be behind the log.
+// past them. Events c's filter skips are passed over, and when the last
+// were skipped a progress frame with their ID ends the batch, if one is
+// due. es.mu must be held, and c.cursor must not be behind the log.
 func (c *client) collect() {
 	es := c.es
 	c.bufs = c.bufs[:0]
@@ -169,12 +192,23 @@ func (c *client) collect() {
 				// other partitions: send the event with the client's own.
 				var id string
 				c.skip, id = es.ordering.Merge(c.skip, e.pos)
+				c.lastID = id
+				if !c.passes(e) {
+					c.progress = id
+					continue
+				}
 				wire := withID(e.wire, e.id, id)
 				n += len(wire)
 				c.bufs = append(c.bufs, wire)
-				c.lastID = id
+				c.progress = ""
 				continue
 			}
+		}
+		if !c.passes(e) {
+			if e.id != "" {
+				c.lastID, c.progress = e.id, e.id
+			}
+			continue
 		}
 		n += len(e.wire)
 		if k := len(c.bufs) - 1; k >= 0 && follows(c.bufs[k], e.wire) {
@@ -183,7 +217,14 @@ func (c *client) collect() {
 			c.bufs = append(c.bufs, e.wire)
 		}
 		if e.id != "" {
-			c.lastID = e.id
+			c.lastID, c.progress = e.id, ""
+		}
+	}
+	if c.progress != "" {
+		now := time.Now()
+		if due, _ := c.progressDue(now); due {
+			c.bufs = append(c.bufs, progressLine(c.progress))
+			c.progress, c.progressAt = "", now
 		}
 	}
 }
@@ -297,6 +338,9 @@ func (c *client) replay(ctx context.Context, h History, pos Position) (joined bo
 	delete(es.catching, r)
 	joined = r.joined.Load()
 	c.lastID = r.last
+	if r.behind && r.last != "" {
+		c.progress = r.last // told once due, by serve
+	}
 	if joined {
 		c.cursor, c.skip = r.joinAt, r.skip
 	}

@@ -32,6 +32,11 @@ type Event struct {
 	// last event ID (or does nothing at all). Any other value is encoded
 	// with encoding/json.
 	Data any
+
+	// Labels are what a Filter may match the event by besides its type
+	// (the subject or the key of a broker message, say). They are not
+	// sent, and must not change once the event is published.
+	Labels []string
 }
 
 // WriteTo writes the wire encoding of e to w, as defined by the WHATWG HTML

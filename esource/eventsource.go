@@ -57,6 +57,9 @@ type EventSource struct {
 	armed    bool              // waking is set to fire
 	catching map[*Replay]struct{}
 	clients  map[*client]struct{}
+	filters  [MaxFilters]filterSlot // the clients' distinct filters
+	slots    map[string]int         // filter key -> index in filters
+	active   uint64                 // a bit for each filter in use
 	closed   bool
 	stats    counters
 	done     chan struct{} // closed by Close and Shutdown
@@ -68,9 +71,13 @@ type EventSource struct {
 // run of them with one write. Pages are never written over: a writer may
 // still be sending an evicted event.
 type entry struct {
-	id   string
-	pos  Position // decoded by the Ordering, if any
-	wire []byte
+	id     string
+	pos    Position // decoded by the Ordering, if any
+	wire   []byte
+	typ    string   // the event's type, for filters
+	labels []string // the event's labels, for filters
+	pass   uint64   // a bit for each registered filter that matches it
+	always bool     // sent whatever the filter (see alwaysSent)
 }
 
 // pageSize is the size of the pages that hold events' wire bytes.
@@ -92,6 +99,7 @@ func New(opts ...Option) (*EventSource, error) {
 		wake:     make(chan struct{}),
 		catching: make(map[*Replay]struct{}),
 		clients:  make(map[*client]struct{}),
+		slots:    make(map[string]int),
 		done:     make(chan struct{}),
 		drained:  make(chan struct{}),
 	}
@@ -128,7 +136,11 @@ func (es *EventSource) Publish(ev Event) error {
 	}
 	at := len(es.page)
 	es.page = append(es.page, wire...)
-	es.ring[seq%uint64(len(es.ring))] = entry{id: ev.ID, pos: pos, wire: es.page[at:]}
+	e := entry{id: ev.ID, pos: pos, wire: es.page[at:], typ: ev.Type, labels: ev.Labels, always: alwaysSent(&ev)}
+	if !e.always {
+		e.pass = es.matchFilters(e.typ, e.labels)
+	}
+	es.ring[seq%uint64(len(es.ring))] = e
 	es.next++
 	es.size += len(wire)
 	for es.cfg.backlogBytes > 0 && es.size > es.cfg.backlogBytes && es.next-es.head > 1 {
@@ -375,6 +387,9 @@ func (es *EventSource) register(c *client) bool {
 		return false
 	}
 	es.clients[c] = struct{}{}
+	if c.filter != nil {
+		c.bit = es.addFilter(c.filter)
+	}
 	c.cursor = es.next
 	// Should the client fall behind the log before it is sent an event,
 	// it is replayed from the newest event it did not need.
@@ -386,6 +401,9 @@ func (es *EventSource) unregister(c *client) {
 	es.mu.Lock()
 	defer es.mu.Unlock()
 	delete(es.clients, c)
+	if c.bit != 0 {
+		es.removeFilter(c.bit)
+	}
 	es.stats.sentGone.Add(c.sent.Load())
 	if es.closed && len(es.clients) == 0 {
 		select {

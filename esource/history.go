@@ -69,9 +69,12 @@ type Position any
 // An Encoded event is an event encoded once, to be sent to many clients of
 // a History (see [Replay.SendEncoded]) as the log's events are.
 type Encoded struct {
-	id   string
-	pos  Position
-	wire []byte
+	id     string
+	pos    Position
+	wire   []byte
+	typ    string   // for filters
+	labels []string // for filters
+	always bool     // sent whatever the filter
 }
 
 // Encode encodes ev, with pos its position as the EventSource's Ordering
@@ -79,7 +82,7 @@ type Encoded struct {
 // ErrInvalidEvent for an event that cannot be encoded.
 func Encode(ev Event, pos Position) (Encoded, error) {
 	wire, err := ev.appendWire(nil)
-	return Encoded{id: ev.ID, pos: pos, wire: wire}, err
+	return Encoded{id: ev.ID, pos: pos, wire: wire, typ: ev.Type, labels: ev.Labels, always: alwaysSent(&ev)}, err
 }
 
 // ID returns the event's ID.
@@ -118,6 +121,8 @@ type Replay struct {
 	sent   string   // the ID of the last event sent, if not yet written
 	sentAs []byte   // or that ID in own, if sent by SendAs
 	sentAt Position // its position, if known
+	behind bool     // the client's browser stands before the last event sent or skipped
+	passed int      // events skipped since the last Flush
 
 	joined atomic.Bool // set under es.mu: the log took the client over
 
@@ -136,6 +141,12 @@ func (r *Replay) Send(ev Event) error {
 	if r.joined.Load() {
 		return ErrCaughtUp
 	}
+	if !r.passes(ev.Type, ev.Labels, alwaysSent(&ev)) {
+		if err := checkID(ev.ID); err != nil {
+			return err
+		}
+		return r.skipped(ev.ID, nil, nil)
+	}
 	n := len(r.own)
 	var err error
 	if r.own, err = ev.appendWire(r.own); err != nil {
@@ -150,6 +161,9 @@ func (r *Replay) Send(ev Event) error {
 func (r *Replay) SendEncoded(e Encoded) error {
 	if r.joined.Load() {
 		return ErrCaughtUp
+	}
+	if !r.passes(e.typ, e.labels, e.always) {
+		return r.skipped(e.id, nil, e.pos)
 	}
 	return r.add(e.wire, e.id, e.pos)
 }
@@ -169,6 +183,11 @@ func (r *Replay) SendAs(e Encoded, id []byte) error {
 	if err := checkID(bytesText(id)); err != nil {
 		return err
 	}
+	if !r.passes(e.typ, e.labels, e.always) {
+		n := len(r.own)
+		r.own = append(r.own, id...)
+		return r.skipped("", r.own[n:len(r.own):len(r.own)], nil)
+	}
 	rest := e.wire
 	if e.id != "" {
 		rest = rest[len("id: ")+len(e.id)+1:]
@@ -181,6 +200,7 @@ func (r *Replay) SendAs(e Encoded, id []byte) error {
 	r.push(line)
 	r.push(rest)
 	r.sent, r.sentAs, r.sentAt = "", line[len("id: "):len(line)-1], nil
+	r.behind = false
 	return r.flushFull()
 }
 
@@ -188,8 +208,36 @@ func (r *Replay) add(wire []byte, id string, pos Position) error {
 	r.push(wire)
 	if id != "" {
 		r.sent, r.sentAs, r.sentAt = id, nil, pos
+		r.behind = false
 	}
 	return r.flushFull()
+}
+
+// passes reports whether the client's filter lets an event through.
+func (r *Replay) passes(typ string, labels []string, always bool) bool {
+	f := r.c.filter
+	return f == nil || always || f.Match(typ, labels)
+}
+
+// skipped records an event the client's filter skips, with ID id (or
+// idAs, a copy in r.own) at pos: the client stands past it, and its
+// browser will be told so by a progress frame. Every so often it flushes,
+// so that a long skipped stretch is told, and the log may take the client
+// over.
+func (r *Replay) skipped(id string, idAs []byte, pos Position) error {
+	switch {
+	case id != "":
+		r.sent, r.sentAs, r.sentAt = id, nil, pos
+	case idAs != nil:
+		r.sent, r.sentAs, r.sentAt = "", idAs, nil
+	default:
+		return nil
+	}
+	r.behind = true
+	if r.passed++; r.passed >= maxBatchBufs {
+		return r.Flush()
+	}
+	return nil
 }
 
 // push adds wire to what is to be written.
@@ -237,6 +285,14 @@ func (r *Replay) Flush() error {
 	r.tryJoin()
 	joined := r.joined.Load()
 	es.mu.RUnlock()
+	r.passed = 0
+	if r.behind && r.last != "" {
+		now := time.Now()
+		if due, _ := r.c.progressDue(now); due {
+			r.push(progressLine(r.last))
+			r.behind, r.c.progressAt = false, now
+		}
+	}
 	if len(r.bufs) > 0 {
 		err := r.c.write(r.bufs)
 		r.reset()
@@ -255,6 +311,7 @@ func (r *Replay) reset() {
 	clear(r.bufs)
 	r.bufs, r.own, r.size = r.bufs[:0], r.own[:0], 0
 	r.sent, r.sentAs, r.sentAt = "", nil, nil
+	r.passed = 0
 }
 
 // Wait flushes what was sent, then waits until ready is closed or ctx

@@ -28,6 +28,10 @@ const (
 	// others to be sent along with it.
 	DefaultFlushInterval = 5 * time.Millisecond
 
+	// DefaultProgressInterval is how often, at most, a filtered client
+	// that skips events is told the ID of the last one skipped.
+	DefaultProgressInterval = time.Second
+
 	// DefaultDrainRetry is the reconnection delay sent to clients when their
 	// stream ends at shutdown, before jitter.
 	DefaultDrainRetry = time.Second
@@ -44,6 +48,7 @@ type config struct {
 	writeTimeout  time.Duration
 	drainRetry    time.Duration
 	flushInterval time.Duration
+	progress      time.Duration
 	history       History
 	logger        *slog.Logger
 }
@@ -57,6 +62,7 @@ func defaultConfig() config {
 		writeTimeout:  DefaultWriteTimeout,
 		drainRetry:    DefaultDrainRetry,
 		flushInterval: DefaultFlushInterval,
+		progress:      DefaultProgressInterval,
 		logger:        slog.New(slog.DiscardHandler),
 	}
 }
@@ -146,6 +152,20 @@ func WithFlushInterval(d time.Duration) Option {
 			return fmt.Errorf("%w: flush interval %v < 0", ErrInvalidOption, d)
 		}
 		c.flushInterval = d
+		return nil
+	}
+}
+
+// WithProgressInterval sets how often, at most, a client whose Filter
+// skips events is sent a frame with only the ID of the last event skipped
+// (see Filter). Zero sends none: such a client then resumes from the last
+// event it was sent, and skips again what followed.
+func WithProgressInterval(d time.Duration) Option {
+	return func(c *config) error {
+		if d < 0 {
+			return fmt.Errorf("%w: progress interval %v < 0", ErrInvalidOption, d)
+		}
+		c.progress = d
 		return nil
 	}
 }

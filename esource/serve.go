@@ -34,6 +34,12 @@ import (
 // has one (an expiring credential, say), after what the log held for the
 // client then; the browser reconnects with Last-Event-ID and resumes.
 func (es *EventSource) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	es.ServeFiltered(w, r, nil)
+}
+
+// ServeFiltered serves the event stream as ServeHTTP does, with only the
+// events that f lets through (see Filter); nil lets every event through.
+func (es *EventSource) ServeFiltered(w http.ResponseWriter, r *http.Request, f Filter) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
 		http.Error(w, "esource: an event stream takes GET", http.StatusMethodNotAllowed)
@@ -58,7 +64,7 @@ func (es *EventSource) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// Nothing is read after the request, nor written before the head:
 		// the buffers that Hijack returns are not needed.
 		if conn, _, err := rc.Hijack(); err == nil {
-			es.serveConn(w, conn, r, lastID, first)
+			es.serveConn(w, conn, r, lastID, first, f)
 			return
 		}
 	}
@@ -67,7 +73,7 @@ func (es *EventSource) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s := &httpSink{w: w, rc: rc, timeout: es.cfg.writeTimeout}
-	c := &client{es: es, sink: s}
+	c := &client{es: es, sink: s, filter: f}
 	if !es.register(c) {
 		_ = s.write([][]byte{retryLine(jitter(es.cfg.drainRetry))})
 		return
@@ -85,11 +91,11 @@ func (es *EventSource) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // serveConn writes the response head to a hijacked connection and serves
 // the stream from a goroutine of its own, owned by es.
-func (es *EventSource) serveConn(w http.ResponseWriter, conn net.Conn, r *http.Request, lastID string, first []byte) {
+func (es *EventSource) serveConn(w http.ResponseWriter, conn net.Conn, r *http.Request, lastID string, first []byte, f Filter) {
 	// HTTP/1.0 has no chunked encoding: the body ends with the connection.
 	chunked := r.ProtoMinor > 0
 	s := &connSink{conn: conn, timeout: es.cfg.writeTimeout, chunked: chunked, head: responseHead(w, chunked)}
-	c := &client{es: es, sink: s}
+	c := &client{es: es, sink: s, filter: f}
 	if !es.register(c) {
 		s.end(retryLine(jitter(es.cfg.drainRetry)))
 		return

@@ -1,0 +1,322 @@
+package esource
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/esbridge/esbridge/internal/ssetest"
+)
+
+// typeFilter lets through the events of its types, and counts its calls.
+type typeFilter struct {
+	types []string
+	calls *atomic.Int64
+}
+
+func (f typeFilter) Key() string { return strings.Join(f.types, ",") }
+
+func (f typeFilter) Match(typ string, _ []string) bool {
+	if f.calls != nil {
+		f.calls.Add(1)
+	}
+	return slices.Contains(f.types, typ)
+}
+
+// serveFiltered serves es, each client filtered on the event types in its
+// query parameter types (comma-separated), if any.
+func serveFiltered(t *testing.T, es *EventSource, calls *atomic.Int64) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var f Filter
+		if v := r.URL.Query().Get("types"); v != "" {
+			f = typeFilter{types: strings.Split(v, ","), calls: calls}
+		}
+		es.ServeFiltered(w, r, f)
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// publishTyped publishes events from..to, event n of type "t<n%mod>" with
+// data "e<n>".
+func publishTyped(t testing.TB, es *EventSource, from, to, mod int) {
+	t.Helper()
+	for i := from; i <= to; i++ {
+		id := strconv.Itoa(i)
+		if err := es.Publish(Event{ID: id, Type: "t" + strconv.Itoa(i%mod), Data: "e" + id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestFilteredClients: a filtered client receives the events of its types,
+// and gap events; an unfiltered one receives every event.
+func TestFilteredClients(t *testing.T) {
+	checkNoLeaks(t)
+	es := newSource(t)
+	srv := serveFiltered(t, es, nil)
+	odd := connect(t, srv.Client(), srv.URL+"?types=t1", "")
+	all := connect(t, srv.Client(), srv.URL, "")
+	waitClients(t, es, 2)
+	publishTyped(t, es, 1, 10, 2)
+	if err := es.Publish(Gap{Reason: "test"}.Event("11")); err != nil {
+		t.Fatal(err)
+	}
+	publishTyped(t, es, 12, 13, 2)
+	for _, want := range []string{"1", "3", "5", "7", "9", "11", "13"} {
+		if ev := odd.next(); ev.LastEventID != want || (want != "11" && ev.Data != "e"+want) {
+			t.Fatalf("filtered client got %+v, want event %s", ev, want)
+		}
+	}
+	for i := 1; i <= 13; i++ {
+		if ev := all.next(); ev.LastEventID != strconv.Itoa(i) {
+			t.Fatalf("unfiltered client got %+v, want event %d", ev, i)
+		}
+	}
+}
+
+// TestFilterMatchedOncePerDistinctFilter: clients with the same filter
+// share its matching, once per event; clients beyond MaxFilters distinct
+// filters match for themselves, and receive the same events.
+func TestFilterMatchedOncePerDistinctFilter(t *testing.T) {
+	checkNoLeaks(t)
+	es := newSource(t)
+	var calls atomic.Int64
+	srv := serveFiltered(t, es, &calls)
+	const perFilter, events = 20, 100
+	var streams []*stream
+	for range perFilter {
+		streams = append(streams, connect(t, srv.Client(), srv.URL+"?types=t0", ""))
+		streams = append(streams, connect(t, srv.Client(), srv.URL+"?types=t1", ""))
+	}
+	waitClients(t, es, 2*perFilter)
+	publishTyped(t, es, 1, events, 2)
+	for i, s := range streams {
+		for n := 2 - i%2; n <= events; n += 2 {
+			if ev := s.next(); ev.LastEventID != strconv.Itoa(n) {
+				t.Fatalf("client %d got %+v, want event %d", i, ev, n)
+			}
+		}
+	}
+	if got, want := calls.Load(), int64(2*events); got != want {
+		t.Errorf("%d calls of Match for %d clients of 2 filters and %d events, want %d", got, len(streams), events, want)
+	}
+
+	// MaxFilters more distinct filters: the last takes no slot.
+	var many []*stream
+	for i := range MaxFilters {
+		many = append(many, connect(t, srv.Client(), fmt.Sprintf("%s?types=t%d,x%d", srv.URL, 100+i, i), ""))
+	}
+	waitClients(t, es, 2*perFilter+MaxFilters)
+	for i, s := range many {
+		id := strconv.Itoa(1000 + i)
+		if err := es.Publish(Event{ID: id, Type: "t" + strconv.Itoa(100+i), Data: "x"}); err != nil {
+			t.Fatal(err)
+		}
+		if ev := s.next(); ev.LastEventID != id {
+			t.Fatalf("client of filter %d got %+v, want event %s", i, ev, id)
+		}
+	}
+}
+
+// TestProgressFrames: a client whose filter skips events is sent, at most
+// once per progress interval while it skips, a frame with only an id line:
+// the browser dispatches nothing, and its last event ID moves to the last
+// event skipped.
+func TestProgressFrames(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		es, err := New(WithProgressInterval(time.Second), WithRetry(time.Second), WithHeartbeat(0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		rec := &recorder{header: http.Header{}}
+		req := httptest.NewRequestWithContext(ctx, http.MethodGet, "/", nil)
+		go es.ServeFiltered(rec, req, typeFilter{types: []string{"t1"}})
+		synctest.Wait()
+
+		// 10 s of events of type t0, one each 10 ms, then one of type t1.
+		for i := 1; i <= 1000; i++ {
+			publishTyped(t, es, 2*i, 2*i, 2)
+			time.Sleep(10 * time.Millisecond)
+		}
+		synctest.Wait()
+		p := ssetest.NewParser()
+		if evs := p.Feed([]byte(rec.String())); len(evs) != 0 {
+			t.Fatalf("events dispatched for skipped events: %+v", evs)
+		}
+		frames := strings.Count(rec.String(), "id: ")
+		if frames < 9 || frames > 10 {
+			t.Errorf("%d progress frames in 10 s of skipped events, want one a second", frames)
+		}
+		// The last skipped stretch is told within an interval, even when
+		// no event follows.
+		time.Sleep(time.Second)
+		synctest.Wait()
+		p = ssetest.NewParser()
+		p.Feed([]byte(rec.String()))
+		if p.LastEventID != "2000" {
+			t.Errorf("last event ID %q a second after the last skipped event, want 2000", p.LastEventID)
+		}
+		publishTyped(t, es, 2001, 2001, 2)
+		synctest.Wait()
+		if evs := ssetest.NewParser().Feed([]byte(rec.String())); len(evs) != 1 || evs[0].LastEventID != "2001" {
+			t.Errorf("after an event of the filter's type: %+v, want it alone", evs)
+		}
+		cancel()
+		es.Shutdown(context.Background())
+	})
+}
+
+// TestFilteredResumeAfterSkippedStretch: a filtered client that reconnects
+// with the last event ID its progress frames gave it receives no skipped
+// event again and none of its own twice: from the log, and through the
+// History, whose replay is filtered too and sends progress frames.
+func TestFilteredResumeAfterSkippedStretch(t *testing.T) {
+	checkNoLeaks(t)
+	o := newTypedOrigin()
+	es := newSource(t, WithBacklog(16), WithHistory(o), WithProgressInterval(time.Millisecond))
+	srv := serveFiltered(t, es, nil)
+	s := rawConnect(t, srv.URL+"?types=t1", "")
+	waitClients(t, es, 1)
+	o.publish(t, es, 1, 1)
+	s.waitID("1")
+	o.publish(t, es, 2, 200) // a long skipped stretch
+	s.waitID("200")
+	s.close()
+
+	// Reconnected from 200, which the log holds.
+	o.publish(t, es, 201, 201)
+	s = rawConnect(t, srv.URL+"?types=t1", "200")
+	s.waitID("201")
+	if got := s.ids(); !slices.Equal(got, []string{"201"}) {
+		t.Errorf("events after resuming from the log: %v, want [201]", got)
+	}
+	s.close()
+
+	// Reconnected from 1, which the log no longer holds: the History
+	// replays it, filtered, up to the log.
+	o.publish(t, es, 202, 401)
+	s = rawConnect(t, srv.URL+"?types=t1", "1")
+	s.waitID("401")
+	want := []string{"201", "401"}
+	if got := s.ids(); !slices.Equal(got, want) {
+		t.Errorf("events replayed from 1: %v, want %v", got, want)
+	}
+	if o.replays.Load() == 0 {
+		t.Error("no replay: the test did not test the History")
+	}
+}
+
+// typedOrigin is an origin whose event n has type "t1" when n%200 is 1,
+// else "t0".
+type typedOrigin struct{ *origin }
+
+func newTypedOrigin() typedOrigin { return typedOrigin{newOrigin()} }
+
+func typeOf(n int) string {
+	if n%200 == 1 {
+		return "t1"
+	}
+	return "t0"
+}
+
+func (o typedOrigin) publish(t testing.TB, es *EventSource, from, to int) {
+	o.add(to)
+	for i := from; i <= to; i++ {
+		id := strconv.Itoa(i)
+		if err := es.Publish(Event{ID: id, Type: typeOf(i), Data: "e" + id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func (o typedOrigin) Replay(ctx context.Context, lastID string, r *Replay) error {
+	o.replays.Add(1)
+	last, err := strconv.Atoi(lastID)
+	if err != nil {
+		return fmt.Errorf("not a position: %q", lastID)
+	}
+	for i := last + 1; ; i++ {
+		o.mu.Lock()
+		n, grew := o.n, o.grew
+		o.mu.Unlock()
+		if i > n {
+			if err := r.Wait(ctx, grew); err != nil {
+				return err
+			}
+			i--
+			continue
+		}
+		id := strconv.Itoa(i)
+		e, err := Encode(Event{ID: id, Type: typeOf(i), Data: "e" + id}, nil)
+		if err == nil {
+			err = r.SendEncoded(e)
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// rawStream reads a stream with the spec-literal parser, in the test's
+// goroutine, so that the test sees the browser's last event ID.
+type rawStream struct {
+	t      testing.TB
+	resp   *http.Response
+	parser *ssetest.Parser
+	events []ssetest.Event
+	buf    []byte
+}
+
+func rawConnect(t testing.TB, url, lastID string) *rawStream {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lastID != "" {
+		req.Header.Set("Last-Event-ID", lastID)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &rawStream{t: t, resp: resp, parser: ssetest.NewParser(), buf: make([]byte, 32<<10)}
+	t.Cleanup(s.close)
+	return s
+}
+
+// waitID reads until the browser's last event ID is id.
+func (s *rawStream) waitID(id string) {
+	s.t.Helper()
+	timer := time.AfterFunc(10*time.Second, func() { s.resp.Body.Close() })
+	defer timer.Stop()
+	for s.parser.LastEventID != id {
+		n, err := s.resp.Body.Read(s.buf)
+		s.events = append(s.events, s.parser.Feed(s.buf[:n])...)
+		if err != nil {
+			s.t.Fatalf("last event ID %q, want %q: %v", s.parser.LastEventID, id, err)
+		}
+	}
+}
+
+// ids returns the IDs of the events dispatched so far.
+func (s *rawStream) ids() []string {
+	var ids []string
+	for _, ev := range s.events {
+		ids = append(ids, ev.LastEventID)
+	}
+	return ids
+}
+
+func (s *rawStream) close() { s.resp.Body.Close() }
