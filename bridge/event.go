@@ -14,6 +14,13 @@ import (
 // not valid UTF-8: its data is the payload in standard base64.
 const BinaryType = "binary"
 
+// The labels of an event, for filters (see filter.go): the message's
+// subject and key, on routes whose clients may filter on them.
+const (
+	labelSubject = iota
+	labelKey
+)
+
 // translator turns a route's messages into events.
 type translator struct {
 	opts Options
@@ -23,6 +30,9 @@ type translator struct {
 // event returns the event for m, with the given ID.
 func (t translator) event(id string, m *Message) esource.Event {
 	ev := esource.Event{ID: id, Type: t.eventType(m)}
+	if t.info.Subject != "" || t.info.Keyed {
+		ev.Labels = []string{labelSubject: m.Subject, labelKey: string(m.Key)}
+	}
 	switch {
 	case t.opts.Format == FormatEnvelope:
 		ev.Data = t.envelope(m)

@@ -273,12 +273,19 @@ func advance(pos Position, m *Message) Position {
 	return pos
 }
 
-// ServeHTTP serves the route's event stream.
+// ServeHTTP serves the route's event stream, with the events of the
+// client's filter only, if it asks for one (see filter.go); a filter the
+// route cannot serve gets 400 and the reason.
 func (r *route) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	f, err := parseFilter(req.URL.Query(), r.info)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
 	if r.opts.Earliest && req.Header.Get("Last-Event-ID") == "" && req.URL.Query().Get("lastEventId") == "" {
 		// A new client starts at the beginning of the stream.
 		req = req.Clone(req.Context())
 		req.Header.Set("Last-Event-ID", r.codec().origin())
 	}
-	r.es.ServeHTTP(w, req)
+	r.es.ServeFiltered(w, req, f)
 }

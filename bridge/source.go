@@ -79,6 +79,16 @@ type Info struct {
 	// OffsetName is what the envelope format calls Message.Offset:
 	// "sequence" for JetStream, "offset" for Kafka and RabbitMQ.
 	OffsetName string
+
+	// Subject is the NATS subject, wildcards allowed, that every message
+	// of the stream matches, for a source whose clients may ask for the
+	// messages of a narrower subject (?subject=, see ServeHTTP): ">" for
+	// a whole JetStream stream. Empty for other sources.
+	Subject string
+
+	// Keyed reports whether the messages have keys that clients may ask
+	// for (?key=, see ServeHTTP): Kafka's.
+	Keyed bool
 }
 
 // A Reader reads a stream's messages in order. It is used by one goroutine

@@ -23,6 +23,7 @@ type Stream struct {
 	inc     uint64        // the stream's incarnation
 	deleted bool          // the stream does not exist
 	parts   [][][]byte    // each partition's messages, by offset
+	keys    [][][]byte    // and their keys
 	grew    chan struct{} // closed and replaced when a partition grows
 	open    int           // readers open
 	maxOpen int           // the most readers open at once
@@ -32,7 +33,7 @@ type Stream struct {
 // New returns a stream of partitions, each empty. seed chooses the orders
 // in which its readers interleave the partitions.
 func New(name string, partitions int, seed uint64) *Stream {
-	return &Stream{name: name, seed: seed, inc: 1, parts: make([][][]byte, partitions), grew: make(chan struct{})}
+	return &Stream{name: name, seed: seed, inc: 1, parts: make([][][]byte, partitions), keys: make([][][]byte, partitions), grew: make(chan struct{})}
 }
 
 // Delete deletes the stream: its readers fail with bridge.ErrReset, and
@@ -52,6 +53,7 @@ func (s *Stream) Create(partitions int) {
 	s.deleted = false
 	s.inc++
 	s.parts = make([][][]byte, partitions)
+	s.keys = make([][][]byte, partitions)
 	s.wake()
 }
 
@@ -63,9 +65,16 @@ func (s *Stream) wake() {
 
 // Append adds a message to partition p and returns its offset.
 func (s *Stream) Append(p int, data []byte) uint64 {
+	return s.AppendKeyed(p, nil, data)
+}
+
+// AppendKeyed adds a message with a key to partition p and returns its
+// offset.
+func (s *Stream) AppendKeyed(p int, key, data []byte) uint64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.parts[p] = append(s.parts[p], data)
+	s.keys[p] = append(s.keys[p], key)
 	s.wake()
 	return uint64(len(s.parts[p]) - 1)
 }
@@ -81,9 +90,9 @@ func (s *Stream) Lengths() []uint64 {
 	return n
 }
 
-// Info describes the stream: it has history, and offsets.
+// Info describes the stream: it has history, offsets and keys, as Kafka's.
 func (s *Stream) Info() bridge.Info {
-	return bridge.Info{Stream: "fake/" + s.name, History: true, OffsetName: "offset"}
+	return bridge.Info{Stream: "fake/" + s.name, History: true, OffsetName: "offset", Keyed: true}
 }
 
 // Open returns a reader from start. A position beyond the end of a
@@ -159,7 +168,7 @@ func (r *reader) Next(ctx context.Context) (bridge.Message, error) {
 		grew := r.s.grew
 		if len(ready) > 0 {
 			p := ready[r.rand.IntN(len(ready))]
-			m := bridge.Message{Partition: p, Offset: r.next[p], Data: r.s.parts[p][r.next[p]]}
+			m := bridge.Message{Partition: p, Offset: r.next[p], Key: r.s.keys[p][r.next[p]], Data: r.s.parts[p][r.next[p]]}
 			r.s.mu.Unlock()
 			r.next[p]++
 			return m, nil

@@ -100,7 +100,7 @@ func New(cfg Config) (*Source, error) {
 // Info describes the stream: "kafka/TOPIC", with history and offsets
 // named "offset".
 func (s *Source) Info() bridge.Info {
-	return bridge.Info{Stream: "kafka/" + s.cfg.Topic, History: true, OffsetName: "offset"}
+	return bridge.Info{Stream: "kafka/" + s.cfg.Topic, History: true, OffsetName: "offset", Keyed: true}
 }
 
 // Connected reports whether a broker answered the last metadata request,

@@ -93,7 +93,7 @@ func TestPartitions(t *testing.T) {
 	s := b.source(topic, Config{})
 	fill(b, topic, 0, 10)
 
-	if got := s.Info(); got != (bridge.Info{Stream: "kafka/" + topic, History: true, OffsetName: "offset"}) {
+	if got := s.Info(); got != (bridge.Info{Stream: "kafka/" + topic, History: true, OffsetName: "offset", Keyed: true}) {
 		t.Errorf("Info = %+v", got)
 	}
 

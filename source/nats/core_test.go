@@ -17,7 +17,7 @@ import (
 func TestCoreOrder(t *testing.T) {
 	ts := runServer(t)
 	s := ts.source(Config{Subject: "orders.>"})
-	if got, want := s.Info(), (bridge.Info{Stream: "nats/orders.>"}); got != want {
+	if got, want := s.Info(), (bridge.Info{Stream: "nats/orders.>", Subject: "orders.>"}); got != want {
 		t.Fatalf("Info = %+v, want %+v", got, want)
 	}
 	r := brokertest.Open(t, s, bridge.Start{})

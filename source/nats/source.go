@@ -192,16 +192,17 @@ func (s *Source) conn() *nats.Conn {
 
 // Info describes the stream: "nats/SUBJECT" without history, or
 // "jetstream/STREAM" (with "?subject=FILTER" when filtered) with history
-// and offsets named "sequence".
+// and offsets named "sequence"; clients may filter within its subject.
 func (s *Source) Info() bridge.Info {
 	if s.cfg.Stream == "" {
-		return bridge.Info{Stream: "nats/" + s.cfg.Subject}
+		return bridge.Info{Stream: "nats/" + s.cfg.Subject, Subject: s.cfg.Subject}
 	}
-	name := "jetstream/" + s.cfg.Stream
+	name, subject := "jetstream/"+s.cfg.Stream, ">"
 	if s.cfg.Subject != "" {
 		name += "?subject=" + s.cfg.Subject
+		subject = s.cfg.Subject
 	}
-	return bridge.Info{Stream: name, History: true, OffsetName: "sequence"}
+	return bridge.Info{Stream: name, History: true, OffsetName: "sequence", Subject: subject}
 }
 
 // Open returns a reader from start on, each with its own subscription or
