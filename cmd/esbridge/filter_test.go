@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -47,4 +48,55 @@ func TestFilters(t *testing.T) {
 	pub.publish("eu1")
 	eu.expectData("eu1")
 	typed.expectData("eu1")
+}
+
+// TestKafkaKeyFilter: against the real broker, a client with ?key= gets
+// exactly its keys' messages, each key in order, live and, after a
+// reconnection with its last event ID, replayed from the broker (the log
+// of 16 no longer holds it) with the messages produced while it was away.
+func TestKafkaKeyFilter(t *testing.T) {
+	t.Parallel()
+	const keys = 12
+	top := newKafkaTopic(t)
+	b := startBridge(t, "-listen", "127.0.0.1:0", "-backlog", "16", "-route", top.route("/t", ""))
+	b.waitReadyz(200)
+	code, body, _ := b.get("/t?subject=orders.>")
+	if code != http.StatusBadRequest || !strings.Contains(body, "no NATS subjects") {
+		t.Errorf("?subject= on a Kafka route: %d %q, want 400", code, body)
+	}
+
+	want := func(from, to int) []string {
+		var w []string
+		for n := from; n <= to; n++ {
+			w = append(w, fmt.Sprintf("k3-%d", n), fmt.Sprintf("k7-%d", n))
+		}
+		return w
+	}
+	c := connect(t, b.url("/t?key=k3&key=k7"), "")
+	top.produce(keys, 1, 30)
+	readKeys(c, want(1, 30))
+	c.close()
+	top.produce(keys, 31, 40) // while the client is away
+	c = connect(t, b.url("/t?key=k3&key=k7"), c.lastEventID())
+	readKeys(c, want(31, 40))
+}
+
+// readKeys reads len(want) events and checks that they are want's, in
+// each key's order (keys lie in different partitions).
+func readKeys(c *sseClient, want []string) {
+	c.t.Helper()
+	got := map[string][]string{}
+	for range want {
+		ev := c.next()
+		key, _, _ := strings.Cut(ev.Data, "-")
+		got[key] = append(got[key], ev.Data)
+	}
+	wantBy := map[string][]string{}
+	for _, w := range want {
+		key, _, _ := strings.Cut(w, "-")
+		wantBy[key] = append(wantBy[key], w)
+	}
+	if fmt.Sprint(got) != fmt.Sprint(wantBy) {
+		c.t.Fatalf("%s: got %v, want %v", c.url, got, wantBy)
+	}
 }
