@@ -193,7 +193,7 @@ func run(args []string, stderr io.Writer) int {
 	if authz != nil {
 		// Inside CORS, so that a page of another origin can see a 401.
 		protected := protectedPaths(c.routes)
-		handler = authz.Handler(handler, protected)
+		handler = authz.HandlerFunc(handler, routesOpened(protected))
 		logger.Info("authorization on", "routes", len(protected), "public routes", len(c.routes)-len(protected))
 	}
 	if c.origin != "" {
