@@ -125,14 +125,14 @@ func (s *streamsID) encode() (string, bool) {
 // decode sets the parts of s from id, a merged ID, keeping those of the
 // routes of s and ignoring the others. It returns errBadStreamsID, and
 // sets nothing, for an ID it cannot read: too long, not base64url, of
-// another version, with parts out of order, repeated, longer than a
+// another version, with no part, parts out of order, repeated, longer than a
 // route's ID may be, or trailing bytes.
 func (s *streamsID) decode(id string) error {
 	if len(id) > MaxStreamsIDLength {
 		return errBadStreamsID
 	}
 	b, err := base64.RawURLEncoding.DecodeString(id)
-	if err != nil || len(b) == 0 || b[0] != streamsIDHead {
+	if err != nil || len(b) < 2 || b[0] != streamsIDHead {
 		return errBadStreamsID
 	}
 	b = b[1:]
