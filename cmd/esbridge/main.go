@@ -330,4 +330,6 @@ claim routes lists the paths they open ("*" for all); a stream ends at exp.
 Route URL schemes: %s.
 Route options (URL query): start=latest|earliest, type=subject|header:NAME,
 format=raw|envelope, auth=none (a public route). See README.md for every URL form.
+Several routes on one stream: GET /_streams?route=/a&route=/b. The paths
+/healthz, /readyz and every path under /_ are reserved.
 `
