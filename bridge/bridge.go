@@ -45,7 +45,8 @@ type Config struct {
 var ErrBadRoute = errors.New("bridge: bad route")
 
 // A Bridge serves routes over HTTP: each route's path streams its source's
-// messages as Server-Sent Events, /healthz answers 200 while the process
+// messages as Server-Sent Events, StreamsPath streams several routes on
+// one response, /healthz answers 200 while the process
 // runs, and /readyz answers 200 once every source is connected (503, with
 // the routes that are not, before; only "not ready" with
 // Config.TerseReadyz). Stats reads every route's figures, for metrics.
@@ -53,11 +54,13 @@ var ErrBadRoute = errors.New("bridge: bad route")
 // Run reads the sources; ServeHTTP serves clients; Shutdown ends streams.
 // All methods are safe for concurrent use.
 type Bridge struct {
-	routes map[string]*route
-	order  []*route
-	logger *slog.Logger
-	terse  bool // Config.TerseReadyz
-	runMu  sync.Mutex
+	routes    map[string]*route
+	tags      map[string][4]byte // of the routes' paths, in merged IDs
+	order     []*route
+	logger    *slog.Logger
+	terse     bool // Config.TerseReadyz
+	heartbeat time.Duration
+	runMu     sync.Mutex
 }
 
 // New returns a Bridge for routes. It returns ErrBadRoute, wrapped with the
@@ -67,12 +70,26 @@ func New(cfg Config, routes ...Route) (*Bridge, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	b := &Bridge{routes: make(map[string]*route), logger: logger, terse: cfg.TerseReadyz}
+	b := &Bridge{
+		routes:    make(map[string]*route),
+		tags:      make(map[string][4]byte),
+		logger:    logger,
+		terse:     cfg.TerseReadyz,
+		heartbeat: cmp.Or(cfg.Heartbeat, esource.DefaultHeartbeat),
+	}
+	tagged := make(map[[4]byte]string)
 	for _, rt := range routes {
 		r, err := b.newRoute(cfg, rt)
 		if err != nil {
 			return nil, fmt.Errorf("%w %q: %w", ErrBadRoute, rt.Path, err)
 		}
+		tag := pathTag(rt.Path)
+		if other, ok := tagged[tag]; ok {
+			// One in billions: the parts of merged IDs would be mixed up.
+			return nil, fmt.Errorf("%w %q: its path and %q have the same tag in merged event IDs; rename one", ErrBadRoute, rt.Path, other)
+		}
+		tagged[tag] = rt.Path
+		b.tags[rt.Path] = tag
 		b.routes[rt.Path] = r
 		b.order = append(b.order, r)
 	}
@@ -83,8 +100,8 @@ func (b *Bridge) newRoute(cfg Config, rt Route) (*route, error) {
 	switch {
 	case !strings.HasPrefix(rt.Path, "/"):
 		return nil, errors.New("path must begin with /")
-	case rt.Path == "/healthz" || rt.Path == "/readyz":
-		return nil, errors.New("path is reserved for health checks")
+	case Reserved(rt.Path):
+		return nil, fmt.Errorf("the path %s is reserved for esbridge (/healthz, /readyz, and every path under /_)", rt.Path)
 	case b.routes[rt.Path] != nil:
 		return nil, errors.New("path used twice")
 	case rt.Source == nil:
@@ -163,6 +180,8 @@ func (b *Bridge) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	switch req.URL.Path {
+	case StreamsPath:
+		b.serveStreams(w, req)
 	case "/healthz":
 		fmt.Fprintln(w, "ok")
 	case "/readyz":

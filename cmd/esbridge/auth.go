@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/esbridge/esbridge/bridge"
 	"github.com/esbridge/esbridge/internal/auth"
 )
 
@@ -110,6 +111,36 @@ func protectedPaths(routes []routeFlag) []string {
 		}
 	}
 	return paths
+}
+
+// routesOpened returns the function that tells the authorizer which of
+// the protected routes a request opens: its path's, or for a merged
+// stream every protected route it names. A merged stream whose query
+// bridge.ParseStreams refuses opens none: the bridge answers 400.
+func routesOpened(protected []string) func(r *http.Request) []string {
+	paths := make(map[string]bool, len(protected))
+	for _, p := range protected {
+		paths[p] = true
+	}
+	return func(r *http.Request) []string {
+		if r.URL.Path != bridge.StreamsPath {
+			if paths[r.URL.Path] {
+				return []string{r.URL.Path}
+			}
+			return nil
+		}
+		named, err := bridge.ParseStreams(r.URL.RawQuery)
+		if err != nil {
+			return nil
+		}
+		var opened []string
+		for _, p := range named {
+			if paths[p] {
+				opened = append(opened, p)
+			}
+		}
+		return opened
+	}
 }
 
 // takeAuthOption removes the route option auth from u's query: it is the

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"strings"
 
+	"github.com/esbridge/esbridge/bridge"
 	"github.com/esbridge/esbridge/internal/limit"
 )
 
@@ -59,7 +60,7 @@ func limitStreams(h http.Handler, s *serverFlags, routes []routeFlag, logger *sl
 		MaxClients:     s.maxClients,
 		MaxPerIP:       s.maxPerIP,
 		TrustedProxies: s.trustedProxies,
-		IsStream:       func(r *http.Request) bool { return paths[r.URL.Path] },
+		IsStream:       func(r *http.Request) bool { return paths[r.URL.Path] || r.URL.Path == bridge.StreamsPath },
 		OnRefused:      onRefused,
 		Logger:         logger,
 	})

@@ -193,7 +193,7 @@ func run(args []string, stderr io.Writer) int {
 	if authz != nil {
 		// Inside CORS, so that a page of another origin can see a 401.
 		protected := protectedPaths(c.routes)
-		handler = authz.Handler(handler, protected)
+		handler = authz.HandlerFunc(handler, routesOpened(protected))
 		logger.Info("authorization on", "routes", len(protected), "public routes", len(c.routes)-len(protected))
 	}
 	if c.origin != "" {
@@ -330,4 +330,6 @@ claim routes lists the paths they open ("*" for all); a stream ends at exp.
 Route URL schemes: %s.
 Route options (URL query): start=latest|earliest, type=subject|header:NAME,
 format=raw|envelope, auth=none (a public route). See README.md for every URL form.
+Several routes on one stream: GET /_streams?route=/a&route=/b. The paths
+/healthz, /readyz and every path under /_ are reserved.
 `

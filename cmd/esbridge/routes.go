@@ -50,6 +50,9 @@ func parseRoute(v string) (routeFlag, error) {
 	if !ok {
 		return routeFlag{}, errors.New("want PATH=URL")
 	}
+	if bridge.Reserved(path) {
+		return routeFlag{}, fmt.Errorf("the path %s is reserved for esbridge (/healthz, /readyz, and every path under /_, such as %s)", path, bridge.StreamsPath)
+	}
 	u, err := url.Parse(raw)
 	if err != nil {
 		return routeFlag{}, errors.New("the URL cannot be parsed")

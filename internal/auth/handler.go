@@ -19,22 +19,38 @@ func (a *Authorizer) Handler(next http.Handler, protected []string) http.Handler
 	for _, p := range protected {
 		paths[p] = true
 	}
+	return a.HandlerFunc(next, func(r *http.Request) []string {
+		if paths[r.URL.Path] {
+			return []string{r.URL.Path}
+		}
+		return nil
+	})
+}
+
+// HandlerFunc is Handler for requests that may open several routes at
+// once: routes returns the protected route paths that r opens, none for
+// a request that needs no token. r is authorized if its token opens every
+// one, and its stream ends at the token's exp.
+func (a *Authorizer) HandlerFunc(next http.Handler, routes func(r *http.Request) []string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !paths[r.URL.Path] {
+		paths := routes(r)
+		if len(paths) == 0 {
 			next.ServeHTTP(w, r)
 			return
 		}
-		d := a.Authorize(r.Context(), r, r.URL.Path)
-		if d.Status != http.StatusOK {
-			if a.logger.Enabled(r.Context(), slog.LevelDebug) {
-				a.logger.Debug("request refused", "status", d.Status, "reason", d.Reason,
-					"route", r.URL.Path, "remote", r.RemoteAddr)
+		var d Decision
+		for _, p := range paths {
+			if d = a.Authorize(r.Context(), r, p); d.Status != http.StatusOK {
+				if a.logger.Enabled(r.Context(), slog.LevelDebug) {
+					a.logger.Debug("request refused", "status", d.Status, "reason", d.Reason,
+						"route", p, "remote", r.RemoteAddr)
+				}
+				if a.cfg.OnRefused != nil {
+					a.cfg.OnRefused("auth")
+				}
+				refuse(w, d.Status)
+				return
 			}
-			if a.cfg.OnRefused != nil {
-				a.cfg.OnRefused("auth")
-			}
-			refuse(w, d.Status)
-			return
 		}
 		if !d.Expires.IsZero() {
 			ctx, cancel := context.WithDeadline(r.Context(), d.Expires)
