@@ -87,3 +87,22 @@ func TestSinceKafka(t *testing.T) {
 		c.expectData("m10")
 	}
 }
+
+// On core NATS, which keeps no history, a client with ?since= gets a gap
+// that says so, then the live stream.
+func TestSinceCoreNATS(t *testing.T) {
+	t.Parallel()
+	ns := runNATS(t)
+	nc := ns.conn()
+	b := startBridge(t, "-listen", "127.0.0.1:0", "-route", "/ticks=nats://"+ns.Addr()+"/ticks")
+	b.waitReadyz(200)
+	c := connect(t, sinceURL(b, "/ticks", "0"), "")
+	c.expectGap("no-history")
+	c.syncLive(func(payloads ...string) {
+		for _, p := range payloads {
+			if err := nc.Publish("ticks", []byte(p)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+}
