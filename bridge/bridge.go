@@ -128,6 +128,7 @@ func (b *Bridge) newRoute(cfg Config, rt Route) (*route, error) {
 	r.codecs.Store(&c)
 	r.ctx, r.stop = context.WithCancel(context.Background())
 	r.catchUps = newCatchUps(r, cmp.Or(opts.CatchUpReaders, DefaultCatchUpReaders))
+	r.sinces = newSinceCache()
 	esOpts := []esource.Option{esource.WithLogger(b.logger)}
 	if cfg.Backlog > 0 {
 		esOpts = append(esOpts, esource.WithBacklog(cfg.Backlog))

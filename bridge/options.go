@@ -6,10 +6,11 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Options are a route's options, common to every source. In a route URL
-// they are query parameters: start, type and format.
+// they are query parameters: start, type, format, catchup and max_since.
 type Options struct {
 	// Earliest makes a client without an event ID begin with the earliest
 	// message the broker holds (start=earliest) rather than with the next
@@ -31,6 +32,13 @@ type Options struct {
 	// once (catchup=N, 1 to 64); zero means DefaultCatchUpReaders. Each
 	// serves every client it can, however many resume at once.
 	CatchUpReaders int
+
+	// MaxSince is how far back a client may ask to start with the since
+	// query parameter (max_since=DURATION). Zero means no limit on a
+	// route with Earliest, and no since at all on other routes; a
+	// negative value refuses every since. A client past it gets a gap
+	// event (reason "since-refused") and the live stream.
+	MaxSince time.Duration
 }
 
 // Option values.
@@ -78,6 +86,15 @@ func ParseOptions(q url.Values) (Options, url.Values, error) {
 				return o, nil, fmt.Errorf("%w: catchup=%q: want 1 to 64", ErrBadOption, v)
 			}
 			o.CatchUpReaders = n
+		case "max_since":
+			d, err := time.ParseDuration(v)
+			if err != nil || d < 0 {
+				return o, nil, fmt.Errorf("%w: max_since=%q: want a duration such as 24h, or 0 to refuse since", ErrBadOption, v)
+			}
+			o.MaxSince = d
+			if d == 0 {
+				o.MaxSince = -1
+			}
 		default:
 			rest[name] = values
 		}

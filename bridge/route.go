@@ -19,6 +19,7 @@ type route struct {
 	ctx      context.Context // ends when the bridge has shut down
 	stop     context.CancelFunc
 	catchUps *catchUps
+	sinces   *sinceCache              // recent look-ups of since times
 	live     atomic.Pointer[Position] // where the live reader stands, for Replay
 	path     string
 	src      Source
@@ -275,17 +276,27 @@ func advance(pos Position, m *Message) Position {
 
 // ServeHTTP serves the route's event stream, with the events of the
 // client's filter only, if it asks for one (see filter.go); a filter the
-// route cannot serve gets 400 and the reason.
+// route cannot serve gets 400 and the reason. A client without an event
+// ID starts with the next message, at the time of its since parameter
+// (see serveSince), or at the beginning of the stream on a route with
+// Options.Earliest.
 func (r *route) ServeHTTP(w http.ResponseWriter, req *http.Request) {
-	f, err := parseFilter(req.URL.Query(), r.info)
+	q := req.URL.Query()
+	f, err := parseFilter(q, r.info)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	if r.opts.Earliest && req.Header.Get("Last-Event-ID") == "" && req.URL.Query().Get("lastEventId") == "" {
-		// A new client starts at the beginning of the stream.
-		req = req.Clone(req.Context())
-		req.Header.Set("Last-Event-ID", r.codec().origin())
+	if req.Header.Get("Last-Event-ID") == "" && q.Get("lastEventId") == "" {
+		if since := q.Get("since"); since != "" && req.Method == http.MethodGet {
+			r.serveSince(w, req, f, since)
+			return
+		}
+		if r.opts.Earliest {
+			// A new client starts at the beginning of the stream.
+			req = req.Clone(req.Context())
+			req.Header.Set("Last-Event-ID", r.codec().origin())
+		}
 	}
 	r.es.ServeFiltered(w, req, f)
 }

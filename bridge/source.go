@@ -48,6 +48,22 @@ type Connectivity interface {
 	Connected() bool
 }
 
+// A Seeker is a Source that can find where a time falls in its stream, so
+// that a client may start from a time (the since query parameter): the
+// bridge looks the time up once, then serves the client as one resuming
+// from that position.
+type Seeker interface {
+	// PositionAt returns the position of the first message the broker
+	// stored at or after t: for each partition, the offset of its first
+	// message at or after t, or its next offset where it holds none. A
+	// time before the oldest message gives the start of the stream. It
+	// may return nil where the source cannot tell the head of the stream
+	// and no message is at or after t: the client then starts with the
+	// next message to arrive. It returns an error wrapping ErrUnavailable
+	// while the broker cannot be reached. ctx bounds the look-up.
+	PositionAt(ctx context.Context, t time.Time) (Position, error)
+}
+
 // An Incarnated is a Reader that can tell which incarnation of its stream
 // it reads: a stream deleted and created again under the same name (a
 // JetStream stream, a Kafka topic) is another incarnation, whose positions

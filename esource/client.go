@@ -51,6 +51,7 @@ type client struct {
 	progress   string        // ID of the last event skipped, if the browser is behind it
 	progressAt time.Time     // when the client was last sent a progress frame
 	sent       atomic.Uint64 // bytes written, for Stats
+	gap        *Gap          // to send first, to a client without lastID (see ServeGap)
 }
 
 // run serves c until ctx ends, the sink fails, or the EventSource shuts
@@ -77,6 +78,10 @@ func (c *client) serve(ctx context.Context, lastID string, resume bool) error {
 		if ok {
 			c.cursor, c.skip = seq, skip
 		} else if err := c.catchUp(ctx, false, pos); err != nil {
+			return err
+		}
+	} else if c.gap != nil {
+		if err := c.sendGap(); err != nil {
 			return err
 		}
 	}
@@ -149,6 +154,22 @@ func (c *client) serve(ctx context.Context, lastID string, resume bool) error {
 			return ctx.Err()
 		}
 	}
+}
+
+// sendGap sends c.gap, with the ID of the event before the client's
+// cursor: where its stream goes on.
+func (c *client) sendGap() error {
+	es := c.es
+	es.mu.RLock()
+	ev := c.gap.Event(es.idBefore(c.cursor))
+	es.mu.RUnlock()
+	wire, err := ev.appendWire(nil)
+	if err != nil {
+		return err
+	}
+	es.stats.gap(&ev)
+	c.gap = nil
+	return c.write([][]byte{wire})
 }
 
 // finish writes, at the deadline of a client's context, one last batch of

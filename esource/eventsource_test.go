@@ -423,3 +423,33 @@ func TestHTTP1Framing(t *testing.T) {
 		es = newSource(t, WithRetry(time.Second))
 	}
 }
+
+// TestServeGap: a client served with ServeGap gets the gap first, with the
+// newest ID of the log, then the live stream; its Last-Event-ID is not read.
+func TestServeGap(t *testing.T) {
+	checkNoLeaks(t)
+	es := newSource(t, WithBacklog(4))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		es.ServeGap(w, r, nil, Gap{Reason: "refused", Message: "not from then"})
+	}))
+	t.Cleanup(srv.Close)
+	publishN(t, es, 1, 10)
+
+	s := connect(t, srv.Client(), srv.URL, "8")
+	ev := s.next()
+	var gap Gap
+	if err := json.Unmarshal([]byte(ev.Data), &gap); err != nil || ev.Type != GapType {
+		t.Fatalf("first event %+v, want a gap (%v)", ev, err)
+	}
+	if gap.Reason != "refused" || gap.Message != "not from then" || gap.LastEventID != "" {
+		t.Errorf("gap %+v, want reason refused without a last event ID", gap)
+	}
+	if ev.LastEventID != "10" {
+		t.Errorf("gap moved the last event ID to %q, want 10", ev.LastEventID)
+	}
+	publishN(t, es, 11, 12)
+	s.expect(11, 12)
+	if got := es.Stats().Gaps["refused"]; got != 1 {
+		t.Errorf("Stats().Gaps[refused] = %d, want 1", got)
+	}
+}

@@ -34,20 +34,39 @@ import (
 // has one (an expiring credential, say), after what the log held for the
 // client then; the browser reconnects with Last-Event-ID and resumes.
 func (es *EventSource) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	es.ServeFiltered(w, r, nil)
+	es.serve(w, r, nil, nil)
 }
 
 // ServeFiltered serves the event stream as ServeHTTP does, with only the
 // events that f lets through (see Filter); nil lets every event through.
 func (es *EventSource) ServeFiltered(w http.ResponseWriter, r *http.Request, f Filter) {
+	es.serve(w, r, f, nil)
+}
+
+// ServeGap serves the stream as ServeFiltered does to a client without
+// Last-Event-ID, but begins it with the gap event of g, whose ID is that of
+// the newest event in the log (the position from which the stream goes
+// on): for a request that asked for events the server will not send, such
+// as a start in the past that a handler refused. The request's
+// Last-Event-ID, if any, is not read.
+func (es *EventSource) ServeGap(w http.ResponseWriter, r *http.Request, f Filter, g Gap) {
+	es.serve(w, r, f, &g)
+}
+
+// serve serves the stream with the events f lets through; a client with
+// gap set is sent it first, and starts with the next event published.
+func (es *EventSource) serve(w http.ResponseWriter, r *http.Request, f Filter, gap *Gap) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
 		http.Error(w, "esource: an event stream takes GET", http.StatusMethodNotAllowed)
 		return
 	}
-	lastID := r.Header.Get("Last-Event-ID")
-	if lastID == "" {
-		lastID = r.URL.Query().Get("lastEventId")
+	lastID := ""
+	if gap == nil {
+		lastID = r.Header.Get("Last-Event-ID")
+		if lastID == "" {
+			lastID = r.URL.Query().Get("lastEventId")
+		}
 	}
 	h := w.Header()
 	h.Set("Content-Type", ContentType)
@@ -64,7 +83,7 @@ func (es *EventSource) ServeFiltered(w http.ResponseWriter, r *http.Request, f F
 		// Nothing is read after the request, nor written before the head:
 		// the buffers that Hijack returns are not needed.
 		if conn, _, err := rc.Hijack(); err == nil {
-			es.serveConn(w, conn, r, lastID, first, f)
+			es.serveConn(w, conn, r, lastID, first, f, gap)
 			return
 		}
 	}
@@ -73,7 +92,7 @@ func (es *EventSource) ServeFiltered(w http.ResponseWriter, r *http.Request, f F
 		return
 	}
 	s := &httpSink{w: w, rc: rc, timeout: es.cfg.writeTimeout}
-	c := &client{es: es, sink: s, filter: f}
+	c := &client{es: es, sink: s, filter: f, gap: gap}
 	if !es.register(c) {
 		_ = s.write([][]byte{retryLine(jitter(es.cfg.drainRetry))})
 		return
@@ -91,11 +110,11 @@ func (es *EventSource) ServeFiltered(w http.ResponseWriter, r *http.Request, f F
 
 // serveConn writes the response head to a hijacked connection and serves
 // the stream from a goroutine of its own, owned by es.
-func (es *EventSource) serveConn(w http.ResponseWriter, conn net.Conn, r *http.Request, lastID string, first []byte, f Filter) {
+func (es *EventSource) serveConn(w http.ResponseWriter, conn net.Conn, r *http.Request, lastID string, first []byte, f Filter, gap *Gap) {
 	// HTTP/1.0 has no chunked encoding: the body ends with the connection.
 	chunked := r.ProtoMinor > 0
 	s := &connSink{conn: conn, timeout: es.cfg.writeTimeout, chunked: chunked, head: responseHead(w, chunked)}
-	c := &client{es: es, sink: s, filter: f}
+	c := &client{es: es, sink: s, filter: f, gap: gap}
 	if !es.register(c) {
 		s.end(retryLine(jitter(es.cfg.drainRetry)))
 		return

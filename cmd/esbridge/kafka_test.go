@@ -136,18 +136,21 @@ func (k *kafkaTopic) producePadded(keys, from, to int, pad string) {
 // retry after an error may duplicate records in Kafka: callers produce
 // while the broker is up.
 func (k *kafkaTopic) produceRecords(p int, records []kafka.Record) error {
-	type kv struct{ key, value []byte }
+	type kv struct {
+		key, value []byte
+		time       time.Time
+	}
 	data := make([]kv, len(records))
 	for i, r := range records {
 		key, _ := io.ReadAll(r.Key)
 		value, _ := io.ReadAll(r.Value)
-		data[i] = kv{key, value}
+		data[i] = kv{key, value, r.Time}
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		rs := make([]kafka.Record, len(data))
 		for i, d := range data {
-			rs[i] = kafka.Record{Key: kafka.NewBytes(d.key), Value: kafka.NewBytes(d.value)}
+			rs[i] = kafka.Record{Key: kafka.NewBytes(d.key), Value: kafka.NewBytes(d.value), Time: d.time}
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		res, err := k.client.Produce(ctx, &kafka.ProduceRequest{

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sync"
+	"time"
 
 	"github.com/esbridge/esbridge/bridge"
 )
@@ -24,6 +25,9 @@ type Stream struct {
 	deleted bool          // the stream does not exist
 	parts   [][][]byte    // each partition's messages, by offset
 	keys    [][][]byte    // and their keys
+	times   [][]time.Time // when each message was stored
+	held    chan struct{} // while not nil, readers other than live ones wait for its closing
+	lookups int           // calls of PositionAt
 	grew    chan struct{} // closed and replaced when a partition grows
 	open    int           // readers open
 	maxOpen int           // the most readers open at once
@@ -33,7 +37,7 @@ type Stream struct {
 // New returns a stream of partitions, each empty. seed chooses the orders
 // in which its readers interleave the partitions.
 func New(name string, partitions int, seed uint64) *Stream {
-	return &Stream{name: name, seed: seed, inc: 1, parts: make([][][]byte, partitions), keys: make([][][]byte, partitions), grew: make(chan struct{})}
+	return &Stream{name: name, seed: seed, inc: 1, parts: make([][][]byte, partitions), keys: make([][][]byte, partitions), times: make([][]time.Time, partitions), grew: make(chan struct{})}
 }
 
 // Delete deletes the stream: its readers fail with bridge.ErrReset, and
@@ -54,6 +58,7 @@ func (s *Stream) Create(partitions int) {
 	s.inc++
 	s.parts = make([][][]byte, partitions)
 	s.keys = make([][][]byte, partitions)
+	s.times = make([][]time.Time, partitions)
 	s.wake()
 }
 
@@ -63,20 +68,79 @@ func (s *Stream) wake() {
 	s.grew = make(chan struct{})
 }
 
-// Append adds a message to partition p and returns its offset.
+// Append adds a message to partition p, stored now, and returns its
+// offset.
 func (s *Stream) Append(p int, data []byte) uint64 {
-	return s.AppendKeyed(p, nil, data)
+	return s.add(p, nil, time.Now(), data)
 }
 
-// AppendKeyed adds a message with a key to partition p and returns its
-// offset.
+// AppendKeyed adds a message with a key to partition p, stored now, and
+// returns its offset.
 func (s *Stream) AppendKeyed(p int, key, data []byte) uint64 {
+	return s.add(p, key, time.Now(), data)
+}
+
+// AppendAt adds a message to partition p, stored at t, and returns its
+// offset.
+func (s *Stream) AppendAt(p int, t time.Time, data []byte) uint64 {
+	return s.add(p, nil, t, data)
+}
+
+func (s *Stream) add(p int, key []byte, t time.Time, data []byte) uint64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.parts[p] = append(s.parts[p], data)
 	s.keys[p] = append(s.keys[p], key)
+	s.times[p] = append(s.times[p], t)
 	s.wake()
 	return uint64(len(s.parts[p]) - 1)
+}
+
+// PositionAt implements bridge.Seeker: for each partition, the offset of
+// its first message stored at or after t, or its length.
+func (s *Stream) PositionAt(ctx context.Context, t time.Time) (bridge.Position, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lookups++
+	pos := make(bridge.Position, len(s.parts))
+	for p, times := range s.times {
+		pos[p] = uint64(len(times))
+		for off, at := range times {
+			if !at.Before(t) {
+				pos[p] = uint64(off)
+				break
+			}
+		}
+	}
+	return pos, nil
+}
+
+// Lookups returns how many times PositionAt was called.
+func (s *Stream) Lookups() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lookups
+}
+
+// Hold makes the readers opened other than live wait before their first
+// message, until Release.
+func (s *Stream) Hold() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.held = make(chan struct{})
+}
+
+// Release lets the readers that Hold holds go on.
+func (s *Stream) Release() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.held != nil {
+		close(s.held)
+		s.held = nil
+	}
 }
 
 // Lengths returns the number of messages of each partition.
@@ -128,7 +192,11 @@ func (s *Stream) Open(ctx context.Context, start bridge.Start) (bridge.Reader, e
 	s.open++
 	s.opened++
 	s.maxOpen = max(s.maxOpen, s.open)
-	return &reader{s: s, inc: s.inc, next: next, rand: rand.New(rand.NewPCG(s.seed, uint64(s.opened)))}, nil
+	rd := &reader{s: s, inc: s.inc, next: next, rand: rand.New(rand.NewPCG(s.seed, uint64(s.opened)))}
+	if !start.Live {
+		rd.held = s.held
+	}
+	return rd, nil
 }
 
 // Close does nothing: the stream has no connection.
@@ -149,10 +217,19 @@ type reader struct {
 	inc    uint64
 	next   bridge.Position
 	rand   *rand.Rand
+	held   <-chan struct{} // see Stream.Hold
 	closed bool
 }
 
 func (r *reader) Next(ctx context.Context) (bridge.Message, error) {
+	if r.held != nil {
+		select {
+		case <-r.held:
+			r.held = nil
+		case <-ctx.Done():
+			return bridge.Message{}, ctx.Err()
+		}
+	}
 	for {
 		r.s.mu.Lock()
 		if r.s.deleted || r.s.inc != r.inc {
@@ -168,7 +245,7 @@ func (r *reader) Next(ctx context.Context) (bridge.Message, error) {
 		grew := r.s.grew
 		if len(ready) > 0 {
 			p := ready[r.rand.IntN(len(ready))]
-			m := bridge.Message{Partition: p, Offset: r.next[p], Key: r.s.keys[p][r.next[p]], Data: r.s.parts[p][r.next[p]]}
+			m := bridge.Message{Partition: p, Offset: r.next[p], Key: r.s.keys[p][r.next[p]], Time: r.s.times[p][r.next[p]], Data: r.s.parts[p][r.next[p]]}
 			r.s.mu.Unlock()
 			r.next[p]++
 			return m, nil

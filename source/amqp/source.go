@@ -233,3 +233,57 @@ func (s *Source) Open(ctx context.Context, start bridge.Start) (bridge.Reader, e
 	}
 	return r, nil
 }
+
+// sinceIdle is how long PositionAt waits for a stream's first message at a
+// time before it concludes that there is none.
+const sinceIdle = 500 * time.Millisecond
+
+// PositionAt returns the offset of the first message RabbitMQ delivers
+// from a stream consumed at the timestamp t (see [bridge.Seeker]). The
+// broker starts at the first chunk of messages (a batch it stored at
+// once) stored at or after t's second, so that the stream may begin with
+// a few messages stored up to a second before t. A time before the
+// stream's first message gives its first offset; when no message comes
+// for a moment, there is none at or after t, and PositionAt returns nil:
+// AMQP 0-9-1 tells no stream's head. ctx bounds the look-up. Exchanges
+// and queues keep no history: PositionAt returns an error wrapping
+// [bridge.ErrNoHistory].
+func (s *Source) PositionAt(ctx context.Context, t time.Time) (bridge.Position, error) {
+	r := &reader{src: s, kind: s.cfg.kind()}
+	if r.kind != kindStream {
+		return nil, fmt.Errorf("amqp: %s: start at a time: %w", s.cfg.name(), bridge.ErrNoHistory)
+	}
+	if !s.Connected() {
+		return nil, fmt.Errorf("amqp: %s: not connected: %w", s.cfg.name(), bridge.ErrUnavailable)
+	}
+	conn, err := s.connection(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ch, err := conn.Channel()
+	if err != nil {
+		return nil, r.unavailable(err)
+	}
+	defer ch.Close()
+	if err := ch.Qos(1, 0, false); err != nil {
+		return nil, r.unavailable(err)
+	}
+	deliveries, err := ch.Consume(s.cfg.Stream, "", false, false, false, false, amqp.Table{offsetHeader: t.UTC().Truncate(time.Second)})
+	if err != nil {
+		return nil, r.unavailable(err)
+	}
+	idle := time.NewTimer(sinceIdle)
+	defer idle.Stop()
+	select {
+	case d, ok := <-deliveries:
+		off, isStream := streamOffset(&d)
+		if !ok || !isStream {
+			return nil, r.unavailable(errors.New("no message with an offset"))
+		}
+		return bridge.Position{off}, nil
+	case <-idle.C:
+		return nil, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}

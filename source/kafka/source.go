@@ -325,3 +325,53 @@ func (s *Source) Head(ctx context.Context) (bridge.Position, error) {
 	}
 	return head, nil
 }
+
+// PositionAt returns, for each partition, the offset of its first message
+// whose timestamp is at or after t (the broker's time index: the
+// producer's CreateTime, or LogAppendTime where the topic says so), or
+// its high-water mark where it holds none (see [bridge.Seeker]). ctx
+// bounds the look-up of the partitions and their offsets.
+func (s *Source) PositionAt(ctx context.Context, t time.Time) (bridge.Position, error) {
+	n, err := s.partitions(ctx)
+	if err != nil {
+		return nil, err
+	}
+	all := make([]int, n)
+	reqs := make([]kafka.OffsetRequest, n)
+	for i := range all {
+		all[i] = i
+		reqs[i] = kafka.TimeOffsetOf(i, t)
+	}
+	// The high-water marks first: a message stored after them is newer
+	// than t, and the partitions without one at t start there.
+	offs, err := s.offsets(ctx, all)
+	if err != nil {
+		return nil, err
+	}
+	pos := make(bridge.Position, n)
+	for i, o := range offs {
+		pos[i] = uint64(max(o.last, 0))
+	}
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	res, err := s.client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{s.cfg.Topic: reqs}})
+	if err != nil {
+		return nil, fmt.Errorf("kafka: topic %s: offsets at %v: %w: %w", s.cfg.Topic, t, bridge.ErrUnavailable, err)
+	}
+	for _, po := range res.Topics[s.cfg.Topic] {
+		if po.Partition < 0 || po.Partition >= n {
+			continue
+		}
+		if po.Error != nil {
+			return nil, fmt.Errorf("kafka: topic %s: partition %d: offsets at %v: %w: %w", s.cfg.Topic, po.Partition, t, bridge.ErrUnavailable, po.Error)
+		}
+		// One offset where a message is at or after t; none (the broker
+		// answers -1) where there is none.
+		for off := range po.Offsets {
+			if off >= 0 && uint64(off) < pos[po.Partition] {
+				pos[po.Partition] = uint64(off)
+			}
+		}
+	}
+	return pos, nil
+}

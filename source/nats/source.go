@@ -1,8 +1,10 @@
 package nats
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -321,4 +323,85 @@ func (s *Source) Head(ctx context.Context) (bridge.Position, error) {
 		return nil, fmt.Errorf("nats: stream %s: last message on %s: %w", s.cfg.Stream, s.cfg.Subject, err)
 	}
 	return bridge.Position{m.Sequence + 1}, nil
+}
+
+// PositionAt returns the sequence of the first message of the JetStream
+// stream stored at or after t (on the route's subject, if it has one), or
+// the sequence after the last message if none is (see [bridge.Seeker]).
+// It asks the server for the message by time, over the replay
+// connection, which needs NATS Server 2.11 or later. ctx bounds the
+// requests. Core NATS keeps no history: PositionAt returns an error
+// wrapping [bridge.ErrNoHistory].
+func (s *Source) PositionAt(ctx context.Context, t time.Time) (bridge.Position, error) {
+	if s.cfg.Stream == "" {
+		return nil, fmt.Errorf("nats: %s: %w", s.cfg.Subject, bridge.ErrNoHistory)
+	}
+	var c *conn
+	select {
+	case <-s.tried:
+		c = s.replay
+	default:
+	}
+	if c == nil {
+		return nil, fmt.Errorf("nats: not connected: %w", bridge.ErrUnavailable)
+	}
+	if err := c.unavailable(); err != nil {
+		return nil, err
+	}
+	// The last sequence first: a message stored after it is newer than t.
+	st, err := c.js.Stream(ctx, s.cfg.Stream)
+	if err != nil {
+		return nil, fmt.Errorf("nats: stream %s: %w: %w", s.cfg.Stream, bridge.ErrUnavailable, err)
+	}
+	head := st.CachedInfo().State.LastSeq + 1
+	filter := cmp.Or(s.cfg.Subject, ">")
+	req, err := json.Marshal(msgGetRequest{StartTime: &t, NextFor: filter, NoHeaders: true})
+	if err != nil {
+		return nil, err
+	}
+	msg, err := c.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+s.cfg.Stream, req)
+	if err != nil {
+		return nil, fmt.Errorf("nats: stream %s: message at %v: %w: %w", s.cfg.Stream, t, bridge.ErrUnavailable, err)
+	}
+	var res msgGetResponse
+	if err := json.Unmarshal(msg.Data, &res); err != nil {
+		return nil, fmt.Errorf("nats: stream %s: message at %v: %w", s.cfg.Stream, t, err)
+	}
+	switch {
+	case res.Error != nil && res.Error.ErrCode == jsNoMessageFound:
+		return bridge.Position{head}, nil
+	case res.Error != nil && res.Error.ErrCode == jsBadRequest:
+		return nil, fmt.Errorf("nats: stream %s: the server cannot find a message by time (NATS Server 2.11 or later can): %s", s.cfg.Stream, res.Error.Description)
+	case res.Error != nil:
+		return nil, fmt.Errorf("nats: stream %s: message at %v: %s", s.cfg.Stream, t, res.Error.Description)
+	case res.Message == nil || res.Message.Seq == 0:
+		return nil, fmt.Errorf("nats: stream %s: message at %v: no sequence in the answer", s.cfg.Stream, t)
+	}
+	return bridge.Position{min(res.Message.Seq, head)}, nil
+}
+
+// JetStream API error codes.
+const (
+	jsBadRequest     = 10003
+	jsNoMessageFound = 10037
+)
+
+// msgGetRequest asks for a stream's first message at or after StartTime
+// on subject NextFor (JetStream's STREAM.MSG.GET).
+type msgGetRequest struct {
+	StartTime *time.Time `json:"start_time,omitempty"`
+	NextFor   string     `json:"next_by_subj,omitempty"`
+	NoHeaders bool       `json:"no_hdr,omitempty"`
+}
+
+// msgGetResponse is the answer to a msgGetRequest: its message's
+// sequence, or an error.
+type msgGetResponse struct {
+	Error *struct {
+		ErrCode     int    `json:"err_code"`
+		Description string `json:"description"`
+	} `json:"error"`
+	Message *struct {
+		Seq uint64 `json:"seq"`
+	} `json:"message"`
 }
