@@ -73,12 +73,14 @@ type routeConfig struct {
 	Addr     string // brokers (Kafka, comma-separated) or URL (RabbitMQ)
 	Name     string // topic or stream queue
 	Earliest bool   // start=earliest
+	Keys     int    // if not 0, message seq is keyed k{seq%Keys} (scenario F)
 }
 
 func routeFlags(r *routeConfig) {
 	flag.StringVar(&r.Addr, "route-addr", "", "internal: the broker of a kafka or rabbitmq server process")
 	flag.StringVar(&r.Name, "route-name", "", "internal: the topic or stream a kafka or rabbitmq server process serves")
 	flag.BoolVar(&r.Earliest, "route-earliest", false, "internal: serve the route with start=earliest")
+	flag.IntVar(&r.Keys, "route-keys", 0, "internal: key message seq k{seq%N} instead of seq, and send each warm-up message once per key")
 }
 
 // routeArgs are the server process flags of a route on b's stream name.
@@ -92,6 +94,7 @@ type bridgeServer struct {
 	b      *bridge.Bridge
 	src    bridge.Source
 	p      producer
+	keys   int // routeConfig.Keys
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -106,7 +109,7 @@ func newBridgeServer(cfg serverConfig, src bridge.Source, p producer) (server, e
 		src.Close()
 		return nil, err
 	}
-	s := &bridgeServer{b: b, src: src, p: p, done: make(chan struct{})}
+	s := &bridgeServer{b: b, src: src, p: p, keys: cfg.route.Keys, done: make(chan struct{})}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	go func() {
@@ -127,7 +130,9 @@ func newBridgeServer(cfg serverConfig, src bridge.Source, p producer) (server, e
 func (s *bridgeServer) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.b.ServeHTTP(w, r) }
 
 // publish sends a message keyed id whose value is brokerPayload's, with
-// the time at the start of data (a payload) if it has one.
+// the time at the start of data (a payload) if it has one. With keys, the
+// message is keyed k{id%keys} instead, and a warm-up message (id "w") is
+// sent once per key, so that every filtered client receives one.
 func (s *bridgeServer) publish(id string, data []byte) {
 	ts := time.Now().UnixNano()
 	if len(data) >= 19 {
@@ -135,7 +140,18 @@ func (s *bridgeServer) publish(id string, data []byte) {
 			ts = v
 		}
 	}
-	s.p.send(id, brokerPayload(ts, id, len(data)))
+	if s.keys == 0 {
+		s.p.send(id, brokerPayload(ts, id, len(data)))
+		return
+	}
+	if id == "w" {
+		for j := range s.keys {
+			s.p.send(fmt.Sprint("k", j), brokerPayload(ts, id, len(data)))
+		}
+		return
+	}
+	seq, _ := strconv.ParseUint(id, 10, 64)
+	s.p.send(fmt.Sprint("k", seq%uint64(s.keys)), brokerPayload(ts, id, len(data)))
 }
 
 func (s *bridgeServer) close() {
@@ -197,6 +213,10 @@ func (s *stream) scanBroker(d []byte, now int64) int {
 		return brokerOther
 	}
 	s.seen[w] |= bit
+	if s.keys > 0 && seq%uint64(s.keys) != uint64(s.key) {
+		s.others++
+		return brokerOther
+	}
 	if s.hist != nil {
 		if ts, ok := parseUint(d[:19]); ok {
 			s.hist.add(time.Duration(now - int64(ts)))

@@ -49,6 +49,41 @@ type stream struct {
 	seen   []uint64 // in broker mode, a bit per sequence number received
 	dups   uint64   // in broker mode, events received twice
 	gap    string   // the first gap event, in broker mode
+	keys   int      // in broker mode with a ?key= filter: the number of keys
+	key    int      // and this stream's: it is sent seq with seq%keys == key
+	others uint64   // sequence numbers of other keys received (mismatches)
+}
+
+// covered returns the largest n such that the stream has every message
+// meant for it among 1..n, from its count: an unfiltered stream is meant
+// every message; a filtered one (key j of k) those with seq%k == j, whose
+// next after c received is the (c+1)-th of j, j+k, j+2k, ... (k, 2k, ...
+// for j = 0).
+func (s *stream) covered() uint64 {
+	n := s.events.Load()
+	if s.keys == 0 {
+		return n
+	}
+	first := uint64(s.key)
+	if first == 0 {
+		first = uint64(s.keys)
+	}
+	return first + n*uint64(s.keys) - 1
+}
+
+// meant returns how many of the messages 1..published are meant for s.
+func (s *stream) meant(published uint64) uint64 {
+	if s.keys == 0 {
+		return published
+	}
+	first := uint64(s.key)
+	if first == 0 {
+		first = uint64(s.keys)
+	}
+	if published < first {
+		return 0
+	}
+	return (published-first)/uint64(s.keys) + 1
 }
 
 // clientProc is the state of the client process.
@@ -77,6 +112,9 @@ type clientReport struct {
 	Gaps       uint64        `json:"gaps"`
 	Disorder   uint64        `json:"disorder"`
 	Duplicates uint64        `json:"duplicates,omitempty"` // broker mode
+	Events     uint64        `json:"events"`               // received, summed over the streams
+	Mismatches uint64        `json:"mismatches,omitempty"` // filtered: received of another key
+	Missing    uint64        `json:"missing,omitempty"`    // filtered: meant for a stream but not received, summed
 	Latency    latency       `json:"latency"`
 	Total      latency       `json:"total"`             // with Reset: of every report so far
 	Stalled    string        `json:"stalled,omitempty"` // what became of the non-reading client
@@ -105,7 +143,7 @@ func runClient() error {
 			}
 			r.reply(res)
 		case "report":
-			r.reply(p.report(c.Reset))
+			r.reply(p.report(c.Reset, c.Published))
 		default:
 			r.fail(fmt.Errorf("unknown command %q", c.Cmd))
 		}
@@ -118,7 +156,10 @@ func runClient() error {
 // reporting progress to c.Progress if set.
 func (p *clientProc) connect(c command) (connectResult, error) {
 	start := time.Now()
-	req := fmt.Sprintf("GET %s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n", streamPath, c.URL)
+	request := func(path string) string {
+		return fmt.Sprintf("GET %s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n", path, c.URL)
+	}
+	req := request(streamPath)
 	if c.Stall {
 		// A small receive buffer, set before connecting so that the window
 		// is small too: the server's writes to it block soon.
@@ -140,14 +181,19 @@ func (p *clientProc) connect(c command) (connectResult, error) {
 	}
 
 	sem := make(chan struct{}, 64) // concurrent dials, to spare the accept queue
-	for range c.N {
+	for i := range c.N {
 		s := &stream{broker: c.Broker}
 		if c.Latency {
 			s.hist = new(histogram)
 		}
+		r := req
+		if c.Filter && c.Keys > 0 {
+			s.keys, s.key = c.Keys, i%c.Keys
+			r = request(fmt.Sprintf("%s&key=k%d", streamPath, s.key))
+		}
 		p.streams = append(p.streams, s)
 		sem <- struct{}{}
-		go s.run(c.URL, req, c.BufSize, sem)
+		go s.run(c.URL, r, c.BufSize, sem)
 	}
 
 	deadline := time.Now().Add(2 * time.Minute)
@@ -327,7 +373,7 @@ func (p *clientProc) startProgress(addr string) error {
 		for range t.C {
 			low := uint64(1<<64 - 1)
 			for _, s := range p.streams {
-				low = min(low, s.events.Load())
+				low = min(low, s.covered())
 			}
 			if low > sent && len(p.streams) > 0 {
 				sent = low
@@ -344,7 +390,9 @@ func (p *clientProc) startProgress(addr string) error {
 // report gathers the streams' statistics. It reads what the non-reading
 // client was sent, to learn whether the server dropped it. With reset, the
 // latencies start anew after it, and Total sums them over the reports.
-func (p *clientProc) report(reset bool) clientReport {
+// published is the number of messages produced, for the filtered streams'
+// Missing.
+func (p *clientProc) report(reset bool, published uint64) clientReport {
 	r := clientReport{Streams: len(p.streams), MinEvents: 1<<64 - 1}
 	var h histogram
 	for _, s := range p.streams {
@@ -355,6 +403,11 @@ func (p *clientProc) report(reset bool) clientReport {
 		r.Gaps += s.gaps
 		r.Disorder += s.disorder
 		r.Duplicates += s.dups
+		r.Events += n
+		r.Mismatches += s.others
+		if s.keys > 0 && published > 0 {
+			r.Missing += s.meant(published) - min(n, s.meant(published))
+		}
 		if s.err != nil {
 			r.Errors++
 			if r.FirstError == "" {

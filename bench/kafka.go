@@ -62,8 +62,16 @@ func newKafkaServer(cfg serverConfig) (server, error) {
 		return nil, err
 	}
 	p := &kafkaProducer{}
+	var balancer kafka.Balancer = &kafka.Hash{}
+	if cfg.route.Keys > 0 {
+		// Key kJ to partition J mod n: the keys spread evenly.
+		balancer = kafka.BalancerFunc(func(m kafka.Message, partitions ...int) int {
+			j, _ := strconv.Atoi(strings.TrimPrefix(string(m.Key), "k"))
+			return partitions[j%len(partitions)]
+		})
+	}
 	p.w = &kafka.Writer{
-		Addr: kafka.TCP(brokers...), Topic: cfg.route.Name, Balancer: &kafka.Hash{},
+		Addr: kafka.TCP(brokers...), Topic: cfg.route.Name, Balancer: balancer,
 		Async: true, BatchSize: 1000, BatchTimeout: time.Millisecond, RequiredAcks: kafka.RequireOne,
 		Completion: func(_ []kafka.Message, err error) {
 			if err != nil && p.errs.Add(1) == 1 {

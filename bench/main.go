@@ -9,6 +9,7 @@
 //	go run . -quick           # a small version for smoke testing
 //	go run . -scenarios=AC -libs=esource,r3labs -json
 //	go run . -scenarios=KR    # the Kafka scenarios (a broker at -kafka-brokers)
+//	go run . -scenarios=F     # filtered fan-out on Kafka, against unfiltered
 //	go run . -scenarios=QS    # the RabbitMQ scenarios (a broker at -amqp-url)
 //	go run . -scenarios=QS -quick
 //	go run . -scenarios=W -wide-runs=6  # 15,000 clients of esource and of plain net/http
@@ -54,6 +55,12 @@
 //	   bridge's Kafka source alone, and by one SSE client of a bridge
 //	   route with start=earliest (replayed from the broker). Messages/s,
 //	   and the ratio of the bridge's to kafka-go's.
+//	F  filtered fan-out (filtered.go): K's closed loop for -filter-duration
+//	   with messages keyed k0..k{-filter-keys - 1}, -filter-runs pairs of
+//	   runs: -clients unfiltered clients, then -clients clients asking for
+//	   ?key=k{i%keys}, each receiving its key's messages only (checked:
+//	   missing, mismatches). Deliveries/s (summed over the clients) and
+//	   messages/s of both, and the filtered run's over the unfiltered's.
 //
 // On RabbitMQ (-amqp-url, amqp://guest:guest@127.0.0.1:5672/ by default;
 // scripts/rabbitmq.sh start), stream queues read by offset (source/amqp,
@@ -120,6 +127,7 @@ type options struct {
 	kafka         kafkaOptions
 	amqp          amqpOptions
 	herd          herdOptions
+	filter        filterOptions
 	json          bool
 	verbose       bool
 }
@@ -135,7 +143,7 @@ func main() {
 	)
 	flag.StringVar(&role, "role", "", "internal: run as the `server` or `client` process")
 	flag.StringVar(&lib, "lib", "", "internal: the library a server process serves")
-	flag.StringVar(&o.scenarios, "scenarios", "ABCDW", "scenarios to run (letters A, B, C, D, W, the Kafka scenarios K and R, the RabbitMQ scenarios Q and S, the herd H)")
+	flag.StringVar(&o.scenarios, "scenarios", "ABCDW", "scenarios to run (letters A, B, C, D, W, the Kafka scenarios K, R and F, the RabbitMQ scenarios Q and S, the herd H)")
 	flag.StringVar(&libs, "libs", strings.Join(libraries, ","), "libraries to compare, comma-separated")
 	flag.IntVar(&o.clients, "clients", 1000, "clients in scenarios A, B and D")
 	flag.IntVar(&o.idle, "idle", 10000, "idle connections in scenario C")
@@ -160,6 +168,7 @@ func main() {
 	amqpFlags(&o.amqp)
 	routeFlags(&route)
 	herdFlags(&o.herd)
+	filterFlags(&o.filter)
 	flag.BoolVar(&o.json, "json", false, "print the results as JSON instead of tables")
 	flag.BoolVar(&o.verbose, "v", false, "show the child processes' stderr and progress")
 	flag.BoolVar(&quick, "quick", false, "a small, fast run for smoke testing (overrides sizes and durations)")
@@ -185,6 +194,7 @@ func main() {
 			o.kafka.live.paced, o.kafka.live.closed, o.kafka.replay.messages = 2*time.Second, 2*time.Second, 100000
 			o.amqp.live.paced, o.amqp.live.closed, o.amqp.replay.messages = 2*time.Second, 2*time.Second, 50000
 			o.herd.clients, o.herd.back, o.herd.timeout = 200, 2000, time.Minute
+			o.filter.duration, o.filter.runs = 2*time.Second, 1
 		}
 		err = orchestrate(o)
 	default:
@@ -211,6 +221,7 @@ type results struct {
 	RabbitMQ   []brokerRun  `json:"rabbitmq,omitempty"`
 	AMQPReplay *replayRes   `json:"rabbitmqReplay,omitempty"`
 	Herd       *herdResults `json:"herd,omitempty"`
+	Filter     *filterRes   `json:"filter,omitempty"`
 }
 
 type jsonOptions struct {
@@ -323,6 +334,10 @@ func orchestrate(o options) error {
 	if strings.Contains(sc, "K") {
 		o.logf("K")
 		res.Kafka = o.liveScenario(kafkaBroker{o.kafka}, "K", o.kafka.live)
+	}
+	if strings.Contains(sc, "F") {
+		o.logf("F")
+		res.Filter = o.filterScenario()
 	}
 	if strings.Contains(sc, "R") {
 		o.logf("R")
@@ -606,6 +621,9 @@ func printTables(out io.Writer, o options, r results) {
 	if len(r.Kafka) > 0 {
 		printLive(out, fmt.Sprintf("K. Kafka to %d SSE clients, one bridge route on a %d-partition topic, %d-byte messages: %d/s for %v (paced), then closed loop (window %d) for %v; latency is produce to SSE receive",
 			o.clients, o.kafka.partitions, o.size, o.kafka.live.rate, o.kafka.live.paced, o.window, o.kafka.live.closed), r.Kafka)
+	}
+	if r.Filter != nil {
+		printFilter(out, o, r.Filter)
 	}
 	if r.Replay != nil {
 		printReplay(out, fmt.Sprintf("R. Replay catch-up: %d keyed %d-byte messages on %d partitions, read from the start",

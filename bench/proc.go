@@ -48,6 +48,13 @@ type command struct {
 	// broker.go): the sequence number is in the data, not the event ID.
 	Broker bool `json:"broker,omitempty"`
 	Reset  bool `json:"reset,omitempty"`
+	// Keys, with Filter, makes stream i ask for ?key=k{i%Keys} (scenario
+	// F): it counts only the sequence numbers seq with seq%Keys == i%Keys
+	// and reports any other as a mismatch. Published, in "report", is the
+	// number of messages produced, for the filtered streams' counts.
+	Keys      int    `json:"keys,omitempty"`
+	Filter    bool   `json:"filter,omitempty"`
+	Published uint64 `json:"published,omitempty"`
 }
 
 // hello is the first line a server child writes: where it listens.
