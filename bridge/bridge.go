@@ -60,6 +60,7 @@ type Bridge struct {
 	logger    *slog.Logger
 	terse     bool // Config.TerseReadyz
 	heartbeat time.Duration
+	progress  time.Duration // how often, at most, a merged stream sends an ID alone
 	runMu     sync.Mutex
 }
 
@@ -76,6 +77,7 @@ func New(cfg Config, routes ...Route) (*Bridge, error) {
 		logger:    logger,
 		terse:     cfg.TerseReadyz,
 		heartbeat: cmp.Or(cfg.Heartbeat, esource.DefaultHeartbeat),
+		progress:  esource.DefaultProgressInterval,
 	}
 	tagged := make(map[[4]byte]string)
 	for _, rt := range routes {

@@ -26,3 +26,13 @@ func Clients(b *Bridge, path string) int { return b.routes[path].es.Clients() }
 
 // Origin returns the ID of the start of the stream of the route at path.
 func Origin(b *Bridge, path string) string { return b.routes[path].codec().origin() }
+
+// StreamsIDPart returns the part of the route at path in id, a merged
+// stream's event ID: the route's own event ID, "" if it has none.
+func StreamsIDPart(id, path string) string {
+	s := newStreamsID([][4]byte{pathTag(path)})
+	if s.decode(id) != nil {
+		return ""
+	}
+	return s.get(pathTag(path))
+}

@@ -23,7 +23,9 @@ import (
 // route's own path) or PATH:TYPE (for a typed one, gap events included),
 // so that a page listens with addEventListener("/orders", …). Its ID
 // carries every route's own ID (see MaxStreamsIDLength), so that a
-// browser resumes each route exactly where it was.
+// browser resumes each route exactly where it was. A route may have a
+// filter, as a query in its value (see ParseStreams); the ID moves past
+// the events it skips too.
 const StreamsPath = "/_streams"
 
 // MaxStreamsRoutes is the most routes a merged stream may have.
@@ -42,15 +44,26 @@ func Reserved(path string) bool {
 // ErrBadStreams is returned by ParseStreams for a request it refuses.
 var ErrBadStreams = errors.New("bridge: bad merged stream")
 
-// ParseStreams returns the route paths that a merged stream's query names
-// (the values of route, in order), without checking that they are
-// routes. Each value is a path; per-route options, when there are some,
-// will come after it in the value, URL-encoded (route=%2Forders%3Ftype%3Dx),
-// and for now any such option is refused. It returns ErrBadStreams,
-// wrapped with a short reason, for a query too long or malformed, with no
-// route, more than MaxStreamsRoutes, a route twice, or a parameter it does
-// not know.
-func ParseStreams(rawQuery string) ([]string, error) {
+// A StreamsRoute is a route of a merged stream, as the stream's query
+// names it.
+type StreamsRoute struct {
+	// Path is the route's path.
+	Path string
+	// Filter holds the route's filter parameters (subject, key, type), as
+	// a request for the route alone would give them; nil for none.
+	Filter url.Values
+}
+
+// ParseStreams returns the routes that a merged stream's query names (the
+// values of route, in order), without checking that they are routes nor
+// that they can serve their filters. Each value is a path, optionally
+// followed by a query of filter parameters, URL-encoded within the value
+// (route=%2Forders%3Ftype%3Dcreated for /orders?type=created). It returns
+// ErrBadStreams, wrapped with a short reason, for a query too long or
+// malformed, with no route, more than MaxStreamsRoutes, a route twice
+// (whatever its filters), a parameter it does not know, or a route option
+// other than subject, key and type.
+func ParseStreams(rawQuery string) ([]StreamsRoute, error) {
 	if len(rawQuery) > maxStreamsQuery {
 		return nil, fmt.Errorf("%w: query longer than %d bytes", ErrBadStreams, maxStreamsQuery)
 	}
@@ -65,33 +78,49 @@ func ParseStreams(rawQuery string) ([]string, error) {
 			return nil, fmt.Errorf("%w: unknown parameter %q", ErrBadStreams, esource.Truncate(k))
 		}
 	}
-	paths := q["route"]
+	values := q["route"]
 	switch {
-	case len(paths) == 0:
+	case len(values) == 0:
 		return nil, fmt.Errorf("%w: no route (want ?route=/a&route=/b)", ErrBadStreams)
-	case len(paths) > MaxStreamsRoutes:
+	case len(values) > MaxStreamsRoutes:
 		return nil, fmt.Errorf("%w: more than %d routes", ErrBadStreams, MaxStreamsRoutes)
 	}
-	for i, p := range paths {
-		switch {
-		case strings.Contains(p, "?"):
-			return nil, fmt.Errorf("%w: route %q: per-route options are not supported yet", ErrBadStreams, esource.Truncate(p))
-		case !strings.HasPrefix(p, "/"):
+	routes := make([]StreamsRoute, len(values))
+	for i, v := range values {
+		p, opts, hasOpts := strings.Cut(v, "?")
+		if !strings.HasPrefix(p, "/") {
 			return nil, fmt.Errorf("%w: route %q does not begin with /", ErrBadStreams, esource.Truncate(p))
 		}
-		for _, o := range paths[:i] {
-			if o == p {
+		for _, o := range routes[:i] {
+			if o.Path == p {
 				return nil, fmt.Errorf("%w: route %q twice", ErrBadStreams, esource.Truncate(p))
 			}
 		}
+		routes[i].Path = p
+		if !hasOpts || opts == "" {
+			continue
+		}
+		f, err := url.ParseQuery(opts)
+		if err != nil {
+			return nil, fmt.Errorf("%w: route %q: malformed options", ErrBadStreams, esource.Truncate(p))
+		}
+		for k := range f {
+			switch k {
+			case "subject", "key", "type":
+			default:
+				return nil, fmt.Errorf("%w: route %q: unknown option %q (want subject, key or type)", ErrBadStreams, esource.Truncate(p), esource.Truncate(k))
+			}
+		}
+		routes[i].Filter = f
 	}
-	return paths, nil
+	return routes, nil
 }
 
 // A merged is one route of a merged stream.
 type merged struct {
-	r   *route
-	tag [4]byte
+	r      *route
+	tag    [4]byte
+	filter esource.Filter // nil for none
 }
 
 // streamItem is an event of a route, on its way to the stream's writer;
@@ -116,21 +145,28 @@ func (b *Bridge) serveStreams(w http.ResponseWriter, req *http.Request) {
 		http.Error(w, "esbridge: an event stream takes GET", http.StatusMethodNotAllowed)
 		return
 	}
-	paths, err := ParseStreams(req.URL.RawQuery)
+	named, err := ParseStreams(req.URL.RawQuery)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	routes := make([]merged, len(paths))
-	tags := make([][4]byte, len(paths))
-	for i, p := range paths {
+	routes := make([]merged, len(named))
+	tags := make([][4]byte, len(named))
+	paths := make([]string, len(named))
+	for i, n := range named {
+		p := n.Path
 		r := b.routes[p]
 		if r == nil {
 			http.Error(w, "esbridge: no route "+strconv.Quote(esource.Truncate(p)), http.StatusBadRequest)
 			return
 		}
-		routes[i] = merged{r: r, tag: b.tags[p]}
-		tags[i] = routes[i].tag
+		f, err := parseFilter(n.Filter, r.info)
+		if err != nil {
+			http.Error(w, "esbridge: route "+strconv.Quote(esource.Truncate(p))+": "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		routes[i] = merged{r: r, tag: b.tags[p], filter: f}
+		tags[i], paths[i] = routes[i].tag, p
 	}
 	for _, a := range paths {
 		for _, c := range paths {
@@ -203,7 +239,7 @@ func (b *Bridge) serveStreams(w http.ResponseWriter, req *http.Request) {
 	defer wg.Wait()
 	defer cancel()
 	for i, m := range routes {
-		seq, err := m.r.es.Tee(ctx, starts[i])
+		seq, err := m.r.es.TeeFiltered(ctx, starts[i], m.filter)
 		if err != nil { // shut down
 			items <- streamItem{m: i, ended: true}
 			continue
@@ -228,9 +264,20 @@ func (b *Bridge) serveStreams(w http.ResponseWriter, req *http.Request) {
 // writeStreams writes the routes' events as they come, until ctx ends,
 // the client fails, or every route has ended (the bridge shuts down:
 // then a short retry line ends the stream).
+//
+// An event with an ID alone (a route's progress past events its filter
+// skips, or an ID-only event of its own) is not written as it comes: it
+// moves the route's part of the merged ID, which the next event carries,
+// or else a frame with the ID alone, at most once per progress interval.
 func (b *Bridge) writeStreams(ctx context.Context, sw *streamWriter, routes []merged, ids *streamsID, items <-chan streamItem) {
 	heartbeat := time.NewTimer(b.heartbeat)
 	defer heartbeat.Stop()
+	progressTimer := time.NewTimer(time.Hour)
+	progressTimer.Stop()
+	defer progressTimer.Stop()
+	var progress <-chan time.Time // fires when a pending ID frame is due
+	pending := false              // the browser's ID is behind ids
+	told := time.Now()            // when the browser was last sent an ID
 	ended := 0
 	warned := false
 	var buf bytes.Buffer
@@ -240,10 +287,22 @@ func (b *Bridge) writeStreams(ctx context.Context, sw *streamWriter, routes []me
 		case it := <-items:
 		batch:
 			for {
-				if it.ended {
+				switch ev := &it.ev; {
+				case it.ended:
 					ended++
-				} else if !b.appendStreamEvent(&buf, routes[it.m], ids, &it.ev, &warned) {
-					return
+				case ev.Data == nil && ev.Type == "":
+					if ev.ID != "" && !ids.set(routes[it.m].tag, ev.ID) {
+						b.logger.Error("merged stream: a route's event ID is not base64url", "route", routes[it.m].r.path, "id", esource.Truncate(ev.ID))
+						return
+					}
+					pending = pending || ev.ID != ""
+				default:
+					if !b.appendStreamEvent(&buf, routes[it.m], ids, ev, &warned) {
+						return
+					}
+					if ev.ID != "" {
+						pending, told = false, time.Now()
+					}
 				}
 				if ended == len(routes) || buf.Len() >= 64<<10 {
 					break
@@ -256,20 +315,34 @@ func (b *Bridge) writeStreams(ctx context.Context, sw *streamWriter, routes []me
 			}
 		case <-heartbeat.C:
 			buf.WriteString(":\n\n")
+		case <-progress:
+			progress = nil
 		case <-ctx.Done():
 			return
+		}
+		if pending && progress == nil {
+			if wait := b.progress - time.Since(told); wait > 0 {
+				progressTimer.Reset(wait)
+				progress = progressTimer.C
+			} else if id, ok := ids.encode(); ok && id != "" {
+				ev := esource.Event{ID: id}
+				_, _ = ev.WriteTo(&buf)
+				pending, told = false, time.Now()
+			}
 		}
 		if ended == len(routes) {
 			d := esource.DefaultDrainRetry/2 + rand.N(esource.DefaultDrainRetry)
 			fmt.Fprintf(&buf, "retry: %d\n\n", d.Milliseconds())
 		}
-		if buf.Len() > 0 && sw.write(buf.Bytes()) != nil {
-			return
+		if buf.Len() > 0 {
+			if sw.write(buf.Bytes()) != nil {
+				return
+			}
+			heartbeat.Reset(b.heartbeat)
 		}
 		if ended == len(routes) {
 			return
 		}
-		heartbeat.Reset(b.heartbeat)
 	}
 }
 

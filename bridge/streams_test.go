@@ -199,7 +199,8 @@ func TestStreamsBadRequests(t *testing.T) {
 		"route=orders",
 		"route=/orders&x=1",
 		"route=/orders&%zz",
-		"route=%2Forders%3Ftype%3Dx",
+		"route=%2Forders%3Ftype%3Dx&route=%2Forders%3Ftype%3Dy",
+		"route=%2Forders%3Fsince%3D0",
 		"route=/" + strings.Repeat("x", 9000),
 		many.Encode(),
 	} {

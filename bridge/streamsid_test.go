@@ -160,14 +160,20 @@ func FuzzStreamsID(f *testing.F) {
 }
 
 // FuzzParseStreams parses any query without a panic, and accepts only
-// 1 to MaxStreamsRoutes distinct paths.
+// paths, once each, with filter options only, within the bounds.
 func FuzzParseStreams(f *testing.F) {
 	f.Add("route=/a&route=/b")
 	f.Add("route=/a&route=/a")
 	f.Add("route=%2Fa%3Ftype%3Dx")
 	f.Add("route=/a&x=%zz")
+	f.Add("route=%2Forders%3Ftype%3Dcreated%26type%3Dpaid&route=/payments")
+	f.Add("route=%2Fa%3Fsubject%3Da.%2A&route=%2Fb%3Fkey%3Dk1%26key%3Dk2")
+	f.Add("route=%2Fa%3Ftype%3Dx&route=%2Fa%3Ftype%3Dy")
+	f.Add("route=%2Fa%3Fsince%3D0")
+	f.Add("route=%2Fa%3F%25zz")
+	f.Add("route=%2Fa%3F&route=/b?")
 	f.Fuzz(func(t *testing.T, q string) {
-		paths, err := ParseStreams(q)
+		routes, err := ParseStreams(q)
 		if err != nil {
 			if !errors.Is(err, ErrBadStreams) {
 				t.Fatalf("%q: error %v is not ErrBadStreams", q, err)
@@ -175,14 +181,22 @@ func FuzzParseStreams(f *testing.F) {
 			return
 		}
 		seen := map[string]bool{}
-		for _, p := range paths {
-			if !strings.HasPrefix(p, "/") || seen[p] {
-				t.Fatalf("%q: accepted %q", q, paths)
+		for _, r := range routes {
+			if !strings.HasPrefix(r.Path, "/") || strings.Contains(r.Path, "?") || seen[r.Path] {
+				t.Fatalf("%q: accepted %q", q, routes)
 			}
-			seen[p] = true
+			seen[r.Path] = true
+			if r.Filter != nil && len(r.Filter) == 0 {
+				t.Fatalf("%q: route %q with an empty filter, want nil", q, r.Path)
+			}
+			for k := range r.Filter {
+				if k != "subject" && k != "key" && k != "type" {
+					t.Fatalf("%q: accepted the option %q", q, k)
+				}
+			}
 		}
-		if len(paths) == 0 || len(paths) > MaxStreamsRoutes {
-			t.Fatalf("%q: accepted %d routes", q, len(paths))
+		if len(routes) == 0 || len(routes) > MaxStreamsRoutes {
+			t.Fatalf("%q: accepted %d routes", q, len(routes))
 		}
 	})
 }

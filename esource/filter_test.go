@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -320,3 +321,46 @@ func (s *rawStream) ids() []string {
 }
 
 func (s *rawStream) close() { s.resp.Body.Close() }
+
+// TestTeeFiltered: an iteration with a filter has the events it lets
+// through, and for a skipped stretch an event with only the ID of the
+// last event skipped, before the next event it lets through.
+func TestTeeFiltered(t *testing.T) {
+	checkNoLeaks(t)
+	es := newSource(t, WithProgressInterval(20*time.Millisecond))
+	events, err := es.TeeFiltered(t.Context(), "", typeFilter{types: []string{"a"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		waitClients(t, es, 1)
+		es.Publish(Event{ID: "1", Type: "a", Data: "one"})
+		for i := 2; i <= 50; i++ {
+			es.Publish(Event{ID: strconv.Itoa(i), Type: "b", Data: "skipped"})
+		}
+		time.Sleep(100 * time.Millisecond) // the progress interval passes
+		es.Publish(Event{ID: "51", Type: "a", Data: "fifty-one"})
+	})
+	var got []string
+	for ev := range events {
+		if ev.Data != nil {
+			got = append(got, ev.ID+" "+ev.Data.(string))
+		} else {
+			got = append(got, ev.ID+" (ID only)")
+		}
+		if ev.ID == "51" {
+			break
+		}
+	}
+	wg.Wait()
+	if len(got) < 3 || got[0] != "1 one" || got[len(got)-2] != "50 (ID only)" || got[len(got)-1] != "51 fifty-one" {
+		t.Fatalf("got %q, want 1, progress IDs ending with 50, then 51", got)
+	}
+	for _, g := range got[1 : len(got)-1] {
+		if !strings.HasSuffix(g, "(ID only)") {
+			t.Errorf("got %q: a skipped event came", g)
+		}
+	}
+	waitClients(t, es, 0)
+}

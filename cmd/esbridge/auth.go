@@ -134,9 +134,9 @@ func routesOpened(protected []string) func(r *http.Request) []string {
 			return nil
 		}
 		var opened []string
-		for _, p := range named {
-			if paths[p] {
-				opened = append(opened, p)
+		for _, n := range named {
+			if paths[n.Path] {
+				opened = append(opened, n.Path)
 			}
 		}
 		return opened
