@@ -3,6 +3,7 @@ package esource
 import (
 	"context"
 	"errors"
+	"math/bits"
 	"math/rand/v2"
 	"strconv"
 	"sync/atomic"
@@ -99,14 +100,25 @@ func (c *client) serve(ctx context.Context, lastID string, resume bool) error {
 	for {
 		es.mu.RLock()
 		wake, closed, head := es.wake, es.closed, es.head
-		behind := c.cursor < head
+		if c.bit != 0 {
+			wake = es.filters[bits.TrailingZeros64(c.bit)].wake
+		}
+		behind := c.cursor < head && !c.skipEvicted()
 		if !behind {
 			c.collect()
 		}
+		sleeping := c.bit != 0 && c.cursor == es.next // woken for its events only
 		es.mu.RUnlock()
 		progress = nil
-		if c.progress != "" && len(c.bufs) == 0 && !behind {
-			if _, wait := c.progressDue(time.Now()); wait > 0 {
+		if (c.progress != "" || sleeping) && len(c.bufs) == 0 && !behind {
+			// A filtered client is not woken for the events it skips: it
+			// looks at the log once a progress interval, to tell its
+			// browser where it stands.
+			wait := es.cfg.progress
+			if c.progress != "" {
+				_, wait = c.progressDue(time.Now())
+			}
+			if wait > 0 {
 				if progressTimer == nil {
 					progressTimer = time.NewTimer(wait)
 					defer progressTimer.Stop()
@@ -154,6 +166,23 @@ func (c *client) serve(ctx context.Context, lastID string, resume bool) error {
 			return ctx.Err()
 		}
 	}
+}
+
+// skipEvicted moves a filtered client that slept past the head of the
+// log (it is woken only for the events it is sent) to the head, and
+// reports true, if none of the events evicted since its cursor was one it
+// is sent: it is not behind. The last of them becomes its progress, told
+// once due. es.mu must be held, at least for reading.
+func (c *client) skipEvicted() bool {
+	es := c.es
+	if c.bit == 0 || c.skip != nil || es.lostAll > c.cursor || es.filters[bits.TrailingZeros64(c.bit)].lost > c.cursor {
+		return false
+	}
+	c.cursor = es.head
+	if es.evicted.id != "" {
+		c.lastID, c.progress = es.evicted.id, es.evicted.id
+	}
+	return true
 }
 
 // sendGap sends c.gap, with the ID of the event before the client's

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/bits"
 	"sync"
 	"time"
 )
@@ -52,6 +53,9 @@ type EventSource struct {
 	page     []byte            // where the next events' bytes go
 	wake     chan struct{}     // closed and replaced to wake the clients
 	woken    chan struct{}     // a replaced wake, for unlock to close
+	pending  uint64            // the filters with events since their last wake
+	wokenBy  []chan struct{}   // replaced wakes of filters, for unlock to close
+	lostAll  uint64            // 1 + seq of the newest evicted event sent to all, if any
 	lastWake time.Time         // when wake was last closed
 	waking   *time.Timer       // wakes the clients later, when armed
 	armed    bool              // waking is set to fire
@@ -137,8 +141,11 @@ func (es *EventSource) Publish(ev Event) error {
 	at := len(es.page)
 	es.page = append(es.page, wire...)
 	e := entry{id: ev.ID, pos: pos, wire: es.page[at:], typ: ev.Type, labels: ev.Labels, always: alwaysSent(&ev)}
-	if !e.always {
+	if e.always {
+		es.pending = ^uint64(0)
+	} else {
 		e.pass = es.matchFilters(e.typ, e.labels)
+		es.pending |= e.pass
 	}
 	es.ring[seq%uint64(len(es.ring))] = e
 	es.next++
@@ -176,7 +183,11 @@ func (es *EventSource) Publish(ev Event) error {
 func (es *EventSource) wakeClients() {
 	// With woken set, unlock wakes every client: no client has seen the
 	// new wake channel yet.
-	if es.armed || es.woken != nil {
+	if es.woken != nil {
+		es.wakeFilters()
+		return
+	}
+	if es.armed {
 		return
 	}
 	now := time.Now()
@@ -188,6 +199,20 @@ func (es *EventSource) wakeClients() {
 	es.woken = es.wake
 	es.wake = make(chan struct{})
 	es.lastWake = now
+	es.wakeFilters()
+}
+
+// wakeFilters replaces the wake channel of each filter that events were
+// published for since its last wake, for unlock to close: a filtered
+// client wakes for the events it is sent, not for those it skips. es.mu
+// must be held.
+func (es *EventSource) wakeFilters() {
+	for set := es.pending & es.active; set != 0; set &= set - 1 {
+		s := &es.filters[bits.TrailingZeros64(set)]
+		es.wokenBy = append(es.wokenBy, s.wake)
+		s.wake = make(chan struct{})
+	}
+	es.pending = 0
 }
 
 // unlock releases es.mu, then closes the wake channel that wakeClients
@@ -198,11 +223,14 @@ func (es *EventSource) wakeClients() {
 // queued behind the whole crowd. With 15,000 clients that was most of
 // them, woken twice, and the p99 (bench's scenario W).
 func (es *EventSource) unlock() {
-	woken := es.woken
-	es.woken = nil
+	woken, by := es.woken, es.wokenBy
+	es.woken, es.wokenBy = nil, nil
 	es.mu.Unlock()
 	if woken != nil {
 		close(woken)
+	}
+	for _, w := range by {
+		close(w)
 	}
 }
 
@@ -224,6 +252,15 @@ func (es *EventSource) evict() {
 	es.size -= len(e.wire)
 	es.ring[i] = entry{}
 	es.evicted = entry{id: e.id, pos: e.pos}
+	// A filtered client that sleeps past evicted events it skips is not
+	// behind; past one it is sent, it is.
+	if e.always {
+		es.lostAll = es.head + 1
+	} else {
+		for set := e.pass & es.active; set != 0; set &= set - 1 {
+			es.filters[bits.TrailingZeros64(set)].lost = es.head + 1
+		}
+	}
 	es.head++
 }
 

@@ -37,6 +37,8 @@ type filterSlot struct {
 	f    Filter
 	key  string
 	refs int
+	wake chan struct{} // closed and replaced when events for it are published
+	lost uint64        // 1 + seq of the newest evicted event it matched, if any
 }
 
 // addFilter registers a client's filter and returns its bit in the
@@ -54,7 +56,7 @@ func (es *EventSource) addFilter(f Filter) uint64 {
 	}
 	i := bits.TrailingZeros64(^es.active)
 	bit := uint64(1) << i
-	es.filters[i] = filterSlot{f: f, key: key, refs: 1}
+	es.filters[i] = filterSlot{f: f, key: key, refs: 1, wake: make(chan struct{})}
 	es.slots[key] = i
 	es.active |= bit
 	for seq := es.head; seq < es.next; seq++ {

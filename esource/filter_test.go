@@ -364,3 +364,25 @@ func TestTeeFiltered(t *testing.T) {
 	}
 	waitClients(t, es, 0)
 }
+
+// TestFilteredClientSleepsPastTheLog: a filtered client is woken only for
+// the events it is sent, so the log may evict many events it skips while
+// it sleeps: it is not behind for that (no gap, no catch-up), and goes on
+// with the next event of its filter.
+func TestFilteredClientSleepsPastTheLog(t *testing.T) {
+	checkNoLeaks(t)
+	es := newSource(t, WithBacklog(8))
+	srv := serveFiltered(t, es, nil)
+	rare := connect(t, srv.Client(), srv.URL+"?types=rare", "")
+	waitClients(t, es, 1)
+	publishTyped(t, es, 1, 100, 1) // all of type t0, skipped
+	if err := es.Publish(Event{ID: "101", Type: "rare", Data: "r"}); err != nil {
+		t.Fatal(err)
+	}
+	if ev := rare.next(); ev.Type != "rare" || ev.LastEventID != "101" {
+		t.Fatalf("got %+v, want the rare event 101", ev)
+	}
+	if st := es.Stats(); st.Slow != 0 || len(st.Gaps) != 0 {
+		t.Errorf("slow %d, gaps %v; want none", st.Slow, st.Gaps)
+	}
+}
