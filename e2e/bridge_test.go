@@ -14,6 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/esbridge/esbridge/internal/brokertest"
 	"github.com/esbridge/esbridge/internal/progtest"
 )
@@ -144,4 +147,21 @@ type natsServer struct {
 func runNATS(t *testing.T) *natsServer {
 	t.Helper()
 	return &natsServer{brokertest.RunNATS(t), t}
+}
+
+// runJetStream starts a nats-server and returns it with a JetStream
+// context on a connection of the test's, closed at cleanup.
+func runJetStream(t *testing.T) (*natsServer, jetstream.JetStream) {
+	t.Helper()
+	ns := runNATS(t)
+	nc, err := nats.Connect("nats://" + ns.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ns, js
 }

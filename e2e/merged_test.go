@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -22,16 +21,7 @@ import (
 func TestMergedStreamsRestart(t *testing.T) {
 	t.Parallel()
 	br := launchBrowser(t)
-	ns := runNATS(t)
-	nc, err := nats.Connect("nats://" + ns.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ns, js := runJetStream(t)
 	for _, name := range []string{"ORDERS", "PAYMENTS"} {
 		if _, err := js.CreateStream(t.Context(), jetstream.StreamConfig{Name: name, Subjects: []string{strings.ToLower(name) + ".>"}}); err != nil {
 			t.Fatal(err)

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/esbridge/esbridge/esource"
@@ -26,16 +25,7 @@ import (
 func TestProgressFramesResume(t *testing.T) {
 	t.Parallel()
 	br := launchBrowser(t)
-	ns := runNATS(t)
-	nc, err := nats.Connect("nats://" + ns.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ns, js := runJetStream(t)
 	if _, err := js.CreateStream(t.Context(), jetstream.StreamConfig{Name: "P", Subjects: []string{"p.>"}}); err != nil {
 		t.Fatal(err)
 	}

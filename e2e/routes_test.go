@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/segmentio/kafka-go"
@@ -45,16 +44,7 @@ var routeKinds = []routeKind{
 
 // newJetStream starts a nats-server and creates a JetStream stream on it.
 func newJetStream(t *testing.T) (string, func(int, ...string) error) {
-	ns := runNATS(t)
-	nc, err := nats.Connect("nats://" + ns.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ns, js := runJetStream(t)
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "E2E", Subjects: []string{"e2e.>"}}); err != nil {

@@ -137,18 +137,11 @@ func (s *Source) Open(ctx context.Context, start bridge.Start) (bridge.Reader, e
 	if err != nil {
 		return nil, err
 	}
-	n, err := s.partitions(ctx)
+	offs, err := s.spans(ctx)
 	if err != nil {
 		return nil, err
 	}
-	all := make([]int, n)
-	for i := range all {
-		all[i] = i
-	}
-	offs, err := s.offsets(ctx, all)
-	if err != nil {
-		return nil, err
-	}
+	n := len(offs)
 	next := make([]int64, n)
 	switch {
 	case start.Position != nil:
@@ -303,10 +296,9 @@ func expiredError(pos bridge.Position, exp ...expiredPartition) *bridge.ExpiredE
 	return &bridge.ExpiredError{Resume: resume, From: slices.Clone(pos), Lost: strings.Join(lost, "; "), Missed: missed}
 }
 
-// Head returns where the topic ends: each partition's high-water mark, the
-// offset after its last message (see [bridge.Headed]). ctx bounds the
-// look-up of the partitions and their offsets.
-func (s *Source) Head(ctx context.Context) (bridge.Position, error) {
+// spans returns the first offset and the high-water mark of every
+// partition of the topic.
+func (s *Source) spans(ctx context.Context) ([]span, error) {
 	n, err := s.partitions(ctx)
 	if err != nil {
 		return nil, err
@@ -315,10 +307,18 @@ func (s *Source) Head(ctx context.Context) (bridge.Position, error) {
 	for i := range all {
 		all[i] = i
 	}
-	offs, err := s.offsets(ctx, all)
+	return s.offsets(ctx, all)
+}
+
+// Head returns where the topic ends: each partition's high-water mark, the
+// offset after its last message (see [bridge.Headed]). ctx bounds the
+// look-up of the partitions and their offsets.
+func (s *Source) Head(ctx context.Context) (bridge.Position, error) {
+	offs, err := s.spans(ctx)
 	if err != nil {
 		return nil, err
 	}
+	n := len(offs)
 	head := make(bridge.Position, n)
 	for i, o := range offs {
 		head[i] = uint64(max(o.last, 0))

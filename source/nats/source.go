@@ -293,24 +293,9 @@ func (s *Source) disconnected(nc *nats.Conn, err error) {
 // over the live connection; ctx bounds the request. Core NATS keeps no
 // history: Head returns an error wrapping [bridge.ErrNoHistory].
 func (s *Source) Head(ctx context.Context) (bridge.Position, error) {
-	if s.cfg.Stream == "" {
-		return nil, fmt.Errorf("nats: %s: %w", s.cfg.Subject, bridge.ErrNoHistory)
-	}
-	var c *conn
-	select {
-	case <-s.tried:
-		c = s.live
-	default:
-	}
-	if c == nil {
-		return nil, fmt.Errorf("nats: not connected: %w", bridge.ErrUnavailable)
-	}
-	if err := c.unavailable(); err != nil {
-		return nil, err
-	}
-	st, err := c.js.Stream(ctx, s.cfg.Stream)
+	_, st, err := s.stream(ctx, false)
 	if err != nil {
-		return nil, fmt.Errorf("nats: stream %s: %w: %w", s.cfg.Stream, bridge.ErrUnavailable, err)
+		return nil, err
 	}
 	if s.cfg.Subject == "" {
 		return bridge.Position{st.CachedInfo().State.LastSeq + 1}, nil
@@ -325,6 +310,36 @@ func (s *Source) Head(ctx context.Context) (bridge.Position, error) {
 	return bridge.Position{m.Sequence + 1}, nil
 }
 
+// stream reads the JetStream stream's info over the live connection, or
+// the replay one, and returns that connection too. It returns an error wrapping bridge.ErrNoHistory on core
+// NATS, and one wrapping bridge.ErrUnavailable before the connection is
+// made, while it is down, or while the stream does not exist.
+func (s *Source) stream(ctx context.Context, replay bool) (*conn, jetstream.Stream, error) {
+	if s.cfg.Stream == "" {
+		return nil, nil, fmt.Errorf("nats: %s: %w", s.cfg.Subject, bridge.ErrNoHistory)
+	}
+	var c *conn
+	select {
+	case <-s.tried:
+		c = s.live
+		if replay {
+			c = s.replay
+		}
+	default:
+	}
+	if c == nil {
+		return nil, nil, fmt.Errorf("nats: not connected: %w", bridge.ErrUnavailable)
+	}
+	if err := c.unavailable(); err != nil {
+		return nil, nil, err
+	}
+	st, err := c.js.Stream(ctx, s.cfg.Stream)
+	if err != nil {
+		return nil, nil, fmt.Errorf("nats: stream %s: %w: %w", s.cfg.Stream, bridge.ErrUnavailable, err)
+	}
+	return c, st, nil
+}
+
 // PositionAt returns the sequence of the first message of the JetStream
 // stream stored at or after t (on the route's subject, if it has one), or
 // the sequence after the last message if none is (see [bridge.Seeker]).
@@ -333,25 +348,10 @@ func (s *Source) Head(ctx context.Context) (bridge.Position, error) {
 // requests. Core NATS keeps no history: PositionAt returns an error
 // wrapping [bridge.ErrNoHistory].
 func (s *Source) PositionAt(ctx context.Context, t time.Time) (bridge.Position, error) {
-	if s.cfg.Stream == "" {
-		return nil, fmt.Errorf("nats: %s: %w", s.cfg.Subject, bridge.ErrNoHistory)
-	}
-	var c *conn
-	select {
-	case <-s.tried:
-		c = s.replay
-	default:
-	}
-	if c == nil {
-		return nil, fmt.Errorf("nats: not connected: %w", bridge.ErrUnavailable)
-	}
-	if err := c.unavailable(); err != nil {
-		return nil, err
-	}
 	// The last sequence first: a message stored after it is newer than t.
-	st, err := c.js.Stream(ctx, s.cfg.Stream)
+	c, st, err := s.stream(ctx, true)
 	if err != nil {
-		return nil, fmt.Errorf("nats: stream %s: %w: %w", s.cfg.Stream, bridge.ErrUnavailable, err)
+		return nil, err
 	}
 	head := st.CachedInfo().State.LastSeq + 1
 	filter := cmp.Or(s.cfg.Subject, ">")
