@@ -48,6 +48,8 @@ type Source struct {
 	replay *conn
 	err    error // connect's error
 
+	streamWatch streamWatch // reads the JetStream stream's info for the readers
+
 	mu      sync.Mutex
 	cores   map[*coreReader]struct{} // open core NATS readers
 	closed  bool                     // Close was called: opening takes no more
