@@ -39,8 +39,9 @@
 // the bridge retries.
 //
 // A JetStream reader's incarnation ([bridge.Incarnated]) is the stream's
-// creation time. Each reader reads the stream's info every second, and
-// when nats.go re-creates its consumer, and its Next returns an error
+// creation time. The source reads the stream's info every second for all
+// its readers, and a reader reads it again when nats.go re-creates its
+// consumer; its Next returns an error
 // wrapping [bridge.ErrReset] once the stream is gone or another one (an
 // ordered consumer would go on with the new stream at the old sequence).
 // Sequences the consumer skips because retention deleted them are a
