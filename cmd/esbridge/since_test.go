@@ -106,3 +106,47 @@ func TestSinceCoreNATS(t *testing.T) {
 		}
 	})
 }
+
+// A client with ?since= and a filter receives, from the broker, the
+// filter's messages stored at or after that time, and then the filter's
+// live ones: the two views compose.
+func TestSinceWithFilter(t *testing.T) {
+	t.Parallel()
+	ns := runNATS(t)
+	pub, stream := ns.jetStream("ORDERS")
+	pa := &publisher{t: t, js: pub.js, subject: "orders.a"}
+	pb := &publisher{t: t, js: pub.js, subject: "orders.b"}
+	b := startBridge(t, "-listen", "127.0.0.1:0", "-backlog", "2", "-route", "/orders="+stream+"?max_since=1h")
+	b.waitReadyz(200)
+
+	pa.publish("a1")
+	pb.publish("b1")
+	since := time.Now()
+	for i := 2; i <= 6; i++ {
+		pa.publish("a" + strconv.Itoa(i))
+		pb.publish("b" + strconv.Itoa(i))
+	}
+	c := connect(t, sinceURL(b, "/orders", since.Format(time.RFC3339Nano))+"&subject=orders.a", "")
+	c.expectData(seq("a", 2, 6)...)
+	pb.publish("b7")
+	pa.publish("a7")
+	c.expectData("a7")
+}
+
+// A client with ?since= on a RabbitMQ stream route receives the messages
+// stored from that time on (RabbitMQ's timestamp offsets are whole
+// seconds: the old messages here are 1.5 s older), then live.
+func TestSinceRabbitMQ(t *testing.T) {
+	rb := newRabbit(t)
+	stream := rb.stream(nil)
+	publish := rb.publisher("", stream)
+	b := startBridge(t, "-listen", "127.0.0.1:0", "-backlog", "2", "-route", rb.route("/s", "stream="+stream+"&max_since=1h"))
+	b.waitReadyz(200)
+	publish(seq("old", 1, 3)...)
+	time.Sleep(1500 * time.Millisecond)
+	since := time.Now()
+	publish(seq("new", 1, 5)...)
+	c := connect(t, sinceURL(b, "/s", since.Format(time.RFC3339Nano)), "")
+	c.expectData(seq("new", 1, 5)...)
+	c.expectOnly("end", publish)
+}
