@@ -143,17 +143,36 @@ func TestStatsCatchUp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The watcher is a client once it is ranged over: then the messages
+	// come.
+	ids := make(chan string, 20)
+	go func() {
+		defer close(ids)
+		for ev := range watch {
+			if ev.Data == nil {
+				continue // no message: an ID alone
+			}
+			ids <- ev.ID
+			if ev.Data == "m19" {
+				return
+			}
+		}
+	}()
+	for bridge.Clients(b, "/s") == 0 {
+		time.Sleep(time.Millisecond)
+	}
 	for i := range 20 {
 		stream.Append(0, []byte("m"+strconv.Itoa(i)))
 	}
 	var tenth string // the ID of the 10th message
-	for ev := range watch {
-		if ev.Data == "m9" {
-			tenth = ev.ID
+	n := 0
+	for id := range ids {
+		if n++; n == 10 {
+			tenth = id
 		}
-		if ev.Data == "m19" {
-			break
-		}
+	}
+	if n != 20 {
+		t.Fatalf("the watcher got %d messages, want 20", n)
 	}
 
 	// A slow watcher was caught up by a reader, which ends with it.
