@@ -182,6 +182,8 @@ func TestAdminMetrics(t *testing.T) {
 	c.close() // noticed at the next write to it
 	caughtUp := b.scrape()[catchUps]
 	pub.publish(seq("m", 11, 15)...)
+	// Once the bridge has them, the ID has left its log.
+	b.waitMetric(published, "the 15 messages", func(v float64) bool { return v >= before+15 })
 	r := connect(t, b.url("/orders"), id)
 	r.expectData(seq("m", 11, 15)...)
 	if m = b.scrape(); m[catchUps] < caughtUp+1 {
