@@ -85,7 +85,7 @@ func (r *reader) startPartition(id int, next int64) {
 }
 
 // poll follows the source's checks of the topic (every watchInterval, see
-// topicWatch), and hands Next an error
+// Source.topicCheck), and hands Next an error
 // wrapping bridge.ErrReset once it finds it created again (another ID, or
 // fewer partitions), or deleted (twice in a row, so that a broker that
 // has not loaded its metadata yet is not taken at its word). Every
@@ -95,10 +95,10 @@ func (r *reader) startPartition(id int, next int64) {
 func (r *reader) poll(n int) {
 	defer r.wg.Done()
 	s := r.src
-	defer s.topicWatch.watch()()
+	defer s.topicCheck.Watch(s.checkTopic)()
 	lastMetadata := time.Now()
 	for {
-		check, ok := s.topicWatch.next(r.ctx)
+		check, ok := s.topicCheck.Next(r.ctx)
 		if !ok {
 			return
 		}

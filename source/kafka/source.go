@@ -17,6 +17,7 @@ import (
 	"github.com/segmentio/kafka-go/sasl/scram"
 
 	"github.com/esbridge/esbridge/bridge"
+	"github.com/esbridge/esbridge/internal/sharedcheck"
 )
 
 // requestTimeout bounds each metadata or offsets request, and each dial,
@@ -40,8 +41,9 @@ type Source struct {
 	// metadataVersion is the brokers' newest Metadata version, once known
 	// (see topic).
 	metadataVersion atomic.Int32
-	// topicWatch checks the topic for the readers.
-	topicWatch topicWatch
+	// topicCheck checks the topic for the readers, once a watchInterval
+	// for all of them.
+	topicCheck sharedcheck.Check[topicCheck]
 }
 
 // New validates cfg and returns a Source. It does not connect: the first
@@ -54,7 +56,7 @@ func New(cfg Config) (*Source, error) {
 		cfg.MetadataInterval = DefaultMetadataInterval
 	}
 	s := &Source{cfg: cfg, log: cfg.Logger}
-	s.topicWatch = topicWatch{s: s, checked: make(chan struct{})}
+	s.topicCheck.Interval = watchInterval
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}

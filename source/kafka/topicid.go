@@ -6,9 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/protocol"
@@ -348,82 +346,21 @@ func (d *decoder) array1() int {
 
 var _ protocol.RawExchanger = (*topicIDRequest)(nil)
 
-// A topicWatch checks the topic every watchInterval while any reader
-// watches it: one request a second per source, however many readers.
-type topicWatch struct {
-	s *Source
-
-	mu       sync.Mutex
-	watchers int
-	stop     context.CancelFunc
-	last     topicCheck
-	checked  chan struct{} // closed and replaced after each check
-}
-
-// A topicCheck is the outcome of one check of the topic.
+// A topicCheck is the outcome of one check of the topic (see
+// Source.checkTopic).
 type topicCheck struct {
 	meta    topicMeta
 	err     error
 	missing int // checks in a row that found no topic
 }
 
-// watch registers a watcher, starting the checks for the first, and
-// returns the function that unregisters it.
-func (w *topicWatch) watch() (unwatch func()) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.watchers++; w.watchers == 1 {
-		w.last = topicCheck{}
-		ctx, cancel := context.WithCancel(context.Background())
-		w.stop = cancel
-		go w.run(ctx)
+// checkTopic checks the topic for the readers, once a watchInterval for
+// all of them (Source.topicCheck): prev is the check before.
+func (s *Source) checkTopic(ctx context.Context, prev topicCheck) topicCheck {
+	meta, err := s.topic(ctx)
+	c := topicCheck{meta: meta, err: err}
+	if errors.Is(err, kafka.UnknownTopicOrPartition) {
+		c.missing = prev.missing + 1
 	}
-	return func() {
-		w.mu.Lock()
-		defer w.mu.Unlock()
-		if w.watchers--; w.watchers == 0 {
-			w.stop()
-		}
-	}
-}
-
-// run checks the topic every watchInterval until ctx ends.
-func (w *topicWatch) run(ctx context.Context) {
-	t := time.NewTicker(watchInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			return
-		}
-		meta, err := w.s.topic(ctx)
-		if ctx.Err() != nil {
-			return
-		}
-		w.mu.Lock()
-		c := topicCheck{meta: meta, err: err}
-		if errors.Is(err, kafka.UnknownTopicOrPartition) {
-			c.missing = w.last.missing + 1
-		}
-		w.last = c
-		close(w.checked)
-		w.checked = make(chan struct{})
-		w.mu.Unlock()
-	}
-}
-
-// next waits for the next check and returns it; false if ctx ended first.
-func (w *topicWatch) next(ctx context.Context) (topicCheck, bool) {
-	w.mu.Lock()
-	checked := w.checked
-	w.mu.Unlock()
-	select {
-	case <-checked:
-	case <-ctx.Done():
-		return topicCheck{}, false
-	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.last, true
+	return c
 }

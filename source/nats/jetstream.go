@@ -247,33 +247,23 @@ func (r *streamReader) run() {
 }
 
 // watch follows the source's reads of the stream's info (one every
-// watchInterval for all its readers, see streamWatch) until the reader is
-// closed, and closes r.reset once the stream is gone or another one.
+// watchInterval for all its readers, see Source.streamCheck) until the
+// reader is closed, and closes r.reset once the stream is gone or another
+// one.
 func (r *streamReader) watch() {
 	defer close(r.watched)
-	w := &r.src.streamWatch
-	defer w.watch(r.conn, r.src.cfg.Stream)()
+	check := &r.src.streamCheck
+	defer check.Watch(r.conn.readStream(r.src.cfg.Stream))()
 	for {
-		info, ok := w.next(r.ctx)
+		info, ok := check.Next(r.ctx)
 		if !ok {
 			return
 		}
-		if info.gone || info.created != 0 && info.created != r.inc {
+		if r.gone(info) {
 			r.resetOnce.Do(func() { close(r.reset) })
 			return
 		}
 	}
-}
-
-// A streamWatch reads the JetStream stream's info every watchInterval
-// while any reader watches it: one request a second per source, however
-// many readers it has.
-type streamWatch struct {
-	mu       sync.Mutex
-	watchers int
-	stop     context.CancelFunc
-	last     streamInfo
-	checked  chan struct{} // closed and replaced after each read
 }
 
 // A streamInfo is what a read of the stream's info told.
@@ -282,47 +272,13 @@ type streamInfo struct {
 	gone    bool   // the stream does not exist
 }
 
-// watch registers a watcher of the stream, starting the reads over c (the
-// connection of the first watcher) for the first, and returns the
-// function that unregisters it.
-func (w *streamWatch) watch(c *conn, stream string) (unwatch func()) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.checked == nil {
-		w.checked = make(chan struct{})
-	}
-	if w.watchers++; w.watchers == 1 {
-		ctx, cancel := context.WithCancel(context.Background())
-		w.stop = cancel
-		w.last = streamInfo{}
-		go w.run(ctx, c, stream)
-	}
-	return func() {
-		w.mu.Lock()
-		defer w.mu.Unlock()
-		if w.watchers--; w.watchers == 0 {
-			w.stop()
-		}
-	}
-}
-
-// run reads the info of stream over c every watchInterval until ctx ends.
-// An error of the connection tells nothing: neither created nor gone.
-func (w *streamWatch) run(ctx context.Context, c *conn, stream string) {
-	t := time.NewTicker(watchInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			return
-		}
-		rctx, cancel := context.WithTimeout(ctx, infoTimeout)
-		st, err := c.js.Stream(rctx, stream)
-		cancel()
-		if ctx.Err() != nil {
-			return
-		}
+// readStream returns the check that reads the info of stream over c. An
+// error of the connection tells nothing: neither created nor gone.
+func (c *conn) readStream(stream string) func(context.Context, streamInfo) streamInfo {
+	return func(ctx context.Context, _ streamInfo) streamInfo {
+		ctx, cancel := context.WithTimeout(ctx, infoTimeout)
+		defer cancel()
+		st, err := c.js.Stream(ctx, stream)
 		var info streamInfo
 		switch {
 		case errors.Is(err, jetstream.ErrStreamNotFound):
@@ -330,44 +286,26 @@ func (w *streamWatch) run(ctx context.Context, c *conn, stream string) {
 		case err == nil:
 			info.created = uint64(st.CachedInfo().Created.UnixNano())
 		}
-		w.mu.Lock()
-		w.last = info
-		close(w.checked)
-		w.checked = make(chan struct{})
-		w.mu.Unlock()
+		return info
 	}
-}
-
-// next waits for the next read and returns it; false if ctx ended first.
-func (w *streamWatch) next(ctx context.Context) (streamInfo, bool) {
-	w.mu.Lock()
-	checked := w.checked
-	w.mu.Unlock()
-	select {
-	case <-checked:
-	case <-ctx.Done():
-		return streamInfo{}, false
-	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.last, true
 }
 
 // checkStream reads the stream's info. It closes r.reset and reports true
 // if the stream is gone or another one. An error of the connection tells
 // nothing.
 func (r *streamReader) checkStream() bool {
-	ctx, cancel := context.WithTimeout(r.ctx, infoTimeout)
-	defer cancel()
-	st, err := r.conn.js.Stream(ctx, r.src.cfg.Stream)
-	gone := errors.Is(err, jetstream.ErrStreamNotFound)
-	if err == nil {
-		gone = uint64(st.CachedInfo().Created.UnixNano()) != r.inc
-	}
+	info := r.conn.readStream(r.src.cfg.Stream)(r.ctx, streamInfo{})
+	gone := r.gone(info)
 	if gone {
 		r.resetOnce.Do(func() { close(r.reset) })
 	}
 	return gone
+}
+
+// gone reports whether info tells that the reader's stream is gone or
+// another one.
+func (r *streamReader) gone(info streamInfo) bool {
+	return info.gone || info.created != 0 && info.created != r.inc
 }
 
 // Incarnation implements bridge.Incarnated: the stream's creation time.

@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/esbridge/esbridge/bridge"
+	"github.com/esbridge/esbridge/internal/sharedcheck"
 )
 
 // flushTimeout bounds the round trip that makes sure a new subscription is
@@ -48,7 +49,9 @@ type Source struct {
 	replay *conn
 	err    error // connect's error
 
-	streamWatch streamWatch // reads the JetStream stream's info for the readers
+	// streamCheck reads the JetStream stream's info for the readers, once
+	// a watchInterval for all of them.
+	streamCheck sharedcheck.Check[streamInfo]
 
 	mu      sync.Mutex
 	cores   map[*coreReader]struct{} // open core NATS readers
@@ -72,6 +75,7 @@ func New(cfg Config) (*Source, error) {
 		return nil, err
 	}
 	s := &Source{cfg: cfg, log: cfg.Logger, tried: make(chan struct{}), cores: make(map[*coreReader]struct{}), inactive: inactiveThreshold}
+	s.streamCheck.Interval = watchInterval
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
