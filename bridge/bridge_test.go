@@ -242,7 +242,7 @@ func TestGapForAnUnusableID(t *testing.T) {
 		t.Fatal(err)
 	}
 	ahead := base64.RawURLEncoding.EncodeToString(binary.AppendUvarint(raw[:8], 1e12))
-	consumers := countConsumers(t, js.Conn()) // none: no ID here can be replayed
+	readers := countReaders(t, js) // none: no ID here can be replayed
 	n := 1
 	for _, tc := range []struct{ id, reason string }{
 		{"garbage", "malformed-id"},
@@ -265,8 +265,8 @@ func TestGapForAnUnusableID(t *testing.T) {
 		// Drain what the next iterations publish.
 		go io.Copy(io.Discard, c.resp.Body)
 	}
-	if m := consumers.most.Load(); m != 0 {
-		t.Errorf("%d JetStream consumers made for IDs that cannot be replayed", m)
+	if m := readers.Most(); m != 0 {
+		t.Errorf("%d JetStream readers made for IDs that cannot be replayed", m)
 	}
 }
 

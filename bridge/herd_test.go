@@ -8,43 +8,91 @@ import (
 	"net/http"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/esbridge/esbridge/bridge"
 )
 
-// consumerCount follows the JetStream consumers of stream S by their
-// advisories: how many are open now beyond those at the start, and the
-// most at once.
-type consumerCount struct {
-	now, most atomic.Int64
+// readerCount follows the JetStream consumers of stream S by their
+// advisories, read in the server's order from one subscription, and counts
+// the readers they belong to: the bridge names a reader's consumers
+// PREFIX_1, PREFIX_2 and so on, as nats.go re-creates an ordered consumer
+// (making the new one before the old one is deleted). It counts readers
+// beyond those open at the start: how many now, and the most at once.
+type readerCount struct {
+	mu        sync.Mutex
+	consumers map[string]int // live consumers by reader prefix
+	initial   map[string]bool
+	most      int
 }
 
-func countConsumers(t *testing.T, nc *nats.Conn) *consumerCount {
+func countReaders(t *testing.T, js jetstream.JetStream) *readerCount {
 	t.Helper()
-	var c consumerCount
-	for subject, d := range map[string]int64{
-		"$JS.EVENT.ADVISORY.CONSUMER.CREATED.S.>": 1,
-		"$JS.EVENT.ADVISORY.CONSUMER.DELETED.S.>": -1,
-	} {
-		sub, err := nc.Subscribe(subject, func(*nats.Msg) {
-			n := c.now.Add(d)
-			for m := c.most.Load(); n > m && !c.most.CompareAndSwap(m, n); m = c.most.Load() {
-			}
-		})
-		if err != nil {
-			t.Fatal(err)
+	c := &readerCount{consumers: map[string]int{}, initial: map[string]bool{}}
+	prefix := func(name string) string {
+		if i := strings.LastIndexByte(name, '_'); i > 0 {
+			return name[:i]
 		}
-		t.Cleanup(func() { sub.Unsubscribe() })
+		return name
 	}
-	if err := nc.Flush(); err != nil {
+	sub, err := js.Conn().Subscribe("$JS.EVENT.ADVISORY.CONSUMER.*.S.*", func(m *nats.Msg) {
+		tokens := strings.Split(m.Subject, ".")
+		kind, p := tokens[4], prefix(tokens[6])
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		switch kind {
+		case "CREATED":
+			c.consumers[p]++
+		case "DELETED":
+			if c.consumers[p]--; c.consumers[p] <= 0 {
+				delete(c.consumers, p)
+			}
+		}
+		c.most = max(c.most, c.nowLocked())
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
-	return &c
+	t.Cleanup(func() { sub.Unsubscribe() })
+	if err := js.Conn().Flush(); err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.Stream(t.Context(), "S")
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := st.ConsumerNames(t.Context())
+	for name := range names.Name() {
+		c.mu.Lock()
+		c.initial[prefix(name)] = true
+		c.mu.Unlock()
+	}
+	if err := names.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// nowLocked is how many readers beyond the initial ones have a consumer.
+func (c *readerCount) nowLocked() int {
+	n := 0
+	for p := range c.consumers {
+		if !c.initial[p] {
+			n++
+		}
+	}
+	return n
+}
+
+// Most is the most readers beyond the initial ones open at once.
+func (c *readerCount) Most() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.most
 }
 
 // readFrom reads the route's stream after lastID until message m<to>,
@@ -88,7 +136,6 @@ func readFrom(ctx context.Context, url, lastID string, from, to int) error {
 func TestHerd(t *testing.T) {
 	const clients, back, live, readers = 300, 1000, 50, 2
 	js, addr := jetStream(t)
-	nc := js.Conn()
 	url := serveBridge(t, addr, bridge.Config{Backlog: 64}, bridge.Options{CatchUpReaders: readers})
 	first := open(t, url, "")
 	publish(t, js, 1, back)
@@ -96,7 +143,7 @@ func TestHerd(t *testing.T) {
 	for i := 1; i <= back; i++ {
 		ids[i] = first.expect(i, i)
 	}
-	consumers := countConsumers(t, nc)
+	consumers := countReaders(t, js)
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -114,8 +161,8 @@ func TestHerd(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	wg.Wait()
-	if m := consumers.most.Load(); m == 0 || m > readers {
-		t.Errorf("%d consumers at once for %d resuming clients, want 1 to %d", m, clients, readers)
+	if m := consumers.Most(); m == 0 || m > readers {
+		t.Errorf("%d readers at once for %d resuming clients, want 1 to %d", m, clients, readers)
 	}
 }
 
