@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math/bits"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -224,14 +225,85 @@ func (c *client) finish() {
 // were skipped a progress frame with their ID ends the batch, if one is
 // due. es.mu must be held, and c.cursor must not be behind the log.
 func (c *client) collect() {
-	es := c.es
 	c.bufs = c.bufs[:0]
+	if c.bit != 0 && c.skip == nil {
+		c.collectIndexed()
+	} else {
+		c.collectAll()
+	}
+	if c.progress != "" {
+		now := time.Now()
+		if due, _ := c.progressDue(now); due {
+			c.bufs = append(c.bufs, progressLine(c.progress))
+			c.progress, c.progressAt = "", now
+		}
+	}
+}
+
+// full reports whether c.bufs, holding n bytes, make a batch.
+func (c *client) full(n int) bool {
+	return n > 0 && (n >= maxBatch || len(c.bufs) >= maxBatchBufs)
+}
+
+// add appends wire, an event's bytes, to c.bufs, to the last buffer if it
+// follows it in the same page.
+func (c *client) add(wire []byte) {
+	if k := len(c.bufs) - 1; k >= 0 && follows(c.bufs[k], wire) {
+		c.bufs[k] = c.bufs[k][:len(c.bufs[k])+len(wire)]
+	} else {
+		c.bufs = append(c.bufs, wire)
+	}
+}
+
+// collectIndexed collects for a client with a registered filter: it reads
+// the filter's index of the log, and so visits the events it is sent, not
+// all those it skips.
+func (c *client) collectIndexed() {
+	es := c.es
+	seqs := es.filters[bits.TrailingZeros64(c.bit)].seqs
+	k, _ := slices.BinarySearch(seqs, c.cursor)
+	n := 0
+	for ; k < len(seqs) && !c.full(n); k++ {
+		seq := seqs[k]
+		if seq > c.cursor {
+			c.skipTo(seq)
+		}
+		e := &es.ring[seq%uint64(len(es.ring))]
+		n += len(e.wire)
+		c.add(e.wire)
+		if e.id != "" {
+			c.lastID, c.progress = e.id, ""
+		}
+		c.cursor = seq + 1
+	}
+	if k == len(seqs) && c.cursor < es.next {
+		c.skipTo(es.next)
+	}
+}
+
+// skipTo moves c.cursor to seq over events it is not sent: the newest of
+// them with an ID becomes its last ID, and its progress.
+func (c *client) skipTo(seq uint64) {
+	es := c.es
+	for i := seq; i > c.cursor; i-- {
+		if id := es.ring[(i-1)%uint64(len(es.ring))].id; id != "" {
+			c.lastID, c.progress = id, id
+			break
+		}
+	}
+	c.cursor = seq
+}
+
+// collectAll collects by visiting every event from c.cursor on: for a
+// client without a filter, one whose filter has no slot, or one still
+// skipping what it received (c.skip).
+func (c *client) collectAll() {
+	es := c.es
 	n := 0
 	// In locals, not in c, while the loop runs: a filtered client skips
 	// most events, and each store of a string to c is a write barrier.
 	lastID, progress := c.lastID, c.progress
-	bit := c.bit // a registered filter's: tested here, without a call
-	for ; c.cursor < es.next && (n == 0 || n < maxBatch && len(c.bufs) < maxBatchBufs); c.cursor++ {
+	for ; c.cursor < es.next && !c.full(n); c.cursor++ {
 		e := &es.ring[c.cursor%uint64(len(es.ring))]
 		if c.skip != nil && e.pos != nil {
 			received := es.ordering.Received(c.skip, e.pos)
@@ -258,30 +330,19 @@ func (c *client) collect() {
 				continue
 			}
 		}
-		if bit != 0 && !e.always && e.pass&bit == 0 || bit == 0 && !c.passes(e) {
+		if !c.passes(e) {
 			if e.id != "" {
 				lastID, progress = e.id, e.id
 			}
 			continue
 		}
 		n += len(e.wire)
-		if k := len(c.bufs) - 1; k >= 0 && follows(c.bufs[k], e.wire) {
-			c.bufs[k] = c.bufs[k][:len(c.bufs[k])+len(e.wire)]
-		} else {
-			c.bufs = append(c.bufs, e.wire)
-		}
+		c.add(e.wire)
 		if e.id != "" {
 			lastID, progress = e.id, ""
 		}
 	}
 	c.lastID, c.progress = lastID, progress
-	if c.progress != "" {
-		now := time.Now()
-		if due, _ := c.progressDue(now); due {
-			c.bufs = append(c.bufs, progressLine(c.progress))
-			c.progress, c.progressAt = "", now
-		}
-	}
 }
 
 // withID returns wire, the encoding of an event with ID id, with newID in

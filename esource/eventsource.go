@@ -143,9 +143,11 @@ func (es *EventSource) Publish(ev Event) error {
 	e := entry{id: ev.ID, pos: pos, wire: es.page[at:], typ: ev.Type, labels: ev.Labels, always: alwaysSent(&ev)}
 	if e.always {
 		es.pending = ^uint64(0)
-	} else {
+		es.index(es.active, seq)
+	} else if es.active != 0 {
 		e.pass = es.matchFilters(e.typ, e.labels)
 		es.pending |= e.pass
+		es.index(e.pass, seq)
 	}
 	es.ring[seq%uint64(len(es.ring))] = e
 	es.next++

@@ -2,6 +2,7 @@ package esource
 
 import (
 	"math/bits"
+	"slices"
 	"time"
 )
 
@@ -15,9 +16,10 @@ import (
 //
 // An EventSource matches each event once per distinct filter, not once per
 // client: clients whose filters have the same Key share one registration,
-// and each event in the log carries the result for every registered
-// filter, up to MaxFilters of them at a time. The clients of further
-// filters match each event themselves. Match is called under the log's
+// up to MaxFilters of them at a time, which keeps the seqs of the log's
+// events it passes. Its clients read that index, so each client's work is
+// in proportion to the events it is sent, not to all that are published.
+// The clients of further filters match each event themselves. Match is called under the log's
 // lock: it must be pure, cheap and safe for concurrent use.
 type Filter interface {
 	// Key identifies the filter: two filters with the same key match the
@@ -39,6 +41,21 @@ type filterSlot struct {
 	refs int
 	wake chan struct{} // closed and replaced when events for it are published
 	lost uint64        // 1 + seq of the newest evicted event it matched, if any
+	// seqs are the seqs of the events in the log that its clients are
+	// sent, in order; it may start with evicted ones. Trimmed as it grows,
+	// it holds at most twice as many as the log.
+	seqs []uint64
+}
+
+// add appends seq, that of the newest event in the log, to s.seqs. When
+// they are full, it first drops those of events evicted before head.
+func (s *filterSlot) add(seq, head uint64) {
+	if len(s.seqs) == cap(s.seqs) {
+		if i, _ := slices.BinarySearch(s.seqs, head); i > 0 {
+			s.seqs = s.seqs[:copy(s.seqs, s.seqs[i:])]
+		}
+	}
+	s.seqs = append(s.seqs, seq)
 }
 
 // addFilter registers a client's filter and returns its bit in the
@@ -59,11 +76,15 @@ func (es *EventSource) addFilter(f Filter) uint64 {
 	es.filters[i] = filterSlot{f: f, key: key, refs: 1, wake: make(chan struct{})}
 	es.slots[key] = i
 	es.active |= bit
+	s := &es.filters[i]
 	for seq := es.head; seq < es.next; seq++ {
 		e := &es.ring[seq%uint64(len(es.ring))]
 		e.pass &^= bit
 		if f.Match(e.typ, e.labels) {
 			e.pass |= bit
+		}
+		if e.always || e.pass&bit != 0 {
+			s.add(seq, es.head)
 		}
 	}
 	return bit
@@ -92,6 +113,14 @@ func (es *EventSource) matchFilters(typ string, labels []string) uint64 {
 		}
 	}
 	return pass
+}
+
+// index adds seq, the newest event's, to the index of each filter in
+// set. es.mu must be held.
+func (es *EventSource) index(set, seq uint64) {
+	for ; set != 0; set &= set - 1 {
+		es.filters[bits.TrailingZeros64(set)].add(seq, es.head)
+	}
 }
 
 // passes reports whether c is sent e.
