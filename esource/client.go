@@ -1,6 +1,7 @@
 package esource
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"math/bits"
@@ -260,23 +261,22 @@ func (c *client) add(wire []byte) {
 // all those it skips.
 func (c *client) collectIndexed() {
 	es := c.es
-	seqs := es.filters[bits.TrailingZeros64(c.bit)].seqs
-	k, _ := slices.BinarySearch(seqs, c.cursor)
+	index := es.filters[bits.TrailingZeros64(c.bit)].index
+	k, _ := slices.BinarySearchFunc(index, c.cursor, func(x indexed, seq uint64) int { return cmp.Compare(x.seq, seq) })
 	n := 0
-	for ; k < len(seqs) && !c.full(n); k++ {
-		seq := seqs[k]
-		if seq > c.cursor {
-			c.skipTo(seq)
+	for ; k < len(index) && !c.full(n); k++ {
+		x := &index[k]
+		if x.seq > c.cursor {
+			c.skipTo(x.seq)
 		}
-		e := &es.ring[seq%uint64(len(es.ring))]
-		n += len(e.wire)
-		c.add(e.wire)
-		if e.id != "" {
-			c.lastID, c.progress = e.id, ""
+		n += len(x.wire)
+		c.add(x.wire)
+		if id := es.ring[x.seq%uint64(len(es.ring))].id; id != "" {
+			c.lastID, c.progress = id, ""
 		}
-		c.cursor = seq + 1
+		c.cursor = x.seq + 1
 	}
-	if k == len(seqs) && c.cursor < es.next {
+	if k == len(index) && c.cursor < es.next {
 		c.skipTo(es.next)
 	}
 }

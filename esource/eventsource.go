@@ -143,11 +143,11 @@ func (es *EventSource) Publish(ev Event) error {
 	e := entry{id: ev.ID, pos: pos, wire: es.page[at:], typ: ev.Type, labels: ev.Labels, always: alwaysSent(&ev)}
 	if e.always {
 		es.pending = ^uint64(0)
-		es.index(es.active, seq)
+		es.index(es.active, seq, &e)
 	} else if es.active != 0 {
 		e.pass = es.matchFilters(e.typ, e.labels)
 		es.pending |= e.pass
-		es.index(e.pass, seq)
+		es.index(e.pass, seq, &e)
 	}
 	es.ring[seq%uint64(len(es.ring))] = e
 	es.next++
@@ -264,6 +264,9 @@ func (es *EventSource) evict() {
 		}
 	}
 	es.head++
+	for set := es.active; set != 0; set &= set - 1 {
+		es.size -= es.filters[bits.TrailingZeros64(set)].drop(es.head)
+	}
 }
 
 // position returns the position of id decoded by the Ordering, or nil.

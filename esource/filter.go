@@ -2,7 +2,6 @@ package esource
 
 import (
 	"math/bits"
-	"slices"
 	"time"
 )
 
@@ -41,21 +40,51 @@ type filterSlot struct {
 	refs int
 	wake chan struct{} // closed and replaced when events for it are published
 	lost uint64        // 1 + seq of the newest evicted event it matched, if any
-	// seqs are the seqs of the events in the log that its clients are
-	// sent, in order; it may start with evicted ones. Trimmed as it grows,
-	// it holds at most twice as many as the log.
-	seqs []uint64
+	// index lists the events in the log that its clients are sent,
+	// oldest first. An event that does not follow another of them in the
+	// log is copied, once, into pages of the filter's own, side by side
+	// with the others: a write costs per buffer as well as per byte, and
+	// so its clients send a batch in a few buffers, not one per event.
+	index []indexed
+	page  []byte // where the next copy goes
 }
 
-// add appends seq, that of the newest event in the log, to s.seqs. When
-// they are full, it first drops those of events evicted before head.
-func (s *filterSlot) add(seq, head uint64) {
-	if len(s.seqs) == cap(s.seqs) {
-		if i, _ := slices.BinarySearch(s.seqs, head); i > 0 {
-			s.seqs = s.seqs[:copy(s.seqs, s.seqs[i:])]
+// An indexed event is one that a filter's clients are sent.
+type indexed struct {
+	seq    uint64
+	wire   []byte // its wire bytes: in the log's page, or a copy
+	copied bool   // wire is a copy, counted in the log's size
+}
+
+// add appends the newest event of the log, seq, with wire bytes wire, to
+// s's index, and returns the bytes it copied.
+func (s *filterSlot) add(seq uint64, wire []byte) int {
+	if n := len(s.index); n > 0 && s.index[n-1].seq == seq-1 {
+		// It follows the last in the log: sent with it from there.
+		s.index = append(s.index, indexed{seq: seq, wire: wire})
+		return 0
+	}
+	if cap(s.page)-len(s.page) < len(wire) {
+		s.page = make([]byte, 0, max(pageSize, len(wire)))
+	}
+	at := len(s.page)
+	s.page = append(s.page, wire...)
+	s.index = append(s.index, indexed{seq: seq, wire: s.page[at:], copied: true})
+	return len(wire)
+}
+
+// drop removes the events before head from s's index, and returns the
+// bytes of the copies it removed.
+func (s *filterSlot) drop(head uint64) (copies int) {
+	i := 0
+	for ; i < len(s.index) && s.index[i].seq < head; i++ {
+		if s.index[i].copied {
+			copies += len(s.index[i].wire)
 		}
 	}
-	s.seqs = append(s.seqs, seq)
+	clear(s.index[:i])
+	s.index = s.index[i:]
+	return copies
 }
 
 // addFilter registers a client's filter and returns its bit in the
@@ -84,7 +113,7 @@ func (es *EventSource) addFilter(f Filter) uint64 {
 			e.pass |= bit
 		}
 		if e.always || e.pass&bit != 0 {
-			s.add(seq, es.head)
+			es.size += s.add(seq, e.wire)
 		}
 	}
 	return bit
@@ -96,6 +125,7 @@ func (es *EventSource) removeFilter(bit uint64) {
 	i := bits.TrailingZeros64(bit)
 	s := &es.filters[i]
 	if s.refs--; s.refs == 0 {
+		es.size -= s.drop(es.next)
 		delete(es.slots, s.key)
 		*s = filterSlot{}
 		es.active &^= bit
@@ -115,11 +145,11 @@ func (es *EventSource) matchFilters(typ string, labels []string) uint64 {
 	return pass
 }
 
-// index adds seq, the newest event's, to the index of each filter in
-// set. es.mu must be held.
-func (es *EventSource) index(set, seq uint64) {
+// index adds e, the newest event of the log, seq, to the index of each
+// filter in set. es.mu must be held.
+func (es *EventSource) index(set, seq uint64, e *entry) {
 	for ; set != 0; set &= set - 1 {
-		es.filters[bits.TrailingZeros64(set)].add(seq, es.head)
+		es.size += es.filters[bits.TrailingZeros64(set)].add(seq, e.wire)
 	}
 }
 

@@ -432,12 +432,68 @@ func TestIndexedCollect(t *testing.T) {
 				collected = i
 				es.mu.RLock()
 				err := collectBoth(indexed, scanning)
+				if size := logSize(es); err == nil && size != es.size {
+					err = fmt.Errorf("log size %d, want %d: the log's events and the filters' copies", es.size, size)
+				}
 				es.mu.RUnlock()
 				if err != nil {
 					t.Fatalf("after event %d: %v", i, err)
 				}
 			}
 		})
+	}
+}
+
+// logSize adds up the wire bytes of the events in the log and of the
+// copies in its filters' indexes. es.mu must be held.
+func logSize(es *EventSource) int {
+	n := 0
+	for seq := es.head; seq < es.next; seq++ {
+		n += len(es.ring[seq%uint64(len(es.ring))].wire)
+	}
+	for _, s := range es.filters {
+		for _, x := range s.index {
+			if x.copied {
+				n += len(x.wire)
+			}
+		}
+	}
+	return n
+}
+
+// TestFilteredBatchBuffers: a client of a filter that passes one event in
+// ten sends its batch in one buffer, as an unfiltered client does, and not
+// in a buffer per event; one that passes runs of events, in two buffers
+// per run: the copy of its first event, and the rest from the log.
+func TestFilteredBatchBuffers(t *testing.T) {
+	es := newSource(t)
+	es.mu.Lock()
+	sparse := &client{es: es, filter: typeFilter{types: []string{"t0"}}}
+	sparse.bit = es.addFilter(sparse.filter)
+	runs := &client{es: es, filter: typeFilter{types: []string{"t0", "t1", "t2", "t3", "t4"}}}
+	runs.bit = es.addFilter(runs.filter)
+	es.mu.Unlock()
+	for i := range 1000 {
+		if err := es.Publish(Event{ID: strconv.Itoa(i), Type: "t" + strconv.Itoa(i%10), Data: "d"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	es.mu.RLock()
+	defer es.mu.RUnlock()
+	for _, tc := range []struct {
+		c    *client
+		want int
+	}{{sparse, 1}, {runs, 200}} {
+		bufs, batches := 0, 0
+		for ; tc.c.cursor < es.next; batches++ {
+			tc.c.bufs = tc.c.bufs[:0]
+			tc.c.collectIndexed()
+			bufs += len(tc.c.bufs)
+		}
+		// A batch that ends within a run splits it.
+		if bufs < tc.want || bufs > tc.want+batches-1 {
+			t.Errorf("%v: %d buffers in %d batches, want %d", tc.c.filter, bufs, batches, tc.want)
+		}
 	}
 }
 
