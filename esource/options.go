@@ -78,9 +78,10 @@ func WithBacklog(events int) Option {
 	}
 }
 
-// WithBacklogBytes caps the wire bytes of the events kept in memory; the
-// newest event is kept whatever its size. Zero means no cap beyond the
-// event count.
+// WithBacklogBytes caps the wire bytes of the events kept in memory,
+// counting the copies that registered filters keep of the events they
+// pass (see Filter); the newest event is kept whatever its size. Zero
+// means no cap beyond the event count.
 func WithBacklogBytes(n int) Option {
 	return func(c *config) error {
 		if n < 0 {
