@@ -78,8 +78,8 @@ func TestTopicReset(t *testing.T) {
 	if m, err := r.Next(ctx); !errors.Is(err, bridge.ErrReset) {
 		t.Fatalf("Next after the topic was deleted: %+v, %v; want ErrReset", m, err)
 	}
-	if d := time.Since(start); d > 5*time.Second {
-		t.Errorf("ErrReset after %v, want within a few seconds", d)
+	if d := time.Since(start); d > 15*time.Second {
+		t.Errorf("ErrReset after %v, want within seconds (checks every second)", d)
 	}
 	// The partitions' goroutines wait in kafka-go's look-up of the
 	// deleted topic's leaders: Close ends them.

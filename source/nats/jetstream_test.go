@@ -349,8 +349,8 @@ func TestStreamReset(t *testing.T) {
 	if m, err := r.Next(ctx); !errors.Is(err, bridge.ErrReset) {
 		t.Fatalf("Next after the stream was created again: %+v, %v; want ErrReset", m, err)
 	}
-	if d := time.Since(start); d > 5*time.Second {
-		t.Errorf("ErrReset after %v, want within a few seconds", d)
+	if d := time.Since(start); d > 15*time.Second {
+		t.Errorf("ErrReset after %v, want within seconds (checks every second)", d)
 	}
 	r2 := brokertest.Open(t, s, bridge.Start{Earliest: true})
 	if inc := r2.(bridge.Incarnated).Incarnation(); inc == old || inc == 0 {
