@@ -23,7 +23,12 @@ import (
 // kafkaTopic creates a topic of n partitions for the test.
 func kafkaTopic(t *testing.T, brokers []string, n int) string {
 	t.Helper()
-	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
+	// A transport of its own: kafka-go's default one keeps connections
+	// from earlier tests, which a restart of the broker by another
+	// package's test leaves dead (CreateTopics: unexpected EOF).
+	tr := &kafka.Transport{}
+	t.Cleanup(tr.CloseIdleConnections)
+	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second, Transport: tr}
 	name := fmt.Sprintf("esbridge-bridge-%d", time.Now().UnixNano())
 	res, err := client.CreateTopics(t.Context(), &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{
 		Topic: name, NumPartitions: n, ReplicationFactor: 1,
@@ -44,8 +49,10 @@ func kafkaTopic(t *testing.T, brokers []string, n int) string {
 // 0..keys-1, keyed, so that each key stays in one partition.
 func produce(t *testing.T, brokers []string, topic string, keys, from, to int) {
 	t.Helper()
+	tr := &kafka.Transport{} // of its own, as kafkaTopic's
+	defer tr.CloseIdleConnections()
 	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: topic, Balancer: &kafka.Hash{},
-		BatchTimeout: time.Millisecond, RequiredAcks: kafka.RequireAll}
+		BatchTimeout: time.Millisecond, RequiredAcks: kafka.RequireAll, Transport: tr}
 	defer w.Close()
 	var msgs []kafka.Message
 	for n := from; n <= to; n++ {
