@@ -15,10 +15,12 @@ import (
 //
 // An EventSource matches each event once per distinct filter, not once per
 // client: clients whose filters have the same Key share one registration,
-// up to MaxFilters of them at a time, which keeps the seqs of the log's
-// events it passes. Its clients read that index, so each client's work is
-// in proportion to the events it is sent, not to all that are published.
-// The clients of further filters match each event themselves. Match is called under the log's
+// up to MaxFilters of them at a time. A registration keeps an index of the
+// log's events that its filter passes, with copies of them side by side
+// (counted in the log's byte cap), which its clients read: a client's work
+// is in proportion to the events it is sent, not to all that are
+// published, and it sends them in a few buffers. The clients of further
+// filters match each event themselves. Match is called under the log's
 // lock: it must be pure, cheap and safe for concurrent use.
 type Filter interface {
 	// Key identifies the filter: two filters with the same key match the
