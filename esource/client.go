@@ -55,6 +55,7 @@ type client struct {
 	progressAt time.Time     // when the client was last sent a progress frame
 	sent       atomic.Uint64 // bytes written, for Stats
 	gap        *Gap          // to send first, to a client without lastID (see ServeGap)
+	closed     func() bool   // reports, without blocking, that the client closed its connection; nil if it cannot tell
 }
 
 // run serves c until ctx ends, the sink fails, or the EventSource shuts
@@ -95,6 +96,12 @@ func (c *client) serve(ctx context.Context, lastID string, resume bool) error {
 		timer = time.NewTimer(es.cfg.heartbeat)
 		defer timer.Stop()
 		heartbeat = timer.C
+	}
+	var probe <-chan time.Time // when to look whether the client closed its connection
+	if c.closed != nil && es.cfg.probe > 0 {
+		t := time.NewTicker(es.cfg.probe)
+		defer t.Stop()
+		probe = t.C
 	}
 	var progress <-chan time.Time // fires when a pending progress frame is due
 	var progressTimer *time.Timer
@@ -156,6 +163,10 @@ func (c *client) serve(ctx context.Context, lastID string, resume bool) error {
 		case <-wake:
 		case <-es.done:
 		case <-progress:
+		case <-probe:
+			if c.closed() {
+				return errClientGone
+			}
 		case <-heartbeat:
 			if err := c.write([][]byte{heartbeatLine}); err != nil {
 				return err

@@ -453,3 +453,54 @@ func TestServeGap(t *testing.T) {
 		t.Errorf("Stats().Gaps[refused] = %d, want 1", got)
 	}
 }
+
+// TestClosedConnectionNoticed: a client that closes its HTTP/1.1
+// connection while nothing is sent to it is gone from the EventSource
+// within a probe interval, not at its next heartbeat an hour later, so
+// that its place (a limit's, say) is freed; a client still connected is
+// not taken for gone, and gets the next event.
+func TestClosedConnectionNoticed(t *testing.T) {
+	es := newSource(t, WithHeartbeat(time.Hour))
+	es.cfg.probe = 20 * time.Millisecond
+	srv := httptest.NewServer(es)
+	defer srv.Close()
+	dial := func() (net.Conn, *bufio.Reader) {
+		conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.WriteString(conn, "GET / HTTP/1.1\r\nHost: esource\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		br := bufio.NewReader(conn)
+		if line, err := br.ReadString('\n'); err != nil || !strings.HasPrefix(line, "HTTP/1.1 200") {
+			t.Fatalf("status line %q, %v", line, err)
+		}
+		return conn, br
+	}
+	stays, br := dial()
+	defer stays.Close()
+	leaves, _ := dial()
+	waitClients(t, es, 2)
+	leaves.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for es.Clients() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d clients 5 s after one closed its connection, want 1", es.Clients())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(10 * es.cfg.probe)
+	if err := es.Publish(Event{ID: "1", Data: "after"}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("the client still connected: %v", err)
+		}
+		if line == "data: after\n" {
+			break
+		}
+	}
+}

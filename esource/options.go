@@ -37,6 +37,11 @@ const (
 	DefaultDrainRetry = time.Second
 )
 
+// probeInterval is how often the goroutine of a stream on a taken over
+// connection looks whether its client closed it: so that it frees its
+// place (and a limit's) within seconds, not at the next heartbeat.
+const probeInterval = 5 * time.Second
+
 // An Option configures an EventSource in New.
 type Option func(*config) error
 
@@ -49,6 +54,7 @@ type config struct {
 	drainRetry    time.Duration
 	flushInterval time.Duration
 	progress      time.Duration
+	probe         time.Duration // how often a client peeks at its connection (see closedByPeer)
 	history       History
 	logger        *slog.Logger
 }
@@ -63,6 +69,7 @@ func defaultConfig() config {
 		drainRetry:    DefaultDrainRetry,
 		flushInterval: DefaultFlushInterval,
 		progress:      DefaultProgressInterval,
+		probe:         probeInterval,
 		logger:        slog.New(slog.DiscardHandler),
 	}
 }

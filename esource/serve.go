@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -25,8 +26,10 @@ import (
 // On HTTP/1.x, once the headers are sent, the stream takes the connection
 // over from net/http (see http.Hijacker) and is served by a lean goroutine
 // of the EventSource, which frees net/http's buffers: an idle stream costs
-// a few kilobytes. A client that goes away is then noticed at the next
-// write, which the heartbeat makes happen. HTTP/2 streams, and
+// a few kilobytes. A client that goes away is then noticed within seconds
+// over TCP on Unix systems, where the goroutine peeks at its connection
+// every few seconds, and otherwise at the next write, which the heartbeat
+// makes happen. HTTP/2 streams, and
 // ResponseWriters that cannot be hijacked, are served through the
 // ResponseWriter by the handler itself.
 //
@@ -115,6 +118,11 @@ func (es *EventSource) serveConn(w http.ResponseWriter, conn net.Conn, r *http.R
 	chunked := r.ProtoMinor > 0
 	s := &connSink{conn: conn, timeout: es.cfg.writeTimeout, chunked: chunked, head: responseHead(w, chunked)}
 	c := &client{es: es, sink: s, filter: f, gap: gap}
+	if sc, ok := conn.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			c.closed = func() bool { return closedByPeer(rc) }
+		}
+	}
 	if !es.register(c) {
 		s.end(retryLine(jitter(es.cfg.drainRetry)))
 		return
