@@ -341,6 +341,21 @@ func connect(t *testing.T, url, lastID string) *sseClient {
 // connectWith is connect with header added to the request.
 func connectWith(t *testing.T, url, lastID string, header http.Header) *sseClient {
 	t.Helper()
+	header = header.Clone()
+	if lastID != "" {
+		if header == nil {
+			header = http.Header{}
+		}
+		header.Set("Last-Event-ID", lastID)
+	}
+	return openStream(t, http.DefaultClient, url, header)
+}
+
+// openStream opens an event stream at url with hc and the given headers,
+// checks that the response is a stream, and returns its client: a stream
+// served, or one refused over a limit with a retry line.
+func openStream(t *testing.T, hc *http.Client, url string, header http.Header) *sseClient {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
@@ -351,10 +366,7 @@ func connectWith(t *testing.T, url, lastID string, header http.Header) *sseClien
 		req.Header[k] = v
 	}
 	req.Header.Set("Accept", "text/event-stream")
-	if lastID != "" {
-		req.Header.Set("Last-Event-ID", lastID)
-	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		cancel()
 		t.Fatalf("GET %s: %v", url, err)
@@ -364,7 +376,7 @@ func connectWith(t *testing.T, url, lastID string, header http.Header) *sseClien
 	t.Cleanup(c.close)
 	if resp.StatusCode != http.StatusOK {
 		body, _ := io.ReadAll(resp.Body)
-		t.Fatalf("GET %s: status %d, want 200: %s", url, resp.StatusCode, body)
+		t.Fatalf("GET %s: status %d, want 200 (a browser would give up for good): %s", url, resp.StatusCode, body)
 	}
 	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/event-stream") {
 		t.Fatalf("GET %s: Content-Type %q, want text/event-stream", url, ct)

@@ -1,49 +1,13 @@
 package main
 
 import (
-	"context"
 	"net/http"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/esbridge/esbridge/internal/ssetest"
 )
-
-// openStream opens an event stream at url with hc and the given headers,
-// and returns its client, whatever the response: a stream served, or one
-// refused with a retry line.
-func openStream(t *testing.T, hc *http.Client, url string, header http.Header) *sseClient {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	for k, v := range header {
-		req.Header[k] = v
-	}
-	req.Header.Set("Accept", "text/event-stream")
-	resp, err := hc.Do(req)
-	if err != nil {
-		cancel()
-		t.Fatalf("GET %s: %v", url, err)
-	}
-	c := &sseClient{t: t, url: url, wantType: "message", resp: resp, cancel: cancel,
-		events: make(chan ssetest.Event, 1<<10), done: make(chan struct{}), parser: ssetest.NewParser()}
-	t.Cleanup(c.close)
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: status %d, want 200 (a browser would give up for good)", url, resp.StatusCode)
-	}
-	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/event-stream") {
-		t.Fatalf("GET %s: Content-Type %q, want text/event-stream", url, ct)
-	}
-	go c.read()
-	return c
-}
 
 // refusedRE is the whole body of a stream refused over a limit.
 var refusedRE = regexp.MustCompile(`^retry: (\d+)\n\n$`)
