@@ -11,15 +11,23 @@ import (
 
 var _ bridge.Headed = (*Source)(nil)
 
+// wholeAndEU returns two sources of stream ORDERS, each with a reader
+// open: one of the whole stream, one of subject orders.eu.>.
+func (ts *testServer) wholeAndEU(t *testing.T) (whole, eu *Source) {
+	t.Helper()
+	whole = ts.source(Config{Stream: "ORDERS"})
+	eu = ts.source(Config{Stream: "ORDERS", Subject: "orders.eu.>"})
+	brokertest.Open(t, whole, bridge.Start{})
+	brokertest.Open(t, eu, bridge.Start{})
+	return whole, eu
+}
+
 // Head is the sequence after the stream's last message; on a filtered
 // route, after the last message on its subject. Core NATS has none.
 func TestHead(t *testing.T) {
 	ts := runServer(t)
 	js := createStream(t, ts, 0)
-	whole := ts.source(Config{Stream: "ORDERS"})
-	eu := ts.source(Config{Stream: "ORDERS", Subject: "orders.eu.>"})
-	brokertest.Open(t, whole, bridge.Start{})
-	brokertest.Open(t, eu, bridge.Start{})
+	whole, eu := ts.wholeAndEU(t)
 	head := func(s *Source) bridge.Position {
 		t.Helper()
 		p, err := s.Head(t.Context())

@@ -17,10 +17,7 @@ var _ bridge.Seeker = (*Source)(nil)
 func TestPositionAt(t *testing.T) {
 	ts := runServer(t)
 	js := createStream(t, ts, 0)
-	whole := ts.source(Config{Stream: "ORDERS"})
-	eu := ts.source(Config{Stream: "ORDERS", Subject: "orders.eu.>"})
-	brokertest.Open(t, whole, bridge.Start{})
-	brokertest.Open(t, eu, bridge.Start{})
+	whole, eu := ts.wholeAndEU(t)
 	at := func(s *Source, when time.Time) uint64 {
 		t.Helper()
 		p, err := s.PositionAt(t.Context(), when)
