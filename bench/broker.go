@@ -102,7 +102,7 @@ type bridgeServer struct {
 // newBridgeServer serves src at /events and publishes with p, once the
 // route is ready.
 func newBridgeServer(cfg serverConfig, src bridge.Source, p producer) (server, error) {
-	b, err := bridge.New(bridge.Config{Backlog: cfg.backlog},
+	b, err := bridge.New(bridge.Config{Backlog: cfg.backlog, ConnTakeover: true},
 		bridge.Route{Path: "/events", Source: src, Options: bridge.Options{Earliest: cfg.route.Earliest}})
 	if err != nil {
 		p.close()

@@ -131,7 +131,7 @@ func runHerdServer(routeURL string, backlog int) error {
 	}
 	defer inner.Close()
 	src := &countingSource{Source: inner}
-	b, err := bridge.New(bridge.Config{Backlog: backlog, Logger: logger}, bridge.Route{Path: "/events", Source: src, Options: opts})
+	b, err := bridge.New(bridge.Config{Backlog: backlog, ConnTakeover: true, Logger: logger}, bridge.Route{Path: "/events", Source: src, Options: opts})
 	if err != nil {
 		return err
 	}

@@ -66,6 +66,7 @@ func newServer(lib string, cfg serverConfig) (server, error) {
 			esource.WithBacklogBytes(0),
 			esource.WithWriteTimeout(cfg.writeTimeout),
 			esource.WithFlushInterval(cfg.flush),
+			esource.WithConnTakeover(), // as esbridge runs it
 		)
 		if err != nil {
 			return nil, err

@@ -33,6 +33,11 @@ type Config struct {
 	// Heartbeat is the idle time after which clients get a comment; zero
 	// means esource.DefaultHeartbeat.
 	Heartbeat time.Duration
+	// ConnTakeover makes HTTP/1.x streams take their connections over
+	// from net/http (see esource.WithConnTakeover), for a smaller cost
+	// per idle stream. Middleware around the Bridge must then follow the
+	// contract written there.
+	ConnTakeover bool
 	// Logger receives the bridge's logs; nil discards them.
 	Logger *slog.Logger
 	// TerseReadyz makes /readyz answer only "ready" or "not ready",
@@ -140,6 +145,9 @@ func (b *Bridge) newRoute(cfg Config, rt Route) (*route, error) {
 	}
 	if info.History {
 		esOpts = append(esOpts, esource.WithHistory(r))
+	}
+	if cfg.ConnTakeover {
+		esOpts = append(esOpts, esource.WithConnTakeover())
 	}
 	es, err := esource.New(esOpts...)
 	if err != nil {

@@ -40,6 +40,10 @@ const (
 	// for its slowest rider before it goes on without it: the rider drops
 	// off and is caught up again, by another reader.
 	riderPatience = time.Second
+	// openAttempts is how many times in a row a catch-up reader tries to
+	// open while the route's live reader is open (so the broker answers)
+	// before it gives up: its riders get a gap, and its slot is free.
+	openAttempts = 5
 )
 
 // errDroppedOff tells a rider that its reader went on without it.
@@ -48,6 +52,10 @@ var errDroppedOff = errors.New("bridge: too slow for the catch-up reader")
 // errAhead is the answer to a client whose position the broker never
 // issued.
 var errAhead = &esource.GapError{Reason: "ahead", Message: "the event ID is beyond the head of the stream"}
+
+// errBadPosition is the answer to a client whose position the source
+// says it can never open (ErrBadPosition).
+var errBadPosition = &esource.GapError{Reason: gapShape.Reason, Message: gapShape.Message}
 
 // errStreamReset tells a client that its position is of an earlier
 // incarnation of the stream: Replay sends it a gap and the new stream.
@@ -62,7 +70,7 @@ type catchUps struct {
 
 	mu      sync.Mutex
 	readers map[*catchUp]struct{}
-	ended   chan struct{} // closed and replaced when a reader ends
+	changed chan struct{} // closed and replaced when a reader opens or ends
 	wg      sync.WaitGroup
 	waiting atomic.Int32 // clients waiting for a reader, for Stats
 }
@@ -84,6 +92,7 @@ type catchUp struct {
 	riders map[*rider]struct{}
 	err    error // why the reader stopped, once it has
 	done   bool  // no rider left: it takes no more
+	opened bool  // the source opened: until then it takes riders at its own start only
 }
 
 // A caught event is an event read by a catch-up reader.
@@ -100,7 +109,7 @@ type rider struct {
 
 func newCatchUps(r *route, max int) *catchUps {
 	return &catchUps{r: r, max: max, events: catchUpEvents, patience: riderPatience,
-		readers: make(map[*catchUp]struct{}), ended: make(chan struct{})}
+		readers: make(map[*catchUp]struct{}), changed: make(chan struct{})}
 }
 
 // ride sends the client rp the events after pos, the decoded position of
@@ -145,10 +154,10 @@ func (cs *catchUps) board(ctx context.Context, rp *esource.Replay, pos *token, o
 			cs.mu.Unlock()
 			return c, rd, nil
 		}
-		ended := cs.ended
+		changed := cs.changed
 		cs.mu.Unlock()
 		cs.waiting.Add(1)
-		err := rp.Wait(ctx, ended)
+		err := rp.Wait(ctx, changed)
 		cs.waiting.Add(-1)
 		if err != nil {
 			return nil, nil, err
@@ -174,19 +183,30 @@ func (cs *catchUps) start(pos *token) (*catchUp, *rider) {
 		c.run(pos)
 		cs.mu.Lock()
 		delete(cs.readers, c)
-		close(cs.ended)
-		cs.ended = make(chan struct{})
+		cs.signalChanged()
 		cs.mu.Unlock()
 	})
 	return c, rd
 }
 
+// signalChanged wakes the clients waiting for a reader. cs.mu must be
+// held.
+func (cs *catchUps) signalChanged() {
+	close(cs.changed)
+	cs.changed = make(chan struct{})
+}
+
 // admit makes a rider at pos of c, if c has read nothing that follows pos
-// but what it still holds.
+// but what it still holds. Until the source opened, c takes riders at its
+// own start only: a position that decodes but cannot be opened must not
+// hold clients at other positions.
 func (c *catchUp) admit(pos *token) *rider {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.done || !covers(pos.pos, c.from.pos) || pos.inc != c.from.inc {
+	switch {
+	case c.done || pos.inc != c.from.inc || !covers(pos.pos, c.from.pos):
+		return nil
+	case !c.opened && ((pos.kind == kindOrigin) != (c.from.kind == kindOrigin) || !slices.Equal(pos.pos, c.from.pos)):
 		return nil
 	}
 	rd := &rider{cursor: c.head}
@@ -222,6 +242,7 @@ func (c *catchUp) run(pos *token) {
 	}
 	at := slices.Clone(start.Position)
 	var retry backoff.Backoff
+	failed := 0 // attempts to open in a row that failed while the route was ready
 	for c.ctx.Err() == nil {
 		rd, err := r.src.Open(c.ctx, start)
 		var exp *ExpiredError
@@ -233,14 +254,28 @@ func (c *catchUp) run(pos *token) {
 		case errors.Is(err, ErrAhead):
 			c.stop(errAhead)
 			return
-		case err != nil:
-			if c.ctx.Err() == nil {
-				r.logger.Warn("catch-up reader cannot open; retrying", "route", r.path, "err", err)
-				retry.Wait(c.ctx)
+		case errors.Is(err, ErrBadPosition) || errors.Is(err, ErrNoHistory):
+			c.stop(errBadPosition)
+			return
+		case err != nil && c.ctx.Err() == nil:
+			if r.isReady() {
+				failed++
 			}
+			if failed >= openAttempts {
+				// The broker serves the live reader, but not this one:
+				// its riders are told, rather than held for good.
+				c.stop(&esource.GapError{Reason: "history", Message: "the broker could not replay from this position", Err: err})
+				return
+			}
+			r.logger.Warn("catch-up reader cannot open; retrying", "route", r.path, "err", err)
+			retry.Wait(c.ctx)
+			continue
+		case err != nil:
 			continue
 		}
 		retry.Reset()
+		failed = 0
+		c.setOpened()
 		inc := incarnationTag(incarnationOf(rd))
 		if pos.inc != 0 && inc != 0 && inc != pos.inc {
 			rd.Close()
@@ -355,6 +390,20 @@ func (c *catchUp) evict(seq uint64) {
 	}
 }
 
+// setOpened lets c take riders at any position it can serve, and wakes
+// the clients waiting for a reader.
+func (c *catchUp) setOpened() {
+	c.mu.Lock()
+	opened := c.opened
+	c.opened = true
+	c.mu.Unlock()
+	if !opened {
+		c.cs.mu.Lock()
+		c.cs.signalChanged()
+		c.cs.mu.Unlock()
+	}
+}
+
 // stop ends the reader with err, which its riders return once they have
 // sent what it read.
 func (c *catchUp) stop(err error) {
@@ -447,34 +496,18 @@ func (c *catchUp) ride(ctx context.Context, rp *esource.Replay, rd *rider, pos *
 	}
 }
 
-// replayStart returns the decoded position of lastID to replay from, or a
-// GapError saying why there is none.
-func (r *route) replayStart(lastID string) (*token, error) {
-	if len(lastID) > maxIDLength {
-		return nil, &esource.GapError{Reason: "malformed-id", Message: "the event ID is longer than any this stream issues"}
-	}
-	t, err := r.codec().decode(lastID)
-	switch {
-	case errors.Is(err, errOtherStream):
-		return nil, &esource.GapError{Reason: "other-stream", Message: "the event ID is of another stream"}
-	case err != nil:
-		return nil, &esource.GapError{Reason: "malformed-id", Message: "the event ID cannot be read"}
-	case t.kind == kindLive:
-		return nil, &esource.GapError{Reason: "no-history", Message: "the event ID is of a live-only stream"}
-	case t.kind == kindOrigin:
-		t.pos = Position{}
-	}
-	if cur := r.codec().inc; t.inc != 0 && cur != 0 && t.inc != cur {
-		return nil, errStreamReset
-	}
-	return &t, nil
-}
-
 // Replay implements esource.History: the client rides the route's
-// catch-up readers from the position in lastID until it has caught up
-// with the live log.
-func (r *route) Replay(ctx context.Context, lastID string, rp *esource.Replay) error {
-	pos, err := r.replayStart(lastID)
+// catch-up readers from its start, decoded at the door (see startOf),
+// until it has caught up with the live log.
+func (r *route) Replay(ctx context.Context, from esource.Start, rp *esource.Replay) error {
+	pos, ok := from.Position.(*token)
+	if !ok {
+		return &esource.GapError{Reason: gapMalformedID.Reason, Message: gapMalformedID.Message}
+	}
+	var err error
+	if cur := r.codec().inc; pos.inc != 0 && cur != 0 && pos.inc != cur {
+		err = errStreamReset
+	}
 	for range 3 {
 		if errors.Is(err, errStreamReset) {
 			// A position of an earlier incarnation of the stream: the
@@ -484,9 +517,6 @@ func (r *route) Replay(ctx context.Context, lastID string, rp *esource.Replay) e
 				return err
 			}
 			pos, err = &token{kind: kindOrigin, inc: c.inc, pos: Position{}}, nil
-		}
-		if err != nil {
-			break
 		}
 		err = r.replay(ctx, rp, pos)
 		if !errors.Is(err, errStreamReset) {

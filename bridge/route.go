@@ -276,10 +276,10 @@ func advance(pos Position, m *Message) Position {
 
 // ServeHTTP serves the route's event stream, with the events of the
 // client's filter only, if it asks for one (see filter.go); a filter the
-// route cannot serve gets 400 and the reason. A client without an event
-// ID starts with the next message, at the time of its since parameter
-// (see serveSince), or at the beginning of the stream on a route with
-// Options.Earliest.
+// route cannot serve gets 400 and the reason. The stream begins where
+// startOf says: after the client's event ID, at the time of its since
+// parameter, at the beginning of the stream on a route with
+// Options.Earliest, or with the next message.
 func (r *route) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	q := req.URL.Query()
 	f, err := parseFilter(q, r.info)
@@ -287,16 +287,13 @@ func (r *route) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	if req.Header.Get("Last-Event-ID") == "" && q.Get("lastEventId") == "" {
-		if since := q.Get("since"); since != "" && req.Method == http.MethodGet {
-			r.serveSince(w, req, f, since)
-			return
-		}
-		if r.opts.Earliest {
-			// A new client starts at the beginning of the stream.
-			req = req.Clone(req.Context())
-			req.Header.Set("Last-Event-ID", r.codec().origin())
-		}
+	start, err := r.startOf(req, q)
+	switch {
+	case errors.Is(err, errClientGone):
+		return
+	case err != nil:
+		http.Error(w, "esbridge: "+err.Error(), http.StatusBadRequest)
+		return
 	}
-	r.es.ServeFiltered(w, req, f)
+	r.es.Serve(w, req, start, f)
 }

@@ -88,46 +88,38 @@ func (o *Options) sinceAllowed(t, now time.Time) bool {
 	return !t.Before(now.Add(-o.MaxSince))
 }
 
-// serveSince serves a client without an event ID, with the events of f,
-// that asked to start at the time v: a 400 if v is not a time; a gap and the live stream if the
-// route will not go back that far, or cannot; the live stream for a time
-// to come; else the stream from the position of v.
-func (r *route) serveSince(w http.ResponseWriter, req *http.Request, f esource.Filter, v string) {
+// startSince returns the start of a client without an event ID that
+// asked to start at the time v: an error, for a 400, if v is not a time; a
+// gap, then the live stream, if the route will not go back that far, or
+// cannot; the live stream for a time to come; else the position of v,
+// looked up once for every client with the same since.
+func (r *route) startSince(req *http.Request, v string) (esource.Start, error) {
 	t, err := parseSince(v)
 	if err != nil {
-		http.Error(w, "esbridge: "+err.Error(), http.StatusBadRequest)
-		return
+		return esource.Start{}, err
 	}
 	seeker, seeks := r.src.(Seeker)
 	switch {
 	case !r.info.History:
-		r.es.ServeGap(w, req, f, esource.Gap{Reason: "no-history", Message: "the stream keeps no history: it starts now"})
-		return
+		return esource.Start{Gap: &esource.Gap{Reason: "no-history", Message: "the stream keeps no history: it starts now"}}, nil
 	case !r.opts.sinceAllowed(t, time.Now()):
-		r.es.ServeGap(w, req, f, esource.Gap{Reason: "since-refused", Message: "the route does not go back that far: the stream starts now"})
-		return
+		return esource.Start{Gap: &esource.Gap{Reason: "since-refused", Message: "the route does not go back that far: the stream starts now"}}, nil
 	case !seeks:
-		r.es.ServeGap(w, req, f, esource.Gap{Reason: "since-unsupported", Message: "the source cannot start from a time: the stream starts now"})
-		return
+		return esource.Start{Gap: &esource.Gap{Reason: "since-unsupported", Message: "the source cannot start from a time: the stream starts now"}}, nil
 	case t.After(time.Now()):
-		r.es.ServeFiltered(w, req, f) // what comes next is stored after now
-		return
+		return esource.Start{}, nil // what comes next is stored after now
 	}
 	pos, err := r.sinces.lookup(req.Context(), r.ctx, seeker, t)
 	switch {
 	case err != nil && req.Context().Err() != nil:
-		return // the client went away
+		return esource.Start{}, errClientGone
 	case err != nil:
 		r.logger.Warn("since cannot be looked up", "route", r.path, "err", err)
-		r.es.ServeGap(w, req, f, esource.Gap{Reason: "since-failed", Message: "the time could not be looked up: the stream starts now"})
-		return
+		return esource.Start{Gap: &esource.Gap{Reason: "since-failed", Message: "the time could not be looked up: the stream starts now"}}, nil
 	case pos == nil:
-		r.es.ServeFiltered(w, req, f) // nothing at or after t yet
-		return
+		return esource.Start{}, nil // nothing at or after t yet
 	}
-	req = req.Clone(req.Context())
-	req.Header.Set("Last-Event-ID", r.codec().position(pos))
-	r.es.ServeFiltered(w, req, f)
+	return r.startAt(&token{kind: kindPosition, inc: r.codec().inc, pos: pos}), nil
 }
 
 // sinceCache holds a route's recent look-ups of times, so that clients

@@ -33,8 +33,9 @@ type Source interface {
 	// position on a source without history, ErrUnavailable while the
 	// broker cannot be reached, so that the bridge retries, an
 	// [*ExpiredError] for a position the broker no longer holds, and
-	// ErrAhead for one it never issued, where it can tell. ctx bounds the
-	// opening only.
+	// ErrAhead for one it never issued, where it can tell, and
+	// ErrBadPosition for one it can never have. ctx bounds the opening
+	// only.
 	Open(ctx context.Context, start Start) (Reader, error)
 
 	// Close releases the source's connections. Readers must be closed first.
@@ -91,6 +92,19 @@ type Info struct {
 	// epoch and a sequence, and a resume that the in-memory log cannot
 	// serve is announced with a gap event.
 	History bool
+
+	// Partitions is the stream's number of partitions where it is fixed:
+	// 1 for a JetStream or RabbitMQ stream. 0 where it may change, as a
+	// Kafka topic's does (Open then judges a position's partitions).
+	// Together with FirstOffset it is the shape that a client's position
+	// is checked against when the client connects: a position the stream
+	// cannot have gets a gap, and never a reader.
+	Partitions int
+
+	// FirstOffset is the least offset a message of the stream can have:
+	// 1 for JetStream, whose sequences start at 1; 0 for Kafka and
+	// RabbitMQ.
+	FirstOffset uint64
 
 	// OffsetName is what the envelope format calls Message.Offset:
 	// "sequence" for JetStream, "offset" for Kafka and RabbitMQ.
@@ -192,6 +206,14 @@ var (
 	// wait for good. The bridge tells the client with a gap event and
 	// serves it live.
 	ErrAhead = errors.New("bridge: position beyond the head of the stream")
+
+	// ErrBadPosition is returned by Open for a position the stream can
+	// never have: a JetStream sequence 0, a position of more partitions
+	// than a stream has, an offset out of range. It is final: the bridge
+	// tells the client with a gap event (reason "malformed-id") and never
+	// tries that position again, so a crafted event ID cannot hold a
+	// catch-up reader.
+	ErrBadPosition = errors.New("bridge: position the stream cannot have")
 
 	// ErrReset is returned by Reader.Next when the stream was deleted, or
 	// deleted and created again. The bridge marks the route not ready

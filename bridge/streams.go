@@ -239,7 +239,7 @@ func (b *Bridge) serveStreams(w http.ResponseWriter, req *http.Request) {
 	defer wg.Wait()
 	defer cancel()
 	for i, m := range routes {
-		seq, err := m.r.es.TeeFiltered(ctx, starts[i], m.filter)
+		seq, err := m.r.es.TeeFrom(ctx, m.r.startAfter(starts[i]), m.filter)
 		if err != nil { // shut down
 			items <- streamItem{m: i, ended: true}
 			continue

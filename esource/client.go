@@ -54,38 +54,37 @@ type client struct {
 	progress   string        // ID of the last event skipped, if the browser is behind it
 	progressAt time.Time     // when the client was last sent a progress frame
 	sent       atomic.Uint64 // bytes written, for Stats
-	gap        *Gap          // to send first, to a client without lastID (see ServeGap)
 	closed     func() bool   // reports, without blocking, that the client closed its connection; nil if it cannot tell
 }
 
-// run serves c until ctx ends, the sink fails, or the EventSource shuts
-// down. With resume set, the client continues after the event lastID;
-// otherwise it starts with the next event published.
-func (c *client) run(ctx context.Context, lastID string, resume bool) error {
+// run serves c, from start, until ctx ends, the sink fails, or the
+// EventSource shuts down.
+func (c *client) run(ctx context.Context, start Start) error {
 	if !c.es.register(c) {
 		return ErrClosed
 	}
 	defer c.es.unregister(c)
-	return c.serve(ctx, lastID, resume)
+	return c.serve(ctx, start)
 }
 
-// serve is run for a client that is registered already: it starts with
-// the first event published after registration, or after lastID.
-func (c *client) serve(ctx context.Context, lastID string, resume bool) error {
+// serve is run for a client that is registered already, from start: the
+// first event published after registration, after start's event, or
+// after its gap.
+func (c *client) serve(ctx context.Context, start Start) error {
 	es := c.es
-	if resume {
-		pos := es.position(lastID) // decoded once
+	switch {
+	case start.resumes():
 		es.mu.RLock()
-		seq, skip, ok := es.joinPoint(lastID, pos)
+		seq, skip, ok := es.joinPoint(start.LastEventID, start.Position)
 		es.mu.RUnlock()
-		c.lastID = lastID
+		c.lastID = start.LastEventID
 		if ok {
 			c.cursor, c.skip = seq, skip
-		} else if err := c.catchUp(ctx, false, pos); err != nil {
+		} else if err := c.catchUp(ctx, false, start.Position); err != nil {
 			return err
 		}
-	} else if c.gap != nil {
-		if err := c.sendGap(); err != nil {
+	case start.Gap != nil:
+		if err := c.sendGap(*start.Gap); err != nil {
 			return err
 		}
 	}
@@ -198,19 +197,18 @@ func (c *client) skipEvicted() bool {
 	return true
 }
 
-// sendGap sends c.gap, with the ID of the event before the client's
+// sendGap sends gap, with the ID of the event before the client's
 // cursor: where its stream goes on.
-func (c *client) sendGap() error {
+func (c *client) sendGap(gap Gap) error {
 	es := c.es
 	es.mu.RLock()
-	ev := c.gap.Event(es.idBefore(c.cursor))
+	ev := gap.Event(es.idBefore(c.cursor))
 	es.mu.RUnlock()
 	wire, err := ev.appendWire(nil)
 	if err != nil {
 		return err
 	}
 	es.stats.gap(&ev)
-	c.gap = nil
 	return c.write([][]byte{wire})
 }
 
@@ -454,7 +452,7 @@ func (c *client) replay(ctx context.Context, h History, pos Position) (joined bo
 	if w, ok := c.sink.(goneWatcher); ok {
 		gone = w.watchGone(cancel)
 	}
-	err = h.Replay(rctx, c.lastID, r)
+	err = h.Replay(rctx, Start{LastEventID: c.lastID, Position: pos}, r)
 	if gone != nil && gone() {
 		err = errClientGone
 	} else if ferr := r.Flush(); err == nil || errors.Is(err, ErrCaughtUp) {

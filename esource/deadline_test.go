@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,10 +16,15 @@ import (
 // ResponseWriter (HTTP/2), and a client that resumes with its last ID gets
 // every later event once.
 func TestDeadlineEndsStream(t *testing.T) {
-	for _, proto := range []string{"HTTP/1.1", "HTTP/2.0"} {
-		t.Run(proto, func(t *testing.T) {
+	for _, mode := range []string{"HTTP/1.1", "HTTP/1.1 taken over", "HTTP/2.0"} {
+		t.Run(mode, func(t *testing.T) {
 			checkNoLeaks(t)
-			es := newSource(t)
+			proto, takeover := strings.CutSuffix(mode, " taken over")
+			var opts []Option
+			if takeover {
+				opts = append(opts, WithConnTakeover())
+			}
+			es := newSource(t, opts...)
 			var ttl atomic.Int64 // of the requests' contexts
 			ttl.Store(int64(300 * time.Millisecond))
 			srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

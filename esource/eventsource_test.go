@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -424,13 +425,13 @@ func TestHTTP1Framing(t *testing.T) {
 	}
 }
 
-// TestServeGap: a client served with ServeGap gets the gap first, with the
+// TestServeGap: a client served with a Start with a Gap gets the gap first, with the
 // newest ID of the log, then the live stream; its Last-Event-ID is not read.
 func TestServeGap(t *testing.T) {
 	checkNoLeaks(t)
 	es := newSource(t, WithBacklog(4))
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		es.ServeGap(w, r, nil, Gap{Reason: "refused", Message: "not from then"})
+		es.Serve(w, r, Start{Gap: &Gap{Reason: "refused", Message: "not from then"}}, nil)
 	}))
 	t.Cleanup(srv.Close)
 	publishN(t, es, 1, 10)
@@ -460,7 +461,7 @@ func TestServeGap(t *testing.T) {
 // that its place (a limit's, say) is freed; a client still connected is
 // not taken for gone, and gets the next event.
 func TestClosedConnectionNoticed(t *testing.T) {
-	es := newSource(t, WithHeartbeat(time.Hour))
+	es := newSource(t, WithHeartbeat(time.Hour), WithConnTakeover())
 	es.cfg.probe = 20 * time.Millisecond
 	srv := httptest.NewServer(es)
 	defer srv.Close()
@@ -502,5 +503,34 @@ func TestClosedConnectionNoticed(t *testing.T) {
 		if line == "data: after\n" {
 			break
 		}
+	}
+}
+
+// TestConnTakeover: with WithConnTakeover an HTTP/1.1 stream goes on after
+// ServeHTTP returned, on the connection it took over; without it,
+// ServeHTTP returns only when the stream ends.
+func TestConnTakeover(t *testing.T) {
+	for _, takeover := range []bool{false, true} {
+		t.Run(fmt.Sprint("takeover=", takeover), func(t *testing.T) {
+			checkNoLeaks(t)
+			var opts []Option
+			if takeover {
+				opts = append(opts, WithConnTakeover())
+			}
+			es := newSource(t, opts...)
+			var returned atomic.Int32
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				es.ServeHTTP(w, r)
+				returned.Add(1)
+			}))
+			t.Cleanup(srv.Close)
+			s := connect(t, srv.Client(), srv.URL, "")
+			waitClients(t, es, 1)
+			publishN(t, es, 1, 2)
+			s.expect(1, 2)
+			if got, want := returned.Load() == 1, takeover; got != want {
+				t.Errorf("ServeHTTP returned while streaming: %v, want %v", got, want)
+			}
+		})
 	}
 }

@@ -42,7 +42,7 @@ func serveFiltered(t *testing.T, es *EventSource, calls *atomic.Int64) *httptest
 		if v := r.URL.Query().Get("types"); v != "" {
 			f = typeFilter{types: strings.Split(v, ","), calls: calls}
 		}
-		es.ServeFiltered(w, r, f)
+		es.Serve(w, r, es.StartOf(r), f)
 	}))
 	t.Cleanup(srv.Close)
 	return srv
@@ -143,7 +143,7 @@ func TestProgressFrames(t *testing.T) {
 		ctx, cancel := context.WithCancel(t.Context())
 		rec := &recorder{header: http.Header{}}
 		req := httptest.NewRequestWithContext(ctx, http.MethodGet, "/", nil)
-		go es.ServeFiltered(rec, req, typeFilter{types: []string{"t1"}})
+		go es.Serve(rec, req, es.StartOf(req), typeFilter{types: []string{"t1"}})
 		synctest.Wait()
 
 		// 10 s of events of type t0, one each 10 ms, then one of type t1.
@@ -242,7 +242,8 @@ func (o typedOrigin) publish(t testing.TB, es *EventSource, from, to int) {
 	}
 }
 
-func (o typedOrigin) Replay(ctx context.Context, lastID string, r *Replay) error {
+func (o typedOrigin) Replay(ctx context.Context, from Start, r *Replay) error {
+	lastID := from.LastEventID
 	o.replays.Add(1)
 	last, err := strconv.Atoi(lastID)
 	if err != nil {
@@ -323,13 +324,13 @@ func (s *rawStream) ids() []string {
 
 func (s *rawStream) close() { s.resp.Body.Close() }
 
-// TestTeeFiltered: an iteration with a filter has the events it lets
+// TestTeeFrom: an iteration with a filter has the events it lets
 // through, and for a skipped stretch an event with only the ID of the
 // last event skipped, before the next event it lets through.
-func TestTeeFiltered(t *testing.T) {
+func TestTeeFrom(t *testing.T) {
 	checkNoLeaks(t)
 	es := newSource(t, WithProgressInterval(20*time.Millisecond))
-	events, err := es.TeeFiltered(t.Context(), "", typeFilter{types: []string{"a"}})
+	events, err := es.TeeFrom(t.Context(), Start{}, typeFilter{types: []string{"a"}})
 	if err != nil {
 		t.Fatal(err)
 	}

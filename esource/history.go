@@ -12,9 +12,11 @@ import (
 // for a client whose Last-Event-ID its log does not hold, and for a client
 // that fell behind its log.
 type History interface {
-	// Replay sends to r, in order, the events that follow the event lastID,
-	// until r.Send returns ErrCaughtUp: then the client continues in the
-	// log, with no event twice and none skipped, and Replay returns.
+	// Replay sends to r, in order, the events that follow from, the
+	// client's start (its LastEventID, and with an Ordering its decoded
+	// Position), until r.Send returns ErrCaughtUp: then the client
+	// continues in the log, with no event twice and none skipped, and
+	// Replay returns.
 	//
 	// Replay runs in the client's writer goroutine. It should follow its
 	// source live if it reaches the end before the log has caught up (the
@@ -24,7 +26,7 @@ type History interface {
 	// a Gap event. If Replay returns before the client caught up, the
 	// client is sent a gap event naming the error, and continues in the log
 	// as it would without a History.
-	Replay(ctx context.Context, lastID string, r *Replay) error
+	Replay(ctx context.Context, from Start, r *Replay) error
 }
 
 // An Ordering is a History whose event IDs are positions that can be
@@ -36,8 +38,9 @@ type History interface {
 //
 // Positions are opaque to the EventSource: it decodes each ID once, with
 // Position (an event's when it is published, outside any lock; a client's
-// when it connects), keeps the result, and hands it back to the other
-// methods, which compare decoded values. They must be cheap, pure, safe
+// when it connects, in StartOf, unless the handler made the Start
+// itself), keeps the result, and hands it back to the other methods, which
+// compare decoded values. They must be cheap, pure, safe
 // for concurrent use, and should not allocate.
 type Ordering interface {
 	History

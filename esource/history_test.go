@@ -45,7 +45,8 @@ func (o *origin) publish(t testing.TB, es *EventSource, from, to int) {
 	publishN(t, es, from, to)
 }
 
-func (o *origin) Replay(ctx context.Context, lastID string, r *Replay) error {
+func (o *origin) Replay(ctx context.Context, from Start, r *Replay) error {
+	lastID := from.LastEventID
 	o.replays.Add(1)
 	last, err := strconv.Atoi(lastID)
 	if err != nil {
@@ -198,7 +199,7 @@ func TestHistoryErrorIsGap(t *testing.T) {
 // refusing is a History that refuses every client with a GapError.
 type refusing struct{}
 
-func (refusing) Replay(context.Context, string, *Replay) error {
+func (refusing) Replay(context.Context, Start, *Replay) error {
 	return &GapError{Reason: "malformed-id", Message: "the event ID cannot be read"}
 }
 

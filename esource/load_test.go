@@ -251,7 +251,7 @@ func TestHeartbeat(t *testing.T) {
 // never closed: a replay waiting for its source, or for a reader.
 type waiting struct{}
 
-func (waiting) Replay(ctx context.Context, _ string, r *Replay) error {
+func (waiting) Replay(ctx context.Context, _ Start, r *Replay) error {
 	return r.Wait(ctx, nil)
 }
 

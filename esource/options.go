@@ -55,6 +55,7 @@ type config struct {
 	flushInterval time.Duration
 	progress      time.Duration
 	probe         time.Duration // how often a client peeks at its connection (see closedByPeer)
+	takeover      bool          // HTTP/1.x streams take their connections over
 	history       History
 	logger        *slog.Logger
 }
@@ -184,6 +185,31 @@ func WithProgressInterval(d time.Duration) Option {
 func WithHistory(h History) Option {
 	return func(c *config) error {
 		c.history = h
+		return nil
+	}
+}
+
+// WithConnTakeover makes each HTTP/1.x stream take its connection over
+// from net/http (see http.Hijacker) once the response head is written,
+// and be served by a lean goroutine of the EventSource: net/http's
+// buffers and goroutine are freed, and an idle stream costs a few
+// kilobytes. A client that goes away is then noticed within seconds over
+// TCP on Unix systems, where the goroutine peeks at its connection every
+// few seconds, and otherwise at the next write, which the heartbeat makes
+// happen. HTTP/2 streams, and ResponseWriters that cannot be hijacked,
+// are served through the ResponseWriter as without it.
+//
+// The contract for middleware between the server and the EventSource:
+// ServeHTTP returns as soon as the stream is under way, so anything held
+// for the stream's life (a place under a connection limit, say) must not
+// be released when ServeHTTP returns, but when the connection is closed.
+// Such middleware wraps the ResponseWriter with a Hijack method that
+// returns a net.Conn whose Close releases it (keeping a *net.TCPConn's
+// writev, for speed), and an Unwrap method for http.ResponseController.
+// Middleware that writes nothing, or only headers, needs nothing.
+func WithConnTakeover() Option {
+	return func(c *config) error {
+		c.takeover = true
 		return nil
 	}
 }

@@ -70,7 +70,8 @@ func (s *partitioned) Merge(last, p Position) (Position, string) {
 var _ Ordering = (*partitioned)(nil)
 
 // Replay reads partition 1 before partition 0: never the live order.
-func (s *partitioned) Replay(ctx context.Context, lastID string, r *Replay) error {
+func (s *partitioned) Replay(ctx context.Context, from Start, r *Replay) error {
+	lastID := from.LastEventID
 	_, pos, ok := position(lastID)
 	if !ok {
 		return fmt.Errorf("not a position: %q", lastID)

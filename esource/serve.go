@@ -13,63 +13,38 @@ import (
 	"time"
 )
 
-// ServeHTTP streams the events to the client as text/event-stream.
+// ServeHTTP streams the events to the client as text/event-stream, from
+// the start the request asks for (see [EventSource.StartOf]): a client
+// that sends a Last-Event-ID header, or on its first request a lastEventId
+// query parameter, continues right after that event, from the log if it
+// holds it, else through the History hook, else after a gap event. Any
+// other client starts with the next event published.
+func (es *EventSource) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	es.Serve(w, r, es.StartOf(r), nil)
+}
+
+// Serve streams the events to the client as text/event-stream, from
+// start, with only the events that f lets through (see [Filter]; nil lets
+// every event through). It is the one serving entry: ServeHTTP is Serve
+// with the request's own start.
 //
-// A client that sends a Last-Event-ID header, or on its first request a
-// lastEventId query parameter (the header wins), continues right after that
-// event: from the log if it holds it, else through the History hook, else
-// after a gap event. Any other client starts with the next event published.
 // The response is always 200 for GET (a browser never reconnects after
 // another status); other methods get 405. After shutdown the response is a
 // retry line alone, so that the browser comes back later.
 //
-// On HTTP/1.x, once the headers are sent, the stream takes the connection
-// over from net/http (see http.Hijacker) and is served by a lean goroutine
-// of the EventSource, which frees net/http's buffers: an idle stream costs
-// a few kilobytes. A client that goes away is then noticed within seconds
-// over TCP on Unix systems, where the goroutine peeks at its connection
-// every few seconds, and otherwise at the next write, which the heartbeat
-// makes happen. HTTP/2 streams, and
-// ResponseWriters that cannot be hijacked, are served through the
-// ResponseWriter by the handler itself.
-//
 // The stream ends, cleanly, at the deadline of the request's context, if it
 // has one (an expiring credential, say), after what the log held for the
 // client then; the browser reconnects with Last-Event-ID and resumes.
-func (es *EventSource) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	es.serve(w, r, nil, nil)
-}
-
-// ServeFiltered serves the event stream as ServeHTTP does, with only the
-// events that f lets through (see Filter); nil lets every event through.
-func (es *EventSource) ServeFiltered(w http.ResponseWriter, r *http.Request, f Filter) {
-	es.serve(w, r, f, nil)
-}
-
-// ServeGap serves the stream as ServeFiltered does to a client without
-// Last-Event-ID, but begins it with the gap event of g, whose ID is that of
-// the newest event in the log (the position from which the stream goes
-// on): for a request that asked for events the server will not send, such
-// as a start in the past that a handler refused. The request's
-// Last-Event-ID, if any, is not read.
-func (es *EventSource) ServeGap(w http.ResponseWriter, r *http.Request, f Filter, g Gap) {
-	es.serve(w, r, f, &g)
-}
-
-// serve serves the stream with the events f lets through; a client with
-// gap set is sent it first, and starts with the next event published.
-func (es *EventSource) serve(w http.ResponseWriter, r *http.Request, f Filter, gap *Gap) {
+//
+// With [WithConnTakeover], an HTTP/1.x stream takes its connection over
+// from net/http once the headers are sent, and Serve returns while the
+// stream goes on (see WithConnTakeover for what middleware must do).
+// Otherwise, and always over HTTP/2, Serve returns when the stream ends.
+func (es *EventSource) Serve(w http.ResponseWriter, r *http.Request, start Start, f Filter) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
 		http.Error(w, "esource: an event stream takes GET", http.StatusMethodNotAllowed)
 		return
-	}
-	lastID := ""
-	if gap == nil {
-		lastID = r.Header.Get("Last-Event-ID")
-		if lastID == "" {
-			lastID = r.URL.Query().Get("lastEventId")
-		}
 	}
 	h := w.Header()
 	h.Set("Content-Type", ContentType)
@@ -82,11 +57,11 @@ func (es *EventSource) serve(w http.ResponseWriter, r *http.Request, f Filter, g
 	}
 
 	rc := http.NewResponseController(w)
-	if r.ProtoMajor == 1 && r.Method == http.MethodGet {
+	if es.cfg.takeover && r.ProtoMajor == 1 && r.Method == http.MethodGet {
 		// Nothing is read after the request, nor written before the head:
 		// the buffers that Hijack returns are not needed.
 		if conn, _, err := rc.Hijack(); err == nil {
-			es.serveConn(w, conn, r, lastID, first, f, gap)
+			es.serveConn(w, conn, r, start, first, f)
 			return
 		}
 	}
@@ -95,7 +70,7 @@ func (es *EventSource) serve(w http.ResponseWriter, r *http.Request, f Filter, g
 		return
 	}
 	s := &httpSink{w: w, rc: rc, timeout: es.cfg.writeTimeout}
-	c := &client{es: es, sink: s, filter: f, gap: gap}
+	c := &client{es: es, sink: s, filter: f}
 	if !es.register(c) {
 		_ = s.write([][]byte{retryLine(jitter(es.cfg.drainRetry))})
 		return
@@ -108,16 +83,16 @@ func (es *EventSource) serve(w http.ResponseWriter, r *http.Request, f Filter, g
 	}
 	// serve ends the stream with a retry line at shutdown; any error is
 	// the client's connection failing, and ends it.
-	_ = c.serve(r.Context(), lastID, lastID != "")
+	_ = c.serve(r.Context(), start)
 }
 
-// serveConn writes the response head to a hijacked connection and serves
-// the stream from a goroutine of its own, owned by es.
-func (es *EventSource) serveConn(w http.ResponseWriter, conn net.Conn, r *http.Request, lastID string, first []byte, f Filter, gap *Gap) {
+// serveConn writes the response head to a taken over connection and
+// serves the stream from a goroutine of its own, owned by es.
+func (es *EventSource) serveConn(w http.ResponseWriter, conn net.Conn, r *http.Request, start Start, first []byte, f Filter) {
 	// HTTP/1.0 has no chunked encoding: the body ends with the connection.
 	chunked := r.ProtoMinor > 0
 	s := &connSink{conn: conn, timeout: es.cfg.writeTimeout, chunked: chunked, head: responseHead(w, chunked)}
-	c := &client{es: es, sink: s, filter: f, gap: gap}
+	c := &client{es: es, sink: s, filter: f}
 	if sc, ok := conn.(syscall.Conn); ok {
 		if rc, err := sc.SyscallConn(); err == nil {
 			c.closed = func() bool { return closedByPeer(rc) }
@@ -141,7 +116,7 @@ func (es *EventSource) serveConn(w http.ResponseWriter, conn net.Conn, r *http.R
 	go func() {
 		defer es.unregister(c)
 		defer cancel()
-		_ = c.serve(ctx, lastID, lastID != "")
+		_ = c.serve(ctx, start)
 		s.end(nil)
 	}()
 }

@@ -20,15 +20,15 @@ import (
 // falls behind the log is caught up through History, or sent a gap event:
 // it never holds the publisher back.
 func (es *EventSource) Tee(ctx context.Context, lastID string) (iter.Seq[Event], error) {
-	return es.TeeFiltered(ctx, lastID, nil)
+	return es.TeeFrom(ctx, es.StartAfter(lastID), nil)
 }
 
-// TeeFiltered is Tee with only the events that f lets through (see
-// Filter), as ServeFiltered sends them: f is registered with the
+// TeeFrom is Tee from start, with only the events that f lets through
+// (see Filter), as Serve sends them: f is registered with the
 // EventSource's filters, and the events it skips are told, at most once
 // per progress interval, by an event with only the ID of the last one
 // skipped (no data, no type). A nil f lets every event through.
-func (es *EventSource) TeeFiltered(ctx context.Context, lastID string, f Filter) (iter.Seq[Event], error) {
+func (es *EventSource) TeeFrom(ctx context.Context, start Start, f Filter) (iter.Seq[Event], error) {
 	es.mu.RLock()
 	closed := es.closed
 	es.mu.RUnlock()
@@ -37,7 +37,7 @@ func (es *EventSource) TeeFiltered(ctx context.Context, lastID string, f Filter)
 	}
 	return func(yield func(Event) bool) {
 		c := &client{es: es, sink: &teeSink{yield: yield}, filter: f}
-		_ = c.run(ctx, lastID, lastID != "")
+		_ = c.run(ctx, start)
 	}, nil
 }
 

@@ -151,7 +151,7 @@ func run(args []string, stderr io.Writer) int {
 		return 2
 	}
 	defer closeSources()
-	b, err := bridge.New(bridge.Config{Backlog: c.backlog, Heartbeat: c.heartbeat, Logger: logger, TerseReadyz: c.admin != ""}, routes...)
+	b, err := bridge.New(bridge.Config{Backlog: c.backlog, Heartbeat: c.heartbeat, ConnTakeover: true, Logger: logger, TerseReadyz: c.admin != ""}, routes...)
 	if err != nil {
 		fmt.Fprintf(stderr, "esbridge: invalid value for flag -route: %v\n", err)
 		return 2

@@ -175,7 +175,7 @@ func (s *Stream) Open(ctx context.Context, start bridge.Start) (bridge.Reader, e
 	switch {
 	case start.Position != nil:
 		if len(start.Position) > len(s.parts) {
-			return nil, fmt.Errorf("fakesource: position of %d partitions, the stream has %d", len(start.Position), len(s.parts))
+			return nil, fmt.Errorf("fakesource: position of %d partitions, the stream has %d: %w", len(start.Position), len(s.parts), bridge.ErrBadPosition)
 		}
 		for p, off := range start.Position {
 			if off > uint64(len(s.parts[p])) {

@@ -75,7 +75,7 @@ func (s *Source) Info() bridge.Info {
 	name := "rabbitmq/" + url.PathEscape(s.cfg.vhost())
 	switch {
 	case s.cfg.Stream != "":
-		return bridge.Info{Stream: name + "/stream/" + s.cfg.Stream, History: true, OffsetName: "offset"}
+		return bridge.Info{Stream: name + "/stream/" + s.cfg.Stream, History: true, Partitions: 1, OffsetName: "offset"}
 	case s.cfg.Exchange != "":
 		return bridge.Info{Stream: name + "/exchange/" + s.cfg.Exchange + "?key=" + s.cfg.bindingKey()}
 	default:
@@ -212,7 +212,7 @@ func (s *Source) Open(ctx context.Context, start bridge.Start) (bridge.Reader, e
 	case r.kind != kindStream && (start.Position != nil || start.Earliest):
 		return nil, fmt.Errorf("amqp: %s: start at a position: %w", s.cfg.name(), bridge.ErrNoHistory)
 	case start.Position != nil && len(start.Position) != 1:
-		return nil, fmt.Errorf("amqp: stream %s: position of %d partitions, want 1", s.cfg.Stream, len(start.Position))
+		return nil, fmt.Errorf("amqp: stream %s: position of %d partitions, want 1: %w", s.cfg.Stream, len(start.Position), bridge.ErrBadPosition)
 	case !s.Connected():
 		return nil, fmt.Errorf("amqp: %s: not connected: %w", s.cfg.name(), bridge.ErrUnavailable)
 	}

@@ -161,7 +161,7 @@ func (s *Source) Open(ctx context.Context, start bridge.Start) (bridge.Reader, e
 			}
 			p := start.Position[i]
 			if p > math.MaxInt64 {
-				return nil, fmt.Errorf("kafka: topic %s: partition %d: offset %d out of range", s.cfg.Topic, i, p)
+				return nil, fmt.Errorf("kafka: topic %s: partition %d: offset %d out of range: %w", s.cfg.Topic, i, p, bridge.ErrBadPosition)
 			}
 			if int64(p) > offs[i].last {
 				return nil, fmt.Errorf("kafka: topic %s: partition %d: offset %d, the high-water mark is %d: %w", s.cfg.Topic, i, p, offs[i].last, bridge.ErrAhead)

@@ -82,7 +82,7 @@ type streamResult struct {
 // made (the Source's Close waits for it).
 func (s *Source) openStream(ctx context.Context, start bridge.Start) (bridge.Reader, error) {
 	if start.Position != nil && len(start.Position) != 1 {
-		return nil, fmt.Errorf("nats: stream %s: position of %d partitions, want 1", s.cfg.Stream, len(start.Position))
+		return nil, fmt.Errorf("nats: stream %s: position of %d partitions, want 1: %w", s.cfg.Stream, len(start.Position), bridge.ErrBadPosition)
 	}
 	live := start.Live
 	c := s.replay
@@ -106,7 +106,7 @@ func (s *Source) openStream(ctx context.Context, start bridge.Start) (bridge.Rea
 	case start.Position != nil:
 		next = start.Position[0]
 		if next == 0 {
-			return nil, fmt.Errorf("nats: stream %s: sequence 0 is not a position", s.cfg.Stream)
+			return nil, fmt.Errorf("nats: stream %s: sequence 0 is not a position: %w", s.cfg.Stream, bridge.ErrBadPosition)
 		}
 		if next > state.LastSeq+1 {
 			return nil, fmt.Errorf("nats: stream %s: sequence %d, the last is %d: %w", s.cfg.Stream, next, state.LastSeq, bridge.ErrAhead)

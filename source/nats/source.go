@@ -210,7 +210,7 @@ func (s *Source) Info() bridge.Info {
 		name += "?subject=" + s.cfg.Subject
 		subject = s.cfg.Subject
 	}
-	return bridge.Info{Stream: name, History: true, OffsetName: "sequence", Subject: subject}
+	return bridge.Info{Stream: name, History: true, Partitions: 1, FirstOffset: 1, OffsetName: "sequence", Subject: subject}
 }
 
 // Open returns a reader from start on, each with its own subscription or
