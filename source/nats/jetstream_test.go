@@ -76,7 +76,7 @@ func TestStreamStarts(t *testing.T) {
 	ts := runServer(t)
 	js := createStream(t, ts, 0)
 	s := ts.source(Config{Stream: "ORDERS"})
-	if got, want := s.Info(), (bridge.Info{Stream: "jetstream/ORDERS", History: true, OffsetName: "sequence", Subject: ">"}); got != want {
+	if got, want := s.Info(), (bridge.Info{Stream: "jetstream/ORDERS", History: true, Partitions: 1, FirstOffset: 1, OffsetName: "sequence", Subject: ">"}); got != want {
 		t.Fatalf("Info = %+v, want %+v", got, want)
 	}
 
