@@ -419,20 +419,20 @@ func (c *catchUp) stop(err error) {
 // takes the client over (esource.ErrCaughtUp), the client or the reader
 // ends, or the client is too slow (errDroppedOff). It returns the
 // client's position.
+//
+// Every event goes to rp as the reader met it: the Replay applies the
+// hand-off rule (esource/handoff.go), skipping what the client has and
+// sending with the client's own ID an event it stands past elsewhere.
 func (c *catchUp) ride(ctx context.Context, rp *esource.Replay, rd *rider, pos *token) (*token, error) {
 	r := c.cs.r
-	skip := pos // the client's position, while the reader is behind it somewhere
-	if pos.kind == kindOrigin {
-		skip = nil
-	}
-	merged := false // skip is the rider's own, merged with what it was sent
-	ids := idEncoder{c: r.codec()}
+	var at *token // the reader's position after the last event sent
 	batch := make([]caught, 0, 64)
+	rp.Restart() // c's first events may be some the client has
 	for {
 		c.mu.Lock()
 		if rd.cursor < c.head {
 			c.mu.Unlock()
-			return pos, errDroppedOff
+			return clientAt(pos, at), errDroppedOff
 		}
 		batch = batch[:0]
 		for seq := rd.cursor; seq < c.next && len(batch) < cap(batch); seq++ {
@@ -443,35 +443,18 @@ func (c *catchUp) ride(ctx context.Context, rp *esource.Replay, rd *rider, pos *
 
 		for _, e := range batch {
 			var err error
-			switch {
-			case e.expired != nil:
-				if e.expired.Resume != nil && covers(pos.pos, e.expired.Resume) {
+			if e.expired != nil {
+				client := clientAt(pos, at)
+				if e.expired.Resume != nil && covers(client.pos, e.expired.Resume) {
 					continue // the client had received what was lost
 				}
-				err = rp.Send(expiredGap(r.codec(), e.expired, e.expired.missedBy(pos.pos), r.codec().position(pos.pos)))
-			case skip != nil && r.Received(skip, e.at):
-				if covers(e.at.pos, skip.pos) {
-					skip = nil
-				}
-				continue
-			case skip != nil && !covers(e.at.pos, skip.pos):
-				// New to the client, but the reader stands behind it in
-				// other partitions: the event goes with the client's ID,
-				// merged in place and encoded into a reused buffer, for
-				// this may go on for every event of a long catch-up.
-				if !merged {
-					skip, merged = &token{kind: kindEvent, inc: skip.inc, pos: slices.Clone(skip.pos)}, true
-				}
-				skip.partition, skip.pos, skip.inc = e.at.partition, merge(skip.pos, e.at.pos), e.at.inc
-				pos = skip
-				ids.c.inc = e.at.inc
-				err = rp.SendAs(e.ev, ids.appendMessage(skip.pos, skip.partition))
-			default:
-				skip, pos = nil, e.at
+				err = rp.Send(expiredGap(r.codec(), e.expired, e.expired.missedBy(client.pos), r.codec().position(client.pos)))
+			} else {
+				at = e.at
 				err = rp.SendEncoded(e.ev)
 			}
 			if err != nil {
-				return pos, err
+				return clientAt(pos, at), err
 			}
 		}
 		c.mu.Lock()
@@ -491,9 +474,22 @@ func (c *catchUp) ride(ctx context.Context, rp *esource.Replay, rd *rider, pos *
 			err = rp.Wait(ctx, grew)
 		}
 		if err != nil {
-			return pos, err
+			return clientAt(pos, at), err
 		}
 	}
+}
+
+// clientAt returns where a client that resumed at start stands once it
+// has been sent, or has skipped, a reader's events up to the position at
+// (nil for none): past both in every partition.
+func clientAt(start, at *token) *token {
+	switch {
+	case at == nil:
+		return start
+	case start.kind == kindOrigin || start.inc != at.inc:
+		return at
+	}
+	return &token{kind: at.kind, inc: at.inc, partition: at.partition, pos: merge(slices.Clone(start.pos), at.pos)}
 }
 
 // Replay implements esource.History: the client rides the route's

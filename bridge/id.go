@@ -92,6 +92,7 @@ type token struct {
 	partition  int      // kindEvent
 	pos        Position // kindPosition, kindEvent
 	epoch, seq uint64   // kindLive
+	merged     bool     // made by Merge, which may change it in place
 }
 
 func (c codec) header(kind byte) []byte {
@@ -120,6 +121,16 @@ func (c codec) event(p Position, partition int) string {
 func (c codec) appendEvent(b []byte, p Position, partition int) []byte {
 	b = binary.AppendUvarint(c.appendHeader(b, kindEvent), uint64(partition))
 	return appendPosition(b, p)
+}
+
+// appendID appends the ID of t, a position or an event, to b.
+func (c codec) appendID(b []byte, t *token) []byte {
+	var raw [64]byte
+	head := c.appendHeader(raw[:0], t.kind)
+	if t.kind == kindEvent {
+		head = binary.AppendUvarint(head, uint64(t.partition))
+	}
+	return base64.RawURLEncoding.AppendEncode(b, appendPosition(head, t.pos))
 }
 
 // An idEncoder encodes the IDs of a reader's messages into buffers it

@@ -78,17 +78,22 @@ func (r *route) Received(last, p esource.Position) bool {
 }
 
 // Merge implements esource.Ordering: where a client at last stands once it
-// receives the event at p, which is behind it in some partitions.
-func (r *route) Merge(last, p esource.Position) (esource.Position, string) {
-	t := p.(*token)
-	m := &token{kind: kindEvent, inc: t.inc, partition: t.partition, pos: merge(slices.Clone(last.(*token).pos), t.pos)}
-	c := r.codec()
-	c.inc = t.inc
+// receives the event at p, which is behind it in some partitions, and
+// that position's ID appended to id. A position that Merge made is merged
+// in place: a long catch-up allocates nothing per event.
+func (r *route) Merge(last, p esource.Position, id []byte) (esource.Position, []byte) {
+	l, t := last.(*token), p.(*token)
+	m := l
+	if !l.merged {
+		m = &token{merged: true, pos: slices.Clone(l.pos)}
+	}
+	m.kind, m.inc, m.partition, m.pos = kindEvent, t.inc, t.partition, merge(m.pos, t.pos)
 	if len(m.pos) == 1 {
 		m.kind = kindPosition
-		return m, c.position(m.pos)
 	}
-	return m, c.event(m.pos, m.partition)
+	c := r.codec()
+	c.inc = t.inc
+	return m, c.appendID(id, m)
 }
 
 // merge sets v to the greater of v and p in each partition, growing it if

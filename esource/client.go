@@ -44,9 +44,9 @@ var errClientGone = errors.New("esource: client went away")
 type client struct {
 	es     *EventSource
 	sink   sink
-	cursor uint64   // seq of the next event to send
-	lastID string   // ID of the last event sent with one
-	skip   Position // with an Ordering: events received by this position are not sent
+	cursor uint64  // seq of the next event to send
+	lastID string  // ID of the last event sent with one
+	resume resumer // with an Ordering: the position whose events it skips (see handoff.go)
 	bufs   [][]byte
 	filter Filter // the events it receives; nil for all
 	bit    uint64 // filter's bit in the entries' pass sets; 0 if it has none
@@ -79,7 +79,7 @@ func (c *client) serve(ctx context.Context, start Start) error {
 		es.mu.RUnlock()
 		c.lastID = start.LastEventID
 		if ok {
-			c.cursor, c.skip = seq, skip
+			c.cursor, c.resume.skip = seq, skip
 		} else if err := c.catchUp(ctx, false, start.Position); err != nil {
 			return err
 		}
@@ -147,6 +147,7 @@ func (c *client) serve(ctx context.Context, start Start) error {
 		case len(c.bufs) > 0:
 			err := c.write(c.bufs)
 			clear(c.bufs)
+			c.resume.reset()
 			if err != nil {
 				return err
 			}
@@ -187,7 +188,7 @@ func (c *client) serve(ctx context.Context, start Start) error {
 // once due. es.mu must be held, at least for reading.
 func (c *client) skipEvicted() bool {
 	es := c.es
-	if c.bit == 0 || c.skip != nil || es.lostAll > c.cursor || es.filters[bits.TrailingZeros64(c.bit)].lost > c.cursor {
+	if c.bit == 0 || c.resume.skip != nil || es.lostAll > c.cursor || es.filters[bits.TrailingZeros64(c.bit)].lost > c.cursor {
 		return false
 	}
 	c.cursor = es.head
@@ -226,6 +227,7 @@ func (c *client) finish() {
 	if !behind && len(c.bufs) > 0 {
 		_ = c.sink.write(c.bufs)
 		clear(c.bufs)
+		c.resume.reset()
 	}
 }
 
@@ -236,7 +238,7 @@ func (c *client) finish() {
 // due. es.mu must be held, and c.cursor must not be behind the log.
 func (c *client) collect() {
 	c.bufs = c.bufs[:0]
-	if c.bit != 0 && c.skip == nil {
+	if c.bit != 0 && c.resume.skip == nil {
 		c.collectIndexed()
 	} else {
 		c.collectAll()
@@ -305,7 +307,7 @@ func (c *client) skipTo(seq uint64) {
 
 // collectAll collects by visiting every event from c.cursor on: for a
 // client without a filter, one whose filter has no slot, or one still
-// skipping what it received (c.skip).
+// skipping what it received (c.resume, see handoff.go).
 func (c *client) collectAll() {
 	es := c.es
 	n := 0
@@ -314,30 +316,20 @@ func (c *client) collectAll() {
 	lastID, progress := c.lastID, c.progress
 	for ; c.cursor < es.next && !c.full(n); c.cursor++ {
 		e := &es.ring[c.cursor%uint64(len(es.ring))]
-		if c.skip != nil && e.pos != nil {
-			received := es.ordering.Received(c.skip, e.pos)
-			if es.ordering.Covers(e.pos, c.skip) {
-				c.skip = nil // the log is past the client: what follows is new
-			}
-			if received {
-				continue
-			}
-			if c.skip != nil {
-				// New to the client, but the log's ID stands behind it in
-				// other partitions: send the event with the client's own.
-				var id string
-				c.skip, id = es.ordering.Merge(c.skip, e.pos)
-				lastID = id
-				if !c.passes(e) {
-					progress = id
-					continue
-				}
-				wire := withID(e.wire, e.id, id)
-				n += len(wire)
-				c.bufs = append(c.bufs, wire)
+		received, idLine := c.resume.step(e.pos)
+		switch {
+		case received:
+			continue
+		case idLine != nil:
+			id := string(idOf(idLine))
+			lastID, progress = id, id
+			if c.passes(e) {
+				rest := withoutID(e.wire, e.id)
+				c.bufs = append(c.bufs, idLine, rest)
+				n += len(idLine) + len(rest)
 				progress = ""
-				continue
 			}
+			continue
 		}
 		if !c.passes(e) {
 			if e.id != "" {
@@ -352,17 +344,6 @@ func (c *client) collectAll() {
 		}
 	}
 	c.lastID, c.progress = lastID, progress
-}
-
-// withID returns wire, the encoding of an event with ID id, with newID in
-// its place: appendWire writes the id line first.
-func withID(wire []byte, id, newID string) []byte {
-	rest := wire[len("id: ")+len(id)+1:]
-	b := make([]byte, 0, len("id: ")+len(newID)+1+len(rest))
-	b = append(b, "id: "...)
-	b = append(b, newID...)
-	b = append(b, '\n')
-	return append(b, rest...)
 }
 
 // follows reports whether b starts where a ends, in the same page.
@@ -436,11 +417,11 @@ func (c *client) replay(ctx context.Context, h History, pos Position) (joined bo
 	es := c.es
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	r := &Replay{c: c, cancel: cancel, last: c.lastID, lastPos: pos}
+	r := &Replay{c: c, cancel: cancel, last: c.lastID, lastPos: pos, resume: resumer{o: es.ordering, skip: pos}}
 	es.mu.Lock()
 	if seq, skip, ok := es.joinPoint(c.lastID, pos); ok {
 		es.mu.Unlock()
-		c.cursor, c.skip = seq, skip
+		c.cursor, c.resume.skip = seq, skip
 		return true, nil
 	}
 	es.catching[r] = struct{}{}
@@ -467,7 +448,7 @@ func (c *client) replay(ctx context.Context, h History, pos Position) (joined bo
 		c.progress = r.last // told once due, by serve
 	}
 	if joined {
-		c.cursor, c.skip = r.joinAt, r.skip
+		c.cursor, c.resume.skip = r.joinAt, r.skip
 	}
 	es.mu.Unlock()
 	if errors.Is(err, errClientGone) {

@@ -449,6 +449,7 @@ func (es *EventSource) register(c *client) bool {
 		return false
 	}
 	es.clients[c] = struct{}{}
+	c.resume.o = es.ordering
 	if c.filter != nil {
 		c.bit = es.addFilter(c.filter)
 	}

@@ -2,7 +2,6 @@ package esource
 
 import (
 	"context"
-	"fmt"
 	"sync/atomic"
 	"time"
 )
@@ -58,10 +57,13 @@ type Ordering interface {
 	Received(last, p Position) bool
 
 	// Merge returns where a client at last stands once it receives the
-	// event at p, which it had not, and the ID of that position: the log's
-	// own ID for the event may stand behind the client in other
-	// partitions, and would resume it there.
-	Merge(last, p Position) (Position, string)
+	// event at p, which it had not, and appends the ID of that position
+	// to id: the event's own ID may stand behind the client in other
+	// partitions, and would resume it there. last is the client's
+	// position or one that an earlier Merge returned; Merge may change
+	// and return the latter, so that a long catch-up allocates nothing
+	// per event.
+	Merge(last, p Position, id []byte) (Position, []byte)
 }
 
 // A Position is where an event stands in its stream, as an Ordering
@@ -118,11 +120,12 @@ func (e *GapError) Unwrap() error { return e.Err }
 type Replay struct {
 	c      *client
 	cancel context.CancelFunc
-	bufs   [][]byte // sent, not yet written: of own, or of shared events
+	bufs   [][]byte // sent, not yet written: of own, of resume, or of shared events
 	own    []byte   // the encodings of Send
+	resume resumer  // the hand-off rule, for SendEncoded
 	size   int      // bytes in bufs
 	sent   string   // the ID of the last event sent, if not yet written
-	sentAs []byte   // or that ID in own, if sent by SendAs
+	sentAs []byte   // or that ID in resume.ids, if sent with the client's own
 	sentAt Position // its position, if known
 	behind bool     // the client's browser stands before the last event sent or skipped
 	passed int      // events skipped since the last Flush
@@ -160,49 +163,61 @@ func (r *Replay) Send(ev Event) error {
 }
 
 // SendEncoded sends e, as Send does, without encoding it again: the
-// client's write refers to e's bytes, which must not change.
+// client's write refers to e's bytes, which must not change. With an
+// Ordering, and e's position, it applies the hand-off rule (see
+// Ordering): an event the client has received is skipped, and one it
+// stands past in other partitions goes with the client's own ID, so that
+// a History may send every event its reader meets, in its reader's order.
 func (r *Replay) SendEncoded(e Encoded) error {
 	if r.joined.Load() {
 		return ErrCaughtUp
 	}
-	if !r.passes(e.typ, e.labels, e.always) {
+	received, idLine := r.resume.step(e.pos)
+	switch {
+	case received:
+		return nil
+	case idLine != nil:
+		return r.sendAs(e, idLine)
+	case !r.passes(e.typ, e.labels, e.always):
 		return r.skipped(e.id, nil, e.pos)
 	}
 	return r.add(e.wire, e.id, e.pos)
 }
 
-// SendAs sends e, as SendEncoded does, with the ID id instead of its own:
-// for a client that stands, in some partitions, past where e's own ID
-// would resume it (see Ordering.Merge). id is copied; the rest of the
-// event is referred to, as by SendEncoded. It allocates nothing of its
-// own but the ID's copy, in a buffer the Replay reuses.
-func (r *Replay) SendAs(e Encoded, id []byte) error {
-	if r.joined.Load() {
-		return ErrCaughtUp
+// Restart tells r that the events sent from now on come from a reader
+// that may stand behind the client in some partitions (one shared with
+// clients further back, say, after the History's last reader left it
+// behind): SendEncoded skips again what the client has received, from
+// where the events sent so far have brought it.
+func (r *Replay) Restart() {
+	var pos Position
+	switch {
+	case r.sentAs != nil:
+		pos = r.c.es.position(string(r.sentAs))
+	case r.sent != "":
+		pos = r.sentAt
+		if pos == nil {
+			pos = r.c.es.position(r.sent)
+		}
+	default:
+		pos = r.lastPos // what was written, or the client's start
 	}
-	if len(id) == 0 {
-		return fmt.Errorf("%w: no id", ErrInvalidEvent)
+	if pos != nil {
+		r.resume.skip = pos
 	}
-	if err := checkID(bytesText(id)); err != nil {
-		return err
-	}
+}
+
+// sendAs sends e with the ID line idLine, of r.resume, in place of its
+// own: only that line is the client's own, the rest of the event is
+// referred to.
+func (r *Replay) sendAs(e Encoded, idLine []byte) error {
+	id := idOf(idLine)
 	if !r.passes(e.typ, e.labels, e.always) {
-		n := len(r.own)
-		r.own = append(r.own, id...)
-		return r.skipped("", r.own[n:len(r.own):len(r.own)], nil)
+		return r.skipped("", id, nil)
 	}
-	rest := e.wire
-	if e.id != "" {
-		rest = rest[len("id: ")+len(e.id)+1:]
-	}
-	n := len(r.own)
-	r.own = append(r.own, "id: "...)
-	r.own = append(r.own, id...)
-	r.own = append(r.own, '\n')
-	line := r.own[n:len(r.own):len(r.own)]
-	r.push(line)
-	r.push(rest)
-	r.sent, r.sentAs, r.sentAt = "", line[len("id: "):len(line)-1], nil
+	r.push(idLine)
+	r.push(withoutID(e.wire, e.id))
+	r.sent, r.sentAs, r.sentAt = "", id, nil
 	r.behind = false
 	return r.flushFull()
 }
@@ -223,7 +238,7 @@ func (r *Replay) passes(typ string, labels []string, always bool) bool {
 }
 
 // skipped records an event the client's filter skips, with ID id (or
-// idAs, a copy in r.own) at pos: the client stands past it, and its
+// idAs, the client's own, in r.resume) at pos: the client stands past it, and its
 // browser will be told so by a progress frame. Every so often it flushes,
 // so that a long skipped stretch is told, and the log may take the client
 // over.
@@ -313,6 +328,7 @@ func (r *Replay) Flush() error {
 func (r *Replay) reset() {
 	clear(r.bufs)
 	r.bufs, r.own, r.size = r.bufs[:0], r.own[:0], 0
+	r.resume.reset()
 	r.sent, r.sentAs, r.sentAt = "", nil, nil
 	r.passed = 0
 }

@@ -3,7 +3,6 @@ package esource
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"strconv"
@@ -24,7 +23,6 @@ type origin struct {
 	n       int           // events 1..n exist
 	grew    chan struct{} // closed and replaced when n grows
 	replays atomic.Int32
-	as      bool // replay events encoded with another ID, sent with SendAs
 }
 
 func newOrigin() *origin { return &origin{grew: make(chan struct{})} }
@@ -69,16 +67,7 @@ func (o *origin) Replay(ctx context.Context, from Start, r *Replay) error {
 			continue
 		}
 		id := strconv.Itoa(i)
-		var err error
-		if o.as {
-			var e Encoded
-			if e, err = Encode(Event{ID: "reader-" + id, Data: "e" + id}, nil); err == nil {
-				err = r.SendAs(e, []byte(id))
-			}
-		} else {
-			err = r.Send(Event{ID: id, Data: "e" + id})
-		}
-		if err != nil {
+		if err := r.Send(Event{ID: id, Data: "e" + id}); err != nil {
 			return err
 		}
 	}
@@ -97,36 +86,6 @@ func TestHistoryReplaysUpToTheLog(t *testing.T) {
 	s.expect(101, 105)
 	if o.replays.Load() != 1 {
 		t.Errorf("%d replays, want 1", o.replays.Load())
-	}
-}
-
-// TestReplaySendAs: events encoded once with one ID and sent with the
-// client's own are received with the client's, and the client joins the
-// log after the last of them.
-func TestReplaySendAs(t *testing.T) {
-	checkNoLeaks(t)
-	o := newOrigin()
-	o.as = true
-	es := newSource(t, WithBacklog(8), WithHistory(o))
-	srv := serve(t, es)
-	o.publish(t, es, 1, 100)
-
-	s := connect(t, srv.Client(), srv.URL, "10")
-	s.expect(11, 100)
-	o.publish(t, es, 101, 105)
-	s.expect(101, 105)
-}
-
-func TestSendAsRefusesABadID(t *testing.T) {
-	for _, id := range []string{"", "a\nb", " a", "a\x00"} {
-		r := &Replay{}
-		e, err := Encode(Event{ID: "1", Data: "x"}, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := r.SendAs(e, []byte(id)); !errors.Is(err, ErrInvalidEvent) {
-			t.Errorf("SendAs(%q) = %v, want ErrInvalidEvent", id, err)
-		}
 	}
 }
 

@@ -61,29 +61,36 @@ func (s *partitioned) Received(last, p Position) bool {
 	return last.(*at).pos[e.p] >= e.pos[e.p]
 }
 
-func (s *partitioned) Merge(last, p Position) (Position, string) {
+func (s *partitioned) Merge(last, p Position, id []byte) (Position, []byte) {
 	v, e := last.(*at).pos, p.(*at)
 	m := &at{e.p, [2]int{max(v[0], e.pos[0]), max(v[1], e.pos[1])}}
-	return m, fmt.Sprintf("%d:%d.%d", m.p, m.pos[0], m.pos[1])
+	return m, fmt.Appendf(id, "%d:%d.%d", m.p, m.pos[0], m.pos[1])
 }
 
 var _ Ordering = (*partitioned)(nil)
 
-// Replay reads partition 1 before partition 0: never the live order.
+// Replay reads from the start of the stream, as a reader shared with
+// clients further behind would, partition 1 before partition 0: never the
+// live order. It sends every event with the reader's own ID and position,
+// and the Replay's hand-off rule skips what the client has and gives the
+// others the client's own IDs.
 func (s *partitioned) Replay(ctx context.Context, from Start, r *Replay) error {
-	lastID := from.LastEventID
-	_, pos, ok := position(lastID)
-	if !ok {
-		return fmt.Errorf("not a position: %q", lastID)
+	if _, ok := from.Position.(*at); !ok {
+		return fmt.Errorf("not a position: %q", from.LastEventID)
 	}
 	s.mu.Lock()
 	logs := [2][]string{s.logs[0], s.logs[1]}
 	s.mu.Unlock()
+	var pos [2]int
 	for _, p := range []int{1, 0} {
 		for pos[p] < len(logs[p]) {
 			data := logs[p][pos[p]]
 			pos[p]++
-			if err := r.Send(Event{ID: fmt.Sprintf("%d:%d.%d", p, pos[0], pos[1]), Data: data}); err != nil {
+			e, err := Encode(Event{ID: fmt.Sprintf("%d:%d.%d", p, pos[0], pos[1]), Data: data}, &at{p, pos})
+			if err != nil {
+				return err
+			}
+			if err := r.SendEncoded(e); err != nil {
 				return err
 			}
 		}
