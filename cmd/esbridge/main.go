@@ -5,8 +5,8 @@
 //	esbridge -route /orders=jetstream://127.0.0.1:4222/ORDERS [-route ...]
 //	esbridge -demo
 //
-// Each -route maps an HTTP path to a stream URL; see README.md for the URL
-// forms and options. -demo runs an embedded NATS server with a generator of
+// Each -route maps an HTTP path to a stream URL; see docs/configuration.md
+// for the flags, the URL forms and the options. -demo runs an embedded NATS server with a generator of
 // live messages, the route /demo, and a page at / that shows it.
 package main
 
@@ -329,7 +329,8 @@ claim routes lists the paths they open ("*" for all); a stream ends at exp.
 
 Route URL schemes: %s.
 Route options (URL query): start=latest|earliest, type=subject|header:NAME,
-format=raw|envelope, auth=none (a public route). See README.md for every URL form.
+format=raw|envelope, auth=none (a public route). See docs/configuration.md for
+every flag, URL form and option.
 Several routes on one stream: GET /_streams?route=/a&route=/b. The paths
 /healthz, /readyz and every path under /_ are reserved.
 `
