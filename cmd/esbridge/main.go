@@ -5,8 +5,8 @@
 //	esbridge -route /orders=jetstream://127.0.0.1:4222/ORDERS [-route ...]
 //	esbridge -demo
 //
-// Each -route maps an HTTP path to a stream URL; see README.md for the URL
-// forms and options. -demo runs an embedded NATS server with a generator of
+// Each -route maps an HTTP path to a stream URL; see docs/configuration.md
+// for the flags, the URL forms and the options. -demo runs an embedded NATS server with a generator of
 // live messages, the route /demo, and a page at / that shows it.
 package main
 
@@ -62,21 +62,7 @@ type config struct {
 // parseFlags parses args. Errors name the flag and its value.
 func parseFlags(args []string) (*config, error) {
 	var c config
-	fs := flag.NewFlagSet("esbridge", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	fs.StringVar(&c.listen, "listen", ":8080", "`ADDR`ess to serve HTTP on")
-	fs.StringVar(&c.admin, "admin-listen", "", "`ADDR`ess to serve /metrics, /healthz, /readyz and /debug/pprof/ on")
-	fs.Var(&c.rawRoutes, "route", "a route, `PATH=URL` (repeatable)")
-	fs.IntVar(&c.backlog, "backlog", esource.DefaultBacklog, "events kept in memory per route (`N`)")
-	fs.DurationVar(&c.heartbeat, "heartbeat", 15*time.Second, "idle `DURATION` before a heartbeat comment")
-	fs.DurationVar(&c.drain, "drain-timeout", 10*time.Second, "how long shutdown waits for streams to end")
-	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "debug, info, warn or error")
-	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
-	fs.StringVar(&c.origin, "allow-origin", "", "`ORIGIN` whose pages may read the streams (CORS), or *")
-	fs.BoolVar(&c.demo, "demo", false, "run an embedded NATS server with a live demo at /")
-	fs.BoolVar(&c.version, "version", false, "print the version and exit")
-	c.auth.register(fs)
-	addServerFlags(fs, &c.serverFlags)
+	fs := newFlagSet(&c)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -107,6 +93,27 @@ func parseFlags(args []string) (*config, error) {
 		return nil, errors.New("no -route given (try -route /orders=jetstream://127.0.0.1:4222/ORDERS, or -demo)")
 	}
 	return &c, nil
+}
+
+// newFlagSet defines every flag of the program in a new FlagSet, which
+// stores their values in c.
+func newFlagSet(c *config) *flag.FlagSet {
+	fs := flag.NewFlagSet("esbridge", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&c.listen, "listen", ":8080", "`ADDR`ess to serve HTTP on")
+	fs.StringVar(&c.admin, "admin-listen", "", "`ADDR`ess to serve /metrics, /healthz, /readyz and /debug/pprof/ on")
+	fs.Var(&c.rawRoutes, "route", "a route, `PATH=URL` (repeatable)")
+	fs.IntVar(&c.backlog, "backlog", esource.DefaultBacklog, "events kept in memory per route (`N`)")
+	fs.DurationVar(&c.heartbeat, "heartbeat", 15*time.Second, "idle `DURATION` before a heartbeat comment")
+	fs.DurationVar(&c.drain, "drain-timeout", 10*time.Second, "how long shutdown waits for streams to end")
+	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "debug, info, warn or error")
+	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
+	fs.StringVar(&c.origin, "allow-origin", "", "`ORIGIN` whose pages may read the streams (CORS), or *")
+	fs.BoolVar(&c.demo, "demo", false, "run an embedded NATS server with a live demo at /")
+	fs.BoolVar(&c.version, "version", false, "print the version and exit")
+	c.auth.register(fs)
+	addServerFlags(fs, &c.serverFlags)
+	return fs
 }
 
 func run(args []string, stderr io.Writer) int {
@@ -329,7 +336,8 @@ claim routes lists the paths they open ("*" for all); a stream ends at exp.
 
 Route URL schemes: %s.
 Route options (URL query): start=latest|earliest, type=subject|header:NAME,
-format=raw|envelope, auth=none (a public route). See README.md for every URL form.
+format=raw|envelope, auth=none (a public route). See docs/configuration.md for
+every flag, URL form and option.
 Several routes on one stream: GET /_streams?route=/a&route=/b. The paths
 /healthz, /readyz and every path under /_ are reserved.
 `
