@@ -21,6 +21,7 @@ import (
 	"github.com/esbridge/esbridge/bridge"
 	"github.com/esbridge/esbridge/esource"
 	"github.com/esbridge/esbridge/internal/brokertest"
+	"github.com/esbridge/esbridge/internal/poll"
 	natssource "github.com/esbridge/esbridge/source/nats"
 )
 
@@ -83,20 +84,17 @@ func runBridge(t *testing.T, rt bridge.Route, cfg bridge.Config) string {
 
 func waitReady(t *testing.T, base string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	poll.UntilNil(t, 10*time.Second, base+"/readyz answers 200", func() error {
 		resp, err := http.Get(base + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
+		if err != nil {
+			return err
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("bridge not ready in 10 s")
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("status %d", resp.StatusCode)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func publish(t testing.TB, js jetstream.JetStream, from, to int) {

@@ -52,12 +52,7 @@ func runInMemory(t testing.TB, b *bridge.Bridge) (context.Context, context.Cance
 		defer scancel()
 		b.Shutdown(sctx)
 	})
-	for !b.Ready() {
-		if ctx.Err() != nil {
-			t.Fatal("the bridge is not ready")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitBridgeReady(t, b, true)
 	return ctx, cancel
 }
 
@@ -105,9 +100,7 @@ func (h handOff) run(t testing.TB) {
 			}
 		}
 	}()
-	for bridge.Clients(b, "/s") == 0 {
-		time.Sleep(time.Millisecond) // the watcher is not there yet
-	}
+	waitClient(t, b, "/s") // the watcher
 	// Which partition each message goes to, and so how many each will have.
 	parts := make([]int, h.before+h.during)
 	final := make([]uint64, h.partitions)

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/esbridge/esbridge/bridge"
+	"github.com/esbridge/esbridge/internal/poll"
 )
 
 // readerCount follows the JetStream consumers of stream S by their
@@ -185,14 +186,14 @@ func TestHangUpLeavesNoConsumer(t *testing.T) {
 		cancel()
 	}
 	var n int
-	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+	if !poll.Wait(15*time.Second, func() bool {
 		info, err := js.Stream(t.Context(), "S")
 		if err != nil {
 			t.Fatal(err)
 		}
-		if n = info.CachedInfo().State.Consumers; n == 1 {
-			return
-		}
+		n = info.CachedInfo().State.Consumers
+		return n == 1
+	}) {
+		t.Errorf("%d consumers on the stream after 15s, want 1, the route's live one", n)
 	}
-	t.Errorf("%d consumers on the stream, want 1, the route's live one", n)
 }

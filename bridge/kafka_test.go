@@ -12,6 +12,7 @@ import (
 
 	"github.com/esbridge/esbridge/bridge"
 	"github.com/esbridge/esbridge/internal/brokertest"
+	"github.com/esbridge/esbridge/internal/poll"
 	kafkasource "github.com/esbridge/esbridge/source/kafka"
 )
 
@@ -60,17 +61,9 @@ func produce(t *testing.T, brokers []string, topic string, keys, from, to int) {
 			msgs = append(msgs, kafka.Message{Key: []byte("k" + strconv.Itoa(k)), Value: fmt.Appendf(nil, "k%d-%d", k, n)})
 		}
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		err := w.WriteMessages(t.Context(), msgs...)
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("produce: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	poll.UntilNil(t, 30*time.Second, "the messages are produced", func() error {
+		return w.WriteMessages(t.Context(), msgs...)
+	})
 }
 
 // kafkaBridge serves topic at /t from a bridge of its own, as another

@@ -10,6 +10,7 @@ import (
 	"github.com/esbridge/esbridge/bridge"
 	"github.com/esbridge/esbridge/esource"
 	"github.com/esbridge/esbridge/internal/fakesource"
+	"github.com/esbridge/esbridge/internal/poll"
 )
 
 // TestStreamReset deletes the stream under a route and creates it again:
@@ -28,9 +29,7 @@ func TestStreamReset(t *testing.T) {
 			ctx, _ := runInMemory(t, b)
 
 			live := tee(t, ctx, b, "")
-			for bridge.Clients(b, "/s") == 0 {
-				time.Sleep(time.Millisecond)
-			}
+			waitClient(t, b, "/s")
 			appendN(stream, "old", partitions, 5)
 			old := live.messages(t, "old", partitions, 5)
 
@@ -53,15 +52,16 @@ func TestStreamReset(t *testing.T) {
 	}
 }
 
-func waitBridgeReady(t *testing.T, b *bridge.Bridge, ready bool) {
+// waitBridgeReady waits until b's readiness is ready.
+func waitBridgeReady(t testing.TB, b *bridge.Bridge, ready bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for b.Ready() != ready {
-		if time.Now().After(deadline) {
-			t.Fatalf("the bridge is not ready=%v after 10 s", ready)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	poll.Until(t, 10*time.Second, fmt.Sprintf("the bridge's Ready() is %v", ready), func() bool { return b.Ready() == ready })
+}
+
+// waitClient waits until the route at path of b has a client.
+func waitClient(t testing.TB, b *bridge.Bridge, path string) {
+	t.Helper()
+	poll.Until(t, 10*time.Second, "route "+path+" has a client", func() bool { return bridge.Clients(b, path) > 0 })
 }
 
 // appendN appends n messages "<prefix>-<i>" spread over the partitions.

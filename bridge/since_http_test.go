@@ -15,6 +15,7 @@ import (
 	"github.com/esbridge/esbridge/bridge"
 	"github.com/esbridge/esbridge/esource"
 	"github.com/esbridge/esbridge/internal/fakesource"
+	"github.com/esbridge/esbridge/internal/poll"
 )
 
 // expectGap checks that the next event is a gap with the reason.
@@ -133,9 +134,9 @@ func TestSinceCrowd(t *testing.T) {
 		wg.Go(func() { crowd[i] = open(t, u, "") })
 	}
 	wg.Wait()
-	for b.Stats(context.Background())[0].Replays < clients {
-		time.Sleep(time.Millisecond)
-	}
+	poll.Until(t, 10*time.Second, "every client of the crowd is replayed", func() bool {
+		return b.Stats(context.Background())[0].Replays >= clients
+	})
 	stream.Release()
 	for _, c := range crowd {
 		c.expect(10, messages-1)

@@ -15,6 +15,7 @@ import (
 	"github.com/esbridge/esbridge/bridge"
 	"github.com/esbridge/esbridge/esource"
 	"github.com/esbridge/esbridge/internal/fakesource"
+	"github.com/esbridge/esbridge/internal/poll"
 )
 
 // headed is an in-memory stream that tells its head: its partitions'
@@ -63,17 +64,11 @@ func startBridge(t *testing.T, cfg bridge.Config, routes ...bridge.Route) *bridg
 // waitStats polls b.Stats until ok accepts those of route i.
 func waitStats(t *testing.T, b *bridge.Bridge, i int, what string, ok func(bridge.RouteStats) bool) bridge.RouteStats {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		st := b.Stats(t.Context())[i]
-		if ok(st) {
-			return st
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("route %s: stats %+v, want %s", st.Path, st, what)
-		}
-		time.Sleep(5 * time.Millisecond)
+	var st bridge.RouteStats
+	if !poll.Wait(10*time.Second, func() bool { st = b.Stats(t.Context())[i]; return ok(st) }) {
+		t.Fatalf("route %s: stats %+v after 10s, want %s", st.Path, st, what)
 	}
+	return st
 }
 
 // The lag of a route is the broker's head minus the live reader's
@@ -88,9 +83,7 @@ func TestStatsLag(t *testing.T) {
 		bridge.Route{Path: "/exact", Source: exact},
 		bridge.Route{Path: "/ahead", Source: ahead},
 		bridge.Route{Path: "/plain", Source: plain})
-	for !b.Ready() {
-		time.Sleep(time.Millisecond)
-	}
+	waitBridgeReady(t, b, true)
 	for p := range 3 {
 		for range 5 {
 			exact.Append(p, []byte("m"))
@@ -134,9 +127,7 @@ func TestStatsLag(t *testing.T) {
 func TestStatsCatchUp(t *testing.T) {
 	stream := fakesource.New("t", 1, 1)
 	b := startBridge(t, bridge.Config{Backlog: 4}, bridge.Route{Path: "/s", Source: stream, Options: bridge.Options{CatchUpReaders: 1}})
-	for !b.Ready() {
-		time.Sleep(time.Millisecond)
-	}
+	waitBridgeReady(t, b, true)
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	watch, err := bridge.Tee(ctx, b, "/s", "")
@@ -158,9 +149,7 @@ func TestStatsCatchUp(t *testing.T) {
 			}
 		}
 	}()
-	for bridge.Clients(b, "/s") == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	waitClient(t, b, "/s")
 	for i := range 20 {
 		stream.Append(0, []byte("m"+strconv.Itoa(i)))
 	}

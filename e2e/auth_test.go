@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/esbridge/esbridge/internal/poll"
 )
 
 // At the token's expiry esbridge ends the stream; a native EventSource
@@ -29,7 +31,7 @@ func TestAuthExpiryResume(t *testing.T) {
 	}
 	b := startBridge(t, "-jwt-secret-file", secretFile, "-route", "/a="+stream, "-route", "/b="+stream)
 	b.waitReady()
-	px := startProxy(t, b.addr)
+	px := startProxy(t, b.Addr)
 	host, err := url.Parse(px.srv.URL)
 	if err != nil {
 		t.Fatal(err)
@@ -89,7 +91,7 @@ func TestAuthExpiryResume(t *testing.T) {
 
 	pa := br.open(px.pageURL("/a"))
 	pb := br.open(px.pageURL("/b"))
-	waitUntil(t, "both pages receive messages", func() bool {
+	poll.Until(t, waitFor, "both pages receive messages", func() bool {
 		return count(pa.recorded(), "event") > 0 && count(pb.recorded(), "event") > 0
 	})
 	// Page A's cookie is refreshed before the expiry (a page would do it
@@ -99,14 +101,14 @@ func TestAuthExpiryResume(t *testing.T) {
 	}
 	br.addCookies(tokenCookie("/a", token("/a", time.Now().Add(time.Hour))))
 
-	waitUntil(t, "page B's EventSource is closed for good", func() bool { return closedForGood(pb.recorded()) })
-	waitUntil(t, "page A reconnected and receives messages again", func() bool {
+	poll.Until(t, waitFor, "page B's EventSource is closed for good", func() bool { return closedForGood(pb.recorded()) })
+	poll.Until(t, waitFor, "page A reconnected and receives messages again", func() bool {
 		rs := pa.recorded()
 		return count(rs, "open") >= 2 && rs[len(rs)-1].Kind == "event"
 	})
 	n := stopPublishing()
 	last := "m" + strconv.Itoa(n)
-	waitUntil(t, "page A has "+last, func() bool {
+	poll.Until(t, waitFor, "page A has "+last, func() bool {
 		rs := pa.recorded()
 		return len(rs) > 0 && rs[len(rs)-1].Data == last
 	})

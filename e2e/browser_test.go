@@ -276,16 +276,3 @@ func describe(rs []record) string {
 	}
 	return b.String()
 }
-
-// waitUntil polls cond until it holds, failing the test with what if it
-// does not within waitFor.
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting until %s", waitFor, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}

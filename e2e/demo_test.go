@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/esbridge/esbridge/internal/poll"
 )
 
 // The demo page of esbridge -demo resumes with nothing lost after its
@@ -21,7 +23,7 @@ func TestDemo(t *testing.T) {
 	br := launchBrowser(t)
 	b := startBridge(t, "-demo")
 	b.waitReady()
-	pg := br.open("http://" + b.addr + "/")
+	pg := br.open("http://" + b.Addr + "/")
 	text := func(id string) string {
 		var s string
 		pg.eval(&s, `document.getElementById("`+id+`").textContent`)
@@ -33,16 +35,16 @@ func TestDemo(t *testing.T) {
 		return n
 	}
 	const shown = `Number(document.getElementById("count").textContent)`
-	waitUntil(t, "the demo page shows 5 events", func() bool { return number(shown) >= 5 })
+	poll.Until(t, waitFor, "the demo page shows 5 events", func() bool { return number(shown) >= 5 })
 
 	pg.eval(nil, `document.getElementById("toggle").click()`)
 	if s := text("state"); s != "closed" {
 		t.Fatalf("after a click on %q, the state is %q, want closed", text("toggle"), s)
 	}
 	// Messages keep coming while the page is away: wait for three.
-	readDemoEvents(t, "http://"+b.addr+"/demo", 3)
+	readDemoEvents(t, "http://"+b.Addr+"/demo", 3)
 	pg.eval(nil, `document.getElementById("toggle").click()`)
-	waitUntil(t, "the demo page says it resumed", func() bool { return strings.HasPrefix(text("note"), "Resumed") })
+	poll.Until(t, waitFor, "the demo page says it resumed", func() bool { return strings.HasPrefix(text("note"), "Resumed") })
 	var class string
 	pg.eval(&class, `document.getElementById("note").className`)
 	if class != "ok" {
@@ -51,7 +53,7 @@ func TestDemo(t *testing.T) {
 	// Rows are added at the top: those above the first after the resume,
 	// and it, came since.
 	const sinceResume = `[...document.querySelectorAll("#events tr")].findIndex((tr) => tr.classList.contains("resumed")) + 1`
-	waitUntil(t, "the demo page shows the messages sent while it was away, and one more", func() bool {
+	poll.Until(t, waitFor, "the demo page shows the messages sent while it was away, and one more", func() bool {
 		return number(sinceResume) >= 4
 	})
 	if n := number(`document.querySelectorAll("#events tr.gap").length`); n > 0 {

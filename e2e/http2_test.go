@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/esbridge/esbridge/internal/poll"
 	"github.com/esbridge/esbridge/internal/tlstest"
 )
 
@@ -32,8 +33,8 @@ func TestHTTP2ManyStreams(t *testing.T) {
 	plain := startBridge(t, "-route", "/s="+url)
 	plain.waitReady()
 	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: tlstest.Pool(cert)}}}
-	waitUntil(t, "esbridge over TLS is ready", func() bool {
-		resp, err := hc.Get("https://" + secure.addr + "/readyz")
+	poll.Until(t, waitFor, "esbridge over TLS is ready", func() bool {
+		resp, err := hc.Get("https://" + secure.Addr + "/readyz")
 		if err != nil {
 			return false
 		}
@@ -42,29 +43,29 @@ func TestHTTP2ManyStreams(t *testing.T) {
 	})
 
 	t.Run("https", func(t *testing.T) {
-		pg := br.open("https://" + secure.addr + "/healthz")
+		pg := br.open("https://" + secure.Addr + "/healthz")
 		if proto := pg.protocol(); proto != "h2" {
 			t.Errorf("the page came over %q, want h2", proto)
 		}
 		pg.openStreams("/s")
-		waitUntil(t, "every stream is open", func() bool { return pg.streamsOpen() == manyStreams })
+		poll.Until(t, waitFor, "every stream is open", func() bool { return pg.streamsOpen() == manyStreams })
 		if err := publish(0, "live-1"); err != nil {
 			t.Fatal(err)
 		}
-		waitUntil(t, "every stream has live-1", func() bool { return pg.streamsWith("live-1") == manyStreams })
+		poll.Until(t, waitFor, "every stream has live-1", func() bool { return pg.streamsWith("live-1") == manyStreams })
 	})
 
 	t.Run("http", func(t *testing.T) {
-		pg := br.open("http://" + plain.addr + "/healthz")
+		pg := br.open("http://" + plain.Addr + "/healthz")
 		if proto := pg.protocol(); proto != "http/1.1" {
 			t.Errorf("the page came over %q, want http/1.1", proto)
 		}
 		pg.openStreams("/s")
-		waitUntil(t, "6 streams are open", func() bool { return pg.streamsOpen() >= 6 })
+		poll.Until(t, waitFor, "6 streams are open", func() bool { return pg.streamsOpen() >= 6 })
 		if err := publish(0, "live-2"); err != nil {
 			t.Fatal(err)
 		}
-		waitUntil(t, "6 streams have live-2", func() bool { return pg.streamsWith("live-2") >= 6 })
+		poll.Until(t, waitFor, "6 streams have live-2", func() bool { return pg.streamsWith("live-2") >= 6 })
 		// The others wait for a connection, however long: give them a few
 		// seconds to show that they do not come.
 		time.Sleep(3 * time.Second)

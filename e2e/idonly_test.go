@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/esbridge/esbridge/esource"
+	"github.com/esbridge/esbridge/internal/poll"
 )
 
 // An event with an ID and no data (an id: line alone) fires nothing in the
@@ -41,7 +42,7 @@ func TestIDOnlyEvent(t *testing.T) {
 	px := startProxy(t, srv.Listener.Addr().String())
 	pg := br.open(px.pageURL("/events"))
 	// Open once the client is registered: it gets what is published next.
-	waitUntil(t, "the page's EventSource is open", func() bool { return count(pg.recorded(), "open") > 0 })
+	poll.Until(t, waitFor, "the page's EventSource is open", func() bool { return count(pg.recorded(), "open") > 0 })
 
 	events := []esource.Event{{ID: "e1", Data: "one"}, {ID: "e2"}, {ID: "e3", Data: "three"}}
 	for _, ev := range events {
@@ -66,7 +67,7 @@ func TestIDOnlyEvent(t *testing.T) {
 		{Kind: "event", Type: "message", ID: "e3", Data: "three"},
 	}
 	var got []record
-	waitUntil(t, "the page has two messages", func() bool {
+	poll.Until(t, waitFor, "the page has two messages", func() bool {
 		got = nil
 		for _, r := range pg.recorded() {
 			if r.Kind == "event" {

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/esbridge/esbridge/internal/poll"
 )
 
 // One page, one native EventSource on a merged stream of two JetStream
@@ -34,9 +36,9 @@ func TestMergedStreamsRestart(t *testing.T) {
 	}
 	b := startBridge(t, args...)
 	b.waitReady()
-	px := startProxy(t, b.addr)
+	px := startProxy(t, b.Addr)
 	pg := br.open(px.pageURL("/_streams?route=/orders&route=/payments") + "&types=" + url.QueryEscape("/orders,/payments"))
-	waitUntil(t, "the page's stream is open", func() bool { return count(pg.recorded(), "open") == 1 })
+	poll.Until(t, waitFor, "the page's stream is open", func() bool { return count(pg.recorded(), "open") == 1 })
 
 	// Both routes are published to all along, every 10 ms.
 	var mu sync.Mutex
@@ -61,19 +63,19 @@ func TestMergedStreamsRestart(t *testing.T) {
 			}
 		})
 	}
-	waitUntil(t, "the page has 20 events", func() bool { return count(pg.recorded(), "event") >= 20 })
-	b.kill()
+	poll.Until(t, waitFor, "the page has 20 events", func() bool { return count(pg.recorded(), "event") >= 20 })
+	b.Kill()
 	b2 := startBridge(t, args...)
 	b2.waitReady()
-	px.setBackends(b2.addr)
-	waitUntil(t, "the page's stream is open again", func() bool { return count(pg.recorded(), "open") >= 2 })
-	waitUntil(t, "the page has 20 more events", func() bool { return count(pg.recorded(), "event") >= 60 })
+	px.setBackends(b2.Addr)
+	poll.Until(t, waitFor, "the page's stream is open again", func() bool { return count(pg.recorded(), "open") >= 2 })
+	poll.Until(t, waitFor, "the page has 20 more events", func() bool { return count(pg.recorded(), "event") >= 60 })
 	close(stop)
 	wg.Wait()
 
 	// Every message of each route once, in order, with the route's event type.
 	want := func() int { mu.Lock(); defer mu.Unlock(); return published["orders"] + published["payments"] }()
-	waitUntil(t, "the page has every message", func() bool { return count(pg.recorded(), "event") >= want })
+	poll.Until(t, waitFor, "the page has every message", func() bool { return count(pg.recorded(), "event") >= want })
 	rs := pg.recorded()
 	got := map[string][]string{}
 	for _, r := range rs {

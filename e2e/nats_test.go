@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/esbridge/esbridge/internal/poll"
 )
 
 // A core NATS route keeps no history: after a NATS server restart the
@@ -30,7 +32,7 @@ func TestCoreNATSGap(t *testing.T) {
 	}
 	b := startBridge(t, "-route", "/ticks=nats://"+ns.Addr()+"/ticks.>")
 	b.waitReady()
-	px := startProxy(t, b.addr)
+	px := startProxy(t, b.Addr)
 	pg := br.open(px.pageURL("/ticks"))
 
 	before := publishUntilRecorded(t, pg, "before-", publish)
@@ -93,16 +95,17 @@ func publishUntilRecorded(t *testing.T, pg *page, prefix string, publish func(st
 		}
 		return false
 	}
-	deadline := time.Now().Add(waitFor)
-	for !has(func(data string) bool { return strings.HasPrefix(data, prefix) }) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no %s message reached the page within %v:\n%s", prefix, waitFor, describe(pg.recorded()))
+	if !poll.Wait(waitFor, func() bool {
+		if has(func(data string) bool { return strings.HasPrefix(data, prefix) }) {
+			return true
 		}
 		n++
 		publish(prefix + strconv.Itoa(n))
-		time.Sleep(100 * time.Millisecond)
+		return false
+	}) {
+		t.Fatalf("no %s message reached the page within %v:\n%s", prefix, waitFor, describe(pg.recorded()))
 	}
 	last := prefix + strconv.Itoa(n)
-	waitUntil(t, "the page has "+last, func() bool { return has(func(data string) bool { return data == last }) })
+	poll.Until(t, waitFor, "the page has "+last, func() bool { return has(func(data string) bool { return data == last }) })
 	return n
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/esbridge/esbridge/esource"
+	"github.com/esbridge/esbridge/internal/poll"
 )
 
 // A page whose filter (?subject=p.match) skips a long stretch of a
@@ -39,11 +40,11 @@ func TestProgressFramesResume(t *testing.T) {
 	}
 	b := startBridge(t, "-route", "/p=jetstream://"+ns.Addr()+"/P")
 	b.waitReady()
-	px := startProxy(t, b.addr)
+	px := startProxy(t, b.Addr)
 	pg := br.open(px.pageURL("/p?subject=p.match"))
-	waitUntil(t, "the page's stream is open", func() bool { return count(pg.recorded(), "open") == 1 })
+	poll.Until(t, waitFor, "the page's stream is open", func() bool { return count(pg.recorded(), "open") == 1 })
 	publish("p.match", "m-1")
-	waitUntil(t, "the page has m-1", func() bool { return count(pg.recorded(), "event") == 1 })
+	poll.Until(t, waitFor, "the page has m-1", func() bool { return count(pg.recorded(), "event") == 1 })
 
 	// Five seconds of messages the page's filter skips, every 5 ms.
 	const stretch = 5 * time.Second
@@ -58,7 +59,7 @@ func TestProgressFramesResume(t *testing.T) {
 	}
 	cutAt := time.Now()
 	px.cut()
-	waitUntil(t, "the page's stream is open again", func() bool { return count(pg.recorded(), "open") >= 2 })
+	poll.Until(t, waitFor, "the page's stream is open again", func() bool { return count(pg.recorded(), "open") >= 2 })
 
 	streams := px.logged()
 	if len(streams) < 2 {
@@ -94,7 +95,7 @@ func TestProgressFramesResume(t *testing.T) {
 	}
 
 	publish("p.match", "m-2")
-	waitUntil(t, "the page has m-2", func() bool {
+	poll.Until(t, waitFor, "the page has m-2", func() bool {
 		return slices.ContainsFunc(pg.recorded(), func(r record) bool { return r.Data == "m-2" })
 	})
 	time.Sleep(200 * time.Millisecond) // a repeat would come with it

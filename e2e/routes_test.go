@@ -17,6 +17,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/esbridge/esbridge/internal/brokertest"
+	"github.com/esbridge/esbridge/internal/poll"
 )
 
 // A routeKind is a kind of broker stream with history, which esbridge
@@ -93,14 +94,15 @@ func newKafkaTopic(t *testing.T) (string, func(int, ...string) error) {
 	publish := func(partition int, payloads ...string) error {
 		// Retried while the broker is briefly unavailable; a retry after
 		// a write the broker did take would duplicate it.
-		deadline := time.Now().Add(waitFor)
-		for {
+		var err error
+		if poll.Wait(waitFor, func() bool {
 			records := make([]kafka.Record, len(payloads))
 			for i, p := range payloads {
 				records[i] = kafka.Record{Key: kafka.NewBytes([]byte("k" + strconv.Itoa(partition))), Value: kafka.NewBytes([]byte(p))}
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			res, err := client.Produce(ctx, &kafka.ProduceRequest{
+			var res *kafka.ProduceResponse
+			res, err = client.Produce(ctx, &kafka.ProduceRequest{
 				Topic: name, Partition: partition, RequiredAcks: kafka.RequireAll,
 				Records: kafka.NewRecordReader(records...),
 			})
@@ -108,14 +110,11 @@ func newKafkaTopic(t *testing.T) (string, func(int, ...string) error) {
 			if err == nil {
 				err = res.Error
 			}
-			if err == nil {
-				return nil
-			}
-			if time.Now().After(deadline) {
-				return fmt.Errorf("produce %s to %s/%d: %w", strings.Join(payloads, ","), name, partition, err)
-			}
-			time.Sleep(100 * time.Millisecond)
+			return err == nil
+		}) {
+			return nil
 		}
+		return fmt.Errorf("produce %s to %s/%d: %w", strings.Join(payloads, ","), name, partition, err)
 	}
 	return "kafka://" + strings.Join(brokers, ",") + "/" + name + "?start=earliest", publish
 }

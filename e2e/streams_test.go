@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/esbridge/esbridge/esource"
+	"github.com/esbridge/esbridge/internal/poll"
 )
 
 // TestStreams runs every scenario against every kind of route, each in a
@@ -62,9 +63,9 @@ func testRestart(t *testing.T, w *world) {
 	pg := w.open()
 	stop := w.feed.keepPublishing()
 	w.waitMessages(pg, 10)
-	w.bridges[0].kill()
+	w.bridges[0].Kill()
 	b := w.startBridge()
-	w.proxy.setBackends(b.addr)
+	w.proxy.setBackends(b.Addr)
 	w.waitReopened(pg)
 	stop()
 	w.feed.expectAll(pg)
@@ -79,7 +80,7 @@ func testFailover(t *testing.T, w *world) {
 	stop := w.feed.keepPublishing()
 	w.waitMessages(pg, 10)
 	first := w.proxy.logged()[0]
-	w.bridgeAt(first.backend).kill()
+	w.bridgeAt(first.backend).Kill()
 	w.waitReopened(pg)
 	stop()
 	w.feed.expectAll(pg)
@@ -103,8 +104,8 @@ func testDrain(t *testing.T, w *world) {
 	w.waitMessages(pg, 10)
 	drained := w.proxy.logged()[0]
 	b := w.bridgeAt(drained.backend)
-	b.signal(syscall.SIGTERM)
-	if code := b.wait(); code != 0 {
+	b.Signal(syscall.SIGTERM)
+	if code := b.Wait(waitFor); code != 0 {
 		t.Errorf("the drained bridge exited with status %d, want 0", code)
 	}
 	w.waitReopened(pg)
@@ -177,7 +178,7 @@ func (w *world) startBridges(n int) {
 	w.t.Helper()
 	var addrs []string
 	for range n {
-		addrs = append(addrs, w.startBridge().addr)
+		addrs = append(addrs, w.startBridge().Addr)
 	}
 	w.proxy.setBackends(addrs...)
 }
@@ -186,7 +187,7 @@ func (w *world) startBridges(n int) {
 func (w *world) bridgeAt(addr string) *bridge {
 	w.t.Helper()
 	for _, b := range w.bridges {
-		if b.addr == addr {
+		if b.Addr == addr {
 			return b
 		}
 	}
@@ -204,21 +205,21 @@ func (w *world) open() *page {
 			w.t.Logf("the page recorded:\n%s", describe(pg.recorded()))
 		}
 	})
-	waitUntil(w.t, "the page's EventSource is open", func() bool { return count(pg.recorded(), "open") > 0 })
+	poll.Until(w.t, waitFor, "the page's EventSource is open", func() bool { return count(pg.recorded(), "open") > 0 })
 	return pg
 }
 
 // waitMessages waits until the page has recorded n events.
 func (w *world) waitMessages(pg *page, n int) {
 	w.t.Helper()
-	waitUntil(w.t, fmt.Sprintf("the page has %d events", n), func() bool { return count(pg.recorded(), "event") >= n })
+	poll.Until(w.t, waitFor, fmt.Sprintf("the page has %d events", n), func() bool { return count(pg.recorded(), "event") >= n })
 }
 
 // waitReopened waits until the page's EventSource has opened again and
 // then received a few messages for every partition.
 func (w *world) waitReopened(pg *page) {
 	w.t.Helper()
-	waitUntil(w.t, "the page's EventSource opens again", func() bool {
+	poll.Until(w.t, waitFor, "the page's EventSource opens again", func() bool {
 		rs := pg.recorded()
 		if closedForGood(rs) {
 			w.t.Fatalf("the page's EventSource failed for good (readyState CLOSED): it will not reconnect")
@@ -320,7 +321,7 @@ func (f *feed) expectAll(pg *page) {
 	var got [][]string
 	var others []record
 	var rs []record
-	waitUntil(f.t, "the page has the last message of every partition", func() bool {
+	poll.Until(f.t, waitFor, "the page has the last message of every partition", func() bool {
 		rs = pg.recorded()
 		if closedForGood(rs) {
 			f.t.Fatalf("the page's EventSource failed for good (readyState CLOSED)")

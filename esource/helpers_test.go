@@ -2,6 +2,7 @@ package esource
 
 import (
 	"context"
+	"github.com/esbridge/esbridge/internal/poll"
 	"github.com/esbridge/esbridge/internal/ssetest"
 	"io"
 	"net"
@@ -153,19 +154,17 @@ func (s *stream) end() []ssetest.Event {
 }
 
 // checkNoLeaks fails the test if goroutines of this package are still
-// running shortly after it ends. Call it first, so it runs last.
+// running 5 s after it ends. Call it first, so it runs last.
 func checkNoLeaks(t *testing.T) {
 	t.Cleanup(func() {
 		var stacks string
-		for range 50 {
+		if !poll.Wait(5*time.Second, func() bool {
 			buf := make([]byte, 1<<20)
 			stacks = string(buf[:runtime.Stack(buf, true)])
-			if !strings.Contains(stacks, "esource.(*") {
-				return
-			}
-			time.Sleep(20 * time.Millisecond)
+			return !strings.Contains(stacks, "esource.(*")
+		}) {
+			t.Errorf("goroutines of esource still running 5s after the test:\n%s", stacks)
 		}
-		t.Errorf("goroutines of esource still running:\n%s", stacks)
 	})
 }
 

@@ -8,23 +8,19 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/esbridge/esbridge/internal/poll"
 )
 
 // waitStats polls es.Stats until ok accepts them, and fails the test with
 // the last ones if that takes too long.
 func waitStats(t *testing.T, es *EventSource, what string, ok func(Stats) bool) Stats {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		st := es.Stats()
-		if ok(st) {
-			return st
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("stats %+v, want %s", st, what)
-		}
-		time.Sleep(time.Millisecond)
+	var st Stats
+	if !poll.Wait(10*time.Second, func() bool { st = es.Stats(); return ok(st) }) {
+		t.Fatalf("stats %+v after 10s, want %s", st, what)
 	}
+	return st
 }
 
 // countingBody reads an event stream's body and keeps what it read.
@@ -83,9 +79,9 @@ func TestStatsClientsEventsBytes(t *testing.T) {
 		return uint64(n)
 	}
 	for _, b := range []*countingBody{&a, &b} {
-		for !bytes.Contains([]byte(b.String()), []byte("data: e50\n\n")) {
-			time.Sleep(time.Millisecond)
-		}
+		poll.Until(t, 10*time.Second, "each client received e50", func() bool {
+			return bytes.Contains([]byte(b.String()), []byte("data: e50\n\n"))
+		})
 	}
 	st := waitStats(t, es, "the bytes both clients received", func(st Stats) bool {
 		return st.BytesSent == received(&a, &b)
@@ -96,10 +92,15 @@ func TestStatsClientsEventsBytes(t *testing.T) {
 
 	// A client that goes away is noticed at a write: publish until it is.
 	stopA()
-	for i := 51; es.Clients() != 1; i++ {
+	i := 51
+	poll.Until(t, 10*time.Second, "the client that left is noticed at a write", func() bool {
+		if es.Clients() == 1 {
+			return true
+		}
 		publishN(t, es, i, i)
-		time.Sleep(time.Millisecond)
-	}
+		i++
+		return false
+	})
 	// Its bytes stay counted: the counter never goes down.
 	if after := es.Stats(); after.BytesSent < st.BytesSent || after.BytesSent < received(&a, &b) {
 		t.Errorf("after a client left, %d bytes sent, want at least the %d both received", after.BytesSent, received(&a, &b))

@@ -11,9 +11,9 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/esbridge/esbridge/bridge"
+	"github.com/esbridge/esbridge/internal/poll"
 )
 
 // adminRE finds the admin port's address in the startup lines.
@@ -22,9 +22,9 @@ var adminRE = regexp.MustCompile(`msg="esbridge admin listening" addr=(\S+)`)
 // adminURL returns the URL of path on the bridge's admin port.
 func (p *proc) adminURL(path string) string {
 	p.t.Helper()
-	m := adminRE.FindStringSubmatch(p.stderr.String())
+	m := adminRE.FindStringSubmatch(p.Output())
 	if m == nil {
-		p.t.Fatalf("esbridge logged no admin address:\n%s", p.stderr.String())
+		p.t.Fatalf("esbridge logged no admin address:\n%s", p.Output())
 	}
 	return "http://" + m[1] + path
 }
@@ -80,21 +80,19 @@ func (p *proc) scrape() map[string]float64 {
 // accepts (absent samples are -1), and returns the scrape.
 func (p *proc) waitMetric(key, what string, ok func(float64) bool) map[string]float64 {
 	p.t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for {
-		m := p.scrape()
-		v, found := m[key]
-		if !found {
+	var m map[string]float64
+	var v float64
+	if !poll.Wait(waitFor, func() bool {
+		m = p.scrape()
+		var found bool
+		if v, found = m[key]; !found {
 			v = -1
 		}
-		if ok(v) {
-			return m
-		}
-		if time.Now().After(deadline) {
-			p.t.Fatalf("%s is %v, want %s", key, v, what)
-		}
-		time.Sleep(50 * time.Millisecond)
+		return ok(v)
+	}) {
+		p.t.Fatalf("%s is %v after %v, want %s", key, v, waitFor, what)
 	}
+	return m
 }
 
 func equals(want float64) func(float64) bool { return func(v float64) bool { return v == want } }
@@ -110,7 +108,7 @@ func TestAdminMetrics(t *testing.T) {
 	ns := runNATS(t)
 	pub, stream := ns.jetStream("ORDERS")
 	b := startBridge(t, "-listen", "127.0.0.1:0", "-admin-listen", "127.0.0.1:0", "-route", "/orders="+stream, "-backlog", "3")
-	b.waitReadyz(200)
+	b.WaitReadyz(200)
 
 	const (
 		up        = `esbridge_source_up{route="/orders"}`
@@ -142,7 +140,7 @@ func TestAdminMetrics(t *testing.T) {
 
 	// Public /readyz is terse, the admin one names the route; pprof and
 	// the health check are on the admin port.
-	if code, body := getURL(t, b.url("/readyz")); code != 200 || body != "ready\n" {
+	if code, body := getURL(t, b.URL("/readyz")); code != 200 || body != "ready\n" {
 		t.Errorf("public /readyz: %d %q, want 200 \"ready\\n\"", code, body)
 	}
 	if code, body := getURL(t, b.adminURL("/readyz")); code != 200 || body != "ready\n/orders jetstream/ORDERS ready\n" {
@@ -151,7 +149,7 @@ func TestAdminMetrics(t *testing.T) {
 	if code, _ := getURL(t, b.adminURL("/debug/pprof/")); code != 200 {
 		t.Errorf("admin /debug/pprof/: %d, want 200", code)
 	}
-	if code, _ := getURL(t, b.url("/debug/pprof/")); code != 404 {
+	if code, _ := getURL(t, b.URL("/debug/pprof/")); code != 404 {
 		t.Errorf("public /debug/pprof/: %d, want 404", code)
 	}
 	if code, body := getURL(t, b.adminURL("/healthz")); code != 200 || body != "ok\n" {
@@ -159,7 +157,7 @@ func TestAdminMetrics(t *testing.T) {
 	}
 
 	// A client, and the events it receives.
-	c := connect(t, b.url("/orders"), "")
+	c := connect(t, b.URL("/orders"), "")
 	c.syncLive(pub.publish)
 	m = b.scrape()
 	if m[clients] != 1 {
@@ -184,7 +182,7 @@ func TestAdminMetrics(t *testing.T) {
 	pub.publish(seq("m", 11, 15)...)
 	// Once the bridge has them, the ID has left its log.
 	b.waitMetric(published, "the 15 messages", func(v float64) bool { return v >= before+15 })
-	r := connect(t, b.url("/orders"), id)
+	r := connect(t, b.URL("/orders"), id)
 	r.expectData(seq("m", 11, 15)...)
 	if m = b.scrape(); m[catchUps] < caughtUp+1 {
 		t.Errorf("%s went from %v to %v after a resume from the broker, want at least +1", catchUps, caughtUp, m[catchUps])
@@ -194,7 +192,7 @@ func TestAdminMetrics(t *testing.T) {
 	if _, ok := m[malformed]; ok {
 		t.Errorf("%s exported before any such gap", malformed)
 	}
-	g := connect(t, b.url("/orders"), "garbage")
+	g := connect(t, b.URL("/orders"), "garbage")
 	ev := g.next()
 	var gap struct{ Reason string }
 	if err := json.Unmarshal([]byte(ev.Data), &gap); err != nil || ev.Type != "gap" || gap.Reason != "malformed-id" {
@@ -211,7 +209,7 @@ func TestAdminMetrics(t *testing.T) {
 	if _, ok := m[lag]; ok {
 		t.Errorf("%s = %v while the source is down, want none", lag, m[lag])
 	}
-	if code, body := getURL(t, b.url("/readyz")); code != 503 || body != "not ready\n" {
+	if code, body := getURL(t, b.URL("/readyz")); code != 503 || body != "not ready\n" {
 		t.Errorf("public /readyz: %d %q, want 503 \"not ready\\n\"", code, body)
 	}
 	if code, body := getURL(t, b.adminURL("/readyz")); code != 503 || body != "not ready\n/orders jetstream/ORDERS not ready\n" {
@@ -225,8 +223,8 @@ func TestAdminKafkaLag(t *testing.T) {
 	t.Parallel()
 	top := newKafkaTopic(t)
 	b := startBridge(t, "-listen", "127.0.0.1:0", "-admin-listen", "127.0.0.1:0", "-route", top.route("/t", ""))
-	b.waitReadyz(200)
-	c := connect(t, b.url("/t"), "")
+	b.WaitReadyz(200)
+	c := connect(t, b.URL("/t"), "")
 	top.produce(12, 1, 5) // 60 messages over the 6 partitions
 	newKeyed(t, 12, 1).readUntil(c, 5)
 	m := b.waitMetric(`esbridge_lag_messages{route="/t"}`, "0", equals(0))
@@ -246,12 +244,12 @@ func TestAdminListenFlag(t *testing.T) {
 		{"-route", valid, "-listen", "127.0.0.1:" + port, "-admin-listen", "127.0.0.1:" + port},
 	} {
 		p := startProc(t, binary(t), args...)
-		if code := p.wait(waitFor); code != 2 {
+		if code := p.Wait(waitFor); code != 2 {
 			t.Errorf("%v: exit status %d, want 2", args, code)
 		}
-		lines := scanLines(p.stderr.String())
+		lines := scanLines(p.Output())
 		if len(lines) == 0 || !strings.HasPrefix(lines[len(lines)-1], "esbridge: invalid value") || !strings.Contains(lines[len(lines)-1], "for flag -admin-listen") {
-			t.Errorf("%v: stderr %q, want a last line naming -admin-listen", args, p.stderr.String())
+			t.Errorf("%v: stderr %q, want a last line naming -admin-listen", args, p.Output())
 		}
 	}
 }

@@ -21,6 +21,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/esbridge/esbridge/internal/brokertest"
+	"github.com/esbridge/esbridge/internal/poll"
 )
 
 // rabbit declares what a test needs on the broker, deletes it at cleanup,
@@ -74,18 +75,14 @@ func (r *rabbit) do(what string, f func(*amqp.Channel) error) {
 	r.t.Helper()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	deadline := time.Now().Add(waitFor)
-	for {
-		err := f(r.ch)
-		if err == nil {
-			return
+	tried := false
+	poll.UntilNil(r.t, waitFor, what+" succeeds", func() error {
+		if tried {
+			r.connect()
 		}
-		if time.Now().After(deadline) {
-			r.t.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-		r.connect()
-	}
+		tried = true
+		return f(r.ch)
+	})
 }
 
 // name returns a queue or exchange name unique to the test.
@@ -175,10 +172,10 @@ func TestAMQPStreamResume(t *testing.T) {
 	route := rb.route("/s", "stream="+stream)
 	b1 := startBridge(t, "-listen", "127.0.0.1:0", "-backlog", "3", "-route", route)
 	b2 := startBridge(t, "-listen", "127.0.0.1:0", "-route", route)
-	b1.waitReadyz(200)
-	b2.waitReadyz(200)
+	b1.WaitReadyz(200)
+	b2.WaitReadyz(200)
 
-	c := connect(t, b1.url("/s"), "")
+	c := connect(t, b1.URL("/s"), "")
 	c.syncLive(publish)
 	publish(seq("m", 1, 5)...)
 	c.expectData(seq("m", 1, 5)...)
@@ -186,9 +183,9 @@ func TestAMQPStreamResume(t *testing.T) {
 	c.close()
 	publish(seq("m", 6, 10)...) // while the client is away
 
-	byHeader := connect(t, b1.url("/s"), id)
-	byQuery := connect(t, b1.url("/s?lastEventId="+url.QueryEscape(id)), "")
-	other := connect(t, b2.url("/s"), id)
+	byHeader := connect(t, b1.URL("/s"), id)
+	byQuery := connect(t, b1.URL("/s?lastEventId="+url.QueryEscape(id)), "")
+	other := connect(t, b2.URL("/s"), id)
 	resumed := []*sseClient{byHeader, byQuery, other}
 	for _, c := range resumed {
 		c.expectData(seq("m", 6, 10)...)
@@ -203,14 +200,14 @@ func TestAMQPStreamResume(t *testing.T) {
 	// A bridge restart: messages published while no bridge runs come
 	// first to the client that resumes on the new process.
 	byHeader.close()
-	b1.signal(syscall.SIGTERM)
-	if code := b1.wait(waitFor); code != 0 {
+	b1.Signal(syscall.SIGTERM)
+	if code := b1.Wait(waitFor); code != 0 {
 		t.Fatalf("bridge exited with status %d", code)
 	}
 	publish(seq("m", 16, 20)...)
 	b3 := startBridge(t, "-listen", "127.0.0.1:0", "-route", route)
-	b3.waitReadyz(200)
-	back := connect(t, b3.url("/s"), id)
+	b3.WaitReadyz(200)
+	back := connect(t, b3.URL("/s"), id)
 	back.expectData(append(append(seq("m", 6, 15), "end"), seq("m", 16, 20)...)...)
 	back.expectOnly("end2", publish)
 }
@@ -228,12 +225,12 @@ func TestAMQPBrokerRestart(t *testing.T) {
 	pubStream, pubEx := rb.publisher("", stream), rb.publisher(ex, "")
 	b := startBridge(t, "-listen", "127.0.0.1:0", "-backlog", "4",
 		"-route", rb.route("/s", "stream="+stream), "-route", rb.route("/x", "exchange="+ex))
-	b.waitReadyz(200)
+	b.WaitReadyz(200)
 
-	stays := connect(t, b.url("/s"), "")
+	stays := connect(t, b.URL("/s"), "")
 	stays.syncLive(pubStream)
-	leaves := connect(t, b.url("/s"), stays.lastEventID())
-	live := connect(t, b.url("/x"), "")
+	leaves := connect(t, b.URL("/s"), stays.lastEventID())
+	live := connect(t, b.URL("/x"), "")
 	live.syncLive(pubEx)
 	pubStream(seq("m", 1, 5)...)
 	stays.expectData(seq("m", 1, 5)...)
@@ -243,13 +240,13 @@ func TestAMQPBrokerRestart(t *testing.T) {
 	codes := watchReadyz(t, b)
 	restart()
 	pubStream(seq("m", 6, 10)...) // as soon as the broker takes them
-	b.waitReadyz(200)
+	b.WaitReadyz(200)
 	if seen := codes(); !slices.Contains(seen, "503") {
 		t.Errorf("/readyz never answered 503 while the broker was down (answers: %v)", seen)
 	}
 
 	stays.expectData(seq("m", 6, 10)...)
-	back := connect(t, b.url("/s"), leaves.lastEventID())
+	back := connect(t, b.URL("/s"), leaves.lastEventID())
 	back.expectData(seq("m", 6, 10)...)
 	pubStream("end")
 	stays.expectData("end")
@@ -280,8 +277,8 @@ func TestAMQPStreamRetention(t *testing.T) {
 	})
 	publish := rb.publisher("", stream)
 	b := startBridge(t, "-listen", "127.0.0.1:0", "-backlog", "4", "-route", rb.route("/s", "stream="+stream))
-	b.waitReadyz(200)
-	c := connect(t, b.url("/s"), "")
+	b.WaitReadyz(200)
+	c := connect(t, b.URL("/s"), "")
 	c.syncLive(publish)
 	publish("m0")
 	c.expectData("m0")
@@ -292,7 +289,7 @@ func TestAMQPStreamRetention(t *testing.T) {
 	for i := 1; i <= 400; i += 20 {
 		publish(seq("m", i, i+19)...)
 	}
-	back := connect(t, b.url("/s"), c.lastEventID())
+	back := connect(t, b.URL("/s"), c.lastEventID())
 	gap := back.next()
 	var g struct {
 		Reason      string `json:"reason"`
@@ -320,9 +317,9 @@ func TestAMQPExchangeEveryInstance(t *testing.T) {
 	route := rb.route("/x", "exchange="+ex)
 	a := startBridge(t, "-listen", "127.0.0.1:0", "-route", route)
 	b := startBridge(t, "-listen", "127.0.0.1:0", "-route", route)
-	a.waitReadyz(200)
-	b.waitReadyz(200)
-	clients := []*sseClient{connect(t, a.url("/x"), ""), connect(t, a.url("/x"), ""), connect(t, b.url("/x"), "")}
+	a.WaitReadyz(200)
+	b.WaitReadyz(200)
+	clients := []*sseClient{connect(t, a.URL("/x"), ""), connect(t, a.URL("/x"), ""), connect(t, b.URL("/x"), "")}
 	// Each client is synced by markers that the others receive too: they
 	// all skip to the one published after the last sync.
 	for _, c := range clients {
@@ -353,15 +350,15 @@ func TestAMQPManyClients(t *testing.T) {
 	stream := rb.stream(nil)
 	publish := rb.publisher("", stream)
 	b := startBridgeBin(t, plainBinary(t), "-listen", "127.0.0.1:0", "-route", rb.route("/s", "stream="+stream))
-	b.waitReadyz(200)
-	probe := connect(t, b.url("/s"), "")
+	b.WaitReadyz(200)
+	probe := connect(t, b.URL("/s"), "")
 	probe.syncLive(publish)
 	start := probe.lastEventID()
 	probe.close()
 
 	manyClients(t, clients, "every message once, in order",
 		func(ctx context.Context, hc *http.Client, connected func()) error {
-			return readLoad(ctx, hc, b.url("/s"), start, messages, connected, nil)
+			return readLoad(ctx, hc, b.URL("/s"), start, messages, connected, nil)
 		},
 		func(context.Context) error {
 			for i := 1; i <= messages; i += 500 {

@@ -47,7 +47,7 @@ func (p *proc) getWith(path string, header http.Header) (int, http.Header, strin
 	p.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.url(path), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.URL(path), nil)
 	if err != nil {
 		p.t.Fatal(err)
 	}
@@ -73,7 +73,7 @@ func TestAuthStatuses(t *testing.T) {
 	b := startBridge(t, "-listen", "127.0.0.1:0", "-log-level", "debug", "-jwt-secret-file", writeSecret(t),
 		"-admin-listen", "127.0.0.1:0",
 		"-route", "/orders="+stream, "-route", "/public="+stream+"?auth=none&start=earliest")
-	b.waitReadyz(200)
+	b.WaitReadyz(200)
 
 	hour := time.Now().Add(time.Hour)
 	valid := signToken(t, hour, "/orders")
@@ -110,15 +110,15 @@ func TestAuthStatuses(t *testing.T) {
 	// Each 401 and 403 above is counted.
 	b.waitMetric(`esbridge_connections_refused_total{reason="auth"}`, "5", equals(5))
 	// The reasons are in the debug log, the tokens are not.
-	b.waitLog(`reason="token expired (header)"`, 1)
-	if strings.Contains(b.stderr.String(), valid[:20]) {
+	b.WaitLog(`reason="token expired (header)"`, 1)
+	if strings.Contains(b.Output(), valid[:20]) {
 		t.Errorf("the log holds a token")
 	}
 
 	pub.publish("m1", "m2")
-	p := connect(t, b.url("/public"), "")
+	p := connect(t, b.URL("/public"), "")
 	p.expectData("m1", "m2") // the bridge has read them: a new client starts after them
-	c := connectWith(t, b.url("/orders?access_token="+valid), "", nil)
+	c := connectWith(t, b.URL("/orders?access_token="+valid), "", nil)
 	c.syncLive(pub.publish)
 	pub.publish("m3")
 	c.expectData("m3")
@@ -133,12 +133,12 @@ func TestAuthExpiry(t *testing.T) {
 	pub, stream := ns.jetStream("ORDERS")
 	b := startBridge(t, "-listen", "127.0.0.1:0", "-jwt-secret-file", writeSecret(t), "-jwt-cookie", "tk",
 		"-route", "/orders="+stream)
-	b.waitReadyz(200)
+	b.WaitReadyz(200)
 
 	exp := time.Now().Add(5 * time.Second).Truncate(time.Second)
 	cookie := func(tok string) http.Header { return http.Header{"Cookie": {"tk=" + tok}} }
 	old := signToken(t, exp, "/orders")
-	c := connectWith(t, b.url("/orders"), "", cookie(old))
+	c := connectWith(t, b.URL("/orders"), "", cookie(old))
 	c.syncLive(pub.publish)
 	pub.publish(seq("m", 1, 3)...)
 	c.expectData(seq("m", 1, 3)...)
@@ -154,7 +154,7 @@ func TestAuthExpiry(t *testing.T) {
 		t.Errorf("back with the expired token: %d, want 401", code)
 	}
 	fresh := signToken(t, time.Now().Add(time.Hour), "/orders")
-	c2 := connectWith(t, b.url("/orders"), c.lastEventID(), cookie(fresh))
+	c2 := connectWith(t, b.URL("/orders"), c.lastEventID(), cookie(fresh))
 	c2.expectData(seq("m", 4, 6)...)
 	c2.expectOnly("end", pub.publish)
 }
@@ -187,8 +187,8 @@ func TestBadAuthFlags(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			p := startProc(t, bin, tc.args...)
-			code := p.wait(waitFor)
-			stderr := p.stderr.String()
+			code := p.Wait(waitFor)
+			stderr := p.Output()
 			if lines := scanLines(stderr); code != 2 || len(lines) != 1 || !strings.Contains(stderr, tc.flag) {
 				t.Errorf("exit status %d and stderr %q, want 2 and one line naming %s", code, stderr, tc.flag)
 			}

@@ -18,7 +18,7 @@ func TestFilters(t *testing.T) {
 	b := startBridge(t, "-listen", "127.0.0.1:0",
 		"-route", "/orders="+stream+"?subject=orders.>",
 		"-route", "/typed="+stream+"?type=subject")
-	b.waitReadyz(200)
+	b.WaitReadyz(200)
 
 	for _, tc := range []struct{ path, reason string }{
 		{"/orders?subject=payments.>", "not within the route's subject orders.>"},
@@ -26,7 +26,7 @@ func TestFilters(t *testing.T) {
 		{"/orders?key=k1", "no keys"},
 		{"/orders?type=" + strings.Repeat("t", 300), "longer than 256 bytes"},
 	} {
-		code, body, _ := b.get(tc.path)
+		code, body, _ := b.Get(tc.path)
 		if code != http.StatusBadRequest || !strings.Contains(body, tc.reason) {
 			t.Errorf("GET %.60s: %d %q, want 400 saying %q", tc.path, code, body, tc.reason)
 		}
@@ -36,8 +36,8 @@ func TestFilters(t *testing.T) {
 	}
 
 	// Each client's sync markers go on a subject the other one skips.
-	eu := connect(t, b.url("/orders?subject=orders.eu.*"), "")
-	typed := connect(t, b.url("/typed?type=orders.us.sync&type=orders.eu.paid"), "")
+	eu := connect(t, b.URL("/orders?subject=orders.eu.*"), "")
+	typed := connect(t, b.URL("/typed?type=orders.us.sync&type=orders.eu.paid"), "")
 	pub.subject = "orders.eu.sync"
 	eu.syncLive(pub.publish)
 	pub.subject, typed.wantType = "orders.us.sync", "orders.us.sync"
@@ -59,8 +59,8 @@ func TestKafkaKeyFilter(t *testing.T) {
 	const keys = 12
 	top := newKafkaTopic(t)
 	b := startBridge(t, "-listen", "127.0.0.1:0", "-backlog", "16", "-route", top.route("/t", ""))
-	b.waitReadyz(200)
-	code, body, _ := b.get("/t?subject=orders.>")
+	b.WaitReadyz(200)
+	code, body, _ := b.Get("/t?subject=orders.>")
 	if code != http.StatusBadRequest || !strings.Contains(body, "no NATS subjects") {
 		t.Errorf("?subject= on a Kafka route: %d %q, want 400", code, body)
 	}
@@ -72,12 +72,12 @@ func TestKafkaKeyFilter(t *testing.T) {
 		}
 		return w
 	}
-	c := connect(t, b.url("/t?key=k3&key=k7"), "")
+	c := connect(t, b.URL("/t?key=k3&key=k7"), "")
 	top.produce(keys, 1, 30)
 	readKeys(c, want(1, 30))
 	c.close()
 	top.produce(keys, 31, 40) // while the client is away
-	c = connect(t, b.url("/t?key=k3&key=k7"), c.lastEventID())
+	c = connect(t, b.URL("/t?key=k3&key=k7"), c.lastEventID())
 	readKeys(c, want(31, 40))
 }
 

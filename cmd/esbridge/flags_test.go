@@ -51,8 +51,8 @@ func TestBadFlags(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			p := startProc(t, bin, tc.args...)
-			code := p.wait(waitFor)
-			stderr := p.stderr.String()
+			code := p.Wait(waitFor)
+			stderr := p.Output()
 			if code != 2 {
 				t.Errorf("exit status %d, want 2; stderr:\n%s", code, stderr)
 			}
@@ -74,17 +74,17 @@ func TestBadFlags(t *testing.T) {
 func TestVersionAndHelp(t *testing.T) {
 	t.Parallel()
 	p := startProc(t, binary(t), "-version")
-	if code := p.wait(waitFor); code != 0 {
+	if code := p.Wait(waitFor); code != 0 {
 		t.Errorf("-version: exit status %d, want 0", code)
 	}
-	if out := p.stderr.String(); !strings.HasPrefix(out, "esbridge ") {
+	if out := p.Output(); !strings.HasPrefix(out, "esbridge ") {
 		t.Errorf("-version printed %q, want \"esbridge VERSION\"", out)
 	}
 	p = startProc(t, binary(t), "-h")
-	if code := p.wait(waitFor); code != 0 {
+	if code := p.Wait(waitFor); code != 0 {
 		t.Errorf("-h: exit status %d, want 0", code)
 	}
-	if out := p.stderr.String(); !strings.Contains(out, "-route PATH=URL") {
+	if out := p.Output(); !strings.Contains(out, "-route PATH=URL") {
 		t.Errorf("-h printed %q, want the usage", out)
 	}
 }
@@ -103,10 +103,10 @@ func TestBadRouteHidesCredentials(t *testing.T) {
 		"a=nats://user:s3cret@127.0.0.1:4222/t",
 	} {
 		p := startProc(t, binary(t), "-route", route)
-		if code := p.wait(waitFor); code != 2 {
+		if code := p.Wait(waitFor); code != 2 {
 			t.Errorf("-route %s: exit status %d, want 2", route, code)
 		}
-		if msg := p.stderr.String(); strings.Contains(msg, "s3cret") {
+		if msg := p.Output(); strings.Contains(msg, "s3cret") {
 			t.Errorf("-route %s: the message shows the secret: %s", route, msg)
 		}
 	}

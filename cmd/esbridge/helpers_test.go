@@ -9,21 +9,20 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/esbridge/esbridge/internal/brokertest"
+	"github.com/esbridge/esbridge/internal/poll"
 	"github.com/esbridge/esbridge/internal/progtest"
 	"github.com/esbridge/esbridge/internal/ssetest"
 
@@ -56,49 +55,18 @@ func binary(t testing.TB) string { return raceBuild.Path(t) }
 // detector, for the load test.
 func plainBinary(t testing.TB) string { return plainBuild.Path(t) }
 
-// A proc is a running esbridge process.
+// A proc is a running esbridge process, with the helpers of these tests.
 type proc struct {
-	t      *testing.T
-	args   []string
-	cmd    *exec.Cmd
-	stderr *progtest.Buffer
-	exited chan struct{} // closed when the process has exited
-	state  *os.ProcessState
-	addr   string // host:port it listens on, once known
+	*progtest.Proc
+	t *testing.T
 }
-
-// listenRE finds the address in the startup line, in text or JSON logs.
-var listenRE = regexp.MustCompile(`msg="esbridge listening" addr=(\S+)|"msg":"esbridge listening","addr":"([^"]+)"`)
 
 // startProc starts the binary bin with args, without waiting for anything.
 // At cleanup it is stopped (SIGTERM, then SIGKILL) and, if the test failed,
-// its stderr is logged.
+// its output is logged.
 func startProc(t *testing.T, bin string, args ...string) *proc {
 	t.Helper()
-	p := &proc{t: t, args: args, stderr: &progtest.Buffer{}, exited: make(chan struct{})}
-	p.cmd = exec.Command(bin, args...)
-	// The race detector waits a second at exit unless told not to.
-	p.cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0")
-	p.cmd.Stderr = p.stderr
-	p.cmd.Stdout = p.stderr
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		p.cmd.Wait()
-		p.state = p.cmd.ProcessState
-		close(p.exited)
-	}()
-	t.Cleanup(func() {
-		p.kill()
-		if strings.Contains(p.stderr.String(), "DATA RACE") {
-			t.Errorf("the race detector found a data race in esbridge")
-		}
-		if t.Failed() {
-			t.Logf("stderr of esbridge %s:\n%s", strings.Join(p.args, " "), p.stderr.String())
-		}
-	})
-	return p
+	return &proc{progtest.Start(t, bin, args), t}
 }
 
 // startBridge starts the race-enabled esbridge with args and waits until it
@@ -110,126 +78,7 @@ func startBridge(t *testing.T, args ...string) *proc {
 
 func startBridgeBin(t *testing.T, bin string, args ...string) *proc {
 	t.Helper()
-	p := startProc(t, bin, args...)
-	deadline := time.Now().Add(waitFor)
-	for {
-		if m := listenRE.FindStringSubmatch(p.stderr.String()); m != nil {
-			p.addr = m[1] + m[2]
-			return p
-		}
-		select {
-		case <-p.exited:
-			t.Fatalf("esbridge %s exited before listening (%v):\n%s", strings.Join(args, " "), p.state, p.stderr.String())
-		case <-time.After(10 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("esbridge %s did not listen in %v:\n%s", strings.Join(args, " "), waitFor, p.stderr.String())
-		}
-	}
-}
-
-// url returns the URL of path on the bridge.
-func (p *proc) url(path string) string { return "http://" + p.addr + path }
-
-// port returns the port the bridge listens on.
-func (p *proc) port() string {
-	_, port, err := net.SplitHostPort(p.addr)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	return port
-}
-
-// signal sends sig to the process, if it still runs.
-func (p *proc) signal(sig os.Signal) {
-	select {
-	case <-p.exited:
-	default:
-		p.cmd.Process.Signal(sig)
-	}
-}
-
-// wait waits up to d for the process to exit and returns its exit code.
-func (p *proc) wait(d time.Duration) int {
-	p.t.Helper()
-	select {
-	case <-p.exited:
-		return p.state.ExitCode()
-	case <-time.After(d):
-		p.t.Fatalf("esbridge did not exit within %v:\n%s", d, p.stderr.String())
-		return -1
-	}
-}
-
-// stop ends the process with SIGTERM and checks that it exits 0.
-func (p *proc) stop() {
-	p.t.Helper()
-	p.signal(syscall.SIGTERM)
-	if code := p.wait(waitFor); code != 0 {
-		p.t.Fatalf("esbridge exited with status %d after SIGTERM:\n%s", code, p.stderr.String())
-	}
-}
-
-// kill ends the process, gently first.
-func (p *proc) kill() {
-	p.signal(syscall.SIGTERM)
-	select {
-	case <-p.exited:
-		return
-	case <-time.After(waitFor):
-	}
-	p.cmd.Process.Kill()
-	<-p.exited
-}
-
-// get does a plain GET of path and returns the status and body.
-func (p *proc) get(path string) (int, string, http.Header) {
-	p.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.url(path), nil)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		p.t.Fatalf("GET %s: %v", path, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		p.t.Fatalf("GET %s: reading the body: %v", path, err)
-	}
-	return resp.StatusCode, string(body), resp.Header
-}
-
-// waitReadyz polls /readyz until it answers want.
-func (p *proc) waitReadyz(want int) {
-	p.t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for {
-		code, body, _ := p.get("/readyz")
-		if code == want {
-			return
-		}
-		if time.Now().After(deadline) {
-			p.t.Fatalf("/readyz answers %d %q, want %d after %v", code, strings.TrimSpace(body), want, waitFor)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// waitLog waits until the process has logged a line containing substr n
-// times.
-func (p *proc) waitLog(substr string, n int) {
-	p.t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for strings.Count(p.stderr.String(), substr) < n {
-		if time.Now().After(deadline) {
-			p.t.Fatalf("esbridge did not log %q %d times within %v:\n%s", substr, n, waitFor, p.stderr.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	return &proc{progtest.Listen(t, bin, args), t}
 }
 
 // natsServer is an embedded nats-server with JetStream that can be stopped
@@ -287,21 +136,14 @@ func (pb *publisher) publish(payloads ...string) {
 	for _, s := range payloads {
 		pb.n++
 		// A publish may meet a server that is restarting: retry until acked.
-		deadline := time.Now().Add(waitFor)
-		for {
+		poll.UntilNil(pb.t, waitFor, fmt.Sprintf("%q is published", s), func() error {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
 			// The message ID makes a retry of a publish that was stored
 			// but not acknowledged a no-op.
 			_, err := pb.js.Publish(ctx, pb.subject, []byte(s), jetstream.WithMsgID(pb.subject+"#"+strconv.Itoa(pb.n)))
-			cancel()
-			if err == nil {
-				break
-			}
-			if time.Now().After(deadline) {
-				pb.t.Fatalf("publish %q: %v", s, err)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+			return err
+		})
 	}
 }
 
@@ -541,7 +383,7 @@ func watchReadyz(t *testing.T, b *proc) func() []string {
 			case <-time.After(20 * time.Millisecond):
 			}
 			code := "error"
-			if resp, err := hc.Get(b.url("/readyz")); err == nil {
+			if resp, err := hc.Get(b.URL("/readyz")); err == nil {
 				resp.Body.Close()
 				code = strconv.Itoa(resp.StatusCode)
 			}

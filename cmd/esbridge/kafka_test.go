@@ -30,6 +30,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/esbridge/esbridge/internal/brokertest"
+	"github.com/esbridge/esbridge/internal/poll"
 	"github.com/esbridge/esbridge/internal/ssetest"
 )
 
@@ -146,29 +147,27 @@ func (k *kafkaTopic) produceRecords(p int, records []kafka.Record) error {
 		value, _ := io.ReadAll(r.Value)
 		data[i] = kv{key, value, r.Time}
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	var err error
+	if poll.Wait(30*time.Second, func() bool {
 		rs := make([]kafka.Record, len(data))
 		for i, d := range data {
 			rs[i] = kafka.Record{Key: kafka.NewBytes(d.key), Value: kafka.NewBytes(d.value), Time: d.time}
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		res, err := k.client.Produce(ctx, &kafka.ProduceRequest{
+		defer cancel()
+		var res *kafka.ProduceResponse
+		res, err = k.client.Produce(ctx, &kafka.ProduceRequest{
 			Topic: k.name, Partition: p, RequiredAcks: kafka.RequireAll,
 			Records: kafka.NewRecordReader(rs...),
 		})
-		cancel()
 		if err == nil {
 			err = res.Error
 		}
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("produce to %s/%d: %w", k.name, p, err)
-		}
-		time.Sleep(100 * time.Millisecond)
+		return err == nil
+	}) {
+		return nil
 	}
+	return fmt.Errorf("produce to %s/%d: %w", k.name, p, err)
 }
 
 // offsets returns the first and the next offset of each of the topic's
@@ -424,9 +423,9 @@ func TestKafkaLive(t *testing.T) {
 	const keys = 12
 	top := newKafkaTopic(t)
 	b := startBridge(t, "-listen", "127.0.0.1:0", "-route", top.route("/t", ""))
-	b.waitReadyz(200)
-	c1 := connect(t, b.url("/t"), "")
-	c2 := connect(t, b.url("/t"), "")
+	b.WaitReadyz(200)
+	c1 := connect(t, b.URL("/t"), "")
+	c2 := connect(t, b.URL("/t"), "")
 	top.produce(keys, 1, 50) // 600 messages
 	k1, k2 := newKeyed(t, keys, 1), newKeyed(t, keys, 1)
 	k1.readUntil(c1, 50)
@@ -445,8 +444,8 @@ func TestKafkaResumeAfterDisconnect(t *testing.T) {
 	const keys = 12
 	top := newKafkaTopic(t)
 	b := startBridge(t, "-listen", "127.0.0.1:0", "-backlog", "16", "-route", top.route("/t", ""))
-	b.waitReadyz(200)
-	c := connect(t, b.url("/t"), "")
+	b.WaitReadyz(200)
+	c := connect(t, b.URL("/t"), "")
 	k := newKeyed(t, keys, 1)
 	top.warmUp(c, k)
 	top.produce(keys, 2, 25) // 288 messages more
@@ -455,8 +454,8 @@ func TestKafkaResumeAfterDisconnect(t *testing.T) {
 	c.close()
 	top.produce(keys, 26, 30) // while the client is away
 
-	byHeader := connect(t, b.url("/t"), k.last)
-	byQuery := connect(t, b.url("/t?lastEventId="+url.QueryEscape(k.last)), "")
+	byHeader := connect(t, b.URL("/t"), k.last)
+	byQuery := connect(t, b.URL("/t?lastEventId="+url.QueryEscape(k.last)), "")
 	kh, kq := k.clone(), k.clone()
 	kh.readUntil(byHeader, 30)
 	kq.readUntil(byQuery, 30)
@@ -475,8 +474,8 @@ func TestKafkaResumeFromEveryID(t *testing.T) {
 	const keys = 12
 	top := newKafkaTopic(t)
 	b := startBridge(t, "-listen", "127.0.0.1:0", "-backlog", "16", "-route", top.route("/t", ""))
-	b.waitReadyz(200)
-	c := connect(t, b.url("/t"), "")
+	b.WaitReadyz(200)
+	c := connect(t, b.URL("/t"), "")
 	k := newKeyed(t, keys, 1)
 	k.noIDCheck = true
 	top.warmUp(c, k)
@@ -486,7 +485,7 @@ func TestKafkaResumeFromEveryID(t *testing.T) {
 	c.close()
 	top.produce(keys, 26, 30)
 	// r is replayed from the broker, then joins the live log.
-	r := connect(t, b.url("/t"), k.last)
+	r := connect(t, b.URL("/t"), k.last)
 	kr := k.clone()
 	kr.readUntil(r, 30)
 	evs := kr.events
@@ -500,7 +499,7 @@ func TestKafkaResumeFromEveryID(t *testing.T) {
 		for _, ev := range evs[i+1:] {
 			rest[ev.Data] = true
 		}
-		c := connect(t, b.url("/t"), evs[i].LastEventID)
+		c := connect(t, b.URL("/t"), evs[i].LastEventID)
 		got := map[string]bool{}
 		for range len(rest) {
 			ev := c.next()
@@ -525,10 +524,10 @@ func TestKafkaResumeAcrossInstancesAndRestart(t *testing.T) {
 	route := top.route("/t", "")
 	a := startBridge(t, "-listen", "127.0.0.1:0", "-backlog", "16", "-route", route)
 	other := startBridge(t, "-listen", "127.0.0.1:0", "-backlog", "16", "-route", route)
-	a.waitReadyz(200)
-	other.waitReadyz(200)
+	a.WaitReadyz(200)
+	other.WaitReadyz(200)
 
-	c := connect(t, a.url("/t"), "")
+	c := connect(t, a.URL("/t"), "")
 	k := newKeyed(t, keys, 1)
 	top.warmUp(c, k)
 	top.produce(keys, 2, 25)
@@ -536,25 +535,25 @@ func TestKafkaResumeAcrossInstancesAndRestart(t *testing.T) {
 	k.read(c, 100)
 	id := k.last
 
-	a.signal(syscall.SIGTERM)
+	a.Signal(syscall.SIGTERM)
 	c.expectEnd()
-	if code := a.wait(waitFor); code != 0 {
+	if code := a.Wait(waitFor); code != 0 {
 		t.Fatalf("bridge exited with status %d after SIGTERM", code)
 	}
 	top.produce(keys, 26, 30) // one bridge is down
 
-	onOther := connect(t, other.url("/t"), id)
+	onOther := connect(t, other.URL("/t"), id)
 	ko := k.clone()
 	ko.readUntil(onOther, 30)
 
-	again := startBridge(t, "-listen", "127.0.0.1:"+a.port(), "-backlog", "16", "-route", route)
-	again.waitReadyz(200)
-	onAgain := connect(t, again.url("/t"), id)
+	again := startBridge(t, "-listen", "127.0.0.1:"+a.Port(), "-backlog", "16", "-route", route)
+	again.WaitReadyz(200)
+	onAgain := connect(t, again.URL("/t"), id)
 	ka := k.clone()
 	ka.readUntil(onAgain, 30)
 
 	// Back from the other instance, with its newest ID.
-	back := connect(t, again.url("/t"), ko.last)
+	back := connect(t, again.URL("/t"), ko.last)
 	kb := ko.clone()
 	top.produce(keys, 31, 32)
 	ko.readUntil(onOther, 32)
@@ -573,10 +572,10 @@ func TestKafkaBrokerRestart(t *testing.T) {
 	const keys = 12
 	top := newKafkaTopic(t)
 	b := startBridge(t, "-listen", "127.0.0.1:0", "-backlog", "16", "-route", top.route("/t", "metadata_interval=1s"))
-	b.waitReadyz(200)
+	b.WaitReadyz(200)
 
-	stays := connect(t, b.url("/t"), "")
-	leaves := connect(t, b.url("/t"), "")
+	stays := connect(t, b.URL("/t"), "")
+	leaves := connect(t, b.URL("/t"), "")
 	ks, kl := newKeyed(t, keys, 1), newKeyed(t, keys, 1)
 	top.warmUp(stays, ks)
 	kl.readUntil(leaves, 1)
@@ -595,12 +594,12 @@ func TestKafkaBrokerRestart(t *testing.T) {
 	if !slices.Contains(seen, "503") {
 		t.Errorf("/readyz never answered 503 while the broker was down (answers: %v)", seen)
 	}
-	b.waitReadyz(200)
+	b.WaitReadyz(200)
 
 	top.produce(keys, 11, 20)
 	ks.readUntil(stays, 20)
 	t.Logf("resuming with %s", describeID(kl.last))
-	back := connect(t, b.url("/t"), kl.last)
+	back := connect(t, b.URL("/t"), kl.last)
 	kl.readUntil(back, 20)
 	top.produce(keys, 21, 21)
 	ks.readUntil(stays, 21)
@@ -622,8 +621,8 @@ func TestKafkaRetentionGap(t *testing.T) {
 		kafka.ConfigEntry{ConfigName: "file.delete.delay.ms", ConfigValue: "0"},
 	)
 	b := startBridge(t, "-listen", "127.0.0.1:0", "-backlog", "16", "-route", top.route("/t", "format=envelope"))
-	b.waitReadyz(200)
-	c := connect(t, b.url("/t"), "")
+	b.WaitReadyz(200)
+	c := connect(t, b.URL("/t"), "")
 	top.produce(keys, 1, 1)
 	k := newKeyed(t, keys, 1)
 	k.envelope = true
@@ -689,7 +688,7 @@ func TestKafkaRetentionGap(t *testing.T) {
 	_, end := top.offsets(kafkaPartitions)
 	t.Logf("produced up to n=%d; the broker holds offsets %v to %v", n, first, end)
 
-	r := connect(t, b.url("/t"), oldID)
+	r := connect(t, b.URL("/t"), oldID)
 	gap := r.next()
 	var g struct {
 		Reason string `json:"reason"`
@@ -729,8 +728,8 @@ func TestKafkaPartitionAdded(t *testing.T) {
 	const keys = 12
 	top := newKafkaTopic(t)
 	b := startBridge(t, "-listen", "127.0.0.1:0", "-route", top.route("/t", "metadata_interval=1s"))
-	b.waitReadyz(200)
-	c := connect(t, b.url("/t"), "")
+	b.WaitReadyz(200)
+	c := connect(t, b.URL("/t"), "")
 	top.produce(keys, 1, 5)
 	k := newKeyed(t, keys, 1)
 	k.readUntil(c, 5)
@@ -754,7 +753,7 @@ func TestKafkaPartitionAdded(t *testing.T) {
 		t.Fatalf("knew went on to %d, want 5", k.next["knew"]-1)
 	}
 
-	r := connect(t, b.url("/t"), before)
+	r := connect(t, b.URL("/t"), before)
 	kr := newKeyed(t, keys, 6)
 	kr.next["knew"] = 1
 	kr.read(r, 5)
@@ -778,8 +777,8 @@ func TestKafkaFreshClientFallsBehind(t *testing.T) {
 		t.Run(strconv.Itoa(i), func(t *testing.T) {
 			top := newKafkaTopic(t)
 			b := startBridge(t, "-listen", "127.0.0.1:0", "-backlog", "16", "-route", top.route("/t", ""))
-			b.waitReadyz(200)
-			c := connect(t, b.url("/t"), "")
+			b.WaitReadyz(200)
+			c := connect(t, b.URL("/t"), "")
 			top.produce(keys, 1, 25) // 300 messages at once
 			k := newKeyed(t, keys, 1)
 			k.noIDCheck = true // see TestKafkaResumeFromEveryID
@@ -800,11 +799,11 @@ func TestKafkaManyClients(t *testing.T) {
 	const keys = 10
 	top := newKafkaTopic(t)
 	b := startBridgeBin(t, plainBinary(t), "-listen", "127.0.0.1:0", "-route", top.route("/t", ""))
-	b.waitReadyz(200)
+	b.WaitReadyz(200)
 
 	manyClients(t, clients, "every message once, in each key's order",
 		func(ctx context.Context, hc *http.Client, connected func()) error {
-			return readKafkaLoad(ctx, hc, b.url("/t"), keys, perKey, connected)
+			return readKafkaLoad(ctx, hc, b.URL("/t"), keys, perKey, connected)
 		},
 		func(context.Context) error {
 			top.produce(keys, 1, perKey)

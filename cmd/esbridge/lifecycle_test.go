@@ -21,16 +21,16 @@ func TestSIGTERMDrains(t *testing.T) {
 	// A drain timeout longer than this test waits: ending the streams must
 	// not take it.
 	b := startBridge(t, "-listen", "127.0.0.1:0", "-route", "/orders="+stream, "-drain-timeout", "1m")
-	b.waitReadyz(200)
-	clients := []*sseClient{connect(t, b.url("/orders"), "")}
+	b.WaitReadyz(200)
+	clients := []*sseClient{connect(t, b.URL("/orders"), "")}
 	clients[0].syncLive(pub.publish)
-	clients = append(clients, connect(t, b.url("/orders"), clients[0].lastEventID()))
+	clients = append(clients, connect(t, b.URL("/orders"), clients[0].lastEventID()))
 	pub.publish(seq("m", 1, 3)...)
 	for _, c := range clients {
 		c.expectData(seq("m", 1, 3)...)
 	}
 
-	b.signal(syscall.SIGTERM)
+	b.Signal(syscall.SIGTERM)
 	for _, c := range clients {
 		if rest := c.expectEnd(); len(rest) > 0 {
 			t.Errorf("events after m3: %+v", rest)
@@ -39,7 +39,7 @@ func TestSIGTERMDrains(t *testing.T) {
 			t.Errorf("the stream ends with %q, want a retry line; received:\n%s", line, c.body())
 		}
 	}
-	if code := b.wait(waitFor); code != 0 {
+	if code := b.Wait(waitFor); code != 0 {
 		t.Fatalf("exit status %d after SIGTERM, want 0", code)
 	}
 }
@@ -49,15 +49,15 @@ func TestSIGTERMDrains(t *testing.T) {
 func TestSIGTERMWithStalledClient(t *testing.T) {
 	t.Parallel()
 	b, c := bridgeWithStalledClient(t, "2s")
-	b.signal(syscall.SIGTERM)
+	b.Signal(syscall.SIGTERM)
 	c.expectEnd()
 	// The stalled client's writes would only time out after 30 s.
-	if code := b.wait(15 * time.Second); code != 0 {
+	if code := b.Wait(15 * time.Second); code != 0 {
 		t.Fatalf("exit status %d after SIGTERM, want 0", code)
 	}
 	// The client did hold its stream open (else this test tests nothing).
-	if !strings.Contains(b.stderr.String(), "did not all end in time") {
-		t.Errorf("no warning that a stream outlived the drain timeout:\n%s", b.stderr.String())
+	if !strings.Contains(b.Output(), "did not all end in time") {
+		t.Errorf("no warning that a stream outlived the drain timeout:\n%s", b.Output())
 	}
 }
 
@@ -65,17 +65,17 @@ func TestSIGTERMWithStalledClient(t *testing.T) {
 func TestSecondSIGTERM(t *testing.T) {
 	t.Parallel()
 	b, c := bridgeWithStalledClient(t, "10m")
-	b.signal(syscall.SIGTERM)
+	b.Signal(syscall.SIGTERM)
 	c.expectEnd()
-	b.waitLog("shutting down", 1)
+	b.WaitLog("shutting down", 1)
 	select {
-	case <-b.exited:
-		t.Fatalf("esbridge exited (%v) while the stalled client's stream was open", b.state)
+	case <-b.Exited():
+		t.Fatalf("esbridge exited (%v) while the stalled client's stream was open", b.State())
 	default:
 	}
-	b.signal(syscall.SIGTERM)
+	b.Signal(syscall.SIGTERM)
 	select {
-	case <-b.exited:
+	case <-b.Exited():
 	case <-time.After(waitFor):
 		t.Fatalf("esbridge still runs %v after a second SIGTERM", waitFor)
 	}
@@ -90,19 +90,19 @@ func bridgeWithStalledClient(t *testing.T, drain string) (*proc, *sseClient) {
 	ns := runNATS(t)
 	pub, stream := ns.jetStream("ORDERS")
 	b := startBridge(t, "-listen", "127.0.0.1:0", "-route", "/orders="+stream, "-drain-timeout", drain)
-	b.waitReadyz(200)
+	b.WaitReadyz(200)
 
 	// A reader that keeps up, to know when the messages went out.
-	c := connect(t, b.url("/orders"), "")
+	c := connect(t, b.URL("/orders"), "")
 	c.syncLive(pub.publish)
 
-	conn, err := net.Dial("tcp", b.addr)
+	conn, err := net.Dial("tcp", b.Addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
 	conn.(*net.TCPConn).SetReadBuffer(4 << 10) // no autotuning: stall soon
-	fmt.Fprintf(conn, "GET /orders HTTP/1.1\r\nHost: %s\r\nLast-Event-ID: %s\r\n\r\n", b.addr, c.lastEventID())
+	fmt.Fprintf(conn, "GET /orders HTTP/1.1\r\nHost: %s\r\nLast-Event-ID: %s\r\n\r\n", b.Addr, c.lastEventID())
 
 	// Enough data to fill the socket buffers of the stalled client.
 	big := strings.Repeat("x", 60<<10)
@@ -120,20 +120,20 @@ func bridgeWithStalledClient(t *testing.T, drain string) (*proc, *sseClient) {
 func TestDemo(t *testing.T) {
 	t.Parallel()
 	b := startBridge(t, "-demo", "-listen", "127.0.0.1:0")
-	b.waitReadyz(200)
+	b.WaitReadyz(200)
 
-	code, body, h := b.get("/")
+	code, body, h := b.Get("/")
 	if code != 200 || !strings.HasPrefix(h.Get("Content-Type"), "text/html") || !strings.Contains(body, "EventSource") {
 		t.Errorf("GET /: %d %q, want 200 text/html with a page that uses EventSource", code, h.Get("Content-Type"))
 	}
-	if code, _, _ := b.get("/healthz"); code != 200 {
+	if code, _, _ := b.Get("/healthz"); code != 200 {
 		t.Errorf("GET /healthz: %d, want 200", code)
 	}
-	if code, _, _ := b.get("/no-such-route"); code != 404 {
+	if code, _, _ := b.Get("/no-such-route"); code != 404 {
 		t.Errorf("GET /no-such-route: %d, want 404", code)
 	}
 
-	c := connect(t, b.url("/demo"), "")
+	c := connect(t, b.URL("/demo"), "")
 	var prev uint64
 	for i := range 4 {
 		ev := c.next()
@@ -153,7 +153,7 @@ func TestDemo(t *testing.T) {
 		}
 		prev = *env.Sequence
 	}
-	b.stop()
+	b.Stop()
 }
 
 // The health checks and an unknown path, on a bridge with a route.
@@ -162,18 +162,18 @@ func TestHealthAndNotFound(t *testing.T) {
 	ns := runNATS(t)
 	_, stream := ns.jetStream("ORDERS")
 	b := startBridge(t, "-listen", "127.0.0.1:0", "-route", "/orders="+stream, "-log-format", "json", "-log-level", "debug")
-	b.waitReadyz(200)
-	if code, body, _ := b.get("/healthz"); code != 200 || strings.TrimSpace(body) != "ok" {
+	b.WaitReadyz(200)
+	if code, body, _ := b.Get("/healthz"); code != 200 || strings.TrimSpace(body) != "ok" {
 		t.Errorf("GET /healthz: %d %q, want 200 ok", code, body)
 	}
-	if code, _, _ := b.get("/nope"); code != 404 {
+	if code, _, _ := b.Get("/nope"); code != 404 {
 		t.Errorf("GET /nope: %d, want 404", code)
 	}
-	if code, _, _ := b.get("/orders/more"); code != 404 {
+	if code, _, _ := b.Get("/orders/more"); code != 404 {
 		t.Errorf("GET /orders/more: %d, want 404", code)
 	}
 	// Headers are bounded far below net/http's 1 MB.
-	req, _ := http.NewRequest(http.MethodGet, b.url("/healthz"), nil)
+	req, _ := http.NewRequest(http.MethodGet, b.URL("/healthz"), nil)
 	req.Header.Set("Last-Event-ID", strings.Repeat("A", 100<<10))
 	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
 		t.Errorf("GET with a 100 KB header: %v %v, want 431", resp, err)
@@ -181,8 +181,8 @@ func TestHealthAndNotFound(t *testing.T) {
 		resp.Body.Close()
 	}
 	// With -log-format json every line of stderr is a JSON object.
-	b.stop()
-	sc := bufio.NewScanner(strings.NewReader(b.stderr.String()))
+	b.Stop()
+	sc := bufio.NewScanner(strings.NewReader(b.Output()))
 	for sc.Scan() {
 		var v map[string]any
 		if err := json.Unmarshal(sc.Bytes(), &v); err != nil {
@@ -198,13 +198,13 @@ func TestStartBeforeNATS(t *testing.T) {
 	ns := runNATS(t)
 	ns.Stop() // its port and store are kept for later
 	b := startBridge(t, "-listen", "127.0.0.1:0", "-route", "/ticks=nats://"+ns.Addr()+"/ticks.>")
-	if code, _, _ := b.get("/healthz"); code != 200 {
+	if code, _, _ := b.Get("/healthz"); code != 200 {
 		t.Errorf("GET /healthz: %d, want 200", code)
 	}
-	code, body, _ := b.get("/readyz")
+	code, body, _ := b.Get("/readyz")
 	if code != 503 || !strings.Contains(body, "/ticks") {
 		t.Errorf("GET /readyz with NATS down: %d %q, want 503 naming /ticks", code, body)
 	}
 	ns.Start()
-	b.waitReadyz(200)
+	b.WaitReadyz(200)
 }

@@ -6,7 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
+
+	"github.com/esbridge/esbridge/internal/poll"
 )
 
 // refusedRE is the whole body of a stream refused over a limit.
@@ -17,12 +18,8 @@ var refusedRE = regexp.MustCompile(`^retry: (\d+)\n\n$`)
 // served begins with esource's retry line of 3 s instead, and goes on.
 func (c *sseClient) refused() bool {
 	c.t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for c.body() == "" || !strings.HasSuffix(c.body(), "\n\n") {
-		if time.Now().After(deadline) {
-			c.t.Fatalf("%s: no retry line within %v; received %q", c.url, waitFor, c.body())
-		}
-		time.Sleep(10 * time.Millisecond)
+	if !poll.Wait(waitFor, func() bool { return strings.HasSuffix(c.body(), "\n\n") }) {
+		c.t.Fatalf("%s: no retry line within %v; received %q", c.url, waitFor, c.body())
 	}
 	if strings.HasPrefix(c.body(), "retry: 3000\n") {
 		return false
@@ -54,19 +51,19 @@ func TestMaxClients(t *testing.T) {
 	// heartbeat: one an hour here.
 	b := startBridge(t, "-listen", "127.0.0.1:0", "-route", "/s="+url, "-heartbeat", "1h",
 		"-max-clients", "3", "-max-clients-per-ip", "2", "-trusted-proxy", "127.0.0.1", "-admin-listen", "127.0.0.1:0")
-	b.waitReadyz(http.StatusOK)
+	b.WaitReadyz(http.StatusOK)
 	hc := http.DefaultClient
 	open := func(addr string) *sseClient {
 		t.Helper()
-		c := openStream(t, hc, b.url("/s"), xff(addr))
+		c := openStream(t, hc, b.URL("/s"), xff(addr))
 		if c.refused() {
-			t.Fatalf("the stream of %s was refused:\n%s", addr, b.stderr.String())
+			t.Fatalf("the stream of %s was refused:\n%s", addr, b.Output())
 		}
 		return c
 	}
 	expectRefused := func(addr string) {
 		t.Helper()
-		if !openStream(t, hc, b.url("/s"), xff(addr)).refused() {
+		if !openStream(t, hc, b.URL("/s"), xff(addr)).refused() {
 			t.Fatalf("the stream of %s was served, want it refused", addr)
 		}
 	}
@@ -75,7 +72,7 @@ func TestMaxClients(t *testing.T) {
 	expectRefused("192.0.2.1") // -max-clients-per-ip
 	c1 := open("192.0.2.2")
 	expectRefused("192.0.2.3") // -max-clients
-	if code, _, _ := b.get("/healthz"); code != http.StatusOK {
+	if code, _, _ := b.Get("/healthz"); code != http.StatusOK {
 		t.Errorf("/healthz answers %d with every place taken, want 200", code)
 	}
 	b.waitMetric(`esbridge_connections_refused_total{reason="limit"}`, "2", equals(2))
@@ -90,17 +87,14 @@ func TestMaxClients(t *testing.T) {
 	a1.close()
 	admitted := func(addr string) *sseClient {
 		t.Helper()
-		deadline := time.Now().Add(waitFor)
-		for {
-			c := openStream(t, hc, b.url("/s"), xff(addr))
-			if !c.refused() {
-				return c
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s is still refused %v after a stream ended", addr, waitFor)
-			}
-			time.Sleep(50 * time.Millisecond)
+		var c *sseClient
+		if !poll.Wait(waitFor, func() bool {
+			c = openStream(t, hc, b.URL("/s"), xff(addr))
+			return !c.refused()
+		}) {
+			t.Fatalf("%s is still refused %v after a stream ended", addr, waitFor)
 		}
+		return c
 	}
 	d1 := admitted("192.0.2.3")
 	expectRefused("192.0.2.4")
@@ -118,11 +112,11 @@ func TestMaxClientsPerIPUntrusted(t *testing.T) {
 	_, url := ns.jetStream("UNTRUSTED")
 	b := startBridge(t, "-listen", "127.0.0.1:0", "-route", "/s="+url, "-max-clients-per-ip", "1",
 		"-trusted-proxy", "10.0.0.0/8")
-	b.waitReadyz(http.StatusOK)
-	if openStream(t, http.DefaultClient, b.url("/s"), xff("192.0.2.1")).refused() {
+	b.WaitReadyz(http.StatusOK)
+	if openStream(t, http.DefaultClient, b.URL("/s"), xff("192.0.2.1")).refused() {
 		t.Fatal("the first stream was refused")
 	}
-	if !openStream(t, http.DefaultClient, b.url("/s"), xff("192.0.2.2")).refused() {
+	if !openStream(t, http.DefaultClient, b.URL("/s"), xff("192.0.2.2")).refused() {
 		t.Fatal("a second stream from 127.0.0.1 was served with a forged X-Forwarded-For")
 	}
 }
@@ -151,10 +145,10 @@ func TestBadServerFlags(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			p := startProc(t, bin, append([]string{"-route", valid}, tc.args...)...)
-			code := p.wait(waitFor)
-			lines := scanLines(p.stderr.String())
+			code := p.Wait(waitFor)
+			lines := scanLines(p.Output())
 			if code != 2 || len(lines) != 1 || !strings.HasPrefix(lines[0], "esbridge: ") || !strings.Contains(lines[0], tc.flag) {
-				t.Errorf("exit status %d, stderr:\n%s\nwant status 2 and one line naming %s", code, p.stderr.String(), tc.flag)
+				t.Errorf("exit status %d, stderr:\n%s\nwant status 2 and one line naming %s", code, p.Output(), tc.flag)
 			}
 		})
 	}

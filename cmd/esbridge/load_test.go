@@ -18,6 +18,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/esbridge/esbridge/internal/poll"
 )
 
 // 1,000 clients of one JetStream route and 10,000 messages published as
@@ -37,18 +39,18 @@ func TestManyClientsManyMessages(t *testing.T) {
 	ns := runNATS(t)
 	pub, stream := ns.jetStream("LOAD")
 	b := startBridgeBin(t, plainBinary(t), "-listen", "127.0.0.1:0", "-route", "/load="+stream)
-	b.waitReadyz(200)
+	b.WaitReadyz(200)
 
 	// Everyone resumes after the last sync marker, so that no client misses
 	// a message by connecting late.
-	probe := connect(t, b.url("/load"), "")
+	probe := connect(t, b.URL("/load"), "")
 	probe.syncLive(pub.publish)
 	start := probe.lastEventID()
 	probe.close()
 
 	manyClients(t, clients, "every message once, in order",
 		func(ctx context.Context, hc *http.Client, connected func()) error {
-			return readLoad(ctx, hc, b.url("/load"), start, messages, connected, nil)
+			return readLoad(ctx, hc, b.URL("/load"), start, messages, connected, nil)
 		},
 		func(ctx context.Context) error { return publishFast(ctx, pub.js, pub.subject, messages, "") })
 }
@@ -210,8 +212,8 @@ func TestSlowClientsCatchUp(t *testing.T) {
 	ns := runNATS(t)
 	pub, stream := ns.jetStream("SLOW")
 	b := startBridgeBin(t, plainBinary(t), "-listen", "127.0.0.1:0", "-route", "/slow="+stream, "-backlog", "2000")
-	b.waitReadyz(200)
-	probe := connect(t, b.url("/slow"), "")
+	b.WaitReadyz(200)
+	probe := connect(t, b.URL("/slow"), "")
 	probe.syncLive(pub.publish)
 	start := probe.lastEventID()
 	probe.close()
@@ -249,7 +251,7 @@ func TestSlowClientsCatchUp(t *testing.T) {
 		}
 		connected.Add(1)
 		done.Go(func() {
-			errs[i] = readLoad(ctx, hc, b.url("/slow"), start, messages, connected.Done, wait)
+			errs[i] = readLoad(ctx, hc, b.URL("/slow"), start, messages, connected.Done, wait)
 		})
 	}
 	connected.Wait()
@@ -268,9 +270,7 @@ func TestSlowClientsCatchUp(t *testing.T) {
 	}
 	// The stalled clients were replayed from JetStream (else this test
 	// does not test what it says), by catch-up readers that they share.
-	for deadline := time.Now().Add(waitFor); replays.Load() == 0 && time.Now().Before(deadline); {
-		time.Sleep(10 * time.Millisecond) // advisories are asynchronous
-	}
+	poll.Wait(waitFor, func() bool { return replays.Load() > 0 }) // advisories are asynchronous
 	t.Logf("%d JetStream consumers made for %d stalled clients", replays.Load(), stalled)
 	if replays.Load() == 0 {
 		t.Errorf("no JetStream consumer made for %d stalled clients: they did not fall behind", stalled)

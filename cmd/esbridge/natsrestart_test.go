@@ -19,25 +19,25 @@ func TestNATSRestartJetStream(t *testing.T) {
 	ns := runNATS(t)
 	pub, stream := ns.jetStream("ORDERS")
 	b := startBridge(t, "-listen", "127.0.0.1:0", "-route", "/orders="+stream)
-	b.waitReadyz(200)
+	b.WaitReadyz(200)
 
-	stays := connect(t, b.url("/orders"), "")
+	stays := connect(t, b.URL("/orders"), "")
 	stays.syncLive(pub.publish)
-	leaves := connect(t, b.url("/orders"), stays.lastEventID())
+	leaves := connect(t, b.URL("/orders"), stays.lastEventID())
 	pub.publish(seq("m", 1, 5)...)
 	stays.expectData(seq("m", 1, 5)...)
 	leaves.expectData(seq("m", 1, 5)...)
 	leaves.close()
 
 	ns.Stop()
-	b.waitLog("nats: disconnected", 1)
+	b.WaitLog("nats: disconnected", 1)
 	ns.Start()
-	b.waitLog("nats: reconnected", 1)
-	b.waitReadyz(200)
+	b.WaitLog("nats: reconnected", 1)
+	b.WaitReadyz(200)
 
 	pub.publish(seq("m", 6, 10)...)
 	stays.expectData(seq("m", 6, 10)...)
-	back := connect(t, b.url("/orders"), leaves.lastEventID())
+	back := connect(t, b.URL("/orders"), leaves.lastEventID())
 	back.expectData(seq("m", 6, 10)...)
 	pub.publish("end")
 	stays.expectData("end")
@@ -47,8 +47,8 @@ func TestNATSRestartJetStream(t *testing.T) {
 	pub.publish(seq("m", 11, 15)...)
 	ns.Restart()
 	pub.publish(seq("m", 16, 20)...)
-	b.waitLog("nats: reconnected", 2)
-	b.waitReadyz(200)
+	b.WaitLog("nats: reconnected", 2)
+	b.WaitReadyz(200)
 	for _, c := range []*sseClient{stays, back} {
 		c.expectData(seq("m", 11, 20)...)
 	}
@@ -74,9 +74,9 @@ func TestNATSRestartCore(t *testing.T) {
 		nc.Flush()
 	}
 	b := startBridge(t, "-listen", "127.0.0.1:0", "-route", "/ticks=nats://"+ns.Addr()+"/ticks.>")
-	b.waitReadyz(200)
+	b.WaitReadyz(200)
 
-	c := connect(t, b.url("/ticks"), "")
+	c := connect(t, b.URL("/ticks"), "")
 	c.syncLive(publish)
 	publish(seq("before-", 1, 3)...)
 	c.expectData(seq("before-", 1, 3)...)
@@ -118,7 +118,7 @@ func TestNATSRestartCore(t *testing.T) {
 			if gap.LastEventID == "" {
 				t.Errorf("gap event without an ID: a browser reconnecting after it would not resume past it")
 			}
-			b.waitReadyz(200)
+			b.WaitReadyz(200)
 			return
 		case <-time.After(100 * time.Millisecond):
 		}
@@ -143,15 +143,15 @@ func TestNATSDownNotReady(t *testing.T) {
 				route = "/ticks=" + stream
 			}
 			b := startBridge(t, "-listen", "127.0.0.1:0", "-route", route)
-			b.waitReadyz(200)
+			b.WaitReadyz(200)
 			ns.Stop()
-			b.waitLog("nats: disconnected", 1)
-			b.waitReadyz(503)
-			if code, _, _ := b.get("/healthz"); code != 200 {
+			b.WaitLog("nats: disconnected", 1)
+			b.WaitReadyz(503)
+			if code, _, _ := b.Get("/healthz"); code != 200 {
 				t.Errorf("/healthz %d while NATS is down, want 200", code)
 			}
 			ns.Start()
-			b.waitReadyz(200)
+			b.WaitReadyz(200)
 		})
 	}
 }

@@ -16,16 +16,16 @@ func TestStartEarliest(t *testing.T) {
 	pub, stream := ns.jetStream("ORDERS")
 	pub.publish(seq("m", 1, 5)...)
 	b := startBridge(t, "-listen", "127.0.0.1:0", "-route", "/orders="+stream+"?start=earliest")
-	b.waitReadyz(200)
+	b.WaitReadyz(200)
 
-	c := connect(t, b.url("/orders"), "")
+	c := connect(t, b.URL("/orders"), "")
 	c.expectData(seq("m", 1, 5)...)
 	pub.publish(seq("m", 6, 8)...)
 	c.expectData(seq("m", 6, 8)...)
 	c.close()
 
 	pub.publish("m9")
-	c2 := connect(t, b.url("/orders"), c.lastEventID())
+	c2 := connect(t, b.URL("/orders"), c.lastEventID())
 	c2.expectData("m9")
 	c2.expectOnly("end", pub.publish)
 }
@@ -41,10 +41,10 @@ func TestFilteredRoute(t *testing.T) {
 	eu.subject = "orders.eu"
 	route := "/eu=" + stream + "?subject=" + url.QueryEscape("orders.eu") + "&type=subject"
 	b := startBridge(t, "-listen", "127.0.0.1:0", "-route", route)
-	b.waitReadyz(200)
+	b.WaitReadyz(200)
 
 	// A route with type=subject dispatches events by subject.
-	c := connect(t, b.url("/eu"), "")
+	c := connect(t, b.URL("/eu"), "")
 	c.wantType = "orders.eu"
 	c.syncLive(eu.publish)
 	for i := range 3 {
@@ -58,7 +58,7 @@ func TestFilteredRoute(t *testing.T) {
 	us.publish("us6")
 	eu.publish("eu5")
 
-	c2 := connect(t, b.url("/eu"), c.lastEventID())
+	c2 := connect(t, b.URL("/eu"), c.lastEventID())
 	c2.wantType = "orders.eu"
 	c2.expectData("eu4", "eu5")
 	c2.expectOnly("end", eu.publish)
@@ -71,8 +71,8 @@ func TestEnvelopeFormat(t *testing.T) {
 	ns := runNATS(t)
 	pub, stream := ns.jetStream("ORDERS")
 	b := startBridge(t, "-listen", "127.0.0.1:0", "-route", "/orders="+stream+"?format=envelope&start=earliest")
-	b.waitReadyz(200)
-	c := connect(t, b.url("/orders"), "")
+	b.WaitReadyz(200)
+	c := connect(t, b.URL("/orders"), "")
 	pub.publish(`{"order":1}`, "plain text")
 	var prev uint64
 	for i, want := range []string{`{"order":1}`, "plain text"} {

@@ -15,6 +15,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/segmentio/kafka-go"
+
+	"github.com/esbridge/esbridge/internal/poll"
 )
 
 // A gapData is the data of a gap event.
@@ -42,8 +44,8 @@ func (c *sseClient) expectGap(reason string) gapData {
 // every 500 ms meanwhile.
 func expectMissing(t *testing.T, b *proc, c *sseClient, d time.Duration, sample func()) {
 	t.Helper()
-	b.waitReadyz(503)
-	if _, body, _ := b.get("/readyz"); !strings.Contains(body, "/s") {
+	b.WaitReadyz(503)
+	if _, body, _ := b.Get("/readyz"); !strings.Contains(body, "/s") {
 		t.Errorf("/readyz while the stream is missing: %q, want it to name the route", body)
 	}
 	before := len(c.body())
@@ -72,8 +74,8 @@ func TestJetStreamReset(t *testing.T) {
 	ns := runNATS(t)
 	pub, route := ns.jetStream("RESET")
 	b := startBridge(t, "-listen", "127.0.0.1:0", "-backlog", "4", "-heartbeat", "500ms", "-route", "/s="+route)
-	b.waitReadyz(200)
-	c := connect(t, b.url("/s"), "")
+	b.WaitReadyz(200)
+	c := connect(t, b.URL("/s"), "")
 	c.syncLive(pub.publish)
 	pub.publish(seq("old", 1, 5)...)
 	c.expectData(seq("old", 1, 5)...)
@@ -90,9 +92,9 @@ func TestJetStreamReset(t *testing.T) {
 	pub.publish(seq("new", 1, 10)...)
 	c.expectGap("stream-reset")
 	c.expectData(seq("new", 1, 10)...)
-	b.waitReadyz(200)
+	b.WaitReadyz(200)
 
-	back := connect(t, b.url("/s"), oldID)
+	back := connect(t, b.URL("/s"), oldID)
 	back.expectGap("stream-reset")
 	back.expectData(seq("new", 1, 10)...)
 	back.expectOnly("end", pub.publish)
@@ -108,8 +110,8 @@ func TestJetStreamRetentionBehind(t *testing.T) {
 	ns := runNATS(t)
 	pub, route := ns.jetStream("BEHIND")
 	b := startBridge(t, "-listen", "127.0.0.1:0", "-backlog", "64", "-route", "/s="+route)
-	b.waitReadyz(200)
-	live := connect(t, b.url("/s"), "")
+	b.WaitReadyz(200)
+	live := connect(t, b.URL("/s"), "")
 	live.syncLive(pub.publish)
 	pub.publish(seq("m", 1, 2000)...)
 	var ids []string
@@ -118,12 +120,12 @@ func TestJetStreamRetentionBehind(t *testing.T) {
 		ids = append(ids, ev.LastEventID)
 	}
 	// The resuming client's catch-up reader has 1,990 messages to read.
-	resumed := connect(t, b.url("/s"), ids[9])
-	b.signal(syscall.SIGSTOP)
+	resumed := connect(t, b.URL("/s"), ids[9])
+	b.Signal(syscall.SIGSTOP)
 	stopped := true
 	defer func() {
 		if stopped {
-			b.signal(syscall.SIGCONT)
+			b.Signal(syscall.SIGCONT)
 		}
 	}()
 	pub.publish(seq("m", 2001, 5000)...)
@@ -132,7 +134,7 @@ func TestJetStreamRetentionBehind(t *testing.T) {
 	if _, err := pub.js.UpdateStream(ctx, jetstream.StreamConfig{Name: "BEHIND", Subjects: []string{"behind.>"}, MaxMsgs: 100}); err != nil {
 		t.Fatal(err)
 	}
-	b.signal(syscall.SIGCONT)
+	b.Signal(syscall.SIGCONT)
 	stopped = false
 
 	// Messages are m1..m5000 after the sync markers: the stream's sequence
@@ -194,30 +196,23 @@ func (k *kafkaTopic) deleteTopic() {
 // deleting it.
 func (k *kafkaTopic) createAgain() {
 	k.t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for {
+	poll.UntilNil(k.t, waitFor, "topic "+k.name+" is created again", func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
 		res, err := k.client.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{
 			Topic: k.name, NumPartitions: kafkaPartitions, ReplicationFactor: 1,
 		}}})
-		cancel()
 		if err == nil {
 			err = res.Errors[k.name]
 		}
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			k.t.Fatalf("create topic %s again: %v", k.name, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return err
+	})
 }
 
 // sockets returns the number of sockets the process has open.
 func (p *proc) sockets() int {
 	p.t.Helper()
-	dir := fmt.Sprintf("/proc/%d/fd", p.cmd.Process.Pid)
+	dir := fmt.Sprintf("/proc/%d/fd", p.Pid())
 	fds, err := os.ReadDir(dir)
 	if err != nil {
 		p.t.Fatal(err)
@@ -242,8 +237,8 @@ func TestKafkaReset(t *testing.T) {
 	top := newKafkaTopic(t)
 	b := startBridge(t, "-listen", "127.0.0.1:0", "-backlog", "4", "-heartbeat", "500ms",
 		"-route", top.route("/s", "start=earliest&metadata_interval=1s"))
-	b.waitReadyz(200)
-	c := connect(t, b.url("/s"), "")
+	b.WaitReadyz(200)
+	c := connect(t, b.URL("/s"), "")
 	top.produceTo(0, "k", seq("old", 1, 5)...)
 	c.expectData(seq("old", 1, 5)...)
 	oldID := c.lastEventID()
@@ -253,9 +248,9 @@ func TestKafkaReset(t *testing.T) {
 	// backoff (from 100 ms, doubling: 6 tries at most), and holds few
 	// sockets.
 	const retrying = "source unavailable; retrying"
-	tries, most := strings.Count(b.stderr.String(), retrying), 0
+	tries, most := strings.Count(b.Output(), retrying), 0
 	expectMissing(t, b, c, 5*time.Second, func() { most = max(most, b.sockets()) })
-	tries = strings.Count(b.stderr.String(), retrying) - tries
+	tries = strings.Count(b.Output(), retrying) - tries
 	if tries > 7 {
 		t.Errorf("the bridge tried %d times in 5 s without the topic, want a few (backoff)", tries)
 	}
@@ -268,9 +263,9 @@ func TestKafkaReset(t *testing.T) {
 	top.produceTo(0, "k", seq("new", 1, 10)...)
 	c.expectGap("stream-reset")
 	c.expectData(seq("new", 1, 10)...)
-	b.waitReadyz(200)
+	b.WaitReadyz(200)
 
-	back := connect(t, b.url("/s"), oldID)
+	back := connect(t, b.URL("/s"), oldID)
 	back.expectGap("stream-reset")
 	back.expectData(seq("new", 1, 10)...)
 	top.produceTo(0, "k", "end")
@@ -285,16 +280,16 @@ func TestKafkaTopicDeleted(t *testing.T) {
 	t.Parallel()
 	top := newKafkaTopic(t)
 	b := startBridge(t, "-listen", "127.0.0.1:0", "-route", top.route("/s", "start=earliest&metadata_interval=1s"))
-	b.waitReadyz(200)
-	c := connect(t, b.url("/s"), "")
+	b.WaitReadyz(200)
+	c := connect(t, b.URL("/s"), "")
 	top.produceTo(0, "k", seq("m", 1, 3)...)
 	c.expectData(seq("m", 1, 3)...)
 	top.deleteTopic()
-	b.waitReadyz(503)
+	b.WaitReadyz(503)
 	time.Sleep(3 * time.Second)
-	b.signal(syscall.SIGQUIT)
-	b.wait(waitFor)
-	dump := b.stderr.String()
+	b.Signal(syscall.SIGQUIT)
+	b.Wait(waitFor)
+	dump := b.Output()
 	if !strings.Contains(dump, "goroutine ") {
 		t.Fatalf("no goroutine dump:\n%s", dump)
 	}
@@ -314,8 +309,8 @@ func TestAMQPStreamReset(t *testing.T) {
 	stream := rb.stream(nil)
 	publish := rb.publisher("", stream)
 	b := startBridge(t, "-listen", "127.0.0.1:0", "-backlog", "4", "-heartbeat", "500ms", "-route", rb.route("/s", "stream="+stream))
-	b.waitReadyz(200)
-	c := connect(t, b.url("/s"), "")
+	b.WaitReadyz(200)
+	c := connect(t, b.URL("/s"), "")
 	c.syncLive(publish)
 	publish(seq("old", 1, 20)...)
 	c.expectData(seq("old", 1, 20)...)
@@ -334,9 +329,9 @@ func TestAMQPStreamReset(t *testing.T) {
 	publish(seq("new", 1, 10)...)
 	c.expectGap("stream-reset")
 	c.expectData(seq("new", 1, 10)...)
-	b.waitReadyz(200)
+	b.WaitReadyz(200)
 
-	back := connect(t, b.url("/s"), oldID)
+	back := connect(t, b.URL("/s"), oldID)
 	back.expectGap("ahead")
 	back.expectOnly("end", publish)
 	c.expectData("end")

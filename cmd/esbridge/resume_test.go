@@ -25,9 +25,9 @@ func TestResumeAfterDisconnect(t *testing.T) {
 				args = append(args, "-backlog", strconv.Itoa(backlog))
 			}
 			b := startBridge(t, args...)
-			b.waitReadyz(200)
+			b.WaitReadyz(200)
 
-			c := connect(t, b.url("/orders"), "")
+			c := connect(t, b.URL("/orders"), "")
 			c.syncLive(pub.publish)
 			pub.publish(seq("m", 1, 5)...)
 			last := c.expectData(seq("m", 1, 5)...)
@@ -39,11 +39,11 @@ func TestResumeAfterDisconnect(t *testing.T) {
 
 			pub.publish(seq("m", 6, 10)...) // while the client is away
 
-			byHeader := connect(t, b.url("/orders"), id)
-			byQuery := connect(t, b.url("/orders?lastEventId="+url.QueryEscape(id)), "")
+			byHeader := connect(t, b.URL("/orders"), id)
+			byQuery := connect(t, b.URL("/orders?lastEventId="+url.QueryEscape(id)), "")
 			// The header wins over the query, which automatic reconnects
 			// of a browser keep sending.
-			both := connect(t, b.url("/orders?lastEventId=garbage"), id)
+			both := connect(t, b.URL("/orders?lastEventId=garbage"), id)
 			resumed := []*sseClient{byHeader, byQuery, both}
 			for _, c := range resumed {
 				c.expectData(seq("m", 6, 10)...)
@@ -68,26 +68,26 @@ func TestResumeAcrossBridgeRestart(t *testing.T) {
 	route := "/orders=" + stream
 
 	b1 := startBridge(t, "-listen", "127.0.0.1:0", "-route", route)
-	b1.waitReadyz(200)
-	c := connect(t, b1.url("/orders"), "")
+	b1.WaitReadyz(200)
+	c := connect(t, b1.URL("/orders"), "")
 	c.syncLive(pub.publish)
 	pub.publish(seq("m", 1, 5)...)
 	c.expectData(seq("m", 1, 5)...)
 
-	b1.signal(syscall.SIGTERM)
+	b1.Signal(syscall.SIGTERM)
 	if rest := c.expectEnd(); len(rest) > 0 {
 		t.Fatalf("events after m5 at shutdown: %+v", rest)
 	}
-	if code := b1.wait(waitFor); code != 0 {
+	if code := b1.Wait(waitFor); code != 0 {
 		t.Fatalf("first bridge exited with status %d", code)
 	}
 	id := c.lastEventID()
 
 	pub.publish(seq("m", 6, 10)...) // no bridge runs
 
-	b2 := startBridge(t, "-listen", "127.0.0.1:"+b1.port(), "-route", route)
-	b2.waitReadyz(200)
-	c2 := connect(t, b2.url("/orders"), id)
+	b2 := startBridge(t, "-listen", "127.0.0.1:"+b1.Port(), "-route", route)
+	b2.WaitReadyz(200)
+	c2 := connect(t, b2.URL("/orders"), id)
 	c2.expectData(seq("m", 6, 10)...)
 	pub.publish(seq("m", 11, 15)...)
 	c2.expectData(seq("m", 11, 15)...)
@@ -103,24 +103,24 @@ func TestResumeOnAnotherInstance(t *testing.T) {
 	route := "/orders=" + stream
 	a := startBridge(t, "-listen", "127.0.0.1:0", "-route", route)
 	b := startBridge(t, "-listen", "127.0.0.1:0", "-route", route)
-	a.waitReadyz(200)
-	b.waitReadyz(200)
+	a.WaitReadyz(200)
+	b.WaitReadyz(200)
 
-	c := connect(t, a.url("/orders"), "")
+	c := connect(t, a.URL("/orders"), "")
 	c.syncLive(pub.publish)
 	pub.publish(seq("m", 1, 5)...)
 	c.expectData(seq("m", 1, 5)...)
 	c.close()
 	pub.publish(seq("m", 6, 10)...)
 
-	c2 := connect(t, b.url("/orders"), c.lastEventID())
+	c2 := connect(t, b.URL("/orders"), c.lastEventID())
 	c2.expectData(seq("m", 6, 10)...)
 	pub.publish(seq("m", 11, 15)...)
 	c2.expectData(seq("m", 11, 15)...)
 	c2.expectOnly("end", pub.publish)
 
 	// And back to A, which has served none of these to this client.
-	c3 := connect(t, a.url("/orders"), c2.lastEventID())
+	c3 := connect(t, a.URL("/orders"), c2.lastEventID())
 	pub.publish(seq("m", 16, 18)...)
 	c3.expectData(seq("m", 16, 18)...)
 	c3.expectOnly("end2", pub.publish)
@@ -135,9 +135,9 @@ func TestResumeWithForeignOrGarbageID(t *testing.T) {
 	pubA, streamA := ns.jetStream("ALPHA")
 	pubB, streamB := ns.jetStream("BETA")
 	b := startBridge(t, "-listen", "127.0.0.1:0", "-route", "/a="+streamA, "-route", "/b="+streamB)
-	b.waitReadyz(200)
+	b.WaitReadyz(200)
 
-	ca := connect(t, b.url("/a"), "")
+	ca := connect(t, b.URL("/a"), "")
 	ca.syncLive(pubA.publish)
 	pubA.publish("a1")
 	ca.expectData("a1")
@@ -153,7 +153,7 @@ func TestResumeWithForeignOrGarbageID(t *testing.T) {
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			u := b.url("/b")
+			u := b.URL("/b")
 			if tc.query != "" {
 				u += "?lastEventId=" + url.QueryEscape(tc.query)
 			}

@@ -13,7 +13,7 @@ import (
 
 // sinceURL returns the URL of path on b with since=t.
 func sinceURL(b *proc, path, since string) string {
-	return b.url(path + "?since=" + url.QueryEscape(since))
+	return b.URL(path + "?since=" + url.QueryEscape(since))
 }
 
 // A client with ?since= receives the JetStream stream from the first
@@ -28,7 +28,7 @@ func TestSinceJetStream(t *testing.T) {
 	b := startBridge(t, "-listen", "127.0.0.1:0", "-backlog", "3",
 		"-route", "/orders="+stream+"?max_since=1h",
 		"-route", "/latest="+stream)
-	b.waitReadyz(200)
+	b.WaitReadyz(200)
 
 	pub.publish(seq("m", 1, 3)...)
 	since := time.Now() // after m3 was stored, before m4
@@ -51,7 +51,7 @@ func TestSinceJetStream(t *testing.T) {
 	}
 
 	for _, bad := range []string{"yesterday", "1714564800.5", "0000-01-01T00:00:00Z"} {
-		if status, _, _ := b.get("/orders?since=" + url.QueryEscape(bad)); status != http.StatusBadRequest {
+		if status, _, _ := b.Get("/orders?since=" + url.QueryEscape(bad)); status != http.StatusBadRequest {
 			t.Errorf("since=%q: status %d, want 400", bad, status)
 		}
 	}
@@ -72,7 +72,7 @@ func TestSinceKafka(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := startBridge(t, "-listen", "127.0.0.1:0", "-backlog", "2", "-route", k.route("/t", "start=earliest"))
-	b.waitReadyz(200)
+	b.WaitReadyz(200)
 
 	at4 := connect(t, sinceURL(b, "/t", base.Add(4*time.Second).Format(time.RFC3339Nano)), "")
 	at4.expectData(seq("m", 4, 9)...)
@@ -95,7 +95,7 @@ func TestSinceCoreNATS(t *testing.T) {
 	ns := runNATS(t)
 	nc := ns.conn()
 	b := startBridge(t, "-listen", "127.0.0.1:0", "-route", "/ticks=nats://"+ns.Addr()+"/ticks")
-	b.waitReadyz(200)
+	b.WaitReadyz(200)
 	c := connect(t, sinceURL(b, "/ticks", "0"), "")
 	c.expectGap("no-history")
 	c.syncLive(func(payloads ...string) {
@@ -117,7 +117,7 @@ func TestSinceWithFilter(t *testing.T) {
 	pa := &publisher{t: t, js: pub.js, subject: "orders.a"}
 	pb := &publisher{t: t, js: pub.js, subject: "orders.b"}
 	b := startBridge(t, "-listen", "127.0.0.1:0", "-backlog", "2", "-route", "/orders="+stream+"?max_since=1h")
-	b.waitReadyz(200)
+	b.WaitReadyz(200)
 
 	pa.publish("a1")
 	pb.publish("b1")
@@ -141,7 +141,7 @@ func TestSinceRabbitMQ(t *testing.T) {
 	stream := rb.stream(nil)
 	publish := rb.publisher("", stream)
 	b := startBridge(t, "-listen", "127.0.0.1:0", "-backlog", "2", "-route", rb.route("/s", "stream="+stream+"&max_since=1h"))
-	b.waitReadyz(200)
+	b.WaitReadyz(200)
 	publish(seq("old", 1, 3)...)
 	time.Sleep(1500 * time.Millisecond)
 	since := time.Now()

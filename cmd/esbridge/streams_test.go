@@ -56,14 +56,14 @@ func TestStreamsResumeAcrossRestartAndInstances(t *testing.T) {
 	args := []string{"-route", "/orders=" + ordersURL, "-route", "/payments=" + paymentsURL, "-backlog", "4"}
 
 	b1 := startBridge(t, append([]string{"-listen", "127.0.0.1:0"}, args...)...)
-	b1.waitReadyz(200)
-	c := connect(t, b1.url("/_streams?route=/orders&route=/payments"), "")
+	b1.WaitReadyz(200)
+	c := connect(t, b1.URL("/_streams?route=/orders&route=/payments"), "")
 	orders.publish(seq("o", 1, 5)...)
 	payments.publish(seq("p", 1, 3)...)
 	c.expectRoutes(map[string][]string{"/orders": seq("o", 1, 5), "/payments": seq("p", 1, 3)})
 
-	b1.signal(syscall.SIGKILL)
-	b1.wait(waitFor)
+	b1.Signal(syscall.SIGKILL)
+	b1.Wait(waitFor)
 	id := c.lastEventID()
 	if id == "" {
 		t.Fatal("no merged event ID")
@@ -71,10 +71,10 @@ func TestStreamsResumeAcrossRestartAndInstances(t *testing.T) {
 	orders.publish(seq("o", 6, 12)...) // no bridge runs
 	payments.publish(seq("p", 4, 6)...)
 
-	b2 := startBridge(t, append([]string{"-listen", "127.0.0.1:" + b1.port()}, args...)...)
-	b2.waitReadyz(200)
+	b2 := startBridge(t, append([]string{"-listen", "127.0.0.1:" + b1.Port()}, args...)...)
+	b2.WaitReadyz(200)
 	// The routes in another order: the ID's parts go by path.
-	c2 := connect(t, b2.url("/_streams?route=/payments&route=/orders"), id)
+	c2 := connect(t, b2.URL("/_streams?route=/payments&route=/orders"), id)
 	c2.expectRoutes(map[string][]string{"/orders": seq("o", 6, 12), "/payments": seq("p", 4, 6)})
 	payments.publish(seq("p", 7, 9)...)
 	c2.expectRoutes(map[string][]string{"/payments": seq("p", 7, 9)})
@@ -82,18 +82,18 @@ func TestStreamsResumeAcrossRestartAndInstances(t *testing.T) {
 
 	// A second instance, from the ID the first gave.
 	other := startBridge(t, append([]string{"-listen", "127.0.0.1:0"}, args...)...)
-	other.waitReadyz(200)
+	other.WaitReadyz(200)
 	id2 := c2.lastEventID()
 	c2.close()
 	orders.publish(seq("o", 13, 15)...)
-	c3 := connect(t, other.url("/_streams?route=/orders&route=/payments"), id2)
+	c3 := connect(t, other.URL("/_streams?route=/orders&route=/payments"), id2)
 	c3.expectRoutes(map[string][]string{"/orders": seq("o", 13, 15)})
 	payments.publish(seq("p", 10, 11)...)
 	c3.expectRoutes(map[string][]string{"/payments": seq("p", 10, 11)})
 	c3.expectNothingMore("end2", pubs)
 
 	// And back to the restarted one, with ?lastEventId= as a page would.
-	c4 := connect(t, b2.url("/_streams?route=/orders&route=/payments&lastEventId="+c3.lastEventID()), "")
+	c4 := connect(t, b2.URL("/_streams?route=/orders&route=/payments&lastEventId="+c3.lastEventID()), "")
 	orders.publish("o16")
 	c4.expectRoutes(map[string][]string{"/orders": {"o16"}})
 	c4.expectNothingMore("end3", pubs)
@@ -104,11 +104,11 @@ func TestReservedRoutePath(t *testing.T) {
 	t.Parallel()
 	for _, path := range []string{"/_streams", "/_x", "/readyz"} {
 		p := startProc(t, binary(t), "-listen", "127.0.0.1:0", "-route", path+"=jetstream://127.0.0.1:4222/S")
-		if code := p.wait(waitFor); code != 2 {
+		if code := p.Wait(waitFor); code != 2 {
 			t.Fatalf("%s: exit status %d, want 2", path, code)
 		}
 		want := `invalid value "` + path + `=jetstream://127.0.0.1:4222/S" for flag -route: the path ` + path + ` is reserved for esbridge`
-		if s := p.stderr.String(); !strings.Contains(s, want) {
+		if s := p.Output(); !strings.Contains(s, want) {
 			t.Errorf("%s: stderr %q, want %q", path, s, want)
 		}
 	}

@@ -7,8 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
+	"github.com/esbridge/esbridge/internal/poll"
 	"github.com/esbridge/esbridge/internal/tlstest"
 )
 
@@ -24,7 +24,7 @@ func tlsClient(t *testing.T, h1 bool, certs ...*tlstest.Cert) *http.Client {
 // connection to the bridge gets.
 func served(t *testing.T, b *proc, certs ...*tlstest.Cert) string {
 	t.Helper()
-	resp, err := tlsClient(t, false, certs...).Get("https://" + b.addr + "/healthz")
+	resp, err := tlsClient(t, false, certs...).Get("https://" + b.Addr + "/healthz")
 	if err != nil {
 		t.Fatalf("GET /healthz over TLS: %v", err)
 	}
@@ -49,19 +49,16 @@ func TestTLSReload(t *testing.T) {
 	// the way too.
 	br := startBridge(t, "-listen", "127.0.0.1:0", "-route", "/s="+url,
 		"-tls-cert", certFile, "-tls-key", keyFile, "-max-clients", "100")
-	streamURL := "https://" + br.addr + "/s"
+	streamURL := "https://" + br.Addr + "/s"
 	ready := tlsClient(t, false, a)
-	for deadline := time.Now().Add(waitFor); ; time.Sleep(20 * time.Millisecond) {
-		if resp, err := ready.Get("https://" + br.addr + "/readyz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
+	poll.Until(t, waitFor, "/readyz over TLS answers 200", func() bool {
+		resp, err := ready.Get("https://" + br.Addr + "/readyz")
+		if err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("/readyz over TLS did not answer 200 within %v", waitFor)
-		}
-	}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
 
 	h2 := openStream(t, tlsClient(t, false, a), streamURL, nil)
 	if h2.resp.ProtoMajor != 2 {
@@ -81,16 +78,12 @@ func TestTLSReload(t *testing.T) {
 	b.Write(t, certFile, keyFile)
 	waitServed := func(want string) {
 		t.Helper()
-		deadline := time.Now().Add(waitFor)
-		for served(t, br, a, b) != want {
-			if time.Now().After(deadline) {
-				t.Fatalf("new connections do not get certificate %s within %v:\n%s", want, waitFor, br.stderr.String())
-			}
-			time.Sleep(100 * time.Millisecond)
+		if !poll.Wait(waitFor, func() bool { return served(t, br, a, b) == want }) {
+			t.Fatalf("new connections do not get certificate %s within %v:\n%s", want, waitFor, br.Output())
 		}
 	}
 	waitServed("esbridge-b")
-	br.waitLog("TLS certificate reloaded", 1)
+	br.WaitLog("TLS certificate reloaded", 1)
 	pub.publish("m2")
 	h2.expectData("m2")
 	h1.expectData("m2")
@@ -100,15 +93,16 @@ func TestTLSReload(t *testing.T) {
 	if err := writeFile(certFile, a.CertPEM[:len(a.CertPEM)/2]); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(waitFor)
-	for !strings.Contains(br.stderr.String(), "cannot be used") {
+	if !poll.Wait(waitFor, func() bool {
+		if strings.Contains(br.Output(), "cannot be used") {
+			return true
+		}
 		if got := served(t, br, a, b); got != "esbridge-b" {
 			t.Fatalf("with a half-written certificate file, new connections get %s, want esbridge-b", got)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no warning about the half-written certificate within %v:\n%s", waitFor, br.stderr.String())
-		}
-		time.Sleep(100 * time.Millisecond)
+		return false
+	}) {
+		t.Fatalf("no warning about the half-written certificate within %v:\n%s", waitFor, br.Output())
 	}
 	pub.publish("m3")
 	h2.expectData("m3")

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -15,6 +16,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/esbridge/esbridge/internal/poll"
 )
 
 // A jwksServer serves a JSON Web Key Set on 127.0.0.1, which the test can
@@ -134,15 +137,10 @@ func TestJWKSDownAtStart(t *testing.T) {
 	srv.Server = &httptest.Server{Listener: ln, Config: &http.Server{Handler: http.HandlerFunc(srv.serve)}}
 	srv.Start()
 	t.Cleanup(srv.Close)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		d := az.Authorize(context.Background(), bearer("/x", token), "/x")
-		if d.Status == 200 {
-			break
+	poll.UntilNil(t, 10*time.Second, "a token is authorized with the JWKS up again", func() error {
+		if d := az.Authorize(context.Background(), bearer("/x", token), "/x"); d.Status != 200 {
+			return fmt.Errorf("status %d (%s), want 200", d.Status, d.Reason)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("JWKS up again: status %d (%s), want 200", d.Status, d.Reason)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 }

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/esbridge/esbridge/bridge"
+	"github.com/esbridge/esbridge/internal/poll"
 )
 
 // Timeout bounds each wait of Open and Next.
@@ -49,18 +51,47 @@ func ExpectNothing(t testing.TB, r bridge.Reader) {
 	}
 }
 
-// CheckLeaks fails t if, once t and its cleanups are done, more goroutines
-// run than before it.
+// CheckLeaks fails t if, 10 s after t and its cleanups are done (it
+// polls until then), a goroutine that t started still runs. It compares
+// the goroutines themselves, not their number, so that one that ends
+// cannot hide one that leaked, and it shows only the leaked ones. Call it
+// first in t, before t starts anything; t must not run in parallel with
+// other tests of its package.
 func CheckLeaks(t testing.TB) {
-	before := runtime.NumGoroutine()
+	before := goroutines()
 	t.Cleanup(func() {
-		n := 0
-		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-			if n = runtime.NumGoroutine(); n <= before {
-				return
+		var leaked []string
+		if poll.Wait(10*time.Second, func() bool {
+			leaked = leaked[:0]
+			for id, stack := range goroutines() {
+				if _, ok := before[id]; !ok {
+					leaked = append(leaked, stack)
+				}
 			}
+			return len(leaked) == 0
+		}) {
+			return
 		}
-		buf := make([]byte, 1<<20)
-		t.Errorf("%d goroutines, %d before:\n%s", n, before, buf[:runtime.Stack(buf, true)])
+		t.Errorf("%d goroutines started by the test still run 10s after it:\n\n%s", len(leaked), strings.Join(leaked, "\n\n"))
 	})
+}
+
+// goroutines returns the stacks of the goroutines that run, by their
+// header line's ID ("goroutine 42").
+func goroutines() map[string]string {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	gs := make(map[string]string)
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		id, _, _ := strings.Cut(g, " [")
+		gs[id] = g
+	}
+	return gs
 }

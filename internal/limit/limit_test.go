@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/esbridge/esbridge/esource"
+	"github.com/esbridge/esbridge/internal/poll"
 )
 
 const waitFor = 20 * time.Second
@@ -155,12 +156,8 @@ func (st *stream) close() {
 // waitOpen waits until the limiter counts n streams.
 func (s *server) waitOpen(n int) {
 	s.t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for s.lim.Open() != n {
-		if time.Now().After(deadline) {
-			s.t.Fatalf("%d streams open, want %d", s.lim.Open(), n)
-		}
-		time.Sleep(10 * time.Millisecond)
+	if !poll.Wait(waitFor, func() bool { return s.lim.Open() == n }) {
+		s.t.Fatalf("%d streams open after %v, want %d", s.lim.Open(), waitFor, n)
 	}
 }
 

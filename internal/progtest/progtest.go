@@ -1,6 +1,9 @@
-// Package progtest builds the esbridge program for the tests that run it as
-// a process (cmd/esbridge, e2e), and collects what such a process writes.
-// It is for tests only.
+// Package progtest is the harness of the tests that run the esbridge
+// program as a process (cmd/esbridge, e2e): it builds the program once per
+// test binary (Build), starts it with flags and environment (Start,
+// Listen), waits for its address, /readyz or a log line, stops it with
+// SIGTERM, and logs its output when a test fails (Proc). It is for tests
+// only.
 package progtest
 
 import (

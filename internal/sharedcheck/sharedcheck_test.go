@@ -5,12 +5,18 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
 // Three watchers share one check an interval, and see each outcome; the
-// checks stop with the last watcher, and start afresh with the next.
+// checks stop with the last watcher, and start afresh with the next. On
+// synctest's clock: "no check in 20 ms" is exact, not a guess under load.
 func TestShared(t *testing.T) {
+	synctest.Test(t, testShared)
+}
+
+func testShared(t *testing.T) {
 	var c Check[int]
 	c.Interval = 5 * time.Millisecond
 	var calls atomic.Int64
@@ -43,9 +49,10 @@ func TestShared(t *testing.T) {
 	if n, m := calls.Load(), most.Load(); n > m+1 {
 		t.Errorf("%d checks for outcomes up to %d, want one each, shared by the watchers", n, m)
 	}
-	time.Sleep(20 * time.Millisecond)
+	synctest.Wait() // the checks have stopped, or are blocked on the clock
 	stopped := calls.Load()
 	time.Sleep(20 * time.Millisecond)
+	synctest.Wait()
 	if calls.Load() != stopped {
 		t.Error("checks go on with no watcher")
 	}

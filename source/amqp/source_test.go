@@ -16,6 +16,7 @@ import (
 
 	"github.com/esbridge/esbridge/bridge"
 	"github.com/esbridge/esbridge/internal/brokertest"
+	"github.com/esbridge/esbridge/internal/poll"
 )
 
 // The tests run against a real RabbitMQ: AMQP_URL, or the broker of
@@ -154,11 +155,7 @@ func newSource(t *testing.T, uri, query string) *Source {
 
 func waitConnected(t *testing.T, s *Source) {
 	t.Helper()
-	for deadline := time.Now().Add(brokertest.Timeout); !s.Connected(); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("not connected")
-		}
-	}
+	poll.Until(t, brokertest.Timeout, "the source is connected", s.Connected)
 }
 
 // read reads n messages from r and returns their bodies and the reader's

@@ -11,6 +11,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/esbridge/esbridge/internal/brokertest"
+	"github.com/esbridge/esbridge/internal/poll"
 )
 
 // The tests run against a real broker: KAFKA_BROKERS (comma-separated
@@ -75,30 +76,24 @@ func (b *testBroker) waitPartitions(topic string, n int) {
 	for i := range reqs {
 		reqs[i] = kafka.LastOffsetOf(i)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	poll.UntilNil(t, 30*time.Second, fmt.Sprintf("the %d partitions of topic %s are ready", n, topic), func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
 		res, err := b.client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: reqs}})
-		cancel()
-		if err == nil {
-			ps := res.Topics[topic]
-			if len(ps) != n {
-				err = fmt.Errorf("%d partitions of %d", len(ps), n)
+		if err != nil {
+			return err
+		}
+		ps := res.Topics[topic]
+		if len(ps) != n {
+			err = fmt.Errorf("%d partitions of %d", len(ps), n)
+		}
+		for _, p := range ps {
+			if p.Error != nil {
+				err = p.Error
 			}
-			for _, p := range ps {
-				if p.Error != nil {
-					err = p.Error
-				}
-			}
 		}
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("topic %s: partitions not ready: %v", topic, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return err
+	})
 }
 
 // produce appends records to a partition and returns the offset of the
@@ -114,8 +109,8 @@ func (b *testBroker) produce(topic string, partition int, records ...kafka.Recor
 	}
 	// The client's metadata may not know a new partition yet, or the
 	// broker be restarting: retry.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	var offset int64
+	poll.UntilNil(t, 30*time.Second, fmt.Sprintf("a produce to %s/%d succeeds", topic, partition), func() error {
 		for i := range records {
 			records[i].Key, records[i].Value = nil, nil
 			if data[i].key != nil {
@@ -135,13 +130,11 @@ func (b *testBroker) produce(topic string, partition int, records ...kafka.Recor
 			err = res.Error
 		}
 		if err == nil {
-			return res.BaseOffset
+			offset = res.BaseOffset
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("produce to %s/%d: %v", topic, partition, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return err
+	})
+	return offset
 }
 
 func readBytes(t *testing.T, b kafka.Bytes) []byte {

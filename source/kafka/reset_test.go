@@ -12,6 +12,7 @@ import (
 
 	"github.com/esbridge/esbridge/bridge"
 	"github.com/esbridge/esbridge/internal/brokertest"
+	"github.com/esbridge/esbridge/internal/poll"
 )
 
 // createAgain creates topic again, with n partitions, once the broker has
@@ -19,24 +20,17 @@ import (
 func (b *testBroker) createAgain(topic string, n int) {
 	t := b.t
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	poll.UntilNil(t, 30*time.Second, "topic "+topic+" is created again", func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
 		res, err := b.client.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{
 			Topic: topic, NumPartitions: n, ReplicationFactor: 1,
 		}}})
-		cancel()
 		if err == nil {
 			err = res.Errors[topic]
 		}
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("create topic %s again: %v", topic, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return err
+	})
 	b.waitPartitions(topic, n)
 }
 
@@ -82,14 +76,17 @@ func TestTopicReset(t *testing.T) {
 		t.Errorf("ErrReset after %v, want within seconds (checks every second)", d)
 	}
 	// The partitions' goroutines wait in kafka-go's look-up of the
-	// deleted topic's leaders: Close ends them.
+	// deleted topic's leaders: Close ends them. kafka-go's look-up
+	// returns when its context ends and leaves a goroutine of its own to
+	// notice it and end, a moment after: Close does not wait for that one,
+	// so wait (briefly) for it, rather than count right after Close.
 	start = time.Now()
 	r.Close()
 	if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("Close took %v", d)
 	}
-	if stuck := goroutinesIn("LookupPartition"); stuck > 0 {
-		t.Errorf("%d goroutines in kafka-go's LookupPartition after Close", stuck)
+	if !poll.Wait(5*time.Second, func() bool { return goroutinesIn("LookupPartition") == 0 }) {
+		t.Errorf("%d goroutines in kafka-go's LookupPartition 5s after Close", goroutinesIn("LookupPartition"))
 	}
 	if _, err := s.Open(ctx, bridge.Start{Earliest: true}); !errors.Is(err, bridge.ErrUnavailable) {
 		t.Fatalf("Open while the topic is deleted: %v, want ErrUnavailable", err)
@@ -98,16 +95,11 @@ func TestTopicReset(t *testing.T) {
 	b.createAgain(topic, partitions)
 	fill(b, topic, 0, 2)
 	var r2 bridge.Reader
-	for { // as the bridge does: the source's metadata may lag
-		var err error
-		if r2, err = s.Open(ctx, bridge.Start{Earliest: true}); err == nil {
-			break
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("Open after the topic was created again: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	// As the bridge does: retry, the source's metadata may lag.
+	poll.UntilNil(t, 30*time.Second, "Open succeeds after the topic was created again", func() (err error) {
+		r2, err = s.Open(ctx, bridge.Start{Earliest: true})
+		return err
+	})
 	defer r2.Close()
 	if inc := r2.(bridge.Incarnated).Incarnation(); inc == old || inc == 0 {
 		t.Errorf("Incarnation of the topic created again = %d, the old one's %d", inc, old)

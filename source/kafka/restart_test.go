@@ -10,6 +10,7 @@ import (
 
 	"github.com/esbridge/esbridge/bridge"
 	"github.com/esbridge/esbridge/internal/brokertest"
+	"github.com/esbridge/esbridge/internal/poll"
 )
 
 // TestBrokerRestart restarts the broker of scripts/kafka.sh, keeping its
@@ -50,16 +51,15 @@ func TestBrokerRestart(t *testing.T) {
 				pos := r.Position()
 				r.Close()
 				reopens++
-				for {
+				poll.UntilNil(t, 2*time.Minute, "the reader reopens", func() error {
 					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+					defer cancel()
 					r, err = s.Open(ctx, bridge.Start{Position: pos})
-					cancel()
-					if err == nil {
-						break
+					if err != nil {
+						t.Logf("Open: %v", err)
 					}
-					t.Logf("Open: %v", err)
-					time.Sleep(500 * time.Millisecond)
-				}
+					return err
+				})
 				continue
 			}
 			if m.Offset != want[m.Partition] || string(m.Data) != fmt.Sprint(m.Offset) {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/esbridge/esbridge/bridge"
 	"github.com/esbridge/esbridge/internal/brokertest"
+	"github.com/esbridge/esbridge/internal/poll"
 )
 
 const partitions = 6
@@ -301,14 +302,14 @@ func TestRetention(t *testing.T) {
 	for i := range 5 {
 		b.produce(topic, 1, kafka.Record{Value: kafka.NewBytes(fmt.Appendf(nil, "m%d", i))})
 	}
-	deadline := time.Now().Add(90 * time.Second)
-	for b.firstOffset(topic, 1) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("retention deleted nothing in 90 s")
+	// Produce until retention deletes the first segment.
+	poll.Until(t, 90*time.Second, "retention deletes a segment", func() bool {
+		if b.firstOffset(topic, 1) != 0 {
+			return true
 		}
-		time.Sleep(200 * time.Millisecond)
 		b.produce(topic, 1, kafka.Record{Value: kafka.NewBytes([]byte("roll"))})
-	}
+		return false
+	})
 	first := uint64(b.firstOffset(topic, 1))
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/esbridge/esbridge/bridge"
 	"github.com/esbridge/esbridge/internal/brokertest"
+	"github.com/esbridge/esbridge/internal/poll"
 )
 
 func TestCoreOrder(t *testing.T) {
@@ -93,15 +94,13 @@ func TestCoreRestart(t *testing.T) {
 		t.Fatalf("got %+v", m)
 	}
 	// Let the other two reach the source before the outage.
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		p, _, _ := r.(*coreReader).sub.Pending()
-		q, _, _ := other.(*coreReader).sub.Pending()
-		if p == 2 && q == 3 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("pending %d and %d, want 2 and 3", p, q)
-		}
+	var p, q int
+	if !poll.Wait(5*time.Second, func() bool {
+		p, _, _ = r.(*coreReader).sub.Pending()
+		q, _, _ = other.(*coreReader).sub.Pending()
+		return p == 2 && q == 3
+	}) {
+		t.Fatalf("pending %d and %d after 5s, want 2 and 3", p, q)
 	}
 
 	ts.Stop()
@@ -161,11 +160,7 @@ func TestCoreRestart(t *testing.T) {
 
 func waitStatusConn(t *testing.T, nc *nats.Conn) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !nc.IsConnected(); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("publisher not reconnected")
-		}
-	}
+	poll.Until(t, 10*time.Second, "the publisher reconnects", nc.IsConnected)
 }
 
 // TestCoreDown opens a source while the server is down: New succeeds, Open
@@ -212,14 +207,10 @@ func TestCoreSlow(t *testing.T) {
 	if err := pub.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if d, _ := r.(*coreReader).sub.Dropped(); d == 40 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no messages dropped")
-		}
-	}
+	poll.Until(t, 5*time.Second, "the subscription drops 40 messages", func() bool {
+		d, _ := r.(*coreReader).sub.Dropped()
+		return d == 40
+	})
 	lost, got := 0, 0
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 
 	"github.com/esbridge/esbridge/bridge"
 	"github.com/esbridge/esbridge/internal/brokertest"
+	"github.com/esbridge/esbridge/internal/poll"
 )
 
 // createStream creates the stream ORDERS of subjects orders.> and returns
@@ -210,6 +212,7 @@ func TestStreamRestart(t *testing.T) {
 	read(t, r, seqs(1, 5)...)
 
 	done := make(chan error)
+	var last atomic.Uint64 // the offset of the last message read
 	go func() {
 		defer close(done)
 		reopens := 0
@@ -236,13 +239,15 @@ func TestStreamRestart(t *testing.T) {
 				done <- fmt.Errorf("got offset %d, want %d", m.Offset, want)
 				return
 			}
+			last.Store(m.Offset)
 			want++
 		}
 		r.Close()
 		t.Logf("%d reopens", reopens)
 	}()
 
-	time.Sleep(100 * time.Millisecond) // let the reader read 6..10 and wait
+	// Let the reader read 6..10, and wait for more.
+	poll.Until(t, 10*time.Second, "the reader has read 6..10", func() bool { return last.Load() == 10 })
 	ts.Stop()
 	ts.Start()
 	waitStatus(t, s, nats.CONNECTED)
@@ -255,17 +260,18 @@ func TestStreamRestart(t *testing.T) {
 
 // reopen opens s at p, retrying while unavailable, as the bridge does.
 func reopen(s *Source, p bridge.Position) (bridge.Reader, error) {
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+	var r bridge.Reader
+	var err error
+	poll.Wait(20*time.Second, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		r, err := s.Open(ctx, bridge.Start{Position: p})
-		cancel()
-		if err == nil {
-			return r, nil
-		}
-		if !errors.Is(err, bridge.ErrUnavailable) || time.Now().After(deadline) {
-			return nil, fmt.Errorf("reopen at %v: %w", p, err)
-		}
+		defer cancel()
+		r, err = s.Open(ctx, bridge.Start{Position: p})
+		return !errors.Is(err, bridge.ErrUnavailable) // done, or failed for good
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reopen at %v: %w", p, err)
 	}
+	return r, nil
 }
 
 // TestStreamConcurrent reads with many readers on one source at once,

@@ -9,6 +9,7 @@ import (
 
 	"github.com/esbridge/esbridge/bridge"
 	"github.com/esbridge/esbridge/internal/brokertest"
+	"github.com/esbridge/esbridge/internal/poll"
 )
 
 // TestStreamOpenCancelled opens readers with contexts that end after a
@@ -49,17 +50,15 @@ func TestStreamOpenCancelled(t *testing.T) {
 		t.Fatal(err)
 	}
 	n := 0
-	for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+	if !poll.Wait(3*time.Second, func() bool {
 		info, err := st.Info(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if n = info.State.Consumers; n == 0 || time.Now().After(deadline) {
-			break
-		}
-	}
-	if n != 0 {
-		t.Errorf("%d consumers left", n)
+		n = info.State.Consumers
+		return n == 0
+	}) {
+		t.Errorf("%d consumers left after 3s", n)
 	}
 }
 

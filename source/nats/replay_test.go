@@ -14,6 +14,7 @@ import (
 
 	"github.com/esbridge/esbridge/bridge"
 	"github.com/esbridge/esbridge/internal/brokertest"
+	"github.com/esbridge/esbridge/internal/poll"
 )
 
 // TestStreamConnections checks which connection each reader uses: the
@@ -97,20 +98,22 @@ func TestStreamReplayCannotCutLive(t *testing.T) {
 			t.Fatal("not Connected")
 		}
 	}
-	for deadline := time.Now().Add(30 * time.Second); ts.SlowConsumers() == 0; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the server did not cut the replay connection")
+	poll.Until(t, 30*time.Second, "the server cuts the replay connection (a slow consumer)", func() bool {
+		if ts.SlowConsumers() > 0 {
+			return true
 		}
 		step()
-	}
+		return false
+	})
 	t.Logf("replay connection cut after %d live messages", next-n-1)
 	stall.Release()
-	for deadline := time.Now().Add(30 * time.Second); s.replay.nc.Stats().Reconnects == 0; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the replay connection did not reconnect")
+	poll.Until(t, 30*time.Second, "the replay connection reconnects", func() bool {
+		if s.replay.nc.Stats().Reconnects > 0 {
+			return true
 		}
 		step()
-	}
+		return false
+	})
 	for range 10 {
 		step()
 	}

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/esbridge/esbridge/internal/brokertest"
+	"github.com/esbridge/esbridge/internal/poll"
 	"github.com/nats-io/nats.go"
 )
 
@@ -53,11 +54,7 @@ func waitStatus(t *testing.T, s *Source, want nats.Status) {
 		}
 		return nats.DISCONNECTED // not yet made
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for status() != want {
-		if time.Now().After(deadline) {
-			t.Fatalf("status %v, want %v", status(), want)
-		}
-		time.Sleep(10 * time.Millisecond)
+	if !poll.Wait(10*time.Second, func() bool { return status() == want }) {
+		t.Fatalf("status %v after 10s, want %v", status(), want)
 	}
 }
