@@ -27,11 +27,16 @@
 // publisher, a silent drop or unbounded memory. The response is always
 // 200: a browser never reconnects after any other status.
 //
-// A History whose event IDs are positions (an [Ordering]) has each ID
-// decoded once, when its event is published and when a client connects;
-// the log keeps the decoded [Position] and compares decoded values only.
-// A History may serve many clients from one reader: [Encode] encodes an
-// event once, [Replay.SendEncoded] sends it by reference, and
+// A client's [Start] is decided once, when it connects: [EventSource.StartOf]
+// reads it from the request, or a handler makes its own (a start at a
+// time, or a gap for a start it refuses), and [EventSource.Serve], the one
+// serving entry, takes it. A History whose event IDs are positions (an
+// [Ordering]) has each ID decoded once, when its event is published and
+// when a client connects; the log keeps the decoded [Position] and
+// compares decoded values only. A History may serve many clients from one
+// reader: [Encode] encodes an event once, and [Replay.SendEncoded] sends
+// it by reference, applying the same hand-off rule as the log (skip what
+// the client has, re-ID what it stands past in other partitions);
 // [Replay.Wait] waits with heartbeats. A gap's reason is a stable code
 // ([GapError] lets the History choose it), and it repeats at most
 // [MaxEchoedID] bytes of a client's ID, as do the logs.

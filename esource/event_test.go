@@ -173,7 +173,7 @@ func FuzzWireRoundTrip(f *testing.F) {
 			t.Errorf("parsed %q from wire %q, want %+v", got, wire, want)
 		}
 		// Tee's decoder must agree with the browser, with the event in one
-		// buffer or split after its first line, as Replay.SendAs splits it.
+		// buffer or split after its first line, as the hand-off rule splits it.
 		b := buf.Bytes()
 		first := bytes.IndexByte(b, '\n') + 1
 		for _, parts := range [][][]byte{{b}, {b[:first], b[first:]}} {

@@ -6,7 +6,7 @@ import (
 )
 
 // A Filter chooses the events that a client receives: a client served by
-// ServeFiltered is sent the events its Filter matches, and every gap event
+// Serve with a Filter is sent the events the Filter matches, and every gap event
 // and every event without data, which only moves the browser's last event
 // ID. The events it skips are not lost to it: at most once per progress
 // interval (see WithProgressInterval) it is sent a frame with only the ID

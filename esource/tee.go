@@ -63,7 +63,7 @@ func (s *teeSink) abort() { s.aborted.Store(true) }
 
 // A wireDecoder decodes events as appendWire writes them (and comment and
 // retry lines, which it skips), from buffers of whole lines: an event may
-// span several, as one sent by Replay.SendAs does.
+// span several, as one sent with a client's own ID does (see handoff.go).
 type wireDecoder struct {
 	ev            Event
 	data          strings.Builder
