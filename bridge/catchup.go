@@ -203,10 +203,7 @@ func (cs *catchUps) signalChanged() {
 func (c *catchUp) admit(pos *token) *rider {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	switch {
-	case c.done || pos.inc != c.from.inc || !covers(pos.pos, c.from.pos):
-		return nil
-	case !c.opened && ((pos.kind == kindOrigin) != (c.from.kind == kindOrigin) || !slices.Equal(pos.pos, c.from.pos)):
+	if c.done || pos.inc != c.from.inc || !covers(pos.pos, c.from.pos) || !c.opened && !pos.samePosition(c.from) {
 		return nil
 	}
 	rd := &rider{cursor: c.head}

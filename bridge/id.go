@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/fnv"
+	"slices"
 )
 
 // Event IDs are opaque, versioned, URL-safe tokens: the unpadded base64url
@@ -95,6 +96,11 @@ type token struct {
 	merged     bool     // made by Merge, which may change it in place
 }
 
+// samePosition reports whether t and u name the same position.
+func (t *token) samePosition(u *token) bool {
+	return t.inc == u.inc && (t.kind == kindOrigin) == (u.kind == kindOrigin) && slices.Equal(t.pos, u.pos)
+}
+
 func (c codec) header(kind byte) []byte {
 	return c.appendHeader(nil, kind)
 }
@@ -123,14 +129,14 @@ func (c codec) appendEvent(b []byte, p Position, partition int) []byte {
 	return appendPosition(b, p)
 }
 
-// appendID appends the ID of t, a position or an event, to b.
-func (c codec) appendID(b []byte, t *token) []byte {
-	var raw [64]byte
-	head := c.appendHeader(raw[:0], t.kind)
-	if t.kind == kindEvent {
-		head = binary.AppendUvarint(head, uint64(t.partition))
+// appendMessage appends to b the ID, unencoded, of a message of partition
+// that brought the stream to p: a position in a stream of one partition,
+// else an event.
+func (c codec) appendMessage(b []byte, p Position, partition int) []byte {
+	if len(p) == 1 {
+		return appendPosition(c.appendHeader(b, kindPosition), p)
 	}
-	return base64.RawURLEncoding.AppendEncode(b, appendPosition(head, t.pos))
+	return c.appendEvent(b, p, partition)
 }
 
 // An idEncoder encodes the IDs of a reader's messages into buffers it
@@ -143,19 +149,9 @@ type idEncoder struct {
 // message returns the ID of a message of partition that brought the
 // stream to p: a position in a stream of one partition, else an event.
 func (e *idEncoder) message(p Position, partition int) string {
-	return string(e.appendMessage(p, partition))
-}
-
-// appendMessage returns message's ID in a buffer that the next call
-// reuses.
-func (e *idEncoder) appendMessage(p Position, partition int) []byte {
-	if len(p) == 1 {
-		e.raw = appendPosition(e.c.appendHeader(e.raw[:0], kindPosition), p)
-	} else {
-		e.raw = e.c.appendEvent(e.raw[:0], p, partition)
-	}
+	e.raw = e.c.appendMessage(e.raw[:0], p, partition)
 	e.text = base64.RawURLEncoding.AppendEncode(e.text[:0], e.raw)
-	return e.text
+	return string(e.text)
 }
 
 func appendPosition(b []byte, p Position) []byte {

@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"encoding/base64"
 	"slices"
 
 	"github.com/esbridge/esbridge/esource"
@@ -12,24 +13,14 @@ import (
 // allocating.
 
 // Position implements esource.Ordering: the token of an ID of a position,
-// an event, or the origin of the stream. An ID longer than any the codec
-// issues is refused before it is decoded.
+// an event, or the origin of the stream, as the door decodes it (see
+// decodeStart).
 func (r *route) Position(id string) (esource.Position, bool) {
-	if len(id) > maxIDLength {
+	t, gap := r.decodeStart(id)
+	if gap != nil {
 		return nil, false
 	}
-	t, err := r.codec().decode(id)
-	if err != nil {
-		return nil, false
-	}
-	switch t.kind {
-	case kindOrigin:
-		t.pos = Position{}
-	case kindPosition, kindEvent:
-	default:
-		return nil, false
-	}
-	return &t, true
+	return t, true
 }
 
 // Covers implements esource.Ordering: a client at last has received the
@@ -93,7 +84,8 @@ func (r *route) Merge(last, p esource.Position, id []byte) (esource.Position, []
 	}
 	c := r.codec()
 	c.inc = t.inc
-	return m, c.appendID(id, m)
+	var raw [64]byte
+	return m, base64.RawURLEncoding.AppendEncode(id, c.appendMessage(raw[:0], m.pos, m.partition))
 }
 
 // merge sets v to the greater of v and p in each partition, growing it if
