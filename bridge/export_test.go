@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"context"
+	"encoding/base64"
 	"iter"
 	"time"
 
@@ -35,4 +36,16 @@ func StreamsIDPart(id, path string) string {
 		return ""
 	}
 	return s.get(pathTag(path))
+}
+
+// WithPosition returns id, an event ID of a route with history, with its
+// body replaced by the position pos: an ID as a client could craft it, of
+// the right version, stream and incarnation.
+func WithPosition(id string, pos Position) string {
+	b, err := base64.RawURLEncoding.DecodeString(id)
+	if err != nil || len(b) < 7 {
+		return ""
+	}
+	raw := append([]byte{b[0]&^0xf | kindPosition}, b[1:7]...)
+	return base64.RawURLEncoding.EncodeToString(appendPosition(raw, pos))
 }
