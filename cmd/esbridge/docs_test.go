@@ -45,15 +45,22 @@ func TestDocsFlags(t *testing.T) {
 		}
 	}
 
-	documented := docTableNames(t, "Flags")
-	for _, name := range defined {
+	sameNames(t, "flag", "the flags table", defined, docTableNames(t, "Flags"))
+}
+
+// sameNames fails t for each name of a kind (flag, route option) that the
+// code has and the docs' table lacks, and for each the table names that the
+// code does not have.
+func sameNames(t *testing.T, kind, table string, code, documented []string) {
+	t.Helper()
+	for _, name := range code {
 		if !slices.Contains(documented, name) {
-			t.Errorf("flag %s is missing from the flags table of %s", name, configDoc)
+			t.Errorf("%s %s is missing from %s of %s", kind, name, table, configDoc)
 		}
 	}
 	for _, name := range documented {
-		if !slices.Contains(defined, name) {
-			t.Errorf("the flags table of %s lists %s, which the program does not define", configDoc, name)
+		if !slices.Contains(code, name) {
+			t.Errorf("%s of %s lists the %s %s, which the code does not have", table, configDoc, kind, name)
 		}
 	}
 }
@@ -64,17 +71,7 @@ func TestDocsFlags(t *testing.T) {
 func TestDocsRouteOptions(t *testing.T) {
 	known := routeOptionsFromCode(t)
 	t.Logf("route options in the code: %v", known)
-	documented := docTableNames(t, "Route options")
-	for _, name := range known {
-		if !slices.Contains(documented, name) {
-			t.Errorf("route option %s is missing from the route options tables of %s", name, configDoc)
-		}
-	}
-	for _, name := range documented {
-		if !slices.Contains(known, name) {
-			t.Errorf("the route options tables of %s list %s, which no parser accepts", configDoc, name)
-		}
-	}
+	sameNames(t, "route option", "the route options tables", known, docTableNames(t, "Route options"))
 }
 
 // routeOptionsFromCode returns the route URL query options that the code
