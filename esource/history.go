@@ -190,20 +190,25 @@ func (r *Replay) SendEncoded(e Encoded) error {
 // behind): SendEncoded skips again what the client has received, from
 // where the events sent so far have brought it.
 func (r *Replay) Restart() {
-	var pos Position
-	switch {
-	case r.sentAs != nil:
-		pos = r.c.es.position(string(r.sentAs))
-	case r.sent != "":
-		pos = r.sentAt
-		if pos == nil {
-			pos = r.c.es.position(r.sent)
-		}
-	default:
+	r.settle()
+	pos := r.sentAt
+	if r.sent == "" {
 		pos = r.lastPos // what was written, or the client's start
 	}
 	if pos != nil {
 		r.resume.skip = pos
+	}
+}
+
+// settle makes the ID of the last event sent, if any, a string of its own
+// with its position: an ID sent with the client's own lies in a buffer
+// that the next write reuses.
+func (r *Replay) settle() {
+	if r.sentAs != nil {
+		r.sent, r.sentAs = string(r.sentAs), nil
+	}
+	if r.sent != "" && r.sentAt == nil {
+		r.sentAt = r.c.es.position(r.sent)
 	}
 }
 
@@ -281,12 +286,7 @@ func (r *Replay) flushFull() error {
 // if the log holds what follows them: then the caller must return.
 func (r *Replay) Flush() error {
 	es := r.c.es
-	if r.sentAs != nil {
-		r.sent, r.sentAs = string(r.sentAs), nil
-	}
-	if r.sent != "" && r.sentAt == nil {
-		r.sentAt = es.position(r.sent)
-	}
+	r.settle()
 	// A read lock: what it changes is r's, which only Publish (under the
 	// write lock) touches too. Many replays flush at once.
 	es.mu.RLock()
