@@ -35,19 +35,29 @@ func createStream(t *testing.T, ts *testServer, maxMsgs int64) jetstream.JetStre
 	return js
 }
 
-// publish publishes messages "m<first>".."m<first+n-1>" on subject.
+// publish publishes messages "m<first>".."m<first+n-1>" on subject. Each
+// carries a message ID, so a publish whose acknowledgement was lost (as
+// one sent just after a server restart can be) is tried again without
+// storing it twice.
 func publish(t *testing.T, js jetstream.JetStream, subject string, first, n int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
 	for i := first; i < first+n; i++ {
 		m := nats.NewMsg(subject)
 		m.Data = fmt.Appendf(nil, "m%d", i)
 		m.Header.Set("N", fmt.Sprint(i))
-		if _, err := js.PublishMsg(ctx, m); err != nil {
-			t.Fatal(err)
-		}
+		id := jetstream.WithMsgID(subject + "/" + fmt.Sprint(i))
+		poll.UntilNil(t, 10*time.Second, "publishing "+string(m.Data), func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			_, err := js.PublishMsg(ctx, m, id)
+			return err
+		})
 	}
+}
+
+// publishedHeaders returns the headers publish gives message n on subject.
+func publishedHeaders(subject string, n uint64) []bridge.Header {
+	return []bridge.Header{{Key: "N", Value: fmt.Sprint(n)}, {Key: "Nats-Msg-Id", Value: subject + "/" + fmt.Sprint(n)}}
 }
 
 // read reads n messages and checks that their offsets are want, and
@@ -57,7 +67,7 @@ func read(t *testing.T, r bridge.Reader, want ...uint64) {
 	for _, seq := range want {
 		m := brokertest.Next(t, r)
 		if m.Offset != seq || m.Partition != 0 || string(m.Data) != fmt.Sprintf("m%d", seq) || m.Subject == "" ||
-			m.Time.IsZero() || !slices.Equal(m.Headers, []bridge.Header{{Key: "N", Value: fmt.Sprint(seq)}}) {
+			m.Time.IsZero() || !slices.Equal(m.Headers, publishedHeaders(m.Subject, seq)) {
 			t.Fatalf("got %+v, want offset %d", m, seq)
 		}
 		if p := r.Position(); !slices.Equal(p, bridge.Position{seq + 1}) {
