@@ -40,7 +40,7 @@ func (r *route) startOf(req *http.Request, q url.Values) (esource.Start, error) 
 	case q.Get("since") != "" && req.Method == http.MethodGet:
 		return r.startSince(req, q.Get("since"))
 	case r.opts.Earliest:
-		return r.startAt(&token{kind: kindOrigin, inc: r.codec().inc, pos: Position{}}), nil
+		return r.startEarliest(), nil
 	}
 	return esource.Start{}, nil
 }
@@ -75,6 +75,12 @@ func (r *route) startAt(t *token) esource.Start {
 		id = c.position(t.pos)
 	}
 	return esource.Start{LastEventID: id, Position: t}
+}
+
+// startEarliest returns the start of a client of a start=earliest route
+// without an ID: the route's origin.
+func (r *route) startEarliest() esource.Start {
+	return r.startAt(&token{kind: kindOrigin, inc: r.codec().inc, pos: Position{}})
 }
 
 // decodeStart decodes a client's ID into the position it resumes from, or

@@ -1,17 +1,12 @@
 package bridge
 
 import (
-	"bytes"
-	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
-	"time"
 
 	"github.com/esbridge/esbridge/esource"
 )
@@ -116,29 +111,9 @@ func ParseStreams(rawQuery string) ([]StreamsRoute, error) {
 	return routes, nil
 }
 
-// A merged is one route of a merged stream.
-type merged struct {
-	r      *route
-	tag    [4]byte
-	filter esource.Filter // nil for none
-}
-
-// streamItem is an event of a route, on its way to the stream's writer;
-// an item with ended set tells that the route's iteration ended.
-type streamItem struct {
-	m     int // index in the stream's routes
-	ev    esource.Event
-	ended bool
-}
-
-// serveStreams serves a merged stream: one client of each route's
-// EventSource (esource.EventSource.Tee, which catches a slow one up from
-// the broker, or sends it a gap, and never holds the publisher back),
-// whose events one writer, the handler, writes as they come.
-//
-// Tee decodes each event from its wire bytes, and the writer encodes it
-// again with its merged ID and type: per event and stream, a few
-// allocations and copies of the event's bytes and of the merged ID.
+// serveStreams serves a merged stream: a part for each route, served by
+// esource.ServeMerged, which catches a slow part up from the broker, or
+// sends it a gap, and never holds a route's publisher back.
 func (b *Bridge) serveStreams(w http.ResponseWriter, req *http.Request) {
 	if req.Method != http.MethodGet && req.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
@@ -150,9 +125,9 @@ func (b *Bridge) serveStreams(w http.ResponseWriter, req *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	routes := make([]merged, len(named))
+	routes := make([]*route, len(named))
+	parts := make([]esource.Part, len(named))
 	tags := make([][4]byte, len(named))
-	paths := make([]string, len(named))
 	for i, n := range named {
 		p := n.Path
 		r := b.routes[p]
@@ -165,14 +140,14 @@ func (b *Bridge) serveStreams(w http.ResponseWriter, req *http.Request) {
 			http.Error(w, "esbridge: route "+strconv.Quote(esource.Truncate(p))+": "+err.Error(), http.StatusBadRequest)
 			return
 		}
-		routes[i] = merged{r: r, tag: b.tags[p], filter: f}
-		tags[i], paths[i] = routes[i].tag, p
+		routes[i], tags[i] = r, b.tags[p]
+		parts[i] = esource.Part{Source: r.es, Filter: f, Name: p}
 	}
-	for _, a := range paths {
-		for _, c := range paths {
-			if strings.HasPrefix(c, a+":") {
+	for _, a := range named {
+		for _, c := range named {
+			if strings.HasPrefix(c.Path, a.Path+":") {
 				// An event type a:x would be ambiguous.
-				http.Error(w, "esbridge: routes "+strconv.Quote(esource.Truncate(a))+" and "+strconv.Quote(esource.Truncate(c))+" cannot be merged", http.StatusBadRequest)
+				http.Error(w, "esbridge: routes "+strconv.Quote(esource.Truncate(a.Path))+" and "+strconv.Quote(esource.Truncate(c.Path))+" cannot be merged", http.StatusBadRequest)
 				return
 			}
 		}
@@ -183,214 +158,24 @@ func (b *Bridge) serveStreams(w http.ResponseWriter, req *http.Request) {
 		lastID = req.URL.Query().Get("lastEventId")
 	}
 	ids := newStreamsID(tags)
-	var gaps []esource.Event
-	if lastID != "" && ids.decode(lastID) != nil {
-		// Every route starts again, as a new client would, after a gap.
-		for _, m := range routes {
-			g := esource.Gap{Reason: "malformed-id", Message: "the merged event ID cannot be read", LastEventID: esource.Truncate(lastID)}
-			gaps = append(gaps, esource.Event{Type: m.r.path + ":" + esource.GapType, Data: g})
-		}
-	}
+	malformed := lastID != "" && ids.decode(lastID) != nil
 	// Each route resumes after its part of the ID; a route without one
-	// starts at its origin (start=earliest) or after the newest event it
-	// holds: known now, before the response begins, so that the stream
-	// has every event published after it opened.
-	starts := make([]string, len(routes))
-	for i, m := range routes {
-		switch id := ids.get(m.tag); {
+	// starts at its origin (start=earliest), or as a new client of the
+	// route does.
+	for i, r := range routes {
+		switch id := ids.get(tags[i]); {
+		case malformed:
+			// Every route starts again, as a new client would, after a gap.
+			g := esource.Gap{Reason: "malformed-id", Message: "the merged event ID cannot be read", LastEventID: esource.Truncate(lastID)}
+			parts[i].Start = esource.Start{Gap: &g}
 		case id != "":
-			starts[i] = id
-		case m.r.opts.Earliest:
-			starts[i] = m.r.codec().origin()
-		default:
-			starts[i] = m.r.es.LastID()
+			parts[i].Start = r.startAfter(id)
+		case r.opts.Earliest:
+			parts[i].Start = r.startEarliest()
 		}
-		if starts[i] != "" && ids.get(m.tag) == "" && !ids.set(m.tag, starts[i]) {
-			starts[i] = "" // not an ID of the bridge's: live
+		if parts[i].Start.Gap != nil {
+			ids.drop(tags[i]) // the gap tells where the route goes on
 		}
 	}
-
-	h := w.Header()
-	h.Set("Content-Type", esource.ContentType)
-	h.Set("Cache-Control", "no-cache")
-	h.Set("X-Accel-Buffering", "no")
-	h.Del("Content-Length")
-	w.WriteHeader(http.StatusOK)
-	if req.Method == http.MethodHead {
-		return
-	}
-	sw := &streamWriter{w: w, rc: http.NewResponseController(w)}
-	var first bytes.Buffer
-	fmt.Fprintf(&first, "retry: %d\n\n", esource.DefaultRetry.Milliseconds())
-	for _, g := range gaps {
-		_, _ = g.WriteTo(&first)
-	}
-	if id, ok := ids.encode(); ok && id != "" {
-		ev := esource.Event{ID: id}
-		_, _ = ev.WriteTo(&first) // an ID only: the browser's resume point
-	}
-	if sw.write(first.Bytes()) != nil {
-		return
-	}
-
-	ctx, cancel := context.WithCancel(req.Context())
-	items := make(chan streamItem, 64)
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancel()
-	for i, m := range routes {
-		seq, err := m.r.es.TeeFrom(ctx, m.r.startAfter(starts[i]), m.filter)
-		if err != nil { // shut down
-			items <- streamItem{m: i, ended: true}
-			continue
-		}
-		wg.Go(func() {
-			for ev := range seq {
-				select {
-				case items <- streamItem{m: i, ev: ev}:
-				case <-ctx.Done():
-					return
-				}
-			}
-			select {
-			case items <- streamItem{m: i, ended: true}:
-			case <-ctx.Done():
-			}
-		})
-	}
-	b.writeStreams(ctx, sw, routes, ids, items)
-}
-
-// writeStreams writes the routes' events as they come, until ctx ends,
-// the client fails, or every route has ended (the bridge shuts down:
-// then a short retry line ends the stream).
-//
-// An event with an ID alone (a route's progress past events its filter
-// skips, or an ID-only event of its own) is not written as it comes: it
-// moves the route's part of the merged ID, which the next event carries,
-// or else a frame with the ID alone, at most once per progress interval.
-func (b *Bridge) writeStreams(ctx context.Context, sw *streamWriter, routes []merged, ids *streamsID, items <-chan streamItem) {
-	heartbeat := time.NewTimer(b.heartbeat)
-	defer heartbeat.Stop()
-	progressTimer := time.NewTimer(time.Hour)
-	progressTimer.Stop()
-	defer progressTimer.Stop()
-	var progress <-chan time.Time // fires when a pending ID frame is due
-	pending := false              // the browser's ID is behind ids
-	told := time.Now()            // when the browser was last sent an ID
-	ended := 0
-	warned := false
-	var buf bytes.Buffer
-	for {
-		buf.Reset()
-		select {
-		case it := <-items:
-		batch:
-			for {
-				switch ev := &it.ev; {
-				case it.ended:
-					ended++
-				case ev.Data == nil && ev.Type == "":
-					if ev.ID != "" && !ids.set(routes[it.m].tag, ev.ID) {
-						b.logger.Error("merged stream: a route's event ID is not base64url", "route", routes[it.m].r.path, "id", esource.Truncate(ev.ID))
-						return
-					}
-					pending = pending || ev.ID != ""
-				default:
-					if !b.appendStreamEvent(&buf, routes[it.m], ids, ev, &warned) {
-						return
-					}
-					if ev.ID != "" {
-						pending, told = false, time.Now()
-					}
-				}
-				if ended == len(routes) || buf.Len() >= 64<<10 {
-					break
-				}
-				select {
-				case it = <-items:
-				default:
-					break batch
-				}
-			}
-		case <-heartbeat.C:
-			buf.WriteString(":\n\n")
-		case <-progress:
-			progress = nil
-		case <-ctx.Done():
-			return
-		}
-		if pending && progress == nil {
-			if wait := b.progress - time.Since(told); wait > 0 {
-				progressTimer.Reset(wait)
-				progress = progressTimer.C
-			} else if id, ok := ids.encode(); ok && id != "" {
-				ev := esource.Event{ID: id}
-				_, _ = ev.WriteTo(&buf)
-				pending, told = false, time.Now()
-			}
-		}
-		if ended == len(routes) {
-			d := esource.DefaultDrainRetry/2 + rand.N(esource.DefaultDrainRetry)
-			fmt.Fprintf(&buf, "retry: %d\n\n", d.Milliseconds())
-		}
-		if buf.Len() > 0 {
-			if sw.write(buf.Bytes()) != nil {
-				return
-			}
-			heartbeat.Reset(b.heartbeat)
-		}
-		if ended == len(routes) {
-			return
-		}
-	}
-}
-
-// appendStreamEvent appends ev, an event of route m, to buf with its
-// merged ID and type. It reports false for an event it cannot encode,
-// which the route never publishes.
-func (b *Bridge) appendStreamEvent(buf *bytes.Buffer, m merged, ids *streamsID, ev *esource.Event, warned *bool) bool {
-	out := esource.Event{Data: ev.Data}
-	if ev.Data != nil || ev.Type != "" {
-		out.Type = m.r.path
-		if ev.Type != "" {
-			out.Type += ":" + ev.Type
-		}
-	}
-	if ev.ID != "" {
-		if !ids.set(m.tag, ev.ID) {
-			b.logger.Error("merged stream: a route's event ID is not base64url", "route", m.r.path, "id", esource.Truncate(ev.ID))
-			return false
-		}
-		id, ok := ids.encode()
-		if !ok && !*warned {
-			*warned = true
-			b.logger.Warn("merged stream: the event ID would pass its bound; events go without one", "route", m.r.path, "bound", MaxStreamsIDLength)
-		}
-		out.ID = id
-	}
-	if out.ID == "" && out.Data == nil && out.Type == "" {
-		return true
-	}
-	if _, err := out.WriteTo(buf); err != nil {
-		b.logger.Error("merged stream: event cannot be sent", "route", m.r.path, "err", err)
-		return false
-	}
-	return true
-}
-
-// streamWriter writes a merged stream to its response, with a deadline on
-// every write, and flushes.
-type streamWriter struct {
-	w  http.ResponseWriter
-	rc *http.ResponseController
-}
-
-func (s *streamWriter) write(b []byte) error {
-	// Not every ResponseWriter supports deadlines; streaming works without.
-	_ = s.rc.SetWriteDeadline(time.Now().Add(esource.DefaultWriteTimeout))
-	if _, err := s.w.Write(b); err != nil {
-		return err
-	}
-	return s.rc.Flush()
+	esource.ServeMerged(w, req, ids, parts...)
 }

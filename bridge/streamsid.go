@@ -37,10 +37,13 @@ const MaxStreamsIDLength = 32 << 10
 var errBadStreamsID = errors.New("bridge: malformed merged event ID")
 
 // A streamsID is the decoded state of a merged stream's event ID: the raw
-// ID bytes of each route, by tag. It is owned by one stream's writer.
+// ID bytes of each route, by tag. It is the stream's esource.MergedID,
+// whose parts are the routes in the order of the request: it is owned by
+// one stream's writer.
 type streamsID struct {
 	tags  [][4]byte // ascending
 	parts [][]byte  // parts[i] is the ID of tags[i]; nil if it has none
+	order []int     // order[k] is the index in tags of the request's route k
 	buf   []byte
 }
 
@@ -53,11 +56,14 @@ func pathTag(path string) [4]byte {
 	return t
 }
 
-// newStreamsID returns the state of a stream of routes with tags tags,
-// none with an ID yet.
+// newStreamsID returns the state of a stream of routes with tags tags, in
+// the request's order, none with an ID yet.
 func newStreamsID(tags [][4]byte) *streamsID {
-	s := &streamsID{tags: slices.Clone(tags), parts: make([][]byte, len(tags))}
+	s := &streamsID{tags: slices.Clone(tags), parts: make([][]byte, len(tags)), order: make([]int, len(tags))}
 	slices.SortFunc(s.tags, func(a, b [4]byte) int { return slices.Compare(a[:], b[:]) })
+	for k, t := range tags {
+		s.order[k] = s.index(t)
+	}
 	return s
 }
 
@@ -70,25 +76,38 @@ func (s *streamsID) index(tag [4]byte) int {
 	return i
 }
 
-// set records id, a route's event ID, as the part of tag. It reports
-// false for an ID that is not unpadded base64url, which a route never
-// makes.
+// Set records id, the event ID of the request's route k, as its part. It
+// reports false for an ID that is not unpadded base64url, which a route
+// never makes.
+func (s *streamsID) Set(k int, id []byte) bool {
+	return s.setAt(s.order[k], id)
+}
+
+// set is Set by tag.
 func (s *streamsID) set(tag [4]byte, id string) bool {
 	i := s.index(tag)
-	if i < 0 {
-		return false
-	}
+	return i >= 0 && s.setAt(i, []byte(id))
+}
+
+func (s *streamsID) setAt(i int, id []byte) bool {
 	n := base64.RawURLEncoding.DecodedLen(len(id))
 	b := s.parts[i][:0]
 	if cap(b) < n {
 		b = make([]byte, n)
 	}
-	n, err := base64.RawURLEncoding.Decode(b[:n], []byte(id))
-	if err != nil {
+	n, err := base64.RawURLEncoding.Decode(b[:n], id)
+	if err != nil || n == 0 {
 		return false
 	}
 	s.parts[i] = b[:n]
 	return true
+}
+
+// drop forgets the part of tag.
+func (s *streamsID) drop(tag [4]byte) {
+	if i := s.index(tag); i >= 0 {
+		s.parts[i] = nil
+	}
 }
 
 // get returns the route's event ID of tag, "" if it has none.
@@ -100,9 +119,9 @@ func (s *streamsID) get(tag [4]byte) string {
 	return base64.RawURLEncoding.EncodeToString(s.parts[i])
 }
 
-// encode returns the merged ID of s, "" if no route has an ID, and
-// reports false if it would be longer than MaxStreamsIDLength.
-func (s *streamsID) encode() (string, bool) {
+// AppendID appends the merged ID of s to dst, nothing if no route has an
+// ID, and reports false if it would be longer than MaxStreamsIDLength.
+func (s *streamsID) AppendID(dst []byte) ([]byte, bool) {
 	b := append(s.buf[:0], streamsIDHead)
 	for i, p := range s.parts {
 		if p == nil {
@@ -114,12 +133,18 @@ func (s *streamsID) encode() (string, bool) {
 	}
 	s.buf = b
 	if len(b) == 1 {
-		return "", true
+		return dst, true
 	}
 	if base64.RawURLEncoding.EncodedLen(len(b)) > MaxStreamsIDLength {
-		return "", false
+		return dst, false
 	}
-	return base64.RawURLEncoding.EncodeToString(b), true
+	return base64.RawURLEncoding.AppendEncode(dst, b), true
+}
+
+// encode returns the merged ID of s, as AppendID does.
+func (s *streamsID) encode() (string, bool) {
+	b, ok := s.AppendID(nil)
+	return string(b), ok
 }
 
 // decode sets the parts of s from id, a merged ID, keeping those of the

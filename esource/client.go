@@ -55,6 +55,7 @@ type client struct {
 	progressAt time.Time     // when the client was last sent a progress frame
 	sent       atomic.Uint64 // bytes written, for Stats
 	closed     func() bool   // reports, without blocking, that the client closed its connection; nil if it cannot tell
+	heartbeat  time.Duration // how often an idle client is sent a comment; 0 for never (a part of a merged stream, a Tee)
 }
 
 // run serves c, from start, until ctx ends, the sink fails, or the
@@ -91,8 +92,8 @@ func (c *client) serve(ctx context.Context, start Start) error {
 
 	var heartbeat <-chan time.Time
 	var timer *time.Timer
-	if es.cfg.heartbeat > 0 {
-		timer = time.NewTimer(es.cfg.heartbeat)
+	if c.heartbeat > 0 {
+		timer = time.NewTimer(c.heartbeat)
 		defer timer.Stop()
 		heartbeat = timer.C
 	}
@@ -152,7 +153,7 @@ func (c *client) serve(ctx context.Context, start Start) error {
 				return err
 			}
 			if timer != nil {
-				timer.Reset(es.cfg.heartbeat)
+				timer.Reset(c.heartbeat)
 			}
 			continue
 		case closed:
@@ -171,7 +172,7 @@ func (c *client) serve(ctx context.Context, start Start) error {
 			if err := c.write([][]byte{heartbeatLine}); err != nil {
 				return err
 			}
-			timer.Reset(es.cfg.heartbeat)
+			timer.Reset(c.heartbeat)
 		case <-ctx.Done():
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 				c.finish()

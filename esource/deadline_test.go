@@ -20,7 +20,9 @@ func TestDeadlineEndsStream(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			checkNoLeaks(t)
 			proto, takeover := strings.CutSuffix(mode, " taken over")
-			var opts []Option
+			// The write timeout passes between the last event and the
+			// end, which still ends the body cleanly.
+			opts := []Option{WithWriteTimeout(100 * time.Millisecond), WithHeartbeat(50 * time.Millisecond)}
 			if takeover {
 				opts = append(opts, WithConnTakeover())
 			}

@@ -459,7 +459,7 @@ func TestServeGap(t *testing.T) {
 // that its place (a limit's, say) is freed; a client still connected is
 // not taken for gone, and gets the next event.
 func TestClosedConnectionNoticed(t *testing.T) {
-	es := newSource(t, WithHeartbeat(time.Hour), WithConnTakeover())
+	es := newSource(t, WithHeartbeat(20*time.Second), WithConnTakeover())
 	es.cfg.probe = 20 * time.Millisecond
 	srv := httptest.NewServer(es)
 	defer srv.Close()

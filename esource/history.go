@@ -343,7 +343,7 @@ func (r *Replay) Wait(ctx context.Context, ready <-chan struct{}) error {
 	}
 	var heartbeat <-chan time.Time
 	var timer *time.Timer
-	d := r.c.es.cfg.heartbeat
+	d := r.c.heartbeat
 	if d > 0 {
 		timer = time.NewTimer(d)
 		defer timer.Stop()

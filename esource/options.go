@@ -102,7 +102,8 @@ func WithBacklogBytes(n int) Option {
 
 // WithHeartbeat sets the idle time after which a client is sent a comment,
 // which keeps proxies from closing the stream and finds dead connections.
-// Zero disables heartbeats.
+// Zero disables heartbeats. It must be shorter than MaxHeartbeat of the
+// write timeout.
 func WithHeartbeat(d time.Duration) Option {
 	return func(c *config) error {
 		if d < 0 {
@@ -123,6 +124,15 @@ func WithRetry(d time.Duration) Option {
 		c.retry = d
 		return nil
 	}
+}
+
+// MaxHeartbeat returns the bound of the heartbeat interval under a write
+// timeout: 7/8 of it. A write moves the write deadline once an eighth of
+// the timeout has passed (moving it costs), and an HTTP/2 stream is reset
+// when its deadline passes, written to or not: the heartbeat keeps an
+// idle stream's deadline ahead.
+func MaxHeartbeat(writeTimeout time.Duration) time.Duration {
+	return writeTimeout - writeTimeout/8
 }
 
 // WithWriteTimeout bounds each write to a client; a client that does not

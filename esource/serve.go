@@ -41,6 +41,31 @@ func (es *EventSource) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // stream goes on (see WithConnTakeover for what middleware must do).
 // Otherwise, and always over HTTP/2, Serve returns when the stream ends.
 func (es *EventSource) Serve(w http.ResponseWriter, r *http.Request, start Start, f Filter) {
+	es.respond(w, r, &clientStream{c: &client{es: es, filter: f, heartbeat: es.cfg.heartbeat}, start: start})
+}
+
+// A streamBody is what a stream response carries: one client of an
+// EventSource, or the clients of a merged stream's parts (see
+// ServeMerged).
+type streamBody interface {
+	// attach registers the stream's clients, writing to s, and reports
+	// false after shutdown. closed, if not nil, reports without blocking
+	// that the client closed its connection.
+	attach(s sink, closed func() bool) bool
+	// begin writes the first frame, which fires the browser's open event:
+	// the stream is registered by then, so it misses nothing published in
+	// reply. first is the retry line, or a heartbeat.
+	begin(first []byte) error
+	// run serves the stream until ctx ends, the sink fails, or shutdown.
+	run(ctx context.Context) error
+	// detach unregisters the stream's clients.
+	detach()
+}
+
+// respond answers a stream's request with es's configuration: the head,
+// then the stream, until it ends. It is the one writer of response heads
+// and of the streams' first and last frames.
+func (es *EventSource) respond(w http.ResponseWriter, r *http.Request, st streamBody) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
 		http.Error(w, "esource: an event stream takes GET", http.StatusMethodNotAllowed)
@@ -61,7 +86,7 @@ func (es *EventSource) Serve(w http.ResponseWriter, r *http.Request, start Start
 		// Nothing is read after the request, nor written before the head:
 		// the buffers that Hijack returns are not needed.
 		if conn, _, err := rc.Hijack(); err == nil {
-			es.serveConn(w, conn, r, start, first, f)
+			es.serveConn(w, conn, r, st, first)
 			return
 		}
 	}
@@ -70,40 +95,40 @@ func (es *EventSource) Serve(w http.ResponseWriter, r *http.Request, start Start
 		return
 	}
 	s := &httpSink{w: w, rc: rc, timeout: es.cfg.writeTimeout}
-	c := &client{es: es, sink: s, filter: f}
-	if !es.register(c) {
+	if !st.attach(s, nil) {
 		_ = s.write([][]byte{retryLine(jitter(es.cfg.drainRetry))})
 		return
 	}
-	defer es.unregister(c)
-	// The first frame fires the browser's open event: the client is
-	// registered by then, so it misses nothing published in reply.
-	if err := c.write([][]byte{first}); err != nil {
+	defer st.detach()
+	if err := st.begin(first); err != nil {
 		return
 	}
-	// serve ends the stream with a retry line at shutdown; any error is
-	// the client's connection failing, and ends it.
-	_ = c.serve(r.Context(), start)
+	// run ends the stream with a retry line at shutdown; any error is the
+	// client's connection failing, and ends it.
+	_ = st.run(r.Context())
+	// net/http ends the body after this returns: give it the time a write
+	// has, not what is left of the last write's deadline.
+	_ = rc.SetWriteDeadline(time.Now().Add(es.cfg.writeTimeout))
 }
 
 // serveConn writes the response head to a taken over connection and
 // serves the stream from a goroutine of its own, owned by es.
-func (es *EventSource) serveConn(w http.ResponseWriter, conn net.Conn, r *http.Request, start Start, first []byte, f Filter) {
+func (es *EventSource) serveConn(w http.ResponseWriter, conn net.Conn, r *http.Request, st streamBody, first []byte) {
 	// HTTP/1.0 has no chunked encoding: the body ends with the connection.
 	chunked := r.ProtoMinor > 0
 	s := &connSink{conn: conn, timeout: es.cfg.writeTimeout, chunked: chunked, head: responseHead(w, chunked)}
-	c := &client{es: es, sink: s, filter: f}
+	var closed func() bool
 	if sc, ok := conn.(syscall.Conn); ok {
 		if rc, err := sc.SyscallConn(); err == nil {
-			c.closed = func() bool { return closedByPeer(rc) }
+			closed = func() bool { return closedByPeer(rc) }
 		}
 	}
-	if !es.register(c) {
+	if !st.attach(s, closed) {
 		s.end(retryLine(jitter(es.cfg.drainRetry)))
 		return
 	}
-	if err := c.write([][]byte{first}); err != nil {
-		es.unregister(c)
+	if err := st.begin(first); err != nil {
+		st.detach()
 		conn.Close()
 		return
 	}
@@ -114,12 +139,27 @@ func (es *EventSource) serveConn(w http.ResponseWriter, conn net.Conn, r *http.R
 		ctx, cancel = context.WithDeadline(ctx, d)
 	}
 	go func() {
-		defer es.unregister(c)
+		defer st.detach()
 		defer cancel()
-		_ = c.serve(ctx, start)
+		_ = st.run(ctx)
 		s.end(nil)
 	}()
 }
+
+// A clientStream is the stream of one client, from its start.
+type clientStream struct {
+	c     *client
+	start Start
+}
+
+func (s *clientStream) attach(sk sink, closed func() bool) bool {
+	s.c.sink, s.c.closed = sk, closed
+	return s.c.es.register(s.c)
+}
+
+func (s *clientStream) begin(first []byte) error      { return s.c.write([][]byte{first}) }
+func (s *clientStream) run(ctx context.Context) error { return s.c.serve(ctx, s.start) }
+func (s *clientStream) detach()                       { s.c.es.unregister(s.c) }
 
 // responseHead returns the head of a 200 response with w's headers: the
 // event stream's, and any other set before ServeHTTP, such as CORS.
@@ -233,6 +273,7 @@ func (s *connSink) end(last []byte) {
 		_ = s.write([][]byte{last})
 	}
 	if s.chunked {
+		_ = s.conn.SetWriteDeadline(time.Now().Add(s.timeout))
 		_, _ = s.conn.Write([]byte("0\r\n\r\n"))
 	}
 	s.conn.Close()

@@ -48,8 +48,8 @@ func TestMaxClients(t *testing.T) {
 	pub, url := ns.jetStream("LIMITS")
 	// Over HTTP/1.1 the bridge learns that a client went within seconds
 	// (it peeks at the connection every 5 s), long before its next
-	// heartbeat: one an hour here.
-	b := startBridge(t, "-listen", "127.0.0.1:0", "-route", "/s="+url, "-heartbeat", "1h",
+	// heartbeat: 25 s here.
+	b := startBridge(t, "-listen", "127.0.0.1:0", "-route", "/s="+url, "-heartbeat", "25s",
 		"-max-clients", "3", "-max-clients-per-ip", "2", "-trusted-proxy", "127.0.0.1", "-admin-listen", "127.0.0.1:0")
 	b.WaitReadyz(http.StatusOK)
 	hc := http.DefaultClient
