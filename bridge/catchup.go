@@ -86,7 +86,7 @@ type catchUp struct {
 	head   uint64   // seq of the oldest event held
 	next   uint64   // seq of the next event
 	size   int      // bytes held
-	from   *token   // where the reader stood before the oldest event held
+	from   *eventID // where the reader stood before the oldest event held
 	grew   chan struct{}
 	moved  chan struct{} // closed and replaced when a rider moves on
 	riders map[*rider]struct{}
@@ -98,7 +98,7 @@ type catchUp struct {
 // A caught event is an event read by a catch-up reader.
 type caught struct {
 	ev      esource.Encoded
-	at      *token // the position after it, and its partition
+	at      *eventID // the position after it, and its partition
 	expired *ExpiredError
 }
 
@@ -119,7 +119,7 @@ func newCatchUps(r *route, max int) *catchUps {
 // A client ahead of the live reader in some partitions boards no reader but
 // one started at its own position, which the source checks: a position the
 // broker never issued must not ride, for good, a reader others share.
-func (cs *catchUps) ride(ctx context.Context, rp *esource.Replay, pos *token, ahead bool) error {
+func (cs *catchUps) ride(ctx context.Context, rp *esource.Replay, pos *eventID, ahead bool) error {
 	last := pos
 	for {
 		c, rd, err := cs.board(ctx, rp, last, ahead)
@@ -137,7 +137,7 @@ func (cs *catchUps) ride(ctx context.Context, rp *esource.Replay, pos *token, ah
 // board finds a reader that can take a client at pos (unless it must have
 // its own), or starts one, waiting with heartbeats while the route has as
 // many as it may.
-func (cs *catchUps) board(ctx context.Context, rp *esource.Replay, pos *token, own bool) (*catchUp, *rider, error) {
+func (cs *catchUps) board(ctx context.Context, rp *esource.Replay, pos *eventID, own bool) (*catchUp, *rider, error) {
 	for {
 		cs.mu.Lock()
 		for c := range cs.readers {
@@ -166,7 +166,7 @@ func (cs *catchUps) board(ctx context.Context, rp *esource.Replay, pos *token, o
 }
 
 // start starts a reader at pos, with a rider there. cs.mu must be held.
-func (cs *catchUps) start(pos *token) (*catchUp, *rider) {
+func (cs *catchUps) start(pos *eventID) (*catchUp, *rider) {
 	c := &catchUp{
 		cs:     cs,
 		ring:   make([]caught, cs.events),
@@ -200,7 +200,7 @@ func (cs *catchUps) signalChanged() {
 // but what it still holds. Until the source opened, c takes riders at its
 // own start only: a position that decodes but cannot be opened must not
 // hold clients at other positions.
-func (c *catchUp) admit(pos *token) *rider {
+func (c *catchUp) admit(pos *eventID) *rider {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.done || pos.inc != c.from.inc || !covers(pos.pos, c.from.pos) || !c.opened && !pos.samePosition(c.from) {
@@ -231,7 +231,7 @@ func (c *catchUp) signalMoved() {
 
 // run reads the source from pos on until its riders are gone, reopening
 // after errors, and holds what it reads for them.
-func (c *catchUp) run(pos *token) {
+func (c *catchUp) run(pos *eventID) {
 	r := c.cs.r
 	start := startAt(slices.Clone(pos.pos))
 	if pos.kind == kindOrigin {
@@ -313,7 +313,7 @@ func (c *catchUp) follow(rd Reader, pos Position, inc uint16) (Position, error) 
 			return pos, err
 		}
 		pos = advance(pos, &m)
-		at := &token{kind: kindPosition, inc: inc, partition: m.Partition, pos: slices.Clone(pos)}
+		at := &eventID{kind: kindPosition, inc: inc, partition: m.Partition, pos: slices.Clone(pos)}
 		if len(pos) > 1 {
 			at.kind = kindEvent
 		}
@@ -420,9 +420,9 @@ func (c *catchUp) stop(err error) {
 // Every event goes to rp as the reader met it: the Replay applies the
 // hand-off rule (esource/handoff.go), skipping what the client has and
 // sending with the client's own ID an event it stands past elsewhere.
-func (c *catchUp) ride(ctx context.Context, rp *esource.Replay, rd *rider, pos *token) (*token, error) {
+func (c *catchUp) ride(ctx context.Context, rp *esource.Replay, rd *rider, pos *eventID) (*eventID, error) {
 	r := c.cs.r
-	var at *token // the reader's position after the last event sent
+	var at *eventID // the reader's position after the last event sent
 	batch := make([]caught, 0, 64)
 	rp.Restart() // c's first events may be some the client has
 	for {
@@ -479,21 +479,21 @@ func (c *catchUp) ride(ctx context.Context, rp *esource.Replay, rd *rider, pos *
 // clientAt returns where a client that resumed at start stands once it
 // has been sent, or has skipped, a reader's events up to the position at
 // (nil for none): past both in every partition.
-func clientAt(start, at *token) *token {
+func clientAt(start, at *eventID) *eventID {
 	switch {
 	case at == nil:
 		return start
 	case start.kind == kindOrigin || start.inc != at.inc:
 		return at
 	}
-	return &token{kind: at.kind, inc: at.inc, partition: at.partition, pos: merge(slices.Clone(start.pos), at.pos)}
+	return &eventID{kind: at.kind, inc: at.inc, partition: at.partition, pos: merge(slices.Clone(start.pos), at.pos)}
 }
 
 // Replay implements esource.History: the client rides the route's
 // catch-up readers from its start, decoded at the door (see startOf),
 // until it has caught up with the live log.
 func (r *route) Replay(ctx context.Context, from esource.Start, rp *esource.Replay) error {
-	pos, ok := from.Position.(*token)
+	pos, ok := from.Position.(*eventID)
 	if !ok {
 		return &esource.GapError{Reason: gapMalformedID.Reason, Message: gapMalformedID.Message}
 	}
@@ -509,7 +509,7 @@ func (r *route) Replay(ctx context.Context, from esource.Start, rp *esource.Repl
 			if err := rp.Send(resetGap(c)); err != nil {
 				return err
 			}
-			pos, err = &token{kind: kindOrigin, inc: c.inc, pos: Position{}}, nil
+			pos, err = &eventID{kind: kindOrigin, inc: c.inc, pos: Position{}}, nil
 		}
 		err = r.replay(ctx, rp, pos)
 		if !errors.Is(err, errStreamReset) {
@@ -527,7 +527,7 @@ func (r *route) Replay(ctx context.Context, from esource.Start, rp *esource.Repl
 }
 
 // replay sends rp the events after pos from the catch-up readers.
-func (r *route) replay(ctx context.Context, rp *esource.Replay, pos *token) error {
+func (r *route) replay(ctx context.Context, rp *esource.Replay, pos *eventID) error {
 	ahead := false // of the live reader, in some partition
 	if live := r.live.Load(); live != nil && !covers(*live, pos.pos) {
 		ahead = true

@@ -86,8 +86,8 @@ func incarnationTag(inc uint64) uint16 {
 	return max(t, 1)
 }
 
-// A token is a decoded event ID.
-type token struct {
+// An eventID is a decoded event ID.
+type eventID struct {
 	kind       byte
 	inc        uint16   // the incarnation's tag, 0 if unknown
 	partition  int      // kindEvent
@@ -97,7 +97,7 @@ type token struct {
 }
 
 // samePosition reports whether t and u name the same position.
-func (t *token) samePosition(u *token) bool {
+func (t *eventID) samePosition(u *eventID) bool {
 	return t.inc == u.inc && (t.kind == kindOrigin) == (u.kind == kindOrigin) && slices.Equal(t.pos, u.pos)
 }
 
@@ -179,19 +179,19 @@ func (c codec) origin() string {
 
 // decode decodes an ID of this stream. It returns errMalformedID or
 // errOtherStream, wrapped with the ID.
-func (c codec) decode(id string) (token, error) {
+func (c codec) decode(id string) (eventID, error) {
 	b, err := base64.RawURLEncoding.DecodeString(id)
 	head := 7
 	if err == nil && len(b) > 0 && b[0]>>4 == 1 {
 		head = 5 // version 1: no incarnation
 	}
 	if err != nil || len(b) < head || b[0]>>4 != idVersion && head == 7 {
-		return token{}, fmt.Errorf("%w: %q", errMalformedID, id)
+		return eventID{}, fmt.Errorf("%w: %q", errMalformedID, id)
 	}
 	if [4]byte(b[1:5]) != c.tag {
-		return token{}, fmt.Errorf("%w: %q", errOtherStream, id)
+		return eventID{}, fmt.Errorf("%w: %q", errOtherStream, id)
 	}
-	t := token{kind: b[0] & 0xf}
+	t := eventID{kind: b[0] & 0xf}
 	if head == 7 {
 		t.inc = binary.BigEndian.Uint16(b[5:7])
 	}
@@ -203,7 +203,7 @@ func (c codec) decode(id string) (token, error) {
 		}
 		n := r.uvarint()
 		if n > uint64(len(r.b)) || n > MaxPartitions { // each offset takes a byte at least
-			return token{}, fmt.Errorf("%w: %q", errMalformedID, id)
+			return eventID{}, fmt.Errorf("%w: %q", errMalformedID, id)
 		}
 		if t.kind == kindEvent && uint64(t.partition) >= n {
 			r.bad = true
@@ -224,7 +224,7 @@ func (c codec) decode(id string) (token, error) {
 		r.bad = true
 	}
 	if r.bad || len(r.b) != 0 {
-		return token{}, fmt.Errorf("%w: %q", errMalformedID, id)
+		return eventID{}, fmt.Errorf("%w: %q", errMalformedID, id)
 	}
 	return t, nil
 }

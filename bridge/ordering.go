@@ -8,14 +8,14 @@ import (
 )
 
 // The route is an esource.Ordering: its event IDs are positions, decoded
-// once into tokens (an event's when it is published, a client's when it
+// once into eventIDs (an event's when it is published, a client's when it
 // connects), which the other methods compare without decoding or
 // allocating.
 
-// Position implements esource.Ordering: the token of an ID of a position,
-// an event, or the origin of the stream, as the door decodes it (see
-// decodeStart).
-func (r *route) Position(id string) (esource.Position, bool) {
+// Decode implements esource.Ordering: the eventID of an ID of a
+// position, an event, or the origin of the stream, as the door decodes it
+// (see decodeStart).
+func (r *route) Decode(id string) (esource.Position, bool) {
 	t, gap := r.decodeStart(id)
 	if gap != nil {
 		return nil, false
@@ -27,7 +27,7 @@ func (r *route) Position(id string) (esource.Position, bool) {
 // event at p and all before it when it is at or past p's position in every
 // partition.
 func (r *route) Covers(last, p esource.Position) bool {
-	l, t := last.(*token), p.(*token)
+	l, t := last.(*eventID), p.(*eventID)
 	if apart, newer := r.apart(l, t); apart {
 		return newer
 	}
@@ -37,7 +37,7 @@ func (r *route) Covers(last, p esource.Position) bool {
 // apart reports whether a and b are positions in different incarnations
 // of the stream, and if so whether a's is the current one: then a is past
 // all of b's incarnation, which ended before the current one began.
-func (r *route) apart(a, b *token) (apart, newer bool) {
+func (r *route) apart(a, b *eventID) (apart, newer bool) {
 	if a.inc == b.inc || a.inc == 0 || b.inc == 0 {
 		return false, false
 	}
@@ -57,7 +57,7 @@ func covers(v, p Position) bool {
 // Received implements esource.Ordering: a client at last has received the
 // event at p when it is past it in the event's partition.
 func (r *route) Received(last, p esource.Position) bool {
-	l, t := last.(*token), p.(*token)
+	l, t := last.(*eventID), p.(*eventID)
 	if t.kind != kindEvent {
 		return r.Covers(last, p)
 	}
@@ -73,10 +73,10 @@ func (r *route) Received(last, p esource.Position) bool {
 // that position's ID appended to id. A position that Merge made is merged
 // in place: a long catch-up allocates nothing per event.
 func (r *route) Merge(last, p esource.Position, id []byte) (esource.Position, []byte) {
-	l, t := last.(*token), p.(*token)
+	l, t := last.(*eventID), p.(*eventID)
 	m := l
 	if !l.merged {
-		m = &token{merged: true, pos: slices.Clone(l.pos)}
+		m = &eventID{merged: true, pos: slices.Clone(l.pos)}
 	}
 	m.kind, m.inc, m.partition, m.pos = kindEvent, t.inc, t.partition, merge(m.pos, t.pos)
 	if len(m.pos) == 1 {

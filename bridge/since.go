@@ -119,7 +119,7 @@ func (r *route) startSince(req *http.Request, v string) (esource.Start, error) {
 	case pos == nil:
 		return esource.Start{}, nil // nothing at or after t yet
 	}
-	return r.startAt(&token{kind: kindPosition, inc: r.codec().inc, pos: pos}), nil
+	return r.startAt(&eventID{kind: kindPosition, inc: r.codec().inc, pos: pos}), nil
 }
 
 // sinceCache holds a route's recent look-ups of times, so that clients

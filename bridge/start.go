@@ -67,7 +67,7 @@ func (r *route) startAfter(id string) esource.Start {
 
 // startAt returns the start of a client at t, a position of the route's
 // own making.
-func (r *route) startAt(t *token) esource.Start {
+func (r *route) startAt(t *eventID) esource.Start {
 	c := r.codec()
 	c.inc = t.inc
 	id := c.origin()
@@ -80,7 +80,7 @@ func (r *route) startAt(t *token) esource.Start {
 // startEarliest returns the start of a client of a start=earliest route
 // without an ID: the route's origin.
 func (r *route) startEarliest() esource.Start {
-	return r.startAt(&token{kind: kindOrigin, inc: r.codec().inc, pos: Position{}})
+	return r.startAt(&eventID{kind: kindOrigin, inc: r.codec().inc, pos: Position{}})
 }
 
 // decodeStart decodes a client's ID into the position it resumes from, or
@@ -88,7 +88,7 @@ func (r *route) startEarliest() esource.Start {
 // of another stream or of a live-only one, or one that names a position
 // the stream cannot have (see checkShape). An ID of an earlier
 // incarnation of the stream decodes: Replay tells the client of the reset.
-func (r *route) decodeStart(id string) (*token, *esource.Gap) {
+func (r *route) decodeStart(id string) (*eventID, *esource.Gap) {
 	if len(id) > maxIDLength {
 		return nil, gap(gapLongID)
 	}

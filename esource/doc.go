@@ -41,6 +41,14 @@
 // ([GapError] lets the History choose it), and it repeats at most
 // [MaxEchoedID] bytes of a client's ID, as do the logs.
 //
+// # Merged streams
+//
+// [ServeMerged] serves several EventSources on one response, each [Part]
+// from its own start and through its own filter, as a client of each,
+// with its events typed by the part's name and an ID that a [MergedID]
+// makes from every part's ID. The events' data lines are the logs' own
+// bytes; only the ID and type lines are written per client.
+//
 // # Lifetime
 //
 // Heartbeat comments keep idle streams alive and find dead clients; every

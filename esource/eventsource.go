@@ -277,7 +277,7 @@ func (es *EventSource) position(id string) Position {
 	if es.ordering == nil || id == "" {
 		return nil
 	}
-	if pos, ok := es.ordering.Position(id); ok {
+	if pos, ok := es.ordering.Decode(id); ok {
 		return pos
 	}
 	return nil
@@ -367,26 +367,6 @@ func (es *EventSource) resize(n int) {
 		ring[seq%uint64(n)] = es.ring[seq%uint64(len(es.ring))]
 	}
 	es.ring = ring
-}
-
-// LastID returns the ID of the newest event published with one, among
-// the last 64 the log holds, or else of the event last evicted; "" if
-// there is none. A client that resumes
-// after it misses nothing published from then on: a caller that must
-// start a stream at "now" before it can serve it (as Tee does when it is
-// ranged over) takes it as its Last-Event-ID.
-func (es *EventSource) LastID() string {
-	es.mu.RLock()
-	defer es.mu.RUnlock()
-	for seq := es.next; seq > es.head && es.next-seq < 64; seq-- {
-		if id := es.ring[(seq-1)%uint64(len(es.ring))].id; id != "" {
-			return id
-		}
-	}
-	if es.next-es.head > 64 {
-		return ""
-	}
-	return es.evicted.id
 }
 
 // Clients returns the number of clients being served, Tee iterators included.

@@ -36,7 +36,7 @@ type History interface {
 // it has already received.
 //
 // Positions are opaque to the EventSource: it decodes each ID once, with
-// Position (an event's when it is published, outside any lock; a client's
+// Decode (an event's when it is published, outside any lock; a client's
 // when it connects, in StartOf, unless the handler made the Start
 // itself), keeps the result, and hands it back to the other methods, which
 // compare decoded values. They must be cheap, pure, safe
@@ -44,9 +44,9 @@ type History interface {
 type Ordering interface {
 	History
 
-	// Position decodes the position of an event ID. It reports false for
+	// Decode returns the position of an event ID. It reports false for
 	// an ID that is not a position of the stream.
-	Position(id string) (Position, bool)
+	Decode(id string) (Position, bool)
 
 	// Covers reports whether a client at last has received the event at p
 	// and every event before it.

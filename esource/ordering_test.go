@@ -43,7 +43,7 @@ type at struct {
 	pos [2]int
 }
 
-func (s *partitioned) Position(id string) (Position, bool) {
+func (s *partitioned) Decode(id string) (Position, bool) {
 	p, pos, ok := position(id)
 	if !ok {
 		return nil, false

@@ -16,7 +16,7 @@ type Start struct {
 	LastEventID string
 
 	// Position is LastEventID decoded by the EventSource's Ordering (see
-	// [Ordering.Position]), or nil: then the log looks the ID up as it is.
+	// [Ordering.Decode]), or nil: then the log looks the ID up as it is.
 	// The engine compares it with the log's positions and hands it to the
 	// History; it never decodes the ID again.
 	Position Position
