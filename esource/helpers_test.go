@@ -17,7 +17,7 @@ import (
 )
 
 // newSource returns an EventSource that is shut down when the test ends.
-func newSource(t *testing.T, opts ...Option) *EventSource {
+func newSource(t testing.TB, opts ...Option) *EventSource {
 	t.Helper()
 	es, err := New(opts...)
 	if err != nil {

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/esbridge/esbridge/internal/poll"
 )
 
 // testIDs is a MergedID for tests: "NAME=ID;NAME=ID", parts in order,
@@ -17,18 +19,18 @@ import (
 type testIDs struct {
 	mu    sync.Mutex
 	names []string
-	ids   []string
+	ids   [][]byte
 	limit int
 }
 
 func newTestIDs(names ...string) *testIDs {
-	return &testIDs{names: names, ids: make([]string, len(names))}
+	return &testIDs{names: names, ids: make([][]byte, len(names))}
 }
 
 func (m *testIDs) Set(i int, id []byte) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.ids[i] = string(id)
+	m.ids[i] = append(m.ids[i][:0], id...)
 	return true
 }
 
@@ -37,13 +39,13 @@ func (m *testIDs) AppendID(dst []byte) ([]byte, bool) {
 	defer m.mu.Unlock()
 	n := len(dst)
 	for i, id := range m.ids {
-		if id == "" {
+		if len(id) == 0 {
 			continue
 		}
 		if len(dst) > n {
 			dst = append(dst, ';')
 		}
-		dst = append(dst, m.names[i]+"="+id...)
+		dst = append(append(append(dst, m.names[i]...), '='), id...)
 	}
 	return dst, m.limit == 0 || len(dst)-n <= m.limit
 }
@@ -238,4 +240,62 @@ func TestMergedEnds(t *testing.T) {
 	}
 	waitClients(t, a, 0)
 	waitClients(t, b, 0)
+}
+
+// BenchmarkFanOut sends b.N events to 100 clients over HTTP/1.1: each a
+// client of one EventSource (Serve), or of a merged stream of it and
+// another (ServeMerged). Their ratio is what a merged client costs.
+func BenchmarkFanOut(b *testing.B) {
+	for _, merged := range []bool{false, true} {
+		name := "Serve"
+		if merged {
+			name = "ServeMerged"
+		}
+		b.Run(name, func(b *testing.B) {
+			const clients = 100
+			opts := []Option{WithBacklog(1 << 20), WithBacklogBytes(1 << 30)}
+			a, other := newSource(b, opts...), newSource(b, opts...)
+			var h http.Handler = a
+			if merged {
+				h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					ServeMerged(w, r, newTestIDs("A", "B"), Part{Source: a, Name: "A"}, Part{Source: other, Name: "B"})
+				})
+			}
+			srv := httptest.NewServer(h)
+			defer srv.Close()
+			var wg sync.WaitGroup
+			for range clients {
+				resp, err := srv.Client().Get(srv.URL)
+				if err != nil {
+					b.Fatal(err)
+				}
+				wg.Go(func() {
+					defer resp.Body.Close()
+					br := bufio.NewReaderSize(resp.Body, 64<<10)
+					for n := 0; n < b.N; {
+						line, err := br.ReadSlice('\n')
+						if err != nil {
+							b.Errorf("after %d events: %v", n, err)
+							return
+						}
+						if strings.HasPrefix(string(line), "data:") {
+							n++
+						}
+					}
+				})
+			}
+			if !poll.Wait(10*time.Second, func() bool { return a.Clients() == clients }) {
+				b.Fatal("the clients did not connect")
+			}
+			data := strings.Repeat("x", 200)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				if err := a.Publish(Event{ID: strconv.Itoa(i), Data: data}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			wg.Wait()
+		})
+	}
 }
