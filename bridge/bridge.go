@@ -31,8 +31,8 @@ type Config struct {
 	// that resume or fall behind; zero means esource.DefaultBacklog.
 	Backlog int
 	// Heartbeat is the idle time after which clients get a comment; zero
-	// means esource.DefaultHeartbeat. It must be shorter than
-	// esource.MaxHeartbeat(esource.DefaultWriteTimeout).
+	// means esource.DefaultHeartbeat. One longer than
+	// esource.MaxHeartbeat(esource.DefaultWriteTimeout) is shortened to it.
 	Heartbeat time.Duration
 	// ConnTakeover makes HTTP/1.x streams take their connections over
 	// from net/http (see esource.WithConnTakeover), for a smaller cost

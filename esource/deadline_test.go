@@ -67,3 +67,29 @@ func TestDeadlineEndsStream(t *testing.T) {
 		})
 	}
 }
+
+// TestIdleHTTP2StreamOutlivesWriteTimeout keeps an HTTP/2 stream idle for
+// three write timeouts, with a heartbeat longer than the write timeout
+// (shortened to MaxHeartbeat) and with none: net/http resets an HTTP/2
+// stream whose write deadline passes, written to or not.
+func TestIdleHTTP2StreamOutlivesWriteTimeout(t *testing.T) {
+	for _, heartbeat := range []time.Duration{time.Hour, 0} {
+		t.Run("heartbeat "+heartbeat.String(), func(t *testing.T) {
+			checkNoLeaks(t)
+			const timeout = 100 * time.Millisecond
+			es := newSource(t, WithWriteTimeout(timeout), WithHeartbeat(heartbeat))
+			srv := httptest.NewUnstartedServer(es)
+			srv.EnableHTTP2 = true
+			srv.StartTLS()
+			t.Cleanup(srv.Close)
+			s := connect(t, srv.Client(), srv.URL, "")
+			waitClients(t, es, 1)
+			publishN(t, es, 1, 1)
+			s.expect(1, 1)
+			idle := time.NewTimer(3 * timeout)
+			<-idle.C // the idle spell is what is tested
+			publishN(t, es, 2, 2)
+			s.expect(2, 2)
+		})
+	}
+}

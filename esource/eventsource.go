@@ -96,8 +96,8 @@ func New(opts ...Option) (*EventSource, error) {
 			return nil, err
 		}
 	}
-	if cfg.heartbeat > 0 && cfg.heartbeat >= MaxHeartbeat(cfg.writeTimeout) {
-		return nil, fmt.Errorf("%w: heartbeat %v must be shorter than %v, 7/8 of the write timeout", ErrInvalidOption, cfg.heartbeat, MaxHeartbeat(cfg.writeTimeout))
+	if cfg.heartbeat > 0 {
+		cfg.heartbeat = min(cfg.heartbeat, MaxHeartbeat(cfg.writeTimeout))
 	}
 	es := &EventSource{
 		cfg:      cfg,

@@ -102,8 +102,8 @@ func WithBacklogBytes(n int) Option {
 
 // WithHeartbeat sets the idle time after which a client is sent a comment,
 // which keeps proxies from closing the stream and finds dead connections.
-// Zero disables heartbeats. It must be shorter than MaxHeartbeat of the
-// write timeout.
+// Zero disables heartbeats. A heartbeat longer than MaxHeartbeat of the
+// write timeout is shortened to it.
 func WithHeartbeat(d time.Duration) Option {
 	return func(c *config) error {
 		if d < 0 {
@@ -126,11 +126,12 @@ func WithRetry(d time.Duration) Option {
 	}
 }
 
-// MaxHeartbeat returns the bound of the heartbeat interval under a write
+// MaxHeartbeat returns the longest heartbeat interval under a write
 // timeout: 7/8 of it. A write moves the write deadline once an eighth of
 // the timeout has passed (moving it costs), and an HTTP/2 stream is reset
 // when its deadline passes, written to or not: the heartbeat keeps an
-// idle stream's deadline ahead.
+// idle stream's deadline ahead. (Without heartbeats, each write to an
+// HTTP/2 stream clears its deadline once done.)
 func MaxHeartbeat(writeTimeout time.Duration) time.Duration {
 	return writeTimeout - writeTimeout/8
 }

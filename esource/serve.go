@@ -94,7 +94,7 @@ func (es *EventSource) respond(w http.ResponseWriter, r *http.Request, st stream
 	if r.Method == http.MethodHead {
 		return
 	}
-	s := &httpSink{w: w, rc: rc, timeout: es.cfg.writeTimeout}
+	s := &httpSink{w: w, rc: rc, timeout: es.cfg.writeTimeout, idle: es.cfg.heartbeat == 0 && r.ProtoMajor > 1}
 	if !st.attach(s, nil) {
 		_ = s.write([][]byte{retryLine(jitter(es.cfg.drainRetry))})
 		return
@@ -185,6 +185,7 @@ type httpSink struct {
 	timeout  time.Duration
 	deadline time.Time
 	aborted  atomic.Bool
+	idle     bool // clear the deadline after each write: no heartbeat moves it, and HTTP/2 resets an idle stream at it
 }
 
 func (s *httpSink) write(bufs [][]byte) error {
@@ -198,7 +199,12 @@ func (s *httpSink) write(bufs [][]byte) error {
 			return err
 		}
 	}
-	return s.rc.Flush()
+	err := s.rc.Flush()
+	if s.idle && err == nil && !s.aborted.Load() {
+		s.deadline = time.Time{}
+		_ = s.rc.SetWriteDeadline(s.deadline)
+	}
+	return err
 }
 
 func (s *httpSink) abort() {

@@ -38,7 +38,6 @@ func TestBadFlags(t *testing.T) {
 		{"zero-backlog", []string{"-route", valid, "-backlog", "0"}, "-backlog"},
 		{"backlog-not-a-number", []string{"-route", valid, "-backlog", "many"}, "-backlog"},
 		{"zero-heartbeat", []string{"-route", valid, "-heartbeat", "0s"}, "-heartbeat"},
-		{"heartbeat-past-write-timeout", []string{"-route", valid, "-heartbeat", "1m"}, "-heartbeat"},
 		{"zero-drain-timeout", []string{"-route", valid, "-drain-timeout", "0s"}, "-drain-timeout"},
 		{"bad-log-format", []string{"-route", valid, "-log-format", "xml"}, "-log-format"},
 		{"bad-log-level", []string{"-route", valid, "-log-level", "loud"}, "-log-level"},

@@ -81,8 +81,8 @@ func parseFlags(args []string) (*config, error) {
 		return nil, fmt.Errorf("unexpected argument %q (routes are given with -route PATH=URL)", fs.Arg(0))
 	case c.backlog < 1:
 		return nil, fmt.Errorf("invalid value %d for flag -backlog: must be at least 1", c.backlog)
-	case c.heartbeat <= 0 || c.heartbeat >= esource.MaxHeartbeat(esource.DefaultWriteTimeout):
-		return nil, fmt.Errorf("invalid value %v for flag -heartbeat: must be positive and below %v", c.heartbeat, esource.MaxHeartbeat(esource.DefaultWriteTimeout))
+	case c.heartbeat <= 0:
+		return nil, fmt.Errorf("invalid value %v for flag -heartbeat: must be positive", c.heartbeat)
 	case c.drain <= 0:
 		return nil, fmt.Errorf("invalid value %v for flag -drain-timeout: must be positive", c.drain)
 	case c.origin != "" && c.origin != "*" && !validOrigin(c.origin):
