@@ -331,8 +331,11 @@ Authorization (JWT; any key flag turns it on for every route):
   -jwt-issuer ISS            the tokens' iss, checked when given
   -jwt-audience AUD          an aud the tokens must have, checked when given
   -jwt-cookie NAME           cookie of the token (default esbridge_token)
+  -jwt-leeway DURATION       clock skew allowed to exp and nbf (default 5s)
+  -jwt-allow-no-exp          accept tokens without exp (refused by default)
 Tokens come from Authorization: Bearer, the cookie, or ?access_token=; the
-claim routes lists the paths they open ("*" for all); a stream ends at exp.
+claim routes lists the paths they open ("*" for all); a stream ends at exp
+plus the leeway.
 
 Route URL schemes: %s.
 Route options (URL query): start=latest|earliest, type=subject|header:NAME,
