@@ -73,7 +73,10 @@ type Config struct {
 	// the token's kid. It is fetched by New (for at most JWKSTimeout; New
 	// does not fail if it cannot be fetched), then every JWKSRefresh, and
 	// again when a token names a kid it lacks, at most every
-	// JWKSUnknownKID.
+	// JWKSUnknownKID. Only the request that starts such a fetch waits for
+	// it: a request whose kid the set lacks, while a fetch is in flight or
+	// within JWKSUnknownKID of the last one for an unknown kid, is refused
+	// at once.
 	JWKSURL string
 
 	// JWKSClient fetches the JWKS; nil means a client of its own.
@@ -208,7 +211,8 @@ func New(cfg Config) (*Authorizer, error) {
 	return a, nil
 }
 
-// Close stops the background fetches of the JWKS. It is idempotent.
+// Close stops the background fetches of the JWKS and waits for the one in
+// flight, if any, to end. It is idempotent.
 func (a *Authorizer) Close() {
 	if a.stopBg != nil {
 		a.stopBg()
