@@ -317,6 +317,8 @@ Flags:
   -max-clients N       streams open at once; over it a stream gets a retry
                        line of 5-15 s and ends (default 0: no limit)
   -max-clients-per-ip N  the same per client address (default 0: no limit)
+  -ipv6-prefix BITS    an IPv6 client is counted by the prefix of its address
+                       of BITS bits (default 64); IPv4, by its address
   -trusted-proxy CIDR  proxies whose X-Forwarded-For or Forwarded header gives
                        the client address (repeatable)
   -log-level LEVEL     debug, info, warn or error (default info)
