@@ -64,7 +64,12 @@ func (f *filter) Match(typ string, labels []string) bool {
 // an error wrapping ErrBadFilter that says, with at most a short prefix of
 // the client's input, why the route cannot serve it. Other parameters are
 // not its business.
-func parseFilter(q url.Values, info Info) (esource.Filter, error) {
+//
+// A subject must lie within the route's subject (info.Subject), and be
+// able to match one of the stream's subjects, if streamSubjects (see
+// [Subjected]) says which: a subject that no message of the route can
+// have would be a stream of nothing for ever.
+func parseFilter(q url.Values, info Info, streamSubjects []string) (esource.Filter, error) {
 	subjects, keys, types := q["subject"], q["key"], q["type"]
 	if subjects == nil && keys == nil && types == nil {
 		return nil, nil
@@ -96,6 +101,9 @@ func parseFilter(q url.Values, info Info) (esource.Filter, error) {
 		route, err := subjectTokens(info.Subject)
 		if err != nil || !subjectWithin(pattern, route) {
 			return nil, fmt.Errorf("%w: subject=%s is not within the route's subject %s", ErrBadFilter, short(subjects[0]), info.Subject)
+		}
+		if !overlapsAny(pattern, streamSubjects) {
+			return nil, fmt.Errorf("%w: subject=%s matches no subject of the stream (%s)", ErrBadFilter, short(subjects[0]), listSubjects(streamSubjects))
 		}
 		f.subject = pattern
 	}
@@ -190,6 +198,48 @@ func subjectWithin(pattern, route []string) bool {
 		}
 	}
 	return len(pattern) == len(route)
+}
+
+// overlapsAny reports whether some subject could match both pattern and
+// one of subjects; true if subjects is empty (unknown), or if one of them
+// cannot be read, so that a subject is refused only where it surely
+// matches no message.
+func overlapsAny(pattern []string, subjects []string) bool {
+	if len(subjects) == 0 {
+		return true
+	}
+	for _, s := range subjects {
+		tokens, err := subjectTokens(s)
+		if err != nil || subjectsOverlap(pattern, tokens) {
+			return true
+		}
+	}
+	return false
+}
+
+// subjectsOverlap reports whether some subject matches both patterns a
+// and b: token by token, each pair is equal or has a wildcard, until
+// either has >, which matches one token or more, or both end together.
+func subjectsOverlap(a, b []string) bool {
+	for i := 0; i < len(a) && i < len(b); i++ {
+		switch {
+		case a[i] == ">" || b[i] == ">":
+			return true
+		case a[i] != "*" && b[i] != "*" && a[i] != b[i]:
+			return false
+		}
+	}
+	return len(a) == len(b)
+}
+
+// listSubjects returns the first few of the stream's subjects, for a
+// refusal.
+func listSubjects(subjects []string) string {
+	const n = 4
+	if len(subjects) <= n {
+		return strings.Join(subjects, ", ")
+	}
+	return strings.Join(subjects[:n], ", ") + fmt.Sprintf(" and %d more", len(subjects)-n)
 }
 
 // subjectMatches reports whether subject matches the pattern's tokens.

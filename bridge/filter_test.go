@@ -21,6 +21,7 @@ func TestParseFilter(t *testing.T) {
 		query   string
 		refused string // a part of the reason; empty if accepted
 	}{
+		// The stream's subjects are not known (see TestParseFilterStreamSubjects).
 		{nats, "", ""},
 		{nats, "lastEventId=x&since=1h", ""},
 		{nats, "subject=orders.eu.*", ""},
@@ -48,7 +49,7 @@ func TestParseFilter(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, err = parseFilter(q, tc.info)
+			_, err = parseFilter(q, tc.info, nil)
 			switch {
 			case tc.refused == "" && err != nil:
 				t.Errorf("refused: %v", err)
@@ -61,9 +62,112 @@ func TestParseFilter(t *testing.T) {
 	}
 }
 
+// A subject is refused where no subject of the stream can match it, on a
+// route read whole and on one with a subject of its own, wildcards on
+// either side; it is accepted where one can.
+func TestParseFilterStreamSubjects(t *testing.T) {
+	whole := Info{Stream: "jetstream/ORDERS", History: true, Subject: ">"}
+	own := Info{Stream: "jetstream/ORDERS?subject=*.new", History: true, Subject: "*.new"}
+	stream := []string{"orders.>", "*.audit"}
+	for _, tc := range []struct {
+		info    Info
+		subject string
+		refused string // a part of the reason; empty if accepted
+	}{
+		{whole, "orders.eu.new", ""},
+		{whole, "orders.*", ""},
+		{whole, "orders.>", ""},
+		{whole, "x.audit", ""},
+		{whole, "*.audit", ""},
+		{whole, "*.*.*", ""}, // orders.a.b
+		{whole, "*.*", ""},
+		{whole, "*", "matches no subject of the stream (orders.>, *.audit)"},
+		{whole, "foo.>", ""}, // foo.audit
+		{whole, ">", ""},
+		{whole, "payments.new", "matches no subject of the stream"},
+		{whole, "foo.bar.baz", "matches no subject"},
+		{whole, "orders", "matches no subject"},
+		{whole, "x.audit.y", "matches no subject"},
+		{own, "orders.new", ""},
+		{own, "*.new", ""},
+		{own, "payments.new", "matches no subject of the stream"},
+		{own, "orders.eu", "not within the route's subject *.new"},
+		{own, "orders.>", "not within"},
+	} {
+		t.Run(tc.info.Subject+" "+tc.subject, func(t *testing.T) {
+			_, err := parseFilter(url.Values{"subject": {tc.subject}}, tc.info, stream)
+			switch {
+			case tc.refused == "" && err != nil:
+				t.Errorf("refused: %v", err)
+			case tc.refused != "" && (!errors.Is(err, ErrBadFilter) || !strings.Contains(err.Error(), tc.refused)):
+				t.Errorf("got %v, want a refusal saying %q", err, tc.refused)
+			}
+		})
+	}
+	many := []string{"a.>", "b.>", "c.>", "d.>", "e.>", "f.>"}
+	if _, err := parseFilter(url.Values{"subject": {"x.y"}}, whole, many); err == nil || !strings.Contains(err.Error(), "(a.>, b.>, c.>, d.> and 2 more)") {
+		t.Errorf("got %v, want a refusal that lists 4 of the 6 subjects", err)
+	}
+	if _, err := parseFilter(url.Values{"subject": {"x.y"}}, whole, []string{"a.>", "not..read"}); err != nil {
+		t.Errorf("a stream subject that cannot be read refused the client: %v", err)
+	}
+}
+
+// subjectsOverlap agrees with a search for a subject that both patterns
+// match, among the subjects of up to 4 tokens of a, b and c, for every
+// pair of patterns of up to 3 tokens of a, b, * and >.
+func TestSubjectsOverlap(t *testing.T) {
+	var patterns [][]string
+	var grow func(p []string)
+	grow = func(p []string) {
+		if len(p) > 0 {
+			patterns = append(patterns, p)
+		}
+		if len(p) == 3 || len(p) > 0 && p[len(p)-1] == ">" {
+			return
+		}
+		for _, tok := range []string{"a", "b", "*", ">"} {
+			grow(append(p[:len(p):len(p)], tok))
+		}
+	}
+	grow(nil)
+	var subjects []string
+	var concrete func(s string, n int)
+	concrete = func(s string, n int) {
+		if n > 0 {
+			subjects = append(subjects, s)
+		}
+		if n == 4 {
+			return
+		}
+		for _, tok := range []string{"a", "b", "c"} {
+			if n == 0 {
+				concrete(tok, 1)
+			} else {
+				concrete(s+"."+tok, n+1)
+			}
+		}
+	}
+	concrete("", 0)
+	for _, a := range patterns {
+		for _, b := range patterns {
+			want := false
+			for _, s := range subjects {
+				if subjectMatches(a, s) && subjectMatches(b, s) {
+					want = true
+					break
+				}
+			}
+			if got := subjectsOverlap(a, b); got != want {
+				t.Errorf("subjectsOverlap(%q, %q) = %v, want %v", strings.Join(a, "."), strings.Join(b, "."), got, want)
+			}
+		}
+	}
+}
+
 func TestFilterMatch(t *testing.T) {
 	q, _ := url.ParseQuery("subject=orders.*.paid&type=message&type=refund&key=k1")
-	f, err := parseFilter(q, Info{Subject: "orders.>", Keyed: true})
+	f, err := parseFilter(q, Info{Subject: "orders.>", Keyed: true}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,6 +210,47 @@ func (s stubSource) Open(context.Context, Start) (Reader, error) {
 	return nil, ErrUnavailable
 }
 func (s stubSource) Close() error { return nil }
+
+// subjectedSource is a stubSource that tells its stream's subjects.
+type subjectedSource struct {
+	stubSource
+	subjects []string
+}
+
+func (s subjectedSource) StreamSubjects() []string { return s.subjects }
+
+// A route whose source tells its stream's subjects answers 400 to a
+// subject none of them can match, alone and in a merged stream, and
+// serves one that can.
+func TestSubjectOutsideStream(t *testing.T) {
+	src := subjectedSource{stubSource{Info{Stream: "stub", History: true, Subject: ">"}}, []string{"orders.>"}}
+	b, err := New(Config{}, Route{Path: "/s", Source: src})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Shutdown(context.Background())
+	for _, tc := range []struct {
+		target string
+		status int
+	}{
+		{"/s?subject=payments.new", 400},
+		{"/s?subject=orders.new", 200},
+		{"/s?subject=*.new", 200},
+		{"/_streams?route=" + url.QueryEscape("/s?subject=payments.new"), 400},
+		{"/_streams?route=" + url.QueryEscape("/s?subject=orders.new"), 200},
+	} {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel() // a stream ends after its first frame
+		rec := httptest.NewRecorder()
+		b.ServeHTTP(rec, httptest.NewRequestWithContext(ctx, http.MethodGet, tc.target, nil))
+		if rec.Code != tc.status {
+			t.Errorf("%s: %d %q, want %d", tc.target, rec.Code, rec.Body.String(), tc.status)
+		}
+		if rec.Code == 400 && !strings.Contains(rec.Body.String(), "matches no subject of the stream (orders.>)") {
+			t.Errorf("%s: 400 %q, want the reason", tc.target, rec.Body.String())
+		}
+	}
+}
 
 // FuzzFilterQuery: whatever the query string, a stream request is answered
 // 200, or 400 with a short reason; never a panic.

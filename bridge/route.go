@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"slices"
 	"sync/atomic"
 
@@ -274,6 +275,16 @@ func advance(pos Position, m *Message) Position {
 	return pos
 }
 
+// filter returns the filter a client asks for in q on this route (see
+// parseFilter), nil for none, or why the route cannot serve it.
+func (r *route) filter(q url.Values) (esource.Filter, error) {
+	var subjects []string
+	if s, ok := r.src.(Subjected); ok && q.Has("subject") {
+		subjects = s.StreamSubjects()
+	}
+	return parseFilter(q, r.info, subjects)
+}
+
 // ServeHTTP serves the route's event stream, with the events of the
 // client's filter only, if it asks for one (see filter.go); a filter the
 // route cannot serve gets 400 and the reason. The stream begins where
@@ -282,7 +293,7 @@ func advance(pos Position, m *Message) Position {
 // Options.Earliest, or with the next message.
 func (r *route) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	q := req.URL.Query()
-	f, err := parseFilter(q, r.info)
+	f, err := r.filter(q)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return

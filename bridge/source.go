@@ -65,6 +65,22 @@ type Seeker interface {
 	PositionAt(ctx context.Context, t time.Time) (Position, error)
 }
 
+// A Subjected is a Source whose broker tells which subjects its stream
+// takes, where that may be narrower than [Info.Subject] says (a JetStream
+// stream read whole has Info.Subject ">", and takes the subjects of its
+// configuration). A client's ?subject= that no subject of the stream can
+// match is then refused with 400, as one outside Info.Subject is, rather
+// than served nothing for ever.
+type Subjected interface {
+	// StreamSubjects returns the subjects, wildcards allowed, that the
+	// stream's messages can have, as the source last learnt them from the
+	// broker; nil where it does not know them (before it has connected,
+	// or for a stream whose messages may have other subjects). It must
+	// not block: the bridge calls it for each client that asks for a
+	// subject. The caller must not modify the slice.
+	StreamSubjects() []string
+}
+
 // An Incarnated is a Reader that can tell which incarnation of its stream
 // it reads: a stream deleted and created again under the same name (a
 // JetStream stream, a Kafka topic) is another incarnation, whose positions
@@ -113,7 +129,8 @@ type Info struct {
 	// Subject is the NATS subject, wildcards allowed, that every message
 	// of the stream matches, for a source whose clients may ask for the
 	// messages of a narrower subject (?subject=, see ServeHTTP): ">" for
-	// a whole JetStream stream. Empty for other sources.
+	// a whole JetStream stream, whose subjects a [Subjected] source tells
+	// once it has read them. Empty for other sources.
 	Subject string
 
 	// Keyed reports whether the messages have keys that clients may ask

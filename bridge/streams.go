@@ -135,7 +135,7 @@ func (b *Bridge) serveStreams(w http.ResponseWriter, req *http.Request) {
 			http.Error(w, "esbridge: no route "+strconv.Quote(esource.Truncate(p)), http.StatusBadRequest)
 			return
 		}
-		f, err := parseFilter(n.Filter, r.info)
+		f, err := r.filter(n.Filter)
 		if err != nil {
 			http.Error(w, "esbridge: route "+strconv.Quote(esource.Truncate(p))+": "+err.Error(), http.StatusBadRequest)
 			return

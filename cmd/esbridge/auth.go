@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/esbridge/esbridge/bridge"
 	"github.com/esbridge/esbridge/internal/auth"
@@ -23,6 +24,8 @@ type authFlags struct {
 	issuer         string
 	audience       string
 	cookie         string
+	leeway         time.Duration
+	allowNoExp     bool
 }
 
 // listFlag collects the values of a repeatable flag.
@@ -43,7 +46,13 @@ func (f *authFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.issuer, "jwt-issuer", "", "the tokens' iss, checked when given")
 	fs.StringVar(&f.audience, "jwt-audience", "", "an aud the tokens must have, checked when given")
 	fs.StringVar(&f.cookie, "jwt-cookie", auth.DefaultCookie, "`NAME` of the cookie that carries the token")
+	fs.DurationVar(&f.leeway, "jwt-leeway", defaultLeeway, "clock skew allowed to the tokens' exp and nbf; a stream ends at exp plus it")
+	fs.BoolVar(&f.allowNoExp, "jwt-allow-no-exp", false, "accept tokens without exp, whose streams then do not end")
 }
+
+// defaultLeeway is the default of -jwt-leeway: a few seconds of clock skew
+// between the token's issuer and esbridge.
+const defaultLeeway = 5 * time.Second
 
 // on reports whether a key flag is given.
 func (f *authFlags) on() bool {
@@ -54,6 +63,9 @@ func (f *authFlags) on() bool {
 func (f *authFlags) check() error {
 	if err := (&http.Cookie{Name: f.cookie, Value: "x"}).Valid(); err != nil {
 		return fmt.Errorf("invalid value %q for flag -jwt-cookie: not a cookie name", f.cookie)
+	}
+	if f.leeway < 0 {
+		return fmt.Errorf("invalid value %v for flag -jwt-leeway: must be 0 or more", f.leeway)
 	}
 	if f.jwksURL != "" {
 		u, err := url.Parse(f.jwksURL)
@@ -67,6 +79,8 @@ func (f *authFlags) check() error {
 			return errors.New("flag -jwt-issuer needs a key: -jwt-secret-file, -jwt-public-key-file or -jwt-jwks-url")
 		case f.audience != "":
 			return errors.New("flag -jwt-audience needs a key: -jwt-secret-file, -jwt-public-key-file or -jwt-jwks-url")
+		case f.allowNoExp:
+			return errors.New("flag -jwt-allow-no-exp needs a key: -jwt-secret-file, -jwt-public-key-file or -jwt-jwks-url")
 		}
 	}
 	return nil
@@ -79,7 +93,8 @@ func (f *authFlags) open(logger *slog.Logger, onRefused func(reason string)) (*a
 	if !f.on() {
 		return nil, nil
 	}
-	cfg := auth.Config{JWKSURL: f.jwksURL, Issuer: f.issuer, Audience: f.audience, Cookie: f.cookie, Logger: logger, OnRefused: onRefused}
+	cfg := auth.Config{JWKSURL: f.jwksURL, Issuer: f.issuer, Audience: f.audience, Cookie: f.cookie,
+		Leeway: f.leeway, AllowNoExpiry: f.allowNoExp, Logger: logger, OnRefused: onRefused}
 	for _, path := range f.secretFiles {
 		s, err := auth.ReadSecretFile(path)
 		if err != nil {

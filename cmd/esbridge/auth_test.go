@@ -180,6 +180,9 @@ func TestBadAuthFlags(t *testing.T) {
 		{"issuer-without-key", []string{"-route", valid, "-jwt-issuer", "https://issuer"}, "-jwt-issuer"},
 		{"audience-without-key", []string{"-route", valid, "-jwt-audience", "esbridge"}, "-jwt-audience"},
 		{"bad-cookie", []string{"-route", valid, "-jwt-cookie", "a b"}, "-jwt-cookie"},
+		{"negative-leeway", []string{"-route", valid, "-jwt-secret-file", short, "-jwt-leeway", "-1s"}, "-jwt-leeway"},
+		{"leeway-not-a-duration", []string{"-route", valid, "-jwt-leeway", "5"}, "-jwt-leeway"},
+		{"allow-no-exp-without-key", []string{"-route", valid, "-jwt-allow-no-exp"}, "-jwt-allow-no-exp"},
 		{"auth-not-none", []string{"-route", valid + "?auth=jwt"}, "-route"},
 	}
 	bin := binary(t)
@@ -196,5 +199,91 @@ func TestBadAuthFlags(t *testing.T) {
 				t.Errorf("the message quotes the secret: %q", stderr)
 			}
 		})
+	}
+}
+
+// A token without exp is refused (401, the reason in the debug log) unless
+// -jwt-allow-no-exp is given; then its stream is served.
+func TestTokenWithoutExp(t *testing.T) {
+	t.Parallel()
+	ns := runNATS(t)
+	pub, stream := ns.jetStream("NOEXP")
+	secret := writeSecret(t)
+	strict := startBridge(t, "-listen", "127.0.0.1:0", "-log-level", "debug", "-jwt-secret-file", secret, "-route", "/orders="+stream)
+	allowing := startBridge(t, "-listen", "127.0.0.1:0", "-jwt-secret-file", secret, "-jwt-allow-no-exp", "-route", "/orders="+stream)
+	strict.WaitReadyz(200)
+	allowing.WaitReadyz(200)
+
+	forever := signToken(t, time.Time{}, "/orders")
+	bearer := http.Header{"Authorization": {"Bearer " + forever}}
+	if code, _, body := strict.getWith("/orders", bearer); code != 401 || body != "unauthorized\n" {
+		t.Errorf("a token without exp: %d %q, want 401 %q", code, body, "unauthorized\n")
+	}
+	strict.WaitLog(`reason="token without exp (header)"`, 1)
+	if code, _, body := strict.getWith("/orders", http.Header{"Authorization": {"Bearer " + signToken(t, time.Now().Add(time.Hour), "/orders")}}); code != 200 {
+		t.Errorf("a token with exp: %d %q, want 200", code, body)
+	}
+
+	c := connectWith(t, allowing.URL("/orders"), "", bearer)
+	c.syncLive(pub.publish)
+	pub.publish("m1")
+	c.expectData("m1")
+}
+
+// -jwt-leeway allows that much clock skew to exp and nbf, 5 s by default,
+// and the stream of a token ends at its exp plus the leeway, not before.
+func TestLeeway(t *testing.T) {
+	t.Parallel()
+	ns := runNATS(t)
+	pub, stream := ns.jetStream("LEEWAY")
+	secret := writeSecret(t)
+	b := startBridge(t, "-listen", "127.0.0.1:0", "-jwt-secret-file", secret, "-jwt-leeway", "3s", "-route", "/orders="+stream)
+	byDefault := startBridge(t, "-listen", "127.0.0.1:0", "-jwt-secret-file", secret, "-route", "/orders="+stream)
+	b.WaitReadyz(200)
+	byDefault.WaitReadyz(200)
+
+	// JWT times are whole seconds: exp and nbf are cut to the second
+	// before now plus the offset.
+	withTimes := func(exp, nbf time.Duration) http.Header {
+		c := jwt.MapClaims{"routes": []string{"/orders"}, "exp": time.Now().Add(exp).Unix()}
+		if nbf != 0 {
+			c["nbf"] = time.Now().Add(nbf).Unix()
+		}
+		s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(testSecret)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return http.Header{"Authorization": {"Bearer " + s}}
+	}
+	for _, tc := range []struct {
+		name     string
+		b        *proc
+		exp, nbf time.Duration
+		status   int
+	}{
+		{"expired-within-leeway", b, -time.Second, 0, 200},
+		{"expired-past-leeway", b, -5 * time.Second, 0, 401},
+		{"not-yet-valid-within-leeway", b, time.Hour, time.Second, 200},
+		{"not-yet-valid-past-leeway", b, time.Hour, 5 * time.Second, 401},
+		{"expired-within-default-leeway", byDefault, -3 * time.Second, 0, 200},
+		{"expired-past-default-leeway", byDefault, -7 * time.Second, 0, 401},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if code, _, body := tc.b.getWith("/orders", withTimes(tc.exp, tc.nbf)); code != tc.status {
+				t.Errorf("%d %q, want %d", code, body, tc.status)
+			}
+		})
+	}
+
+	exp := time.Now().Add(2 * time.Second).Truncate(time.Second)
+	c := connectWith(t, b.URL("/orders"), "", http.Header{"Authorization": {"Bearer " + signToken(t, exp, "/orders")}})
+	c.syncLive(pub.publish)
+	pub.publish("m1")
+	c.expectData("m1")
+	if rest := c.expectEnd(); len(rest) > 0 {
+		t.Fatalf("after the last message the stream sent %v", rest)
+	}
+	if end, want := time.Now(), exp.Add(3*time.Second); end.Before(want) {
+		t.Errorf("the stream ended at %v, before the token's exp plus the leeway, %v", end, want)
 	}
 }

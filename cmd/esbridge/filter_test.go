@@ -1,10 +1,14 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // TestFilters: a JetStream route serves clients the subjects they ask for
@@ -99,4 +103,67 @@ func readKeys(c *sseClient, want []string) {
 	if fmt.Sprint(got) != fmt.Sprint(wantBy) {
 		c.t.Fatalf("%s: got %v, want %v", c.url, got, wantBy)
 	}
+}
+
+// TestSubjectOutsideStream: a ?subject= that no subject of the JetStream
+// stream can match gets 400, on a route read whole and on one with a
+// subject of its own, rather than a stream of nothing for ever; one that
+// some subject of the stream can match is served, wildcards on either
+// side.
+func TestSubjectOutsideStream(t *testing.T) {
+	t.Parallel()
+	ns := runNATS(t)
+	js, err := jetstream.New(ns.conn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "SUBJ", Subjects: []string{"orders.eu.>", "audit.*"}}); err != nil {
+		t.Fatal(err)
+	}
+	stream := "jetstream://" + ns.Addr() + "/SUBJ"
+	b := startBridge(t, "-listen", "127.0.0.1:0", "-route", "/all="+stream, "-route", "/orders="+stream+"?subject=orders.>")
+	b.WaitReadyz(200)
+
+	for _, tc := range []struct {
+		path   string
+		status int
+		reason string
+	}{
+		{"/all?subject=orders.eu.new", 200, ""},
+		{"/all?subject=orders.>", 200, ""},
+		{"/all?subject=audit.payments", 200, ""},
+		{"/all?subject=*.payments", 200, ""},
+		{"/all?subject=*.*.new", 200, ""},
+		{"/all?subject=>", 200, ""},
+		{"/all?subject=orders.us.new", 400, "subject=\"orders.us.new\" matches no subject of the stream (orders.eu.>, audit.*)"},
+		{"/all?subject=payments.new", 400, "matches no subject of the stream"},
+		{"/all?subject=*", 400, "matches no subject of the stream"},
+		{"/all?subject=audit.x.y", 400, "matches no subject of the stream"},
+		{"/orders?subject=orders.eu.new", 200, ""},
+		{"/orders?subject=orders.*.new", 200, ""},
+		{"/orders?subject=orders.us.new", 400, "matches no subject of the stream"},
+		{"/orders?subject=audit.x", 400, "not within the route's subject orders.>"},
+		{"/_streams?route=" + url.QueryEscape("/all?subject=payments.new"), 400, "matches no subject of the stream"},
+	} {
+		code, _, body := b.getWith(tc.path, nil)
+		if code != tc.status || !strings.Contains(body, tc.reason) {
+			t.Errorf("GET %s: %d %q, want %d saying %q", tc.path, code, body, tc.status, tc.reason)
+		}
+	}
+
+	// The subjects served do stream their messages.
+	audit := connect(t, b.URL("/all?subject=*.payments"), "")
+	eu := connect(t, b.URL("/orders?subject=orders.eu.*"), "")
+	pub := &publisher{t: t, js: js, subject: "audit.payments"}
+	audit.syncLive(pub.publish)
+	pub.subject = "orders.eu.sync"
+	eu.syncLive(pub.publish)
+	pub.subject = "orders.eu.paid"
+	pub.publish("eu1")
+	pub.subject = "audit.payments"
+	pub.publish("audit1")
+	eu.expectData("eu1")
+	audit.expectData("audit1")
 }

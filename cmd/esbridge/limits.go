@@ -17,6 +17,7 @@ type serverFlags struct {
 	tlsCert, tlsKey string
 	maxClients      int
 	maxPerIP        int
+	ipv6Prefix      int
 	trustedProxies  prefixFlags
 }
 
@@ -26,6 +27,7 @@ func addServerFlags(fs *flag.FlagSet, s *serverFlags) {
 	fs.StringVar(&s.tlsKey, "tls-key", "", "key `FILE` (PEM) of -tls-cert")
 	fs.IntVar(&s.maxClients, "max-clients", 0, "streams open at once (`N`), 0 for no limit")
 	fs.IntVar(&s.maxPerIP, "max-clients-per-ip", 0, "streams open at once per client address (`N`), 0 for no limit")
+	fs.IntVar(&s.ipv6Prefix, "ipv6-prefix", limit.DefaultIPv6Prefix, "prefix length (`BITS`, 1 to 128) by which -max-clients-per-ip counts an IPv6 client")
 	fs.Var(&s.trustedProxies, "trusted-proxy", "`CIDR` of proxies whose X-Forwarded-For and Forwarded headers are believed (repeatable)")
 }
 
@@ -40,6 +42,8 @@ func (s *serverFlags) check() error {
 		return fmt.Errorf("invalid value %d for flag -max-clients: must be 0 (no limit) or more", s.maxClients)
 	case s.maxPerIP < 0:
 		return fmt.Errorf("invalid value %d for flag -max-clients-per-ip: must be 0 (no limit) or more", s.maxPerIP)
+	case s.ipv6Prefix < 1 || s.ipv6Prefix > 128:
+		return fmt.Errorf("invalid value %d for flag -ipv6-prefix: must be from 1 to 128", s.ipv6Prefix)
 	}
 	return nil
 }
@@ -59,6 +63,7 @@ func limitStreams(h http.Handler, s *serverFlags, routes []routeFlag, logger *sl
 	lim, err := limit.New(limit.Config{
 		MaxClients:     s.maxClients,
 		MaxPerIP:       s.maxPerIP,
+		IPv6Prefix:     s.ipv6Prefix,
 		TrustedProxies: s.trustedProxies,
 		IsStream:       func(r *http.Request) bool { return paths[r.URL.Path] || r.URL.Path == bridge.StreamsPath },
 		OnRefused:      onRefused,

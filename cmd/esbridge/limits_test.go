@@ -137,6 +137,9 @@ func TestBadServerFlags(t *testing.T) {
 		{"negative-max-clients", []string{"-max-clients", "-1"}, "-max-clients"},
 		{"max-clients-not-a-number", []string{"-max-clients", "many"}, "-max-clients"},
 		{"negative-max-clients-per-ip", []string{"-max-clients-per-ip", "-1"}, "-max-clients-per-ip"},
+		{"ipv6-prefix-0", []string{"-ipv6-prefix", "0"}, "-ipv6-prefix"},
+		{"ipv6-prefix-129", []string{"-ipv6-prefix", "129"}, "-ipv6-prefix"},
+		{"ipv6-prefix-not-a-number", []string{"-ipv6-prefix", "/64"}, "-ipv6-prefix"},
 		{"bad-trusted-proxy", []string{"-trusted-proxy", "10.0.0.0/33"}, "-trusted-proxy"},
 		{"hostname-trusted-proxy", []string{"-trusted-proxy", "proxy.example"}, "-trusted-proxy"},
 	}

@@ -317,6 +317,8 @@ Flags:
   -max-clients N       streams open at once; over it a stream gets a retry
                        line of 5-15 s and ends (default 0: no limit)
   -max-clients-per-ip N  the same per client address (default 0: no limit)
+  -ipv6-prefix BITS    an IPv6 client is counted by the prefix of its address
+                       of BITS bits (default 64); IPv4, by its address
   -trusted-proxy CIDR  proxies whose X-Forwarded-For or Forwarded header gives
                        the client address (repeatable)
   -log-level LEVEL     debug, info, warn or error (default info)
@@ -331,8 +333,11 @@ Authorization (JWT; any key flag turns it on for every route):
   -jwt-issuer ISS            the tokens' iss, checked when given
   -jwt-audience AUD          an aud the tokens must have, checked when given
   -jwt-cookie NAME           cookie of the token (default esbridge_token)
+  -jwt-leeway DURATION       clock skew allowed to exp and nbf (default 5s)
+  -jwt-allow-no-exp          accept tokens without exp (refused by default)
 Tokens come from Authorization: Bearer, the cookie, or ?access_token=; the
-claim routes lists the paths they open ("*" for all); a stream ends at exp.
+claim routes lists the paths they open ("*" for all); a stream ends at exp
+plus the leeway.
 
 Route URL schemes: %s.
 Route options (URL query): start=latest|earliest, type=subject|header:NAME,

@@ -20,6 +20,14 @@
 //
 // The claim routes lists the route paths a token may open, "*" for all, as
 // a JSON array or a single string.
+//
+// # Expiry
+//
+// A token must have an exp, unless [Config.AllowNoExpiry]: a leaked token
+// is not good for ever. Its exp and nbf are checked with
+// [Config.Leeway] of clock skew allowed: a token is accepted from
+// nbf−Leeway until exp+Leeway, and the stream of an authorized request
+// ends at exp+Leeway ([Decision.Expires]).
 package auth
 
 import (
@@ -65,7 +73,10 @@ type Config struct {
 	// the token's kid. It is fetched by New (for at most JWKSTimeout; New
 	// does not fail if it cannot be fetched), then every JWKSRefresh, and
 	// again when a token names a kid it lacks, at most every
-	// JWKSUnknownKID.
+	// JWKSUnknownKID. Only the request that starts such a fetch waits for
+	// it: a request whose kid the set lacks, while a fetch is in flight or
+	// within JWKSUnknownKID of the last one for an unknown kid, is refused
+	// at once.
 	JWKSURL string
 
 	// JWKSClient fetches the JWKS; nil means a client of its own.
@@ -87,6 +98,16 @@ type Config struct {
 
 	// Audience, if not empty, must be among the token's aud.
 	Audience string
+
+	// Leeway is the clock skew allowed to the checks of the token's exp
+	// and nbf: a token is accepted from nbf−Leeway until exp+Leeway, and
+	// the stream of the request ends at exp+Leeway. Zero means none; New
+	// refuses a negative one.
+	Leeway time.Duration
+
+	// AllowNoExpiry lets in the tokens that have no exp, whose streams
+	// then do not end with the token. False refuses them (401).
+	AllowNoExpiry bool
 
 	// Cookie is the name of the cookie that carries the token; empty means
 	// DefaultCookie.
@@ -143,6 +164,9 @@ func New(cfg Config) (*Authorizer, error) {
 	if len(cfg.Secrets) == 0 && len(cfg.PublicKeys) == 0 && cfg.JWKSURL == "" {
 		return nil, fmt.Errorf("%w: no key", ErrConfig)
 	}
+	if cfg.Leeway < 0 {
+		return nil, fmt.Errorf("%w: leeway %v, want 0 or more", ErrConfig, cfg.Leeway)
+	}
 	for i, s := range cfg.Secrets {
 		if len(s) < MinSecretBytes {
 			return nil, fmt.Errorf("%w: secret %d has %d bytes, want at least %d", ErrConfig, i+1, len(s), MinSecretBytes)
@@ -177,6 +201,9 @@ func New(cfg Config) (*Authorizer, error) {
 	if cfg.Audience != "" {
 		opts = append(opts, jwt.WithAudience(cfg.Audience))
 	}
+	if cfg.Leeway > 0 {
+		opts = append(opts, jwt.WithLeeway(cfg.Leeway))
+	}
 	if cfg.now != nil {
 		opts = append(opts, jwt.WithTimeFunc(cfg.now))
 	}
@@ -184,7 +211,8 @@ func New(cfg Config) (*Authorizer, error) {
 	return a, nil
 }
 
-// Close stops the background fetches of the JWKS. It is idempotent.
+// Close stops the background fetches of the JWKS and waits for the one in
+// flight, if any, to end. It is idempotent.
 func (a *Authorizer) Close() {
 	if a.stopBg != nil {
 		a.stopBg()
@@ -201,8 +229,9 @@ type Decision struct {
 	// it never holds any of the token.
 	Reason string
 
-	// Expires is the token's expiry, zero if it has none. The stream of
-	// the request ends then.
+	// Expires is when the token stops being accepted, its exp plus
+	// Config.Leeway: the stream of the request ends then. It is zero for
+	// a token without exp (Config.AllowNoExpiry).
 	Expires time.Time
 }
 
@@ -227,8 +256,11 @@ func (a *Authorizer) Authorize(ctx context.Context, r *http.Request, path string
 		return Decision{Status: http.StatusUnauthorized, Reason: reason(err) + " (" + from + ")"}
 	}
 	var exp time.Time
-	if c.ExpiresAt != nil {
-		exp = c.ExpiresAt.Time
+	switch {
+	case c.ExpiresAt != nil:
+		exp = c.ExpiresAt.Time.Add(a.cfg.Leeway)
+	case !a.cfg.AllowNoExpiry:
+		return Decision{Status: http.StatusUnauthorized, Reason: "token without exp (" + from + ")"}
 	}
 	if !slices.Contains(c.Routes, AllRoutes) && !slices.Contains(c.Routes, path) {
 		return Decision{Status: http.StatusForbidden, Reason: "the token's routes claim does not name the route", Expires: exp}

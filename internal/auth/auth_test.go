@@ -150,7 +150,6 @@ func TestAuthorize(t *testing.T) {
 		{"all-routes", hs(mkClaims([]string{"/other", "*"})), "", 200},
 		{"routes-as-a-string", hs(mkClaims("/orders")), "", 200},
 		{"star-as-a-string", hs(mkClaims("*")), "", 200},
-		{"no-exp", hs(mkClaims(orders, "exp", nil)), "", 200},
 
 		{"other-route", hs(mkClaims([]string{"/payments"})), "", 403},
 		{"route-prefix", hs(mkClaims([]string{"/order"})), "", 403},
@@ -162,6 +161,8 @@ func TestAuthorize(t *testing.T) {
 		{"garbage", tok{}, "%%%%", 401},
 		{"too-long", tok{}, strings.Repeat("a", MaxTokenBytes+1), 401},
 		{"routes-not-strings", hs(mkClaims(42)), "", 401},
+		{"no-exp", hs(mkClaims(orders, "exp", nil)), "", 401},
+		{"no-exp-other-route", hs(mkClaims([]string{"/payments"}, "exp", nil)), "", 401},
 		{"expired", hs(mkClaims(orders, "exp", now.Add(-time.Second).Unix())), "", 401},
 		{"not-yet-valid", hs(mkClaims(orders, "nbf", now.Add(time.Minute).Unix())), "", 401},
 		{"wrong-issuer", hs(mkClaims(orders, "iss", "https://evil.test")), "", 401},
@@ -350,14 +351,83 @@ func TestHandler(t *testing.T) {
 	}
 }
 
+// A token without exp is refused unless AllowNoExpiry; with a Leeway, exp
+// and nbf are checked that much later and earlier, and the stream ends at
+// exp plus the leeway.
+func TestExpiry(t *testing.T) {
+	k := keys()
+	hs := func(c jwt.MapClaims) string { return tok{jwt.SigningMethodHS256, k.secret, "", c}.sign(t) }
+	strict := newAuthorizer(t, Config{Secrets: [][]byte{k.secret}})
+	allowing := newAuthorizer(t, Config{Secrets: [][]byte{k.secret}, AllowNoExpiry: true})
+	lenient := newAuthorizer(t, Config{Secrets: [][]byte{k.secret}, Leeway: 5 * time.Second})
+	at := func(d time.Duration) int64 { return now.Add(d).Unix() }
+	cases := []struct {
+		name    string
+		a       *Authorizer
+		token   string
+		status  int
+		expires time.Time // of a token accepted
+		reason  string    // of a token refused, if it matters
+	}{
+		{"no-exp", strict, hs(mkClaims("*", "exp", nil)), 401, time.Time{}, "token without exp (header)"},
+		{"no-exp-allowed", allowing, hs(mkClaims("*", "exp", nil)), 200, time.Time{}, ""},
+		{"exp-allowed-too", allowing, hs(mkClaims("*")), 200, now.Add(time.Hour), ""},
+		{"no-exp-with-leeway", lenient, hs(mkClaims("*", "exp", nil)), 401, time.Time{}, "token without exp (header)"},
+		{"exp", lenient, hs(mkClaims("*")), 200, now.Add(time.Hour + 5*time.Second), ""},
+		{"expired-within-leeway", lenient, hs(mkClaims("*", "exp", at(-4*time.Second))), 200, now.Add(time.Second), ""},
+		{"expired-past-leeway", lenient, hs(mkClaims("*", "exp", at(-6*time.Second))), 401, time.Time{}, "token expired (header)"},
+		{"expired-no-leeway", strict, hs(mkClaims("*", "exp", at(-time.Second))), 401, time.Time{}, "token expired (header)"},
+		{"nbf-within-leeway", lenient, hs(mkClaims("*", "nbf", at(4*time.Second))), 200, now.Add(time.Hour + 5*time.Second), ""},
+		{"nbf-past-leeway", lenient, hs(mkClaims("*", "nbf", at(6*time.Second))), 401, time.Time{}, "token not valid yet (header)"},
+		{"nbf-no-leeway", strict, hs(mkClaims("*", "nbf", at(time.Second))), 401, time.Time{}, "token not valid yet (header)"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			d := tc.a.Authorize(context.Background(), bearer("/x", tc.token), "/x")
+			if d.Status != tc.status {
+				t.Fatalf("status %d (%s), want %d", d.Status, d.Reason, tc.status)
+			}
+			if tc.reason != "" && d.Reason != tc.reason {
+				t.Errorf("reason %q, want %q", d.Reason, tc.reason)
+			}
+			if d.Status == 200 && !d.Expires.Equal(tc.expires) {
+				t.Errorf("Expires %v, want %v", d.Expires, tc.expires)
+			}
+		})
+	}
+}
+
+// The handler ends an authorized stream at the token's exp plus the
+// leeway.
+func TestHandlerLeeway(t *testing.T) {
+	k := keys()
+	a, err := New(Config{Secrets: [][]byte{k.secret}, Leeway: 3 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	exp := time.Now().Add(time.Hour).Truncate(time.Second)
+	var deadline time.Time
+	h := a.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		deadline, _ = r.Context().Deadline()
+	}), []string{"/orders"})
+	token := tok{jwt.SigningMethodHS256, k.secret, "", jwt.MapClaims{"exp": exp.Unix(), "routes": "*"}}.sign(t)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, bearer("/orders", token))
+	if rec.Code != 200 || !deadline.Equal(exp.Add(3*time.Second)) {
+		t.Errorf("status %d, the stream's deadline %v; want 200 and the token's exp plus the leeway, %v", rec.Code, deadline, exp.Add(3*time.Second))
+	}
+}
+
 func TestNewRefuses(t *testing.T) {
 	k := keys()
 	for name, cfg := range map[string]Config{
-		"no-key":       {},
-		"short-secret": {Secrets: [][]byte{[]byte("short")}},
-		"bad-cookie":   {Secrets: [][]byte{k.secret}, Cookie: "a b"},
-		"private-key":  {PublicKeys: []crypto.PublicKey{k.rsa}},
-		"jwks-no-url":  {JWKSURL: "file:///etc/keys"},
+		"no-key":          {},
+		"negative-leeway": {Secrets: [][]byte{k.secret}, Leeway: -time.Second},
+		"short-secret":    {Secrets: [][]byte{[]byte("short")}},
+		"bad-cookie":      {Secrets: [][]byte{k.secret}, Cookie: "a b"},
+		"private-key":     {PublicKeys: []crypto.PublicKey{k.rsa}},
+		"jwks-no-url":     {JWKSURL: "file:///etc/keys"},
 	} {
 		if a, err := New(cfg); err == nil {
 			a.Close()

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 )
@@ -19,14 +20,17 @@ func FuzzAuthorize(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Cleanup(a.Close)
-	valid := tok{jwt.SigningMethodHS256, k.secret, "", jwt.MapClaims{"aud": "esbridge", "routes": "*"}}.sign(f)
-	ec := tok{jwt.SigningMethodES256, k.ec, "k", jwt.MapClaims{"aud": "esbridge", "routes": []string{"/a"}}}.sign(f)
+	exp := time.Now().Add(24 * time.Hour).Unix()
+	valid := tok{jwt.SigningMethodHS256, k.secret, "", jwt.MapClaims{"aud": "esbridge", "routes": "*", "exp": exp}}.sign(f)
+	ec := tok{jwt.SigningMethodES256, k.ec, "k", jwt.MapClaims{"aud": "esbridge", "routes": []string{"/a"}, "exp": exp}}.sign(f)
+	noExp := tok{jwt.SigningMethodHS256, k.secret, "", jwt.MapClaims{"aud": "esbridge", "routes": "*"}}.sign(f)
 	f.Add("Bearer "+valid, "", "")
 	f.Add("", ec, "")
 	f.Add("", "", valid)
 	f.Add("Bearer eyJhbGciOiJub25lIn0.e30.", "x", "%zz")
 	f.Add("bearer  ", "\x00", "a.b.c")
 	f.Add("Bearer "+valid[:len(valid)-3], "", "")
+	f.Add("Bearer "+noExp, "", "")
 	f.Fuzz(func(t *testing.T, authz, cookie, query string) {
 		r := httptest.NewRequest(http.MethodGet, "/a", nil)
 		r.URL.RawQuery = "access_token=" + query

@@ -11,9 +11,10 @@ import (
 // passing them to next; other requests pass as they are. A request
 // refused gets 401 with WWW-Authenticate: Bearer, or 403, with one word
 // as the body; the reason goes to the log, at debug level. An authorized
-// request whose token expires is passed on with a context that ends then,
-// which ends its stream: the browser reconnects with Last-Event-ID and the
-// token it has by then.
+// request whose token expires is passed on with a context that ends then
+// (at its exp plus Config.Leeway, see Decision.Expires), which ends its
+// stream: the browser reconnects with Last-Event-ID and the token it has
+// by then.
 func (a *Authorizer) Handler(next http.Handler, protected []string) http.Handler {
 	paths := make(map[string]bool, len(protected))
 	for _, p := range protected {
@@ -30,7 +31,7 @@ func (a *Authorizer) Handler(next http.Handler, protected []string) http.Handler
 // HandlerFunc is Handler for requests that may open several routes at
 // once: routes returns the protected route paths that r opens, none for
 // a request that needs no token. r is authorized if its token opens every
-// one, and its stream ends at the token's exp.
+// one, and its stream ends at the token's exp plus Config.Leeway.
 func (a *Authorizer) HandlerFunc(next http.Handler, routes func(r *http.Request) []string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		paths := routes(r)

@@ -144,3 +144,74 @@ func TestJWKSDownAtStart(t *testing.T) {
 		return nil
 	})
 }
+
+// A request whose kid the JWKS lacks never waits for a fetch that another
+// request started: while the JWKS server hangs on the fetch of one such
+// request, another is refused at once, and one with a known kid is
+// authorized at once. The request that started the fetch gets its answer
+// when the fetch ends.
+func TestJWKSUnknownKIDWaitsForNoFetchInFlight(t *testing.T) {
+	a1, x1 := newEd(t), newEd(t)
+	release := make(chan struct{})
+	var fetches atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		keys := []map[string]string{edJWK("a", a1)}
+		if fetches.Add(1) > 1 {
+			select { // every fetch after the first hangs until released
+			case <-release:
+			case <-r.Context().Done():
+				return
+			}
+			keys = append(keys, edJWK("x", x1))
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]any{"keys": keys})
+	}))
+	t.Cleanup(srv.Close)
+	var once sync.Once
+	unhang := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(unhang)
+
+	// Fetches for unknown kids may follow each other closely: only the
+	// fetch in flight can hold a request back.
+	az := newAuthorizer(t, Config{JWKSURL: srv.URL, JWKSUnknownKID: time.Millisecond, JWKSTimeout: time.Minute})
+	authorize := func(kid string, key ed25519.PrivateKey) (Decision, time.Duration) {
+		token := tok{jwt.SigningMethodEdDSA, key, kid, mkClaims("*")}.sign(t)
+		start := time.Now()
+		d := az.Authorize(context.Background(), bearer("/x", token), "/x")
+		return d, time.Since(start)
+	}
+
+	first := make(chan Decision, 1)
+	go func() {
+		d, _ := authorize("x", x1)
+		first <- d
+	}()
+	poll.Until(t, 10*time.Second, "the JWKS server hangs on the fetch for kid x", func() bool { return fetches.Load() == 2 })
+
+	const quick = 2 * time.Second // against a fetch that hangs for a minute
+	if d, took := authorize("y", x1); d.Status != 401 || took > quick {
+		t.Errorf("kid y, unknown, during the fetch for x: status %d (%s) after %v, want 401 at once", d.Status, d.Reason, took)
+	}
+	if d, took := authorize("a", a1); d.Status != 200 || took > quick {
+		t.Errorf("kid a, known, during the fetch for x: status %d (%s) after %v, want 200 at once", d.Status, d.Reason, took)
+	}
+	if n := fetches.Load(); n != 2 {
+		t.Errorf("%d fetches of the JWKS, want 2: the start, and the one for kid x", n)
+	}
+	select {
+	case d := <-first:
+		t.Fatalf("kid x was answered %d (%s) while its fetch hangs", d.Status, d.Reason)
+	default:
+	}
+
+	unhang()
+	select {
+	case d := <-first:
+		if d.Status != 200 {
+			t.Errorf("kid x, once its fetch ended with x in the set: status %d (%s), want 200", d.Status, d.Reason)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("kid x got no answer 10 s after its fetch was released")
+	}
+}

@@ -190,3 +190,15 @@ func validPort(s string) bool {
 	}
 	return true
 }
+
+// clientGroup returns the client that a client address counts as, for the
+// limit per client: an IPv4 address alone (a /32), an IPv6 address's
+// prefix of ipv6Bits bits. An invalid address gives the zero Prefix.
+func clientGroup(a netip.Addr, ipv6Bits int) netip.Prefix {
+	a = a.Unmap()
+	if a.Is6() {
+		p, _ := a.WithZone("").Prefix(ipv6Bits)
+		return p
+	}
+	return netip.PrefixFrom(a, a.BitLen())
+}

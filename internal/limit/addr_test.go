@@ -134,3 +134,34 @@ func mentions(s string, a netip.Addr) bool {
 	}
 	return false
 }
+
+func TestClientGroup(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		addr string
+		bits int
+		want string
+	}{
+		{"192.0.2.1", 64, "192.0.2.1/32"},
+		{"192.0.2.1", 8, "192.0.2.1/32"},
+		{"::ffff:192.0.2.1", 64, "192.0.2.1/32"},
+		{"2001:db8:1:2:3:4:5:6", 64, "2001:db8:1:2::/64"},
+		{"2001:db8:1:2::", 64, "2001:db8:1:2::/64"},
+		{"2001:db8:1:2:ffff:ffff:ffff:ffff", 64, "2001:db8:1:2::/64"},
+		{"2001:db8:1:3::1", 64, "2001:db8:1:3::/64"},
+		{"2001:db8:1:2:3:4:5:6", 48, "2001:db8:1::/48"},
+		{"2001:db8:1:2:3:4:5:6", 56, "2001:db8:1::/56"},
+		{"2001:db8:1:2:3:4:5:6", 128, "2001:db8:1:2:3:4:5:6/128"},
+		{"2001:db8:1:2:3:4:5:6", 1, "::/1"},
+		{"fe80::1%eth0", 64, "fe80::/64"},
+		{"::1", 64, "::/64"},
+	} {
+		a := netip.MustParseAddr(tc.addr)
+		if got := clientGroup(a, tc.bits).String(); got != tc.want {
+			t.Errorf("clientGroup(%s, %d) = %s, want %s", tc.addr, tc.bits, got, tc.want)
+		}
+	}
+	if got := clientGroup(netip.Addr{}, 64); got.IsValid() {
+		t.Errorf("clientGroup of the zero address = %v, want the zero prefix", got)
+	}
+}

@@ -7,7 +7,11 @@
 //
 // The client address is the connection's remote address, or, only for
 // connections from trusted proxies, the one their X-Forwarded-For or
-// Forwarded headers name (see [ClientAddr]).
+// Forwarded headers name (see [ClientAddr]). The limit per client counts
+// an IPv4 client by its address, and an IPv6 client by the prefix of its
+// address ([Config.IPv6Prefix], a /64 by default): one host, or one home
+// or office network, is given a /64 or more, and can take any address of
+// it.
 package limit
 
 import (
@@ -31,6 +35,11 @@ const (
 	DefaultRetryMax = 15 * time.Second
 )
 
+// DefaultIPv6Prefix is the prefix length by which IPv6 clients are counted
+// unless Config.IPv6Prefix says otherwise: a /64, the least that a host or
+// a network is given.
+const DefaultIPv6Prefix = 64
+
 // Reasons passed to Config.OnRefused.
 const (
 	ReasonMaxClients = "max-clients"
@@ -44,9 +53,14 @@ var ErrInvalid = errors.New("limit: invalid config")
 type Config struct {
 	// MaxClients bounds the streams open at once; zero means no bound.
 	MaxClients int
-	// MaxPerIP bounds the streams open at once per client address; zero
-	// means no bound.
+	// MaxPerIP bounds the streams open at once per client: per IPv4
+	// address, per IPv6 prefix of IPv6Prefix bits. Zero means no bound.
 	MaxPerIP int
+	// IPv6Prefix is the length of the prefix by which MaxPerIP counts the
+	// IPv6 clients: the addresses of one prefix count as one client. Zero
+	// means DefaultIPv6Prefix (64); 128 counts each address apart. It must
+	// be from 0 to 128.
+	IPv6Prefix int
 	// TrustedProxies are the addresses whose forwarding headers are
 	// believed (see ClientAddr).
 	TrustedProxies []netip.Prefix
@@ -73,7 +87,7 @@ type Limiter struct {
 
 	mu    sync.Mutex
 	open  int
-	perIP map[netip.Addr]int // open streams per client address, with MaxPerIP
+	perIP map[netip.Prefix]int // open streams per client (see clientGroup), with MaxPerIP
 }
 
 // New returns a Limiter for cfg, or an error wrapping ErrInvalid.
@@ -89,13 +103,18 @@ func New(cfg Config) (*Limiter, error) {
 		return nil, fmt.Errorf("%w: max clients %d < 0", ErrInvalid, cfg.MaxClients)
 	case cfg.MaxPerIP < 0:
 		return nil, fmt.Errorf("%w: max clients per IP %d < 0", ErrInvalid, cfg.MaxPerIP)
+	case cfg.IPv6Prefix < 0 || cfg.IPv6Prefix > 128:
+		return nil, fmt.Errorf("%w: IPv6 prefix length %d, want 1 to 128 (0 for %d)", ErrInvalid, cfg.IPv6Prefix, DefaultIPv6Prefix)
 	case cfg.RetryMin < 0 || cfg.RetryMax < cfg.RetryMin:
 		return nil, fmt.Errorf("%w: retry delay from %v to %v", ErrInvalid, cfg.RetryMin, cfg.RetryMax)
+	}
+	if cfg.IPv6Prefix == 0 {
+		cfg.IPv6Prefix = DefaultIPv6Prefix
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Limiter{cfg: cfg, perIP: make(map[netip.Addr]int)}, nil
+	return &Limiter{cfg: cfg, perIP: make(map[netip.Prefix]int)}, nil
 }
 
 // Open returns how many streams are open.
@@ -118,9 +137,9 @@ func (l *Limiter) Handler(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		var ip netip.Addr
+		var ip netip.Prefix
 		if l.cfg.MaxPerIP > 0 {
-			ip = ClientAddr(r.RemoteAddr, r.Header, l.cfg.TrustedProxies)
+			ip = clientGroup(ClientAddr(r.RemoteAddr, r.Header, l.cfg.TrustedProxies), l.cfg.IPv6Prefix)
 		}
 		if reason := l.acquire(ip); reason != "" {
 			l.refuse(w, r, ip, reason)
@@ -137,9 +156,9 @@ func (l *Limiter) Handler(next http.Handler) http.Handler {
 	})
 }
 
-// acquire takes a place for a stream of ip, or returns the limit that
-// refuses it.
-func (l *Limiter) acquire(ip netip.Addr) string {
+// acquire takes a place for a stream of the client ip, or returns the
+// limit that refuses it.
+func (l *Limiter) acquire(ip netip.Prefix) string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	switch {
@@ -155,7 +174,7 @@ func (l *Limiter) acquire(ip netip.Addr) string {
 	return ""
 }
 
-func (l *Limiter) release(ip netip.Addr) {
+func (l *Limiter) release(ip netip.Prefix) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.open--
@@ -170,7 +189,7 @@ func (l *Limiter) release(ip netip.Addr) {
 
 // refuse answers a stream over a limit: 200, an event stream made of a
 // retry line alone, and its end.
-func (l *Limiter) refuse(w http.ResponseWriter, r *http.Request, ip netip.Addr, reason string) {
+func (l *Limiter) refuse(w http.ResponseWriter, r *http.Request, ip netip.Prefix, reason string) {
 	if l.cfg.OnRefused != nil {
 		l.cfg.OnRefused(reason)
 	}
@@ -190,7 +209,7 @@ func (l *Limiter) refuse(w http.ResponseWriter, r *http.Request, ip netip.Addr, 
 // A slot is the place of one open stream, released once.
 type slot struct {
 	l    *Limiter
-	ip   netip.Addr
+	ip   netip.Prefix
 	done atomic.Bool
 }
 

@@ -223,11 +223,44 @@ func TestLimitsUntrusted(t *testing.T) {
 	}
 }
 
+// IPv6 clients are counted by their /64, or the prefix configured;
+// IPv4 clients by their address.
+func TestLimitsIPv6Prefix(t *testing.T) {
+	t.Parallel()
+	proxy := []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+	t.Run("default-64", func(t *testing.T) {
+		t.Parallel()
+		s := newServer(t, false, Config{MaxPerIP: 1, TrustedProxies: proxy})
+		s.open("2001:db8:1:2::1")
+		s.expectRefused("2001:db8:1:2:ffff:ffff:ffff:ffff") // the same /64
+		s.open("2001:db8:1:3::1")                           // another /64
+		s.open("192.0.2.1")
+		s.open("192.0.2.2") // IPv4: per address
+		s.expectRefused("192.0.2.1")
+	})
+	t.Run("48", func(t *testing.T) {
+		t.Parallel()
+		s := newServer(t, false, Config{MaxPerIP: 1, IPv6Prefix: 48, TrustedProxies: proxy})
+		s.open("2001:db8:1:2::1")
+		s.expectRefused("2001:db8:1:3::1") // the same /48
+		s.open("2001:db8:2::1")
+	})
+	t.Run("128", func(t *testing.T) {
+		t.Parallel()
+		s := newServer(t, false, Config{MaxPerIP: 1, IPv6Prefix: 128, TrustedProxies: proxy})
+		s.open("2001:db8:1:2::1")
+		s.open("2001:db8:1:2::2")
+		s.expectRefused("2001:db8:1:2::1")
+	})
+}
+
 func TestNewInvalid(t *testing.T) {
 	t.Parallel()
 	for _, cfg := range []Config{
 		{MaxClients: -1},
 		{MaxPerIP: -1},
+		{MaxPerIP: 1, IPv6Prefix: -1},
+		{MaxPerIP: 1, IPv6Prefix: 129},
 		{RetryMin: 10 * time.Second, RetryMax: time.Second},
 	} {
 		if _, err := New(cfg); err == nil {

@@ -97,6 +97,7 @@ func (s *Source) openStream(ctx context.Context, start bridge.Start) (bridge.Rea
 		return nil, fmt.Errorf("nats: stream %s: %w: %w", s.cfg.Stream, bridge.ErrUnavailable, err)
 	}
 	info := st.CachedInfo()
+	s.sawStream(info)
 	state := info.State
 	// Start by sequence even for the latest message, rather than with
 	// DeliverNewPolicy, so that Position is exact: nothing stored after
@@ -253,7 +254,7 @@ func (r *streamReader) run() {
 func (r *streamReader) watch() {
 	defer close(r.watched)
 	check := &r.src.streamCheck
-	defer check.Watch(r.conn.readStream(r.src.cfg.Stream))()
+	defer check.Watch(r.src.readStream(r.conn))()
 	for {
 		info, ok := check.Next(r.ctx)
 		if !ok {
@@ -272,19 +273,22 @@ type streamInfo struct {
 	gone    bool   // the stream does not exist
 }
 
-// readStream returns the check that reads the info of stream over c. An
-// error of the connection tells nothing: neither created nor gone.
-func (c *conn) readStream(stream string) func(context.Context, streamInfo) streamInfo {
+// readStream returns the check that reads the info of the source's stream
+// over c, and records its subjects (see StreamSubjects). An error of the
+// connection tells nothing: neither created nor gone.
+func (s *Source) readStream(c *conn) func(context.Context, streamInfo) streamInfo {
 	return func(ctx context.Context, _ streamInfo) streamInfo {
 		ctx, cancel := context.WithTimeout(ctx, infoTimeout)
 		defer cancel()
-		st, err := c.js.Stream(ctx, stream)
+		st, err := c.js.Stream(ctx, s.cfg.Stream)
 		var info streamInfo
 		switch {
 		case errors.Is(err, jetstream.ErrStreamNotFound):
 			info.gone = true
 		case err == nil:
-			info.created = uint64(st.CachedInfo().Created.UnixNano())
+			si := st.CachedInfo()
+			s.sawStream(si)
+			info.created = uint64(si.Created.UnixNano())
 		}
 		return info
 	}
@@ -294,7 +298,7 @@ func (c *conn) readStream(stream string) func(context.Context, streamInfo) strea
 // if the stream is gone or another one. An error of the connection tells
 // nothing.
 func (r *streamReader) checkStream() bool {
-	info := r.conn.readStream(r.src.cfg.Stream)(r.ctx, streamInfo{})
+	info := r.src.readStream(r.conn)(r.ctx, streamInfo{})
 	gone := r.gone(info)
 	if gone {
 		r.resetOnce.Do(func() { close(r.reset) })

@@ -490,3 +490,45 @@ func TestStreamDeleted(t *testing.T) {
 		t.Fatalf("Open: %v, want ErrUnavailable", err)
 	}
 }
+
+var _ bridge.Subjected = (*Source)(nil)
+
+// StreamSubjects tells the JetStream stream's subjects once a reader has
+// read its info, follows a change of them while a reader is open, and
+// tells none for a mirror (whose messages have its origin's subjects) or
+// for core NATS.
+func TestStreamSubjects(t *testing.T) {
+	ts := runServer(t)
+	js := createStream(t, ts, 0)
+	s := ts.source(Config{Stream: "ORDERS"})
+	if got := s.StreamSubjects(); got != nil {
+		t.Errorf("StreamSubjects before Open = %q, want nil", got)
+	}
+	brokertest.Open(t, s, bridge.Start{})
+	if got := s.StreamSubjects(); !slices.Equal(got, []string{"orders.>"}) {
+		t.Errorf("StreamSubjects = %q, want [orders.>]", got)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := js.UpdateStream(ctx, jetstream.StreamConfig{Name: "ORDERS", Subjects: []string{"orders.>", "audit.*"}}); err != nil {
+		t.Fatal(err)
+	}
+	poll.Until(t, 10*time.Second, "StreamSubjects tells the new subjects", func() bool {
+		return slices.Equal(s.StreamSubjects(), []string{"orders.>", "audit.*"})
+	})
+
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "COPY", Mirror: &jetstream.StreamSource{Name: "ORDERS"}}); err != nil {
+		t.Fatal(err)
+	}
+	mirror := ts.source(Config{Stream: "COPY"})
+	brokertest.Open(t, mirror, bridge.Start{})
+	if got := mirror.StreamSubjects(); got != nil {
+		t.Errorf("StreamSubjects of a mirror = %q, want nil", got)
+	}
+
+	core := ts.source(Config{Subject: "orders.>"})
+	brokertest.Open(t, core, bridge.Start{})
+	if got := core.StreamSubjects(); got != nil {
+		t.Errorf("StreamSubjects of core NATS = %q, want nil", got)
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -26,8 +27,9 @@ import (
 const flushTimeout = 10 * time.Second
 
 // A Source is a core NATS subject or a JetStream stream. It implements
-// [bridge.Source], [bridge.Connectivity] and [bridge.Headed] (a JetStream
-// stream's head) and is safe for concurrent use: any number of readers may
+// [bridge.Source], [bridge.Connectivity], [bridge.Headed] (a JetStream
+// stream's head) and [bridge.Subjected] (a JetStream stream's subjects),
+// and is safe for concurrent use: any number of readers may
 // be open on it at once. A core NATS source reads through one connection; a
 // JetStream source has a second one for the readers that replay history
 // (see the package documentation).
@@ -52,6 +54,10 @@ type Source struct {
 	// streamCheck reads the JetStream stream's info for the readers, once
 	// a watchInterval for all of them.
 	streamCheck sharedcheck.Check[streamInfo]
+
+	// subjects are the JetStream stream's subjects, as the last read of
+	// its info told (see StreamSubjects); nil before.
+	subjects atomic.Pointer[[]string]
 
 	mu      sync.Mutex
 	cores   map[*coreReader]struct{} // open core NATS readers
@@ -213,6 +219,36 @@ func (s *Source) Info() bridge.Info {
 	return bridge.Info{Stream: name, History: true, Partitions: 1, FirstOffset: 1, OffsetName: "sequence", Subject: subject}
 }
 
+// StreamSubjects implements [bridge.Subjected]: the JetStream stream's
+// subjects, as the source last read them from the stream's info, which it
+// reads when it opens a reader, and once every second while readers are
+// open. It returns nil before the first read, for core NATS, and for a
+// stream whose messages may have subjects other than its own: a mirror, a
+// stream with sources, or one that transforms its subjects. The caller
+// must not modify the slice.
+func (s *Source) StreamSubjects() []string {
+	if p := s.subjects.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// sawStream records what a read of the JetStream stream's info tells of
+// its subjects (see StreamSubjects).
+func (s *Source) sawStream(info *jetstream.StreamInfo) {
+	if info == nil {
+		return
+	}
+	var subjects []string
+	if c := info.Config; c.Mirror == nil && len(c.Sources) == 0 && c.SubjectTransform == nil {
+		subjects = slices.Clone(c.Subjects)
+	}
+	if old := s.subjects.Load(); old != nil && slices.Equal(*old, subjects) {
+		return
+	}
+	s.subjects.Store(&subjects)
+}
+
 // Open returns a reader from start on, each with its own subscription or
 // consumer. It returns an error wrapping [bridge.ErrUnavailable] while the
 // source is not connected or the stream does not exist, one wrapping
@@ -343,6 +379,7 @@ func (s *Source) stream(ctx context.Context, replay bool) (*conn, jetstream.Stre
 	if err != nil {
 		return nil, nil, fmt.Errorf("nats: stream %s: %w: %w", s.cfg.Stream, bridge.ErrUnavailable, err)
 	}
+	s.sawStream(st.CachedInfo())
 	return c, st, nil
 }
 
