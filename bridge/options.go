@@ -55,7 +55,8 @@ var ErrBadOption = errors.New("bridge: bad route option")
 
 // ParseOptions takes the common route options out of q and returns them
 // with the remaining parameters, which belong to the source. It returns
-// ErrBadOption, wrapped with the option, for a value out of range.
+// ErrBadOption, wrapped with the option, for a value out of range or an
+// option given more than once.
 func ParseOptions(q url.Values) (Options, url.Values, error) {
 	rest := url.Values{}
 	o := Options{Format: FormatRaw}
@@ -97,6 +98,10 @@ func ParseOptions(q url.Values) (Options, url.Values, error) {
 			}
 		default:
 			rest[name] = values
+			continue
+		}
+		if len(values) != 1 {
+			return o, nil, fmt.Errorf("%w: %s given %d times", ErrBadOption, name, len(values))
 		}
 	}
 	return o, rest, nil

@@ -27,7 +27,7 @@ func TestParseOptions(t *testing.T) {
 			t.Errorf("ParseOptions(%q) = %+v, %q, %v; want %+v, %q", tt.query, got, rest.Encode(), err, tt.want, tt.rest)
 		}
 	}
-	for _, bad := range []string{"start=now", "type=header:", "type=kind", "format=json", "max_since=-1h", "max_since=1d", "max_since="} {
+	for _, bad := range []string{"start=now", "type=header:", "type=kind", "format=json", "max_since=-1h", "max_since=1d", "max_since=", "start=earliest&start=latest", "format=raw&format=raw"} {
 		q, _ := url.ParseQuery(bad)
 		if _, _, err := ParseOptions(q); !errors.Is(err, ErrBadOption) {
 			t.Errorf("ParseOptions(%q): %v, want ErrBadOption", bad, err)

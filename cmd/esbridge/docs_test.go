@@ -35,8 +35,8 @@ func TestDocsFlags(t *testing.T) {
 		t.Fatal("newFlagSet defines no flag")
 	}
 
-	var help bytes.Buffer
-	if code := run([]string{"-h"}, &help); code != 0 {
+	var help, stdout bytes.Buffer
+	if code := run([]string{"-h"}, &stdout, &help); code != 0 {
 		t.Fatalf("-h: exit status %d, want 0", code)
 	}
 	for _, name := range defined {

@@ -31,14 +31,11 @@ import (
 	"github.com/esbridge/esbridge/internal/routeurl"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "devel"
-
 // maxHeaderBytes bounds a request's headers.
 const maxHeaderBytes = 64 << 10
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stderr))
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
 // config is the parsed command line.
@@ -116,7 +113,10 @@ func newFlagSet(c *config) *flag.FlagSet {
 	return fs
 }
 
-func run(args []string, stderr io.Writer) int {
+// run runs the program with the command line args, and returns its exit
+// status: 0, 1 when serving failed, 2 for a bad configuration. -version
+// prints to stdout; -h, a bad configuration and the log go to stderr.
+func run(args []string, stdout, stderr io.Writer) int {
 	c, err := parseFlags(args)
 	if errors.Is(err, flag.ErrHelp) {
 		fmt.Fprint(stderr, usage())
@@ -127,7 +127,7 @@ func run(args []string, stderr io.Writer) int {
 		return 2
 	}
 	if c.version {
-		fmt.Fprintln(stderr, "esbridge", version)
+		fmt.Fprintln(stdout, readBuildInfo())
 		return 0
 	}
 	logger := newLogger(c, stderr)
@@ -220,7 +220,7 @@ func run(args []string, stderr io.Writer) int {
 	}()
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- serve(srv, ln) }()
-	logger.Info("esbridge listening", "addr", ln.Addr().String(), "routes", len(routes), "version", version, "tls", certs != nil)
+	logger.Info("esbridge listening", append([]any{"addr", ln.Addr().String(), "routes", len(routes), "tls", certs != nil}, readBuildInfo().logAttrs()...)...)
 	if certs != nil {
 		logger.Info("TLS certificate loaded", certs.LogAttrs()...)
 	}
@@ -324,7 +324,7 @@ Flags:
   -log-level LEVEL     debug, info, warn or error (default info)
   -log-format FORMAT   text or json (default text)
   -demo                embedded NATS server, live messages at /demo, a page at /
-  -version             print the version and exit
+  -version             print the version and the commit built, and exit
 
 Authorization (JWT; any key flag turns it on for every route):
   -jwt-secret-file FILE      HMAC secret, HS256/384/512 (repeatable)

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/esbridge/esbridge/internal/brokerurl"
 	amqp "github.com/rabbitmq/amqp091-go"
 )
 
@@ -58,15 +59,12 @@ func ParseURL(u *url.URL) (Config, error) {
 	if u.Opaque != "" || u.Host == "" {
 		return cfg, fmt.Errorf("amqp: want %s://[USER:PASS@]HOST:PORT/VHOST?stream=NAME (or exchange=NAME, or queue=NAME)", u.Scheme)
 	}
-	q, err := url.ParseQuery(u.RawQuery)
+	q, err := brokerurl.Query(u.RawQuery)
 	if err != nil {
-		return cfg, fmt.Errorf("amqp: URL query: %w", err)
+		return cfg, fmt.Errorf("amqp: %w", err)
 	}
 	for _, k := range slices.Sorted(maps.Keys(q)) {
-		if len(q[k]) != 1 {
-			return cfg, fmt.Errorf("amqp: URL query parameter %q given %d times", k, len(q[k]))
-		}
-		v := q[k][0]
+		v := q[k]
 		switch k {
 		case "stream":
 			cfg.Stream = v
@@ -94,7 +92,17 @@ func ParseURL(u *url.URL) (Config, error) {
 
 // validate reports the first problem of cfg.
 func (cfg *Config) validate() error {
-	if _, err := amqp.ParseURI(cfg.URI); err != nil {
+	// The host is checked first: amqp.ParseURI takes an empty one for
+	// localhost, and any port that fits 32 bits.
+	u, err := url.Parse(cfg.URI)
+	if err != nil {
+		return errors.New("amqp: the broker URI cannot be parsed")
+	}
+	if err := brokerurl.Addr(u.Host, false); err != nil {
+		return fmt.Errorf("amqp: broker: %w", err)
+	}
+	uri, err := amqp.ParseURI(cfg.URI)
+	if err != nil {
 		return fmt.Errorf("amqp: broker URI: %w", err)
 	}
 	named := 0
@@ -116,6 +124,12 @@ func (cfg *Config) validate() error {
 	for _, s := range []string{cfg.Stream, cfg.Exchange, cfg.Queue} {
 		if strings.ContainsAny(s, "\r\n") {
 			return fmt.Errorf("amqp: name %q has a line break", s)
+		}
+	}
+	// AMQP carries these names as short strings, of at most 255 bytes.
+	for _, n := range []struct{ what, s string }{{"vhost", uri.Vhost}, {"stream", cfg.Stream}, {"exchange", cfg.Exchange}, {"queue", cfg.Queue}, {"key", cfg.Key}} {
+		if len(n.s) > 255 {
+			return fmt.Errorf("amqp: %s %.40q... is longer than AMQP's 255 bytes", n.what, n.s)
 		}
 	}
 	return nil

@@ -52,6 +52,12 @@ func TestParseURLErrors(t *testing.T) {
 		{"amqp://h/?queue=q&prefetch=x", "prefetch"},
 		{"amqp://h/?queue=q&prefetch=70000", "prefetch"},
 		{"amqp://h/?queue=q&start=earliest", `unknown URL query parameter "start"`},
+		{"amqp://h:70000/?queue=q", `port "70000"`},
+		{"amqp://:5672/?queue=q", "empty host"},
+		{"amqp://a:5672,b:5672/?queue=q", `host "a:5672,b"`},
+		{"amqp://h/?stream=s&key=", `"key" has no value`},
+		{"amqp://h/?queue=" + strings.Repeat("q", 256), "255 bytes"},
+		{"amqp://h/" + strings.Repeat("v", 256) + "?queue=q", "255 bytes"},
 	} {
 		t.Run(tt.url, func(t *testing.T) {
 			u, err := url.Parse(tt.url)

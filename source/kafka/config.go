@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/esbridge/esbridge/internal/brokerurl"
 )
 
 // SASL mechanisms of [Config.SASL].
@@ -72,15 +74,12 @@ func ParseURL(u *url.URL) (Config, error) {
 	}
 	cfg.Topic = strings.TrimPrefix(u.Path, "/")
 
-	q, err := url.ParseQuery(u.RawQuery)
+	q, err := brokerurl.Query(u.RawQuery)
 	if err != nil {
-		return cfg, fmt.Errorf("kafka: URL query: %w", err)
+		return cfg, fmt.Errorf("kafka: %w", err)
 	}
 	for _, k := range slices.Sorted(maps.Keys(q)) {
-		if len(q[k]) != 1 {
-			return cfg, fmt.Errorf("kafka: URL query parameter %q given %d times", k, len(q[k]))
-		}
-		v := q[k][0]
+		v := q[k]
 		switch k {
 		case "tls":
 			cfg.TLS, err = strconv.ParseBool(v)
@@ -107,8 +106,8 @@ func (cfg *Config) validate() error {
 		return errors.New("kafka: no broker")
 	}
 	for _, b := range cfg.Brokers {
-		if b == "" || strings.ContainsAny(b, "/ ") {
-			return fmt.Errorf("kafka: broker %q: want HOST:PORT", b)
+		if err := brokerurl.Addr(b, false); err != nil {
+			return fmt.Errorf("kafka: broker %q: %w", b, err)
 		}
 	}
 	if err := validTopic(cfg.Topic); err != nil {

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/esbridge/esbridge/internal/brokerurl"
 )
 
 // Config configures a [Source]. It maps one to one to the URL forms of
@@ -76,15 +78,12 @@ func ParseURL(u *url.URL) (Config, error) {
 		cfg.Subject = name
 	}
 
-	q, err := url.ParseQuery(u.RawQuery)
+	q, err := brokerurl.Query(u.RawQuery)
 	if err != nil {
-		return cfg, fmt.Errorf("nats: URL query: %w", err)
+		return cfg, fmt.Errorf("nats: %w", err)
 	}
 	for _, k := range slices.Sorted(maps.Keys(q)) {
-		if len(q[k]) != 1 {
-			return cfg, fmt.Errorf("nats: URL query parameter %q given %d times", k, len(q[k]))
-		}
-		v := q[k][0]
+		v := q[k]
 		switch k {
 		case "subject":
 			if !jetstream {
@@ -121,8 +120,8 @@ func (cfg *Config) validate() error {
 		return errors.New("nats: no server")
 	}
 	for _, s := range cfg.Servers {
-		if s == "" || strings.ContainsAny(s, "/ ") {
-			return fmt.Errorf("nats: server %q: want HOST:PORT", s)
+		if err := brokerurl.Addr(s, false); err != nil {
+			return fmt.Errorf("nats: server %q: %w", s, err)
 		}
 	}
 	if cfg.Stream != "" {

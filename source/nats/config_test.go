@@ -67,6 +67,10 @@ func TestParseURLErrors(t *testing.T) {
 		{"nats://h/x?creds=a&nkey=b", "at most one of user, token, creds and nkey"},
 		{"nats://:p@h/x", "password without user"},
 		{"nats://a:1,,b:2/x", `server ""`},
+		{"nats://a:4222,b:99999/x", `port "99999"`},
+		{"nats://:4222/x", "empty host"},
+		{"nats://bad!host:4222/x", `host "bad!host"`},
+		{"nats://h/x?token=", `"token" has no value`},
 		{"nats://h/x?a=%zz", "URL query"},
 	} {
 		t.Run(tt.url, func(t *testing.T) {
