@@ -55,7 +55,7 @@ func parseRoute(v string) (routeFlag, error) {
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
-		return routeFlag{}, errors.New("the URL cannot be parsed")
+		return routeFlag{}, urlError(err)
 	}
 	switch _, ok := routeurl.Lookup(u.Scheme); {
 	case u.Scheme == "":
@@ -68,6 +68,21 @@ func parseRoute(v string) (routeFlag, error) {
 		return routeFlag{}, err
 	}
 	return routeFlag{path: path, url: u, public: public}, nil
+}
+
+// urlError describes why url.Parse refused a URL, without the URL, which
+// may hold a password. An invalid escape is not quoted either: it may be a
+// part of one.
+func urlError(err error) error {
+	var ue *url.Error
+	var ee url.EscapeError
+	switch {
+	case errors.As(err, &ee):
+		return errors.New("the URL cannot be parsed: a % not followed by two hexadecimal digits")
+	case errors.As(err, &ue):
+		return fmt.Errorf("the URL cannot be parsed: %v", ue.Err)
+	}
+	return errors.New("the URL cannot be parsed")
 }
 
 // secretParams are the URL query parameters that redact hides.
