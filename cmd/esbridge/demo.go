@@ -71,7 +71,7 @@ func startDemo(ctx context.Context, logger *slog.Logger) (*demo, error) {
 		d.close()
 		return nil, err
 	}
-	d.route = routeFlag{path: "/demo", url: u, public: true} // its page has no token
+	d.route = routeFlag{path: "/demo", url: u, public: true, given: "/demo=" + u.String()} // its page has no token
 
 	genCtx, cancel := context.WithCancel(ctx)
 	d.cancel = cancel

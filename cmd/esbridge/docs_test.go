@@ -25,27 +25,42 @@ import (
 var configDoc = filepath.Join("..", "..", "docs", "configuration.md")
 
 // Every flag the program defines is in the -h text and in the flags table
-// of docs/configuration.md, and that table names no flag the program
-// lacks.
+// of docs/configuration.md, each with its environment variable beside it,
+// and that table names no flag the program lacks.
 func TestDocsFlags(t *testing.T) {
 	var c config
 	var defined []string
-	newFlagSet(&c).VisitAll(func(f *flag.Flag) { defined = append(defined, "-"+f.Name) })
+	newFlagSet(&c, nil).VisitAll(func(f *flag.Flag) { defined = append(defined, "-"+f.Name) })
 	if len(defined) == 0 {
 		t.Fatal("newFlagSet defines no flag")
 	}
 
 	var help, stdout bytes.Buffer
-	if code := run([]string{"-h"}, &stdout, &help); code != 0 {
+	if code := run([]string{"-h"}, nil, &stdout, &help); code != 0 {
 		t.Fatalf("-h: exit status %d, want 0", code)
 	}
 	for _, name := range defined {
-		if !regexp.MustCompile(`(^|\s)` + regexp.QuoteMeta(name) + `(\s|$)`).MatchString(help.String()) {
+		// The flag's line: "  -name ARG   ESBRIDGE_NAME".
+		line := regexp.MustCompile(`(?m)^  ` + regexp.QuoteMeta(name) + `( .*)?$`).FindString(help.String())
+		switch want := envName(name[1:]); {
+		case line == "":
 			t.Errorf("flag %s is missing from the -h text (usageFormat in main.go)", name)
+		case !strings.HasSuffix(line, " "+want):
+			t.Errorf("the -h line of flag %s does not end with its variable %s: %q", name, want, line)
 		}
 	}
 
-	sameNames(t, "flag", "the flags table", defined, docTableNames(t, "Flags"))
+	documented := docTableNames(t, "Flags")
+	sameNames(t, "flag", "the flags table", defined, documented)
+	vars := docTableColumn(t, "Flags", 2)
+	if len(vars) != len(documented) {
+		t.Fatalf("the flags table of %s has %d flags and %d variables: each row wants both", configDoc, len(documented), len(vars))
+	}
+	for i, name := range documented {
+		if want := envName(name[1:]); vars[i] != want {
+			t.Errorf("the flags table of %s gives %s the variable %s, want %s", configDoc, name, vars[i], want)
+		}
+	}
 }
 
 // sameNames fails t for each name of a kind (flag, route option) that the
@@ -206,6 +221,14 @@ func switchCases(t *testing.T, file, fn string) []string {
 // span, such as -route of `-route PATH=URL`.
 func docTableNames(t *testing.T, heading string) []string {
 	t.Helper()
+	return docTableColumn(t, heading, 1)
+}
+
+// docTableColumn returns the names in the column col (1 for the first) of
+// the tables of the section "## heading" of configDoc, as docTableNames
+// does for the first.
+func docTableColumn(t *testing.T, heading string, col int) []string {
+	t.Helper()
 	b, err := os.ReadFile(configDoc)
 	if err != nil {
 		t.Fatal(err)
@@ -222,10 +245,10 @@ func docTableNames(t *testing.T, heading string) []string {
 			continue
 		}
 		cells := strings.Split(line, "|")
-		if len(cells) < 2 {
+		if len(cells) < col+1 {
 			continue
 		}
-		for _, m := range regexp.MustCompile("`([^`]+)`").FindAllStringSubmatch(cells[1], -1) {
+		for _, m := range regexp.MustCompile("`([^`]+)`").FindAllStringSubmatch(cells[col], -1) {
 			names = append(names, strings.Fields(m[1])[0])
 		}
 	}

@@ -104,3 +104,57 @@ func TestBadRouteHidesCredentials(t *testing.T) {
 		}
 	}
 }
+
+// Every part of a route URL that can be checked without the broker is
+// checked at start-up: a URL that could never connect (a port out of
+// range, an empty or malformed host, an option given twice or without its
+// value, an AMQP name too long for the protocol) stops esbridge with
+// status 2 and one line that names the route and the part, rather than
+// starting and retrying for ever.
+func TestStartupRouteChecks(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name, url string
+		want      string // the part the line must name
+	}{
+		{"kafka-port-too-big", "kafka://127.0.0.1:99999/t", `port "99999"`},
+		{"kafka-port-zero", "kafka://127.0.0.1:0/t", `port "0"`},
+		{"kafka-second-broker-port", "kafka://127.0.0.1:9092,127.0.0.1:70000/t", `port "70000"`},
+		{"kafka-empty-port", "kafka://127.0.0.1:/t", "empty port"},
+		{"kafka-empty-host", "kafka://:9092/t", "empty host"},
+		{"kafka-empty-broker", "kafka://a:9092,,b:9092/t", "empty host"},
+		{"kafka-bad-host", "kafka://kafka!1:9092/t", `host "kafka!1"`},
+		{"kafka-bad-ipv4", "kafka://10.0.0.256:9092/t", "not an IPv4 address"},
+		{"kafka-port-not-a-number", "kafka://127.0.0.1:90x/t", "invalid port"},
+		{"nats-port", "nats://127.0.0.1:65536/ticks", `port "65536"`},
+		{"jetstream-ipv6-unbracketed", "jetstream://::1:4222/S", "brackets"},
+		{"jetstream-bad-host-label", "jetstream://-nats.local:4222/S", "begins nor ends"},
+		{"amqp-empty-host", "amqp://guest:guest@:5672/?queue=q", "empty host"},
+		{"amqp-port", "amqp://127.0.0.1:70000/?queue=q", `port "70000"`},
+		{"amqps-two-hosts", "amqps://a:5671,b:5671/?queue=q", "a name has only"},
+		{"amqp-name-too-long", "amqp://127.0.0.1:5672/?queue=" + strings.Repeat("q", 256), "255 bytes"},
+		{"empty-token", "nats://127.0.0.1:4222/ticks?token=", `"token" has no value`},
+		{"empty-binding-key", "amqp://127.0.0.1:5672/?exchange=e&key=", `"key" has no value`},
+		{"source-option-twice", "kafka://127.0.0.1:9092/t?tls=true&tls=false", `"tls" given 2 times`},
+		{"route-option-twice", "kafka://127.0.0.1:9092/t?start=earliest&start=latest", "start given 2 times"},
+	}
+	bin := binary(t)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			route := "/" + tc.name + "=" + tc.url
+			p := startProc(t, bin, "-listen", "127.0.0.1:0", "-route", route)
+			code := p.Wait(waitFor)
+			out := p.Output()
+			lines := scanLines(out)
+			if code != 2 || len(lines) != 1 {
+				t.Fatalf("exit status %d with %d lines, want 2 and one line:\n%s", code, len(lines), out)
+			}
+			for _, w := range []string{"-route", "/" + tc.name + "=", tc.want} {
+				if !strings.Contains(lines[0], w) {
+					t.Errorf("the line does not name %s: %s", w, lines[0])
+				}
+			}
+		})
+	}
+}

@@ -6,8 +6,11 @@
 //	esbridge -demo
 //
 // Each -route maps an HTTP path to a stream URL; see docs/configuration.md
-// for the flags, the URL forms and the options. -demo runs an embedded NATS server with a generator of
-// live messages, the route /demo, and a page at / that shows it.
+// for the flags, the URL forms and the options. Every flag can also be set
+// by an environment variable, ESBRIDGE_ and its name in upper case with
+// "_" for "-" (ESBRIDGE_ROUTE holds routes separated by white space).
+// -demo runs an embedded NATS server with a generator of live messages,
+// the route /demo, and a page at / that shows it.
 package main
 
 import (
@@ -35,10 +38,10 @@ import (
 const maxHeaderBytes = 64 << 10
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	os.Exit(run(os.Args[1:], newEnvironment(os.Environ()), os.Stdout, os.Stderr))
 }
 
-// config is the parsed command line.
+// config is the parsed command line and environment.
 type config struct {
 	listen    string
 	admin     string
@@ -54,47 +57,70 @@ type config struct {
 	version   bool
 	auth      authFlags
 	serverFlags
+
+	// fromEnv are the flags set by their variables, and envIgnored the
+	// variables of flags given on the command line.
+	fromEnv    envFlags
+	envIgnored []string
 }
 
-// parseFlags parses args. Errors name the flag and its value.
-func parseFlags(args []string) (*config, error) {
+// parseFlags parses args, and the variables of env for the flags args
+// lacks. Errors name the flag and its value, and the variable that set it.
+func parseFlags(args []string, env environment) (*config, error) {
 	var c config
-	fs := newFlagSet(&c)
+	fs := newFlagSet(&c, env)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	var err error
-	if c.routes, err = c.rawRoutes.parseRoutes(); err != nil {
+	if c.fromEnv, c.envIgnored, err = setFromEnv(fs, env); err != nil {
 		return nil, err
 	}
-	if err := c.auth.check(); err != nil {
-		return nil, err
+	if c.version {
+		return &c, nil
 	}
-	if err := c.serverFlags.check(); err != nil {
-		return nil, err
-	}
-	switch {
-	case fs.NArg() > 0:
-		return nil, fmt.Errorf("unexpected argument %q (routes are given with -route PATH=URL)", fs.Arg(0))
-	case c.backlog < 1:
-		return nil, fmt.Errorf("invalid value %d for flag -backlog: must be at least 1", c.backlog)
-	case c.heartbeat <= 0:
-		return nil, fmt.Errorf("invalid value %v for flag -heartbeat: must be positive", c.heartbeat)
-	case c.drain <= 0:
-		return nil, fmt.Errorf("invalid value %v for flag -drain-timeout: must be positive", c.drain)
-	case c.origin != "" && c.origin != "*" && !validOrigin(c.origin):
-		return nil, fmt.Errorf("invalid value %q for flag -allow-origin: want * or SCHEME://HOST[:PORT]", c.origin)
-	case c.logFormat != "text" && c.logFormat != "json":
-		return nil, fmt.Errorf("invalid value %q for flag -log-format: want text or json", c.logFormat)
-	case len(c.routes) == 0 && !c.demo && !c.version:
-		return nil, errors.New("no -route given (try -route /orders=jetstream://127.0.0.1:4222/ORDERS, or -demo)")
+	if err := c.check(fs, env); err != nil {
+		return nil, c.fromEnv.explain(err)
 	}
 	return &c, nil
 }
 
+// check checks the flags, and parses the routes with the ${NAME} of their
+// URLs replaced from env.
+func (c *config) check(fs *flag.FlagSet, env environment) error {
+	var err error
+	if c.routes, err = c.rawRoutes.parseRoutes(env); err != nil {
+		return err
+	}
+	if err := c.auth.check(); err != nil {
+		return err
+	}
+	if err := c.serverFlags.check(); err != nil {
+		return err
+	}
+	switch {
+	case fs.NArg() > 0:
+		return fmt.Errorf("unexpected argument %q (routes are given with -route PATH=URL)", fs.Arg(0))
+	case c.backlog < 1:
+		return fmt.Errorf("invalid value %d for flag -backlog: must be at least 1", c.backlog)
+	case c.heartbeat <= 0:
+		return fmt.Errorf("invalid value %v for flag -heartbeat: must be positive", c.heartbeat)
+	case c.drain <= 0:
+		return fmt.Errorf("invalid value %v for flag -drain-timeout: must be positive", c.drain)
+	case c.origin != "" && c.origin != "*" && !validOrigin(c.origin):
+		return fmt.Errorf("invalid value %q for flag -allow-origin: want * or SCHEME://HOST[:PORT]", c.origin)
+	case c.logFormat != "text" && c.logFormat != "json":
+		return fmt.Errorf("invalid value %q for flag -log-format: want text or json", c.logFormat)
+	case len(c.routes) == 0 && !c.demo:
+		return errors.New("no -route given (try -route /orders=jetstream://127.0.0.1:4222/ORDERS, or -demo)")
+	}
+	return nil
+}
+
 // newFlagSet defines every flag of the program in a new FlagSet, which
-// stores their values in c.
-func newFlagSet(c *config) *flag.FlagSet {
+// stores their values in c. The file flags replace the ${NAME} of their
+// values from env.
+func newFlagSet(c *config, env environment) *flag.FlagSet {
 	fs := flag.NewFlagSet("esbridge", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.StringVar(&c.listen, "listen", ":8080", "`ADDR`ess to serve HTTP on")
@@ -110,14 +136,16 @@ func newFlagSet(c *config) *flag.FlagSet {
 	fs.BoolVar(&c.version, "version", false, "print the version and exit")
 	c.auth.register(fs)
 	addServerFlags(fs, &c.serverFlags)
+	expandFileFlags(fs, env)
 	return fs
 }
 
-// run runs the program with the command line args, and returns its exit
-// status: 0, 1 when serving failed, 2 for a bad configuration. -version
-// prints to stdout; -h, a bad configuration and the log go to stderr.
-func run(args []string, stdout, stderr io.Writer) int {
-	c, err := parseFlags(args)
+// run runs the program with the command line args and the environment
+// env, and returns its exit status: 0, 1 when serving failed, 2 for a bad
+// configuration. -version prints to stdout; -h, a bad configuration and
+// the log go to stderr.
+func run(args []string, env environment, stdout, stderr io.Writer) int {
+	c, err := parseFlags(args, env)
 	if errors.Is(err, flag.ErrHelp) {
 		fmt.Fprint(stderr, usage())
 		return 0
@@ -130,11 +158,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, readBuildInfo())
 		return 0
 	}
+	// bad reports a configuration refused after parsing, naming the
+	// variables that set the flags it names.
+	bad := func(err error) int {
+		fmt.Fprintf(stderr, "esbridge: %v\n", c.fromEnv.explain(err))
+		return 2
+	}
 	logger := newLogger(c, stderr)
+	for _, name := range c.envIgnored {
+		logger.Info("environment variable ignored: its flag is on the command line", "variable", name)
+	}
 	certs, err := loadCerts(c, logger)
 	if err != nil {
-		fmt.Fprintf(stderr, "esbridge: %v\n", err)
-		return 2
+		return bad(err)
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -154,20 +190,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	routes, closeSources, err := openRoutes(c.routes, logger)
 	if err != nil {
-		fmt.Fprintf(stderr, "esbridge: %v\n", err)
-		return 2
+		return bad(err)
 	}
 	defer closeSources()
 	b, err := bridge.New(bridge.Config{Backlog: c.backlog, Heartbeat: c.heartbeat, ConnTakeover: true, Logger: logger, TerseReadyz: c.admin != ""}, routes...)
 	if err != nil {
-		fmt.Fprintf(stderr, "esbridge: invalid value for flag -route: %v\n", err)
-		return 2
+		return bad(fmt.Errorf("invalid value for flag -route: %w", err))
 	}
 	m := newMetrics(b)
 	authz, err := c.auth.open(logger, m.refused)
 	if err != nil {
-		fmt.Fprintf(stderr, "esbridge: %v\n", err)
-		return 2
+		return bad(err)
 	}
 	if authz != nil {
 		defer authz.Close()
@@ -175,14 +208,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	ln, err := net.Listen("tcp", c.listen)
 	if err != nil {
-		fmt.Fprintf(stderr, "esbridge: invalid value %q for flag -listen: %v\n", c.listen, err)
-		return 2
+		return bad(fmt.Errorf("invalid value %q for flag -listen: %w", c.listen, err))
 	}
 	admin, err := startAdmin(c.admin, b, m, logger)
 	if err != nil {
 		ln.Close()
-		fmt.Fprintf(stderr, "esbridge: %v\n", err)
-		return 2
+		return bad(err)
 	}
 	handler := http.Handler(b)
 	if page != nil {
@@ -194,8 +225,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	// The limits inside the authorization: only authorized streams take
 	// a slot.
 	if handler, err = limitStreams(handler, &c.serverFlags, c.routes, logger, func(string) { m.refused(refusedLimit) }); err != nil {
-		fmt.Fprintf(stderr, "esbridge: %v\n", err)
-		return 2
+		return bad(err)
 	}
 	if authz != nil {
 		// Inside CORS, so that a page of another origin can see a 401.
@@ -285,56 +315,100 @@ func newLogger(c *config, w io.Writer) *slog.Logger {
 }
 
 // usage is the text of -h. Its route examples and URL schemes come from
-// routeurl's table.
+// routeurl's table; the variable beside each flag comes from envName.
 func usage() string {
 	var examples strings.Builder
 	for _, s := range routeurl.Schemes() {
 		if s.Example != "" {
-			fmt.Fprintf(&examples, "                         -route %s\n", s.Example)
+			fmt.Fprintf(&examples, "          -route %s\n", s.Example)
 		}
 	}
-	return fmt.Sprintf(usageFormat, examples.String(), esource.DefaultBacklog, routeurl.List())
+	text := fmt.Sprintf(usageFormat, examples.String(), esource.DefaultBacklog, routeurl.List())
+	var b strings.Builder
+	for line := range strings.Lines(text) {
+		// A flag's line, "  -name ARG", gets its variable beside it.
+		if name, ok := strings.CutPrefix(line, "  -"); ok {
+			name, _, _ = strings.Cut(strings.TrimSpace(name), " ")
+			line = fmt.Sprintf("%-30s %s\n", strings.TrimRight(line, "\n"), envName(name))
+		}
+		b.WriteString(line)
+	}
+	return b.String()
 }
 
 const usageFormat = `Usage: esbridge -route PATH=URL [-route PATH=URL ...] [flags]
        esbridge -demo
+       esbridge -version
 
 Serves broker streams to browsers as Server-Sent Events.
 
+Each flag can also be set by the environment variable beside it; the
+flag on the command line wins. A variable ESBRIDGE_... that names no flag
+stops esbridge. A repeatable flag's variable holds its values separated by
+white space (ESBRIDGE_ROUTE is ignored if any -route is given). ${NAME} in
+a route URL or in a FILE is replaced by the variable NAME, which must be
+set and not empty.
+
 Flags:
-  -route PATH=URL      a route (repeatable), e.g.
-%s  -listen ADDR         address to serve HTTP on (default :8080)
-  -admin-listen ADDR   serve /metrics (Prometheus), /healthz, /readyz with every
-                       route's state, and /debug/pprof/ on ADDR; the public
-                       /readyz then says only ready or not ready
-  -backlog N           events kept in memory per route (default %d)
-  -heartbeat DURATION  idle time before a heartbeat comment (default 15s)
-  -drain-timeout D     how long shutdown waits for streams to end (default 10s)
-  -allow-origin ORIGIN pages of ORIGIN (or *) may open the streams (CORS)
-  -tls-cert FILE       certificate (PEM) to serve HTTPS and HTTP/2 with; reloaded
-                       when it changes on disk
-  -tls-key FILE        its private key (PEM)
-  -max-clients N       streams open at once; over it a stream gets a retry
-                       line of 5-15 s and ends (default 0: no limit)
-  -max-clients-per-ip N  the same per client address (default 0: no limit)
-  -ipv6-prefix BITS    an IPv6 client is counted by the prefix of its address
-                       of BITS bits (default 64); IPv4, by its address
-  -trusted-proxy CIDR  proxies whose X-Forwarded-For or Forwarded header gives
-                       the client address (repeatable)
-  -log-level LEVEL     debug, info, warn or error (default info)
-  -log-format FORMAT   text or json (default text)
-  -demo                embedded NATS server, live messages at /demo, a page at /
-  -version             print the version and the commit built, and exit
+  -route PATH=URL
+        a route (repeatable), e.g.
+%s  -listen ADDR
+        address to serve HTTP on (default :8080)
+  -admin-listen ADDR
+        serve /metrics (Prometheus), /healthz, /readyz with every route's
+        state, and /debug/pprof/ on ADDR; the public /readyz then says
+        only ready or not ready
+  -backlog N
+        events kept in memory per route (default %d)
+  -heartbeat DURATION
+        idle time before a heartbeat comment (default 15s)
+  -drain-timeout D
+        how long shutdown waits for streams to end (default 10s)
+  -allow-origin ORIGIN
+        pages of ORIGIN (or *) may open the streams (CORS)
+  -tls-cert FILE
+        certificate (PEM) to serve HTTPS and HTTP/2 with; reloaded when it
+        changes on disk
+  -tls-key FILE
+        its private key (PEM)
+  -max-clients N
+        streams open at once; over it a stream gets a retry line of 5-15 s
+        and ends (default 0: no limit)
+  -max-clients-per-ip N
+        the same per client address (default 0: no limit)
+  -ipv6-prefix BITS
+        an IPv6 client is counted by the prefix of its address of BITS
+        bits (default 64); IPv4, by its address
+  -trusted-proxy CIDR
+        proxies whose X-Forwarded-For or Forwarded header gives the client
+        address (repeatable)
+  -log-level LEVEL
+        debug, info, warn or error (default info)
+  -log-format FORMAT
+        text or json (default text)
+  -demo
+        embedded NATS server, live messages at /demo, a page at /
+  -version
+        print the version, the commit built and whether it was modified,
+        and exit
 
 Authorization (JWT; any key flag turns it on for every route):
-  -jwt-secret-file FILE      HMAC secret, HS256/384/512 (repeatable)
-  -jwt-public-key-file FILE  PEM public key: RSA, ECDSA or Ed25519 (repeatable)
-  -jwt-jwks-url URL          JSON Web Key Set; keys chosen by kid, refreshed
-  -jwt-issuer ISS            the tokens' iss, checked when given
-  -jwt-audience AUD          an aud the tokens must have, checked when given
-  -jwt-cookie NAME           cookie of the token (default esbridge_token)
-  -jwt-leeway DURATION       clock skew allowed to exp and nbf (default 5s)
-  -jwt-allow-no-exp          accept tokens without exp (refused by default)
+  -jwt-secret-file FILE
+        HMAC secret, HS256/384/512 (repeatable)
+  -jwt-public-key-file FILE
+        PEM public key: RSA, ECDSA or Ed25519 (repeatable)
+  -jwt-jwks-url URL
+        JSON Web Key Set; keys chosen by kid, refreshed
+  -jwt-issuer ISS
+        the tokens' iss, checked when given
+  -jwt-audience AUD
+        an aud the tokens must have, checked when given
+  -jwt-cookie NAME
+        cookie of the token (default esbridge_token)
+  -jwt-leeway DURATION
+        clock skew allowed to exp and nbf (default 5s)
+  -jwt-allow-no-exp
+        accept tokens without exp (refused by default)
 Tokens come from Authorization: Bearer, the cookie, or ?access_token=; the
 claim routes lists the paths they open ("*" for all); a stream ends at exp
 plus the leeway.
