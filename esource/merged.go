@@ -160,8 +160,8 @@ func (m *merger) begin(first []byte) error {
 	defer m.mu.Unlock()
 	m.own = append(m.own[:0], first...)
 	m.appendIDLine()
-	if n := len(m.own) - len(first); n > 0 {
-		m.own = append(m.own, '\n')
+	if len(m.own) > len(first) {
+		m.own = append(m.own, '\n') // the ID line's frame ends
 	}
 	return m.writeOwn()
 }
@@ -202,8 +202,9 @@ func (m *merger) run(ctx context.Context) error {
 				cancel()
 			}
 		case <-heartbeat:
-			if err := m.heartbeat(timer); err != nil {
-				return err // the parts end at their next write
+			if e := m.heartbeat(timer); e != nil && err == nil {
+				err = e // the parts end at their next write, or now
+				cancel()
 			}
 		case <-probe:
 			if m.closed() && err == nil {
