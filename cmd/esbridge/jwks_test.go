@@ -2,18 +2,13 @@ package main
 
 import (
 	"crypto/ed25519"
-	"crypto/rand"
-	"encoding/base64"
-	"encoding/json"
 	"net/http"
-	"net/http/httptest"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/esbridge/esbridge/internal/auth/authtest"
 	"github.com/esbridge/esbridge/internal/poll"
 )
 
@@ -24,32 +19,14 @@ import (
 // is answered when the fetch ends.
 func TestJWKSUnknownKidDuringHangingFetch(t *testing.T) {
 	t.Parallel()
-	known, fresh := newEdKey(t), newEdKey(t)
-	release := make(chan struct{})
-	var fetches atomic.Int64
-	jwks := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		keys := []map[string]string{edJWK("known", known)}
-		if fetches.Add(1) > 1 {
-			select { // every fetch after the one at startup hangs until released
-			case <-release:
-			case <-r.Context().Done():
-				return
-			}
-			keys = append(keys, edJWK("fresh", fresh))
-		}
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(map[string]any{"keys": keys})
-	}))
-	t.Cleanup(jwks.Close)
-	var once sync.Once
-	unhang := func() { once.Do(func() { close(release) }) }
-	t.Cleanup(unhang)
+	known, fresh := authtest.EdKey(t), authtest.EdKey(t)
+	jwks := authtest.NewHangingJWKS(t, []map[string]string{authtest.EdJWK("known", known)}, []map[string]string{authtest.EdJWK("fresh", fresh)})
 
 	ns := runNATS(t)
 	pub, stream := ns.jetStream("KIDS")
 	b := startBridge(t, "-listen", "127.0.0.1:0", "-jwt-jwks-url", jwks.URL+"/jwks.json", "-route", "/orders="+stream)
 	b.WaitReadyz(200)
-	if n := fetches.Load(); n != 1 {
+	if n := jwks.Fetches(); n != 1 {
 		t.Fatalf("%d fetches of the JWKS at startup, want 1", n)
 	}
 	bearer := func(kid string, key ed25519.PrivateKey) http.Header {
@@ -74,7 +51,7 @@ func TestJWKSUnknownKidDuringHangingFetch(t *testing.T) {
 		resp.Body.Close()
 		first <- resp.StatusCode
 	}()
-	poll.Until(t, waitFor, "the JWKS server hangs on the fetch for the kid fresh", func() bool { return fetches.Load() == 2 })
+	poll.Until(t, waitFor, "the JWKS server hangs on the fetch for the kid fresh", func() bool { return jwks.Fetches() == 2 })
 
 	const quick = 2 * time.Second // esbridge gives a fetch 10 s
 	start := time.Now()
@@ -86,7 +63,7 @@ func TestJWKSUnknownKidDuringHangingFetch(t *testing.T) {
 	if took := time.Since(start); took > quick {
 		t.Errorf("the known kid's stream opened after %v during the fetch, want at once", took)
 	}
-	if n := fetches.Load(); n != 2 {
+	if n := jwks.Fetches(); n != 2 {
 		t.Errorf("%d fetches of the JWKS, want 2: at startup, and for the kid fresh", n)
 	}
 	select {
@@ -95,7 +72,7 @@ func TestJWKSUnknownKidDuringHangingFetch(t *testing.T) {
 	default:
 	}
 
-	unhang()
+	jwks.Release()
 	select {
 	case code := <-first:
 		if code != 200 {
@@ -107,19 +84,4 @@ func TestJWKSUnknownKidDuringHangingFetch(t *testing.T) {
 	c.syncLive(pub.publish)
 	pub.publish("m1")
 	c.expectData("m1")
-}
-
-func newEdKey(t *testing.T) ed25519.PrivateKey {
-	t.Helper()
-	_, k, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
-// edJWK returns the public JWK of an Ed25519 key with kid.
-func edJWK(kid string, k ed25519.PrivateKey) map[string]string {
-	return map[string]string{"kty": "OKP", "crv": "Ed25519", "kid": kid,
-		"x": base64.RawURLEncoding.EncodeToString(k.Public().(ed25519.PublicKey))}
 }

@@ -3,7 +3,6 @@ package auth
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/esbridge/esbridge/internal/auth/authtest"
 	"github.com/esbridge/esbridge/internal/poll"
 )
 
@@ -51,23 +51,9 @@ func (s *jwksServer) set(keys ...map[string]string) {
 	s.keys = keys
 }
 
-// edJWK returns the public JWK of an Ed25519 key with kid.
-func edJWK(kid string, k ed25519.PrivateKey) map[string]string {
-	return map[string]string{"kty": "OKP", "crv": "Ed25519", "kid": kid,
-		"x": base64.RawURLEncoding.EncodeToString(k.Public().(ed25519.PublicKey))}
-}
-
 // octJWK returns a symmetric JWK with kid.
 func octJWK(kid string, secret []byte) map[string]string {
 	return map[string]string{"kty": "oct", "kid": kid, "k": base64.RawURLEncoding.EncodeToString(secret)}
-}
-
-func newEd(t *testing.T) ed25519.PrivateKey {
-	_, k, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
 }
 
 // The key of a token is chosen by its kid; a rotated set is fetched when a
@@ -75,8 +61,8 @@ func newEd(t *testing.T) ed25519.PrivateKey {
 // set no longer verifies; tokens with unknown kids cause at most one fetch
 // per JWKSUnknownKID.
 func TestJWKSRotation(t *testing.T) {
-	a1, b1 := newEd(t), newEd(t)
-	srv := newJWKSServer(t, edJWK("a", a1))
+	a1, b1 := authtest.EdKey(t), authtest.EdKey(t)
+	srv := newJWKSServer(t, authtest.EdJWK("a", a1))
 	az := newAuthorizer(t, Config{JWKSURL: srv.URL, JWKSUnknownKID: time.Hour})
 	check := func(kid string, key ed25519.PrivateKey, want int) {
 		t.Helper()
@@ -92,7 +78,7 @@ func TestJWKSRotation(t *testing.T) {
 		t.Fatalf("%d fetches of the JWKS, want 1", n)
 	}
 
-	srv.set(edJWK("b", b1))
+	srv.set(authtest.EdJWK("b", b1))
 	check("b", b1, 200) // an unknown kid: the set is fetched again
 	check("a", a1, 401) // a is gone
 	check("c", b1, 401)
@@ -122,7 +108,7 @@ func TestJWKSDownAtStart(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	a1 := newEd(t)
+	a1 := authtest.EdKey(t)
 	az := newAuthorizer(t, Config{JWKSURL: "http://" + addr + "/jwks.json", JWKSUnknownKID: 50 * time.Millisecond})
 	token := tok{jwt.SigningMethodEdDSA, a1, "a", mkClaims("*")}.sign(t)
 	if d := az.Authorize(context.Background(), bearer("/x", token), "/x"); d.Status != 401 {
@@ -133,7 +119,7 @@ func TestJWKSDownAtStart(t *testing.T) {
 	if err != nil {
 		t.Skipf("the port of the JWKS was taken meanwhile: %v", err)
 	}
-	srv := &jwksServer{keys: []map[string]string{edJWK("a", a1)}}
+	srv := &jwksServer{keys: []map[string]string{authtest.EdJWK("a", a1)}}
 	srv.Server = &httptest.Server{Listener: ln, Config: &http.Server{Handler: http.HandlerFunc(srv.serve)}}
 	srv.Start()
 	t.Cleanup(srv.Close)
@@ -151,26 +137,8 @@ func TestJWKSDownAtStart(t *testing.T) {
 // authorized at once. The request that started the fetch gets its answer
 // when the fetch ends.
 func TestJWKSUnknownKIDWaitsForNoFetchInFlight(t *testing.T) {
-	a1, x1 := newEd(t), newEd(t)
-	release := make(chan struct{})
-	var fetches atomic.Int64
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		keys := []map[string]string{edJWK("a", a1)}
-		if fetches.Add(1) > 1 {
-			select { // every fetch after the first hangs until released
-			case <-release:
-			case <-r.Context().Done():
-				return
-			}
-			keys = append(keys, edJWK("x", x1))
-		}
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(map[string]any{"keys": keys})
-	}))
-	t.Cleanup(srv.Close)
-	var once sync.Once
-	unhang := func() { once.Do(func() { close(release) }) }
-	t.Cleanup(unhang)
+	a1, x1 := authtest.EdKey(t), authtest.EdKey(t)
+	srv := authtest.NewHangingJWKS(t, []map[string]string{authtest.EdJWK("a", a1)}, []map[string]string{authtest.EdJWK("x", x1)})
 
 	// Fetches for unknown kids may follow each other closely: only the
 	// fetch in flight can hold a request back.
@@ -187,7 +155,7 @@ func TestJWKSUnknownKIDWaitsForNoFetchInFlight(t *testing.T) {
 		d, _ := authorize("x", x1)
 		first <- d
 	}()
-	poll.Until(t, 10*time.Second, "the JWKS server hangs on the fetch for kid x", func() bool { return fetches.Load() == 2 })
+	poll.Until(t, 10*time.Second, "the JWKS server hangs on the fetch for kid x", func() bool { return srv.Fetches() == 2 })
 
 	const quick = 2 * time.Second // against a fetch that hangs for a minute
 	if d, took := authorize("y", x1); d.Status != 401 || took > quick {
@@ -196,7 +164,7 @@ func TestJWKSUnknownKIDWaitsForNoFetchInFlight(t *testing.T) {
 	if d, took := authorize("a", a1); d.Status != 200 || took > quick {
 		t.Errorf("kid a, known, during the fetch for x: status %d (%s) after %v, want 200 at once", d.Status, d.Reason, took)
 	}
-	if n := fetches.Load(); n != 2 {
+	if n := srv.Fetches(); n != 2 {
 		t.Errorf("%d fetches of the JWKS, want 2: the start, and the one for kid x", n)
 	}
 	select {
@@ -205,7 +173,7 @@ func TestJWKSUnknownKIDWaitsForNoFetchInFlight(t *testing.T) {
 	default:
 	}
 
-	unhang()
+	srv.Release()
 	select {
 	case d := <-first:
 		if d.Status != 200 {
