@@ -60,14 +60,12 @@ var ErrBadRoute = errors.New("bridge: bad route")
 // Run reads the sources; ServeHTTP serves clients; Shutdown ends streams.
 // All methods are safe for concurrent use.
 type Bridge struct {
-	routes    map[string]*route
-	tags      map[string][4]byte // of the routes' paths, in merged IDs
-	order     []*route
-	logger    *slog.Logger
-	terse     bool // Config.TerseReadyz
-	heartbeat time.Duration
-	progress  time.Duration // how often, at most, a merged stream sends an ID alone
-	runMu     sync.Mutex
+	routes map[string]*route
+	tags   map[string][4]byte // of the routes' paths, in merged IDs
+	order  []*route
+	logger *slog.Logger
+	terse  bool // Config.TerseReadyz
+	runMu  sync.Mutex
 }
 
 // New returns a Bridge for routes. It returns ErrBadRoute, wrapped with the
@@ -78,12 +76,10 @@ func New(cfg Config, routes ...Route) (*Bridge, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	b := &Bridge{
-		routes:    make(map[string]*route),
-		tags:      make(map[string][4]byte),
-		logger:    logger,
-		terse:     cfg.TerseReadyz,
-		heartbeat: cmp.Or(cfg.Heartbeat, esource.DefaultHeartbeat),
-		progress:  esource.DefaultProgressInterval,
+		routes: make(map[string]*route),
+		tags:   make(map[string][4]byte),
+		logger: logger,
+		terse:  cfg.TerseReadyz,
 	}
 	tagged := make(map[[4]byte]string)
 	for _, rt := range routes {
