@@ -83,12 +83,6 @@ func (s *streamsID) Set(k int, id []byte) bool {
 	return s.setAt(s.order[k], id)
 }
 
-// set is Set by tag.
-func (s *streamsID) set(tag [4]byte, id string) bool {
-	i := s.index(tag)
-	return i >= 0 && s.setAt(i, []byte(id))
-}
-
 func (s *streamsID) setAt(i int, id []byte) bool {
 	n := base64.RawURLEncoding.DecodedLen(len(id))
 	b := s.parts[i][:0]
@@ -139,12 +133,6 @@ func (s *streamsID) AppendID(dst []byte) ([]byte, bool) {
 		return dst, false
 	}
 	return base64.RawURLEncoding.AppendEncode(dst, b), true
-}
-
-// encode returns the merged ID of s, as AppendID does.
-func (s *streamsID) encode() (string, bool) {
-	b, ok := s.AppendID(nil)
-	return string(b), ok
 }
 
 // decode sets the parts of s from id, a merged ID, keeping those of the

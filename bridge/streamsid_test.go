@@ -200,3 +200,15 @@ func FuzzParseStreams(f *testing.F) {
 		}
 	})
 }
+
+// set is Set by tag.
+func (s *streamsID) set(tag [4]byte, id string) bool {
+	i := s.index(tag)
+	return i >= 0 && s.setAt(i, []byte(id))
+}
+
+// encode returns the merged ID of s, as AppendID does.
+func (s *streamsID) encode() (string, bool) {
+	b, ok := s.AppendID(nil)
+	return string(b), ok
+}
