@@ -39,6 +39,8 @@ func TestBadFlags(t *testing.T) {
 		{"backlog-not-a-number", []string{"-route", valid, "-backlog", "many"}, "-backlog"},
 		{"zero-heartbeat", []string{"-route", valid, "-heartbeat", "0s"}, "-heartbeat"},
 		{"zero-drain-timeout", []string{"-route", valid, "-drain-timeout", "0s"}, "-drain-timeout"},
+		{"memory-limit-in-GB", []string{"-route", valid, "-memory-limit", "1GB"}, "-memory-limit"},
+		{"zero-memory-limit", []string{"-route", valid, "-memory-limit", "0"}, "-memory-limit"},
 		{"bad-log-format", []string{"-route", valid, "-log-format", "xml"}, "-log-format"},
 		{"bad-log-level", []string{"-route", valid, "-log-level", "loud"}, "-log-level"},
 		{"bad-listen", []string{"-route", valid, "-listen", "bad:addr:x"}, "-listen"},

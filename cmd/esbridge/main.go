@@ -55,6 +55,7 @@ type config struct {
 	origin    string
 	demo      bool
 	version   bool
+	memLimit  byteSize
 	auth      authFlags
 	serverFlags
 
@@ -134,6 +135,7 @@ func newFlagSet(c *config, env environment) *flag.FlagSet {
 	fs.StringVar(&c.origin, "allow-origin", "", "`ORIGIN` whose pages may read the streams (CORS), or *")
 	fs.BoolVar(&c.demo, "demo", false, "run an embedded NATS server with a live demo at /")
 	fs.BoolVar(&c.version, "version", false, "print the version and exit")
+	fs.Var(&c.memLimit, "memory-limit", "the Go runtime's soft memory limit, a `SIZE` such as 512MiB")
 	c.auth.register(fs)
 	addServerFlags(fs, &c.serverFlags)
 	expandFileFlags(fs, env)
@@ -165,6 +167,8 @@ func run(args []string, env environment, stdout, stderr io.Writer) int {
 		return 2
 	}
 	logger := newLogger(c, stderr)
+	memLimit := chooseMemoryLimit(c.memLimit, env, os.DirFS("/sys/fs/cgroup"))
+	memLimit.apply()
 	for _, name := range c.envIgnored {
 		logger.Info("environment variable ignored: its flag is on the command line", "variable", name)
 	}
@@ -250,7 +254,7 @@ func run(args []string, env environment, stdout, stderr io.Writer) int {
 	}()
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- serve(srv, ln) }()
-	logger.Info("esbridge listening", append([]any{"addr", ln.Addr().String(), "routes", len(routes), "tls", certs != nil}, readBuildInfo().logAttrs()...)...)
+	logger.Info("esbridge listening", append([]any{"addr", ln.Addr().String(), "routes", len(routes), "tls", certs != nil}, append(memLimit.logAttrs(), readBuildInfo().logAttrs()...)...)...)
 	if certs != nil {
 		logger.Info("TLS certificate loaded", certs.LogAttrs()...)
 	}
@@ -391,6 +395,10 @@ Flags:
   -version
         print the version, the commit built and whether it was modified,
         and exit
+  -memory-limit SIZE
+        the Go runtime's soft memory limit, such as 512MiB or 2GiB
+        (default: GOMEMLIMIT if set, else 90%% of the container's cgroup
+        memory limit, if any)
 
 Authorization (JWT; any key flag turns it on for every route):
   -jwt-secret-file FILE
