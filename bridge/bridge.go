@@ -183,6 +183,12 @@ func (b *Bridge) Ready() bool {
 // ServeHTTP serves the routes and the health checks. An unknown path gets
 // 404 with a short text.
 func (b *Bridge) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	if req.Context().Err() != nil {
+		// The client is gone (an HTTP/2 stream reset as soon as it was
+		// opened, say): the stream would cost its parsing, its client and
+		// its garbage for nothing.
+		return
+	}
 	if r := b.routes[req.URL.Path]; r != nil {
 		r.ServeHTTP(w, req)
 		return

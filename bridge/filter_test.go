@@ -219,6 +219,18 @@ type subjectedSource struct {
 
 func (s subjectedSource) StreamSubjects() []string { return s.subjects }
 
+// endAtFlush is a ResponseRecorder that ends the request once its
+// response is flushed: a stream ends after its first frame.
+type endAtFlush struct {
+	*httptest.ResponseRecorder
+	end context.CancelFunc
+}
+
+func (r endAtFlush) Flush() {
+	r.ResponseRecorder.Flush()
+	r.end()
+}
+
 // A route whose source tells its stream's subjects answers 400 to a
 // subject none of them can match, alone and in a merged stream, and
 // serves one that can.
@@ -240,8 +252,7 @@ func TestSubjectOutsideStream(t *testing.T) {
 		{"/_streams?route=" + url.QueryEscape("/s?subject=orders.new"), 200},
 	} {
 		ctx, cancel := context.WithCancel(context.Background())
-		cancel() // a stream ends after its first frame
-		rec := httptest.NewRecorder()
+		rec := endAtFlush{httptest.NewRecorder(), cancel} // a stream ends after its first frame
 		b.ServeHTTP(rec, httptest.NewRequestWithContext(ctx, http.MethodGet, tc.target, nil))
 		if rec.Code != tc.status {
 			t.Errorf("%s: %d %q, want %d", tc.target, rec.Code, rec.Body.String(), tc.status)

@@ -66,6 +66,9 @@ type streamBody interface {
 // then the stream, until it ends. It is the one writer of response heads
 // and of the streams' first and last frames.
 func (es *EventSource) respond(w http.ResponseWriter, r *http.Request, st streamBody) {
+	if r.Context().Err() != nil {
+		return // the client is gone already (an HTTP/2 stream reset at once, say)
+	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
 		http.Error(w, "esource: an event stream takes GET", http.StatusMethodNotAllowed)
