@@ -127,6 +127,7 @@ type options struct {
 	kafka         kafkaOptions
 	amqp          amqpOptions
 	herd          herdOptions
+	reset         resetOptions
 	filter        filterOptions
 	json          bool
 	verbose       bool
@@ -143,7 +144,7 @@ func main() {
 	)
 	flag.StringVar(&role, "role", "", "internal: run as the `server` or `client` process")
 	flag.StringVar(&lib, "lib", "", "internal: the library a server process serves")
-	flag.StringVar(&o.scenarios, "scenarios", "ABCDW", "scenarios to run (letters A, B, C, D, W, the Kafka scenarios K, R and F, the RabbitMQ scenarios Q and S, the herd H)")
+	flag.StringVar(&o.scenarios, "scenarios", "ABCDW", "scenarios to run (letters A, B, C, D, W, the Kafka scenarios K, R and F, the RabbitMQ scenarios Q and S, the herd H, the rapid reset X)")
 	flag.StringVar(&libs, "libs", strings.Join(libraries, ","), "libraries to compare, comma-separated")
 	flag.IntVar(&o.clients, "clients", 1000, "clients in scenarios A, B and D")
 	flag.IntVar(&o.idle, "idle", 10000, "idle connections in scenario C")
@@ -168,6 +169,7 @@ func main() {
 	amqpFlags(&o.amqp)
 	routeFlags(&route)
 	herdFlags(&o.herd)
+	resetFlags(&o.reset)
 	filterFlags(&o.filter)
 	flag.BoolVar(&o.json, "json", false, "print the results as JSON instead of tables")
 	flag.BoolVar(&o.verbose, "v", false, "show the child processes' stderr and progress")
@@ -208,20 +210,21 @@ func main() {
 
 // results holds everything measured, for the tables and -json.
 type results struct {
-	Go         string       `json:"go"`
-	CPUs       int          `json:"cpus"`
-	Options    jsonOptions  `json:"options"`
-	Throughput []throughput `json:"throughput,omitempty"`
-	Latency    []latencyRun `json:"latency,omitempty"`
-	Memory     []memoryRun  `json:"memory,omitempty"`
-	Stall      []stallRun   `json:"stall,omitempty"`
-	Wide       []*wideLib   `json:"wide,omitempty"`
-	Kafka      []brokerRun  `json:"kafka,omitempty"`
-	Replay     *replayRes   `json:"replay,omitempty"`
-	RabbitMQ   []brokerRun  `json:"rabbitmq,omitempty"`
-	AMQPReplay *replayRes   `json:"rabbitmqReplay,omitempty"`
-	Herd       *herdResults `json:"herd,omitempty"`
-	Filter     *filterRes   `json:"filter,omitempty"`
+	Go         string        `json:"go"`
+	CPUs       int           `json:"cpus"`
+	Options    jsonOptions   `json:"options"`
+	Throughput []throughput  `json:"throughput,omitempty"`
+	Latency    []latencyRun  `json:"latency,omitempty"`
+	Memory     []memoryRun   `json:"memory,omitempty"`
+	Stall      []stallRun    `json:"stall,omitempty"`
+	Wide       []*wideLib    `json:"wide,omitempty"`
+	Kafka      []brokerRun   `json:"kafka,omitempty"`
+	Replay     *replayRes    `json:"replay,omitempty"`
+	RabbitMQ   []brokerRun   `json:"rabbitmq,omitempty"`
+	AMQPReplay *replayRes    `json:"rabbitmqReplay,omitempty"`
+	Herd       *herdResults  `json:"herd,omitempty"`
+	Reset      *resetResults `json:"reset,omitempty"`
+	Filter     *filterRes    `json:"filter,omitempty"`
 }
 
 type jsonOptions struct {
@@ -354,6 +357,10 @@ func orchestrate(o options) error {
 	if strings.Contains(sc, "H") {
 		o.logf("H")
 		res.Herd = o.herdScenario()
+	}
+	if strings.Contains(sc, "X") {
+		o.logf("X")
+		res.Reset = o.resetScenario()
 	}
 	o.logf("done in %v", time.Since(start).Round(time.Second))
 	if o.json {
@@ -636,6 +643,9 @@ func printTables(out io.Writer, o options, r results) {
 	if r.AMQPReplay != nil {
 		printReplay(out, fmt.Sprintf("S. Replay catch-up: %d %d-byte messages in a stream queue, read from the start",
 			r.AMQPReplay.Messages, o.size), "amqp091-go, 4 channels × 1,000-message batches, confirmed", "amqp091-go consumer", r.AMQPReplay)
+	}
+	if r.Reset != nil {
+		printReset(out, o, r.Reset)
 	}
 	if r.Herd != nil {
 		printHerd(out, o, r.Herd)
