@@ -81,6 +81,13 @@
 //	   cores), so the default is 500,000 messages: each read takes about
 //	   10 s, long enough to be steady, and the scenario about 70 s.
 //
+// Scenario H (herd.go) meets a crowd resuming at once. Scenario X
+// (reset.go) attacks the esbridge program, built from ../cmd/esbridge and
+// run with -demo over TLS, with HTTP/2 rapid resets (-reset-attackers
+// connections, -reset-duration a phase): its resident memory and a normal
+// client's latency, quiet, then under an attack on /healthz and on a
+// stream route.
+//
 // The orchestrator (this process) re-executes itself twice per library and
 // scenario: a server process (-role=server), whose memory is measured
 // alone, and a client process (-role=client) holding every client
