@@ -7,6 +7,8 @@
 #   scripts/kafka.sh stop     stop the broker this script started
 #   scripts/kafka.sh restart  stop and start it again, keeping its data
 #   scripts/kafka.sh status   tell whether a broker answers on 9092
+#   scripts/kafka.sh jars     fetch the jars; print their directory
+#                             (scripts/kafka-cluster.sh uses it)
 #
 # The jars come from Maven Central through scripts/kafka/pom.xml, copied
 # once into $KAFKA_CACHE/kafka-VERSION/libs (KAFKA_CACHE defaults to
@@ -213,8 +215,12 @@ restart)
 	start keep
 	;;
 status) status ;;
+jars)
+	fetch
+	echo "$libs"
+	;;
 *)
-	echo "usage: $0 start|stop|restart|status" >&2
+	echo "usage: $0 start|stop|restart|status|jars" >&2
 	exit 2
 	;;
 esac
