@@ -32,7 +32,9 @@ type route struct {
 	epoch    uint64 // instance epoch, for sources without history
 	seq      uint64 // live sequence, for sources without history
 	ready    atomic.Bool
+	staller  atomic.Pointer[Staller] // the live reader, if it is one
 	lagCache lagCache
+	reads    readTimes
 	logger   *slog.Logger
 }
 
@@ -107,10 +109,14 @@ func (r *route) run(ctx context.Context) {
 		}
 		r.setLive(rd.Position())
 		opened, reset, inc = true, false, now
+		if st, ok := rd.(Staller); ok {
+			r.staller.Store(&st)
+		}
 		r.ready.Store(true)
 		retry.Reset()
 		pos, err := r.follow(ctx, rd)
 		last = pos
+		r.staller.Store(nil)
 		rd.Close()
 		if ctx.Err() != nil {
 			return
@@ -223,13 +229,36 @@ func (r *route) publishStart(pos Position) {
 	}
 }
 
-// isReady reports whether the route's live reader is open and its source
-// connected.
+// isReady reports whether the route's live reader is open, its source
+// connected, and most of its partitions read.
 func (r *route) isReady() bool {
 	if c, ok := r.src.(Connectivity); ok && !c.Connected() {
 		return false
 	}
-	return r.ready.Load()
+	return r.ready.Load() && !r.mostlyStalled(r.stalls())
+}
+
+// stalls returns the partitions the live reader cannot read for now.
+func (r *route) stalls() []Stall {
+	if st := r.staller.Load(); st != nil {
+		return (*st).Stalled()
+	}
+	return nil
+}
+
+// mostlyStalled reports whether half the live reader's partitions or more
+// are stalled: a route serves while most of them are read, so that one
+// partition whose leader is moving does not take an instance out of its
+// load balancer.
+func (r *route) mostlyStalled(stalls []Stall) bool {
+	if len(stalls) == 0 {
+		return false
+	}
+	n := 1
+	if pos := r.live.Load(); pos != nil {
+		n = max(len(*pos), 1)
+	}
+	return 2*len(stalls) >= n
 }
 
 // expired tells every client of a route with history that messages were

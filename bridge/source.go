@@ -49,6 +49,27 @@ type Connectivity interface {
 	Connected() bool
 }
 
+// A Staller is a Reader that reads several partitions independently and
+// can tell which of them it cannot read for now, while it reads the
+// others: a Kafka partition whose leader is down, say. The bridge shows
+// them on /readyz and in its figures ([RouteStats].Stalled), and a route
+// stays ready while most of its partitions are read.
+type Staller interface {
+	// Stalled returns the partitions the reader has been failing to
+	// read, by partition; none while it reads them all. It must not
+	// block: the bridge calls it from other goroutines than Next's.
+	Stalled() []Stall
+}
+
+// A Stall is a partition that a reader cannot read for now.
+type Stall struct {
+	Partition int
+	// Since is when the partition's reads began to fail.
+	Since time.Time
+	// Err is the last failure.
+	Err error
+}
+
 // A Seeker is a Source that can find where a time falls in its stream, so
 // that a client may start from a time (the since query parameter): the
 // bridge looks the time up once, then serves the client as one resuming

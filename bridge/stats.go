@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -50,6 +51,54 @@ type RouteStats struct {
 	// is a [Headed], it is ready, and the broker answered.
 	Lag      uint64
 	LagKnown bool
+	// Partitions are the figures of each partition of the live reader's
+	// position, for a source with history, by partition: a route may
+	// serve while some of them do not.
+	Partitions []PartitionStats
+}
+
+// PartitionStats are a figures of one partition of a route's stream.
+type PartitionStats struct {
+	Partition int
+	// Stalled is how long the live reader has been failing to read the
+	// partition (its source is a [Staller]); 0 while it reads it.
+	Stalled time.Duration
+	// StallError is the last failure of a stalled partition.
+	StallError error
+	// LastRead is when the live reader was first seen past its last
+	// message of the partition, by Stats (so to within the time between
+	// two calls); when Stats first saw the route, if it has read none
+	// since.
+	LastRead time.Time
+	// Lag is how many messages the live reader is behind the partition's
+	// head, when LagKnown (see RouteStats.Lag).
+	Lag      uint64
+	LagKnown bool
+}
+
+// readTimes tells when the live reader last moved in each partition, as
+// successive calls of Stats see its position.
+type readTimes struct {
+	mu   sync.Mutex
+	pos  Position
+	read []time.Time
+}
+
+// update records pos, seen at now, and returns when the reader last
+// moved in each partition.
+func (rt *readTimes) update(pos Position, now time.Time) []time.Time {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	for p, o := range pos {
+		switch {
+		case p >= len(rt.read):
+			rt.read = append(rt.read, now)
+		case p >= len(rt.pos) || rt.pos[p] != o:
+			rt.read[p] = now
+		}
+	}
+	rt.pos = slices.Clone(pos)
+	return slices.Clone(rt.read[:len(pos)])
 }
 
 // lagCache keeps a route's last lag, so that the broker is asked at most
@@ -57,7 +106,7 @@ type RouteStats struct {
 type lagCache struct {
 	mu    sync.Mutex // held during the look-up: callers meanwhile wait for it
 	at    time.Time  // when it was looked up; zero: never
-	lag   uint64
+	lags  []uint64   // by partition
 	known bool
 }
 
@@ -81,27 +130,62 @@ func (b *Bridge) Stats(ctx context.Context) []RouteStats {
 			Stats:          r.es.Stats(),
 		}
 		if _, ok := r.src.(Headed); ok {
-			wg.Go(func() { stats[i].Lag, stats[i].LagKnown = r.lag(ctx) })
+			wg.Go(func() {
+				lags, known := r.lag(ctx)
+				stats[i].LagKnown = known
+				for _, n := range lags {
+					stats[i].Lag += n
+				}
+				stats[i].Partitions = r.partitionStats(lags, known)
+			})
+		} else {
+			stats[i].Partitions = r.partitionStats(nil, false)
 		}
 	}
 	wg.Wait()
 	return stats
 }
 
-// lag returns how far the live reader is behind the stream's head, if it
-// can tell; from the cache if it was looked up less than lagInterval ago.
-func (r *route) lag(ctx context.Context) (uint64, bool) {
+// partitionStats returns the figures of each partition of the live
+// reader's position, lags by partition where known.
+func (r *route) partitionStats(lags []uint64, known bool) []PartitionStats {
+	pos := r.live.Load()
+	if !r.info.History || pos == nil {
+		return nil
+	}
+	now := time.Now()
+	read := r.reads.update(*pos, now)
+	ps := make([]PartitionStats, len(*pos))
+	for p := range ps {
+		ps[p] = PartitionStats{Partition: p, LastRead: read[p], LagKnown: known}
+		if known && p < len(lags) {
+			ps[p].Lag = lags[p]
+		}
+	}
+	for _, st := range r.stalls() {
+		if st.Partition >= 0 && st.Partition < len(ps) {
+			ps[st.Partition].Stalled = max(now.Sub(st.Since), time.Nanosecond)
+			ps[st.Partition].StallError = st.Err
+		}
+	}
+	return ps
+}
+
+// lag returns how far the live reader is behind the stream's head in each
+// partition, if it can tell; from the cache if it was looked up less than
+// lagInterval ago.
+func (r *route) lag(ctx context.Context) ([]uint64, bool) {
 	h, ok := r.src.(Headed)
 	if !ok || !r.isReady() || r.live.Load() == nil {
-		return 0, false // a route that is down has no lag to tell, even cached
+		return nil, false // a route that is down has no lag to tell, even cached
 	}
 	c := &r.lagCache
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.at.IsZero() && time.Since(c.at) < lagInterval {
-		return c.lag, c.known
+		return c.lags, c.known
 	}
-	c.lag, c.known = 0, false
+	c.lags, c.known = nil, false
 	hctx, cancel := context.WithTimeout(ctx, lagTimeout)
 	head, err := h.Head(hctx)
 	cancel()
@@ -109,39 +193,64 @@ func (r *route) lag(ctx context.Context) (uint64, bool) {
 		r.logger.Debug("the stream's head cannot be read", "route", r.path, "err", err)
 	} else {
 		// Read after the head: messages read meanwhile are not lag.
-		c.lag, c.known = behind(head, *r.live.Load()), true
+		c.lags, c.known = behind(head, *r.live.Load()), true
 	}
 	c.at = time.Now()
-	return c.lag, c.known
+	return c.lags, c.known
 }
 
-// behind returns how many offsets pos is behind head, summed over the
-// partitions; a partition pos does not have counts from 0, one it is past
-// (read after head was looked up) as 0.
-func behind(head, pos Position) uint64 {
-	var n uint64
+// behind returns how many offsets pos is behind head in each partition of
+// head; a partition pos does not have counts from 0, one it is past (read
+// after head was looked up) as 0.
+func behind(head, pos Position) []uint64 {
+	lags := make([]uint64, len(head))
 	for p, h := range head {
 		if at := offsetOf(pos, p); h > at {
-			n += h - at
+			lags[p] = h - at
 		}
 	}
-	return n
+	return lags
+}
+
+// maxStallError bounds the error of a stalled partition that ServeReadyz
+// shows.
+const maxStallError = 200
+
+// clip returns s cut to n bytes, marked with an ellipsis where cut.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "") + "…"
 }
 
 // ServeReadyz answers a readiness check in detail: 200 once every
 // route's source is connected, else 503; the body's first line is "ready"
-// or "not ready", then a line for each route with its path, its stream
-// and whether it is ready. It is for an admin port, when the public
-// /readyz says no more than ready or not (Config.TerseReadyz).
+// or "not ready", then a line for each route with its path, its stream,
+// whether it is ready, and the partitions its live reader cannot read for
+// now, each with how long and why (a route is ready while most of its
+// partitions are read). It is for an admin port, when the public /readyz
+// says no more than ready or not (Config.TerseReadyz).
 func (b *Bridge) ServeReadyz(w http.ResponseWriter, _ *http.Request) {
 	var body strings.Builder
 	ready := true
+	now := time.Now()
 	for _, r := range b.order {
 		state := "ready"
 		if !r.isReady() {
 			state, ready = "not ready", false
 		}
-		fmt.Fprintf(&body, "%s %s %s\n", r.path, r.info.Stream, state)
+		fmt.Fprintf(&body, "%s %s %s", r.path, r.info.Stream, state)
+		if stalls := r.stalls(); len(stalls) > 0 {
+			fmt.Fprintf(&body, ", %d partitions stalled:", len(stalls))
+			for i, st := range stalls {
+				if i > 0 {
+					body.WriteByte(',')
+				}
+				fmt.Fprintf(&body, " %d for %v (%s)", st.Partition, now.Sub(st.Since).Round(time.Millisecond), clip(fmt.Sprint(st.Err), maxStallError))
+			}
+		}
+		body.WriteByte('\n')
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("X-Content-Type-Options", "nosniff")

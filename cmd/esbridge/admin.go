@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -95,12 +96,19 @@ var (
 		"Gap events sent, by reason: one sent to all clients counts once, one sent to a client once.", []string{"route", "reason"}, nil)
 	lagDesc = prometheus.NewDesc("esbridge_lag_messages",
 		"Messages the route's live reader is behind the broker, summed over partitions (Kafka, JetStream; absent while the source is down, and for RabbitMQ).", []string{"route"}, nil)
+	partitionLagDesc = prometheus.NewDesc("esbridge_partition_lag_messages",
+		"Messages the route's live reader is behind the broker in the partition (absent where esbridge_lag_messages is).", []string{"route", "partition"}, nil)
+	partitionStalledDesc = prometheus.NewDesc("esbridge_partition_stalled_seconds",
+		"How long the route's live reader has been failing to read the partition (a Kafka partition whose leader is down or moving); 0 while it reads it.", []string{"route", "partition"}, nil)
+	partitionLastReadDesc = prometheus.NewDesc("esbridge_partition_last_read_timestamp_seconds",
+		"When the route's live reader last moved on in the partition, as seen at the scrapes (so to within the time between two scrapes).", []string{"route", "partition"}, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (bridgeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{routeInfoDesc, sourceUpDesc, clientsDesc, publishedDesc, bytesDesc,
-		catchUpReadersDesc, catchUpWaitingDesc, catchUpsDesc, slowDesc, gapsDesc, lagDesc} {
+		catchUpReadersDesc, catchUpWaitingDesc, catchUpsDesc, slowDesc, gapsDesc, lagDesc,
+		partitionLagDesc, partitionStalledDesc, partitionLastReadDesc} {
 		ch <- d
 	}
 }
@@ -135,6 +143,14 @@ func (c bridgeCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		if st.LagKnown {
 			gauge(lagDesc, float64(st.Lag), route)
+		}
+		for _, ps := range st.Partitions {
+			p := strconv.Itoa(ps.Partition)
+			gauge(partitionStalledDesc, ps.Stalled.Seconds(), route, p)
+			gauge(partitionLastReadDesc, float64(ps.LastRead.UnixMilli())/1e3, route, p)
+			if ps.LagKnown {
+				gauge(partitionLagDesc, float64(ps.Lag), route, p)
+			}
 		}
 	}
 }

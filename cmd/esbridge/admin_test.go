@@ -173,6 +173,9 @@ func TestAdminMetrics(t *testing.T) {
 	received := float64(len(c.body()))
 	b.waitMetric(bytesSent, "the "+strconv.Itoa(int(received))+" bytes the client received", equals(received))
 	b.waitMetric(lag, "0: the live reader has read every message", equals(0))
+	b.waitMetric(`esbridge_partition_lag_messages{partition="0",route="/orders"}`, "0 in the stream's one partition", equals(0))
+	b.waitMetric(`esbridge_partition_stalled_seconds{partition="0",route="/orders"}`, "0: the partition is read", equals(0))
+	b.waitMetric(`esbridge_partition_last_read_timestamp_seconds{partition="0",route="/orders"}`, "a time", func(v float64) bool { return v > 1e9 })
 
 	// A client resumes from an ID that has left the log of 3: it is caught
 	// up from JetStream.
