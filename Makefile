@@ -18,6 +18,7 @@ export PATH := $(TOOLS):$(PATH)
 
 test: lint
 	scripts/kafka.sh start
+	scripts/kafka-cluster.sh start
 	scripts/rabbitmq.sh start
 	e2e/setup.sh
 	go test -race -count=1 ./...

@@ -14,7 +14,11 @@ import (
 // Interval is set; it must not be copied after first use.
 type Check[T any] struct {
 	Interval time.Duration
+	// Soonest is the least time between two checks when a watcher asks
+	// for one sooner than the next interval (Soon).
+	Soonest time.Duration
 
+	soon     chan struct{} // holds a request for a check at once (Soon)
 	mu       sync.Mutex
 	watchers int
 	stop     context.CancelFunc
@@ -31,6 +35,7 @@ func (c *Check[T]) Watch(check func(ctx context.Context, prev T) T) (unwatch fun
 	defer c.mu.Unlock()
 	if c.checked == nil {
 		c.checked = make(chan struct{})
+		c.soon = make(chan struct{}, 1)
 	}
 	if c.watchers++; c.watchers == 1 {
 		var zero T
@@ -52,12 +57,26 @@ func (c *Check[T]) Watch(check func(ctx context.Context, prev T) T) (unwatch fun
 func (c *Check[T]) run(ctx context.Context, check func(context.Context, T) T) {
 	t := time.NewTicker(c.Interval)
 	defer t.Stop()
+	var last time.Time
 	for {
 		select {
 		case <-t.C:
+		case <-c.soon:
+			if wait := c.Soonest - time.Since(last); wait > 0 {
+				select {
+				case <-time.After(wait):
+				case <-ctx.Done():
+					return
+				}
+			}
 		case <-ctx.Done():
 			return
 		}
+		select {
+		case <-c.soon: // asked for meanwhile: this check answers it
+		default:
+		}
+		last = time.Now()
 		c.mu.Lock()
 		prev := c.last
 		c.mu.Unlock()
@@ -70,6 +89,22 @@ func (c *Check[T]) run(ctx context.Context, check func(context.Context, T) T) {
 		close(c.checked)
 		c.checked = make(chan struct{})
 		c.mu.Unlock()
+	}
+}
+
+// Soon asks for a check at once, rather than at the next interval, but
+// not sooner than Soonest after the last one. Requests made before that
+// check begins are answered by it.
+func (c *Check[T]) Soon() {
+	c.mu.Lock()
+	soon := c.soon
+	c.mu.Unlock()
+	if soon == nil {
+		return // no watcher yet: no check to hasten
+	}
+	select {
+	case soon <- struct{}{}:
+	default: // asked already
 	}
 }
 

@@ -73,3 +73,34 @@ func TestNextCancelled(t *testing.T) {
 		t.Error("Next returned an outcome after its ctx ended")
 	}
 }
+
+// Soon hastens a check, no sooner than Soonest after the last one, and
+// requests made meanwhile share one check.
+func TestSoon(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var c Check[int]
+		c.Interval = time.Hour
+		c.Soonest = 100 * time.Millisecond
+		var calls atomic.Int64
+		defer c.Watch(func(context.Context, int) int { return int(calls.Add(1)) })()
+		c.Soon()
+		synctest.Wait()
+		if n := calls.Load(); n != 1 {
+			t.Fatalf("%d checks at once after Soon, want 1", n)
+		}
+		c.Soon()
+		c.Soon()
+		c.Soon()
+		time.Sleep(99 * time.Millisecond)
+		synctest.Wait()
+		if n := calls.Load(); n != 1 {
+			t.Fatalf("%d checks within Soonest, want 1", n)
+		}
+		time.Sleep(time.Millisecond)
+		synctest.Wait()
+		time.Sleep(time.Second)
+		if n := calls.Load(); n != 2 {
+			t.Fatalf("%d checks after three Soon within Soonest, want 2", n)
+		}
+	})
+}

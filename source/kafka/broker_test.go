@@ -20,17 +20,22 @@ import (
 
 // testBroker is a real broker's admin client, and the topics a test made.
 type testBroker struct {
-	t       *testing.T
-	brokers []string
-	client  *kafka.Client
+	t        *testing.T
+	brokers  []string
+	client   *kafka.Client
+	replicas int // of the topics it makes
 }
 
 func broker(t *testing.T) *testBroker {
 	t.Helper()
-	brokers := brokertest.Kafka(t)
+	return newTestBroker(t, brokertest.Kafka(t), 1)
+}
+
+func newTestBroker(t *testing.T, brokers []string, replicas int) *testBroker {
 	tr := &kafka.Transport{MetadataTTL: 100 * time.Millisecond}
 	t.Cleanup(tr.CloseIdleConnections)
-	return &testBroker{t: t, brokers: brokers, client: &kafka.Client{Addr: kafka.TCP(brokers...), Transport: tr, Timeout: 10 * time.Second}}
+	return &testBroker{t: t, brokers: brokers, replicas: replicas,
+		client: &kafka.Client{Addr: kafka.TCP(brokers...), Transport: tr, Timeout: 10 * time.Second}}
 }
 
 var unsafeName = regexp.MustCompile(`[^a-zA-Z0-9]+`)
@@ -44,7 +49,7 @@ func (b *testBroker) topic(n int, config ...kafka.ConfigEntry) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	res, err := b.client.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{
-		Topic: name, NumPartitions: n, ReplicationFactor: 1, ConfigEntries: config,
+		Topic: name, NumPartitions: n, ReplicationFactor: b.replicas, ConfigEntries: config,
 	}}})
 	if err == nil {
 		err = res.Errors[name]

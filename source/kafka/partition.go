@@ -20,47 +20,82 @@ const (
 	fetchMaxWait = 500 * time.Millisecond
 	// fetchMaxBytes is the most a fetch of one partition returns.
 	fetchMaxBytes = 8 << 20
+	// answerTimeout bounds the wait for a broker's answer beyond what it
+	// was asked to wait (a fetch's fetchMaxWait), and for each chunk of a
+	// fetch after the first: a broker that is frozen (stopped, or cut off
+	// without a reset) is given up within it.
+	answerTimeout = 2 * time.Second
+	// dialTimeout bounds a connection to a partition's leader.
+	dialTimeout = 2 * time.Second
 	// chunkSize is the most messages a partition hands to Next at once.
 	chunkSize = 256
-	// maxFailures is how many connections or fetches in a row may fail
-	// before Next returns the error.
-	maxFailures = 3
 	// retryMin and retryMax bound the wait before reconnecting.
-	retryMin, retryMax = 100 * time.Millisecond, time.Second
+	retryMin, retryMax = 50 * time.Millisecond, 500 * time.Millisecond
+	// leaderCheckInterval is the least time between two checks of the
+	// topic asked for by partitions that lost their leader.
+	leaderCheckInterval = 100 * time.Millisecond
 )
 
 // A partition reads one partition of the topic for a reader, over a
 // connection to the partition's leader (kafka-go's Conn), and hands the
 // messages to Next in chunks of up to chunkSize: one hand-off per chunk,
-// not per message. It reconnects after a leader change or a short broker
-// outage; it fails after maxFailures failures in a row, after which Next
-// returns the error and the bridge reopens at Position.
+// not per message.
+//
+// A partition fails alone. When its leader dies, is frozen or moves, it
+// tells the reader it is stalled (see reader.Stalled), asks for the
+// topic's leaders afresh (one check for every partition of the source
+// that asks meanwhile) and connects to the new leader, as often as it
+// takes, while the other partitions read on. Only an error that
+// reconnecting does not cure (retention deleted its next offset, an
+// authorization refused) ends the reader: Next returns it.
 type partition struct {
-	r        *reader
-	id       int
-	next     int64 // the offset of the next message to hand to Next
-	failures int   // failed connections or fetches since the last fetch
-	retry    backoff.Backoff
+	r     *reader
+	id    int
+	next  int64     // the offset of the next message to hand to Next
+	meta  topicMeta // the topic as last checked: the leader to connect to
+	retry backoff.Backoff
 }
 
 // run reads the partition until the reader is closed or the partition
-// fails, and hands its error to Next.
+// fails for good, and hands that error to Next.
 func (p *partition) run() {
 	defer p.r.wg.Done()
+	log := p.r.src.log
 	for {
+		from := p.next
 		err := p.session()
 		if p.r.ctx.Err() != nil {
 			return
 		}
-		p.failures++
-		if fatal(err) || p.failures >= maxFailures {
+		if fatal(err) {
 			p.r.send(event{err: p.wrap(err)})
 			return
 		}
-		p.r.src.log.Warn("kafka: partition read failed; reconnecting", "topic", p.r.src.cfg.Topic, "partition", p.id, "offset", p.next, "err", err)
+		if p.next > from {
+			// The connection failed after reading something (timed out
+			// in a fetch over a slow network, say): no stall, go on.
+			log.Debug("kafka: partition read interrupted; reconnecting", "topic", p.r.src.cfg.Topic, "partition", p.id, "offset", p.next, "err", err)
+			continue
+		}
+		if p.r.stall(p.id, err) {
+			log.Warn("kafka: partition read failed; reconnecting", "topic", p.r.src.cfg.Topic, "partition", p.id, "offset", p.next, "err", err)
+		} else {
+			log.Debug("kafka: partition read failed again", "topic", p.r.src.cfg.Topic, "partition", p.id, "offset", p.next, "err", err)
+		}
 		if !p.retry.Wait(p.r.ctx) {
 			return
 		}
+		p.refresh()
+	}
+}
+
+// refresh learns the topic's leaders afresh, from a check made after the
+// partition failed.
+func (p *partition) refresh() {
+	s := p.r.src
+	s.topicCheck.Soon()
+	if check, ok := s.topicCheck.Next(p.r.ctx); ok && check.err == nil {
+		p.meta = check.meta
 	}
 }
 
@@ -101,19 +136,40 @@ func (p *partition) session() error {
 		if err := p.fetch(conn); err != nil {
 			return err
 		}
-		p.failures = 0
+		p.r.unstall(p.id)
 		p.retry.Reset()
 	}
 }
 
-// dial connects to the partition's leader, asking each broker in turn.
-// Each attempt is bounded: kafka-go's look-up of the leader waits, for
-// good, for a topic that does not exist (deleted, say).
+// errNoLeader is the failure of a partition whose leader the brokers do
+// not know: an election is under way.
+var errNoLeader = errors.New("no leader")
+
+// dial connects to the partition's leader, as the last check of the
+// topic named it. A broker older than Metadata version 12 names no
+// leaders: then each broker is asked for it in turn.
 func (p *partition) dial() (*kafka.Conn, error) {
+	s := p.r.src
+	if len(p.meta.leaders) == 0 {
+		return p.dialAsking()
+	}
+	leader, ok := p.meta.leader(p.id)
+	if !ok {
+		return nil, errNoLeader
+	}
+	ctx, cancel := context.WithTimeout(p.r.ctx, dialTimeout)
+	defer cancel()
+	return s.dialer.DialPartition(ctx, "tcp", "", kafka.Partition{Topic: s.cfg.Topic, ID: p.id, Leader: leader})
+}
+
+// dialAsking connects to the partition's leader, asking each broker in
+// turn. Each attempt is bounded: kafka-go's look-up of the leader waits,
+// for good, for a topic that does not exist (deleted, say).
+func (p *partition) dialAsking() (*kafka.Conn, error) {
 	s := p.r.src
 	var err error
 	for _, b := range s.cfg.Brokers {
-		ctx, cancel := context.WithTimeout(p.r.ctx, requestTimeout)
+		ctx, cancel := context.WithTimeout(p.r.ctx, dialTimeout)
 		var conn *kafka.Conn
 		conn, err = s.dialer.DialLeader(ctx, "tcp", b, s.cfg.Topic, p.id)
 		cancel()
@@ -128,7 +184,7 @@ func (p *partition) dial() (*kafka.Conn, error) {
 // them over. It returns nil once it has handed over every message of the
 // fetch (none, at the end of the partition), else the error that ended it.
 func (p *partition) fetch(conn *kafka.Conn) error {
-	if err := conn.SetReadDeadline(time.Now().Add(fetchMaxWait + requestTimeout)); err != nil {
+	if err := conn.SetReadDeadline(time.Now().Add(fetchMaxWait + answerTimeout)); err != nil {
 		return err
 	}
 	batch := conn.ReadBatchWith(kafka.ReadBatchConfig{MinBytes: 1, MaxBytes: fetchMaxBytes, MaxWait: fetchMaxWait})
@@ -167,7 +223,7 @@ func (p *partition) fetch(conn *kafka.Conn) error {
 			chunk = nil
 			// Handing over waits for Next, which may wait for its own
 			// clients: the rest of the fetch gets a deadline of its own.
-			if err := conn.SetReadDeadline(time.Now().Add(requestTimeout)); err != nil {
+			if err := conn.SetReadDeadline(time.Now().Add(answerTimeout)); err != nil {
 				return err
 			}
 		}
@@ -208,7 +264,7 @@ func (p *partition) expired(first int64) error {
 
 // span returns the partition's first offset and high-water mark.
 func (p *partition) span() (first, last int64, err error) {
-	offs, err := p.r.src.offsets(p.r.ctx, []int{p.id})
+	offs, err := p.r.src.offsets(p.r.ctx, p.meta, []int{p.id})
 	if err != nil {
 		return 0, 0, err
 	}

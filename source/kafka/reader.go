@@ -35,6 +35,9 @@ type reader struct {
 	msgs []bridge.Message // what Next returns next, of the last chunk received
 	pos  []uint64         // for each partition, the offset of the next message
 	err  error            // the reader's final error
+
+	stallMu sync.Mutex
+	stalls  map[int]bridge.Stall // the partitions failing to read, by ID
 }
 
 // watchInterval is how often a reader checks that its topic is still the
@@ -54,15 +57,17 @@ type event struct {
 	added []int64
 }
 
-func (s *Source) newReader(next []int64, inc uint64) *reader {
-	r := &reader{src: s, inc: inc, c: make(chan event, mergeBuffer), pos: make([]uint64, len(next))}
+// newReader starts reading each partition i of the topic from next[i],
+// from the leaders of meta.
+func (s *Source) newReader(next []int64, meta topicMeta) *reader {
+	r := &reader{src: s, inc: meta.incarnation(), c: make(chan event, mergeBuffer), pos: make([]uint64, len(next))}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	for i, o := range next {
 		r.pos[i] = uint64(o)
 	}
 	r.wg.Add(len(next) + 1)
 	for i, o := range next {
-		r.startPartition(i, o)
+		r.startPartition(i, o, meta)
 	}
 	go r.poll(len(next))
 	return r
@@ -78,10 +83,51 @@ func (r *reader) send(ev event) bool {
 	}
 }
 
-// startPartition starts reading partition id from offset next on.
-func (r *reader) startPartition(id int, next int64) {
-	p := &partition{r: r, id: id, next: next, retry: backoff.Backoff{Min: retryMin, Max: retryMax}}
+// startPartition starts reading partition id from offset next on, from
+// its leader in meta.
+func (r *reader) startPartition(id int, next int64, meta topicMeta) {
+	p := &partition{r: r, id: id, next: next, meta: meta, retry: backoff.Backoff{Min: retryMin, Max: retryMax}}
 	go p.run()
+}
+
+// stall records that partition id failed to read with err, and reports
+// whether it was read before: the start of a stall.
+func (r *reader) stall(id int, err error) bool {
+	r.stallMu.Lock()
+	defer r.stallMu.Unlock()
+	st, stalled := r.stalls[id]
+	if !stalled {
+		if r.stalls == nil {
+			r.stalls = make(map[int]bridge.Stall)
+		}
+		st = bridge.Stall{Partition: id, Since: time.Now()}
+	}
+	st.Err = err
+	r.stalls[id] = st
+	return !stalled
+}
+
+// unstall records that partition id reads.
+func (r *reader) unstall(id int) {
+	r.stallMu.Lock()
+	defer r.stallMu.Unlock()
+	delete(r.stalls, id)
+}
+
+// Stalled implements [bridge.Staller]: the partitions whose last
+// connection or fetch failed, and that have read nothing since.
+func (r *reader) Stalled() []bridge.Stall {
+	r.stallMu.Lock()
+	defer r.stallMu.Unlock()
+	if len(r.stalls) == 0 {
+		return nil
+	}
+	stalls := make([]bridge.Stall, 0, len(r.stalls))
+	for _, st := range r.stalls {
+		stalls = append(stalls, st)
+	}
+	slices.SortFunc(stalls, func(a, b bridge.Stall) int { return a.Partition - b.Partition })
+	return stalls
 }
 
 // poll follows the source's checks of the topic (every watchInterval, see
@@ -120,18 +166,15 @@ func (r *reader) poll(n int) {
 			continue
 		}
 		lastMetadata = time.Now()
-		m, err := s.partitions(r.ctx)
-		if err != nil || m <= n {
-			if err != nil && r.ctx.Err() == nil {
-				s.log.Debug("kafka: metadata", "topic", s.cfg.Topic, "err", err)
-			}
+		m := check.meta.partitions
+		if check.err != nil || m <= n {
 			continue
 		}
 		added := make([]int, m-n)
 		for i := range added {
 			added[i] = n + i
 		}
-		offs, err := s.offsets(r.ctx, added)
+		offs, err := s.offsets(r.ctx, check.meta, added)
 		if err != nil {
 			s.log.Debug("kafka: offsets of new partitions", "topic", s.cfg.Topic, "err", err)
 			continue
@@ -147,7 +190,7 @@ func (r *reader) poll(n int) {
 		s.log.Info("kafka: partitions added", "topic", s.cfg.Topic, "from", n, "to", m)
 		r.wg.Add(len(starts))
 		for i, o := range starts {
-			r.startPartition(n+i, o)
+			r.startPartition(n+i, o, check.meta)
 		}
 		n = m
 	}

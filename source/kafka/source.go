@@ -3,11 +3,15 @@ package kafka
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
+	"net"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -42,8 +46,13 @@ type Source struct {
 	// (see topic).
 	metadataVersion atomic.Int32
 	// topicCheck checks the topic for the readers, once a watchInterval
-	// for all of them.
+	// for all of them, and at once when a partition has lost its leader
+	// (see topic).
 	topicCheck sharedcheck.Check[topicCheck]
+	// brokers is the address of every broker of the cluster, as the last
+	// metadata named them: topic asks them all, not only those of the
+	// configuration.
+	brokers atomic.Pointer[[]string]
 }
 
 // New validates cfg and returns a Source. It does not connect: the first
@@ -57,6 +66,7 @@ func New(cfg Config) (*Source, error) {
 	}
 	s := &Source{cfg: cfg, log: cfg.Logger}
 	s.topicCheck.Interval = watchInterval
+	s.topicCheck.Soonest = leaderCheckInterval
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -87,6 +97,8 @@ func New(cfg Config) (*Source, error) {
 		// New partitions must be found by the metadata poll: don't let
 		// the transport route by metadata older than that.
 		MetadataTTL: cfg.MetadataInterval,
+		// Its own metadata requests need name no other topic.
+		MetadataTopics: []string{cfg.Topic},
 	}
 	s.client = &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Transport: s.transport, Timeout: requestTimeout}
 	s.dialer = &kafka.Dialer{
@@ -135,11 +147,7 @@ func (s *Source) Close() error {
 // the position has more partitions than the topic. ctx bounds the look-up
 // of the partitions and their offsets; the reader lives until Close.
 func (s *Source) Open(ctx context.Context, start bridge.Start) (bridge.Reader, error) {
-	topic, err := s.topic(ctx)
-	if err != nil {
-		return nil, err
-	}
-	offs, err := s.spans(ctx)
+	topic, offs, err := s.spans(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -183,43 +191,23 @@ func (s *Source) Open(ctx context.Context, start bridge.Start) (bridge.Reader, e
 			next[i] = offs[i].last
 		}
 	}
-	return s.newReader(next, topic.incarnation()), nil
+	return s.newReader(next, topic), nil
 }
 
-// partitions returns the number of partitions of the topic, and records in
-// s.connected whether a broker answered.
-func (s *Source) partitions(ctx context.Context) (int, error) {
-	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
-	defer cancel()
-	md, err := s.client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{s.cfg.Topic}})
+// partitions returns the topic and the numbers of its partitions.
+func (s *Source) partitions(ctx context.Context) (topicMeta, []int, error) {
+	topic, err := s.topic(ctx)
 	if err != nil {
-		s.setConnected(false, err)
-		return 0, fmt.Errorf("kafka: topic %s: metadata: %w: %w", s.cfg.Topic, bridge.ErrUnavailable, err)
+		return topicMeta{}, nil, err
 	}
-	s.setConnected(true, nil)
-	for _, t := range md.Topics {
-		if t.Name != s.cfg.Topic {
-			continue
-		}
-		if t.Error != nil {
-			return 0, fmt.Errorf("kafka: topic %s: %w: %w", s.cfg.Topic, bridge.ErrUnavailable, t.Error)
-		}
-		ids := make([]int, 0, len(t.Partitions))
-		for _, p := range t.Partitions {
-			ids = append(ids, p.ID)
-		}
-		slices.Sort(ids)
-		for i, id := range ids {
-			if id != i {
-				return 0, fmt.Errorf("kafka: topic %s: partitions %v are not numbered from 0 on: %w", s.cfg.Topic, ids, bridge.ErrUnavailable)
-			}
-		}
-		if len(ids) == 0 {
-			return 0, fmt.Errorf("kafka: topic %s: no partitions: %w", s.cfg.Topic, bridge.ErrUnavailable)
-		}
-		return len(ids), nil
+	if topic.partitions == 0 {
+		return topicMeta{}, nil, fmt.Errorf("kafka: topic %s: no partitions: %w", s.cfg.Topic, bridge.ErrUnavailable)
 	}
-	return 0, fmt.Errorf("kafka: topic %s: not in metadata: %w", s.cfg.Topic, bridge.ErrUnavailable)
+	all := make([]int, topic.partitions)
+	for i := range all {
+		all[i] = i
+	}
+	return topic, all, nil
 }
 
 func (s *Source) setConnected(up bool, err error) {
@@ -236,21 +224,64 @@ func (s *Source) setConnected(up bool, err error) {
 // high-water mark, excluded.
 type span struct{ first, last int64 }
 
-// offsets returns the span of each of the partitions.
-func (s *Source) offsets(ctx context.Context, partitions []int) ([]span, error) {
+// listOffsets asks each partition's leader, as topic names it, for the
+// offsets of reqs, all the leaders at once; where topic names no leader
+// (a broker older than Metadata version 12), kafka-go's transport routes
+// them. It returns an error if any leader does not answer.
+func (s *Source) listOffsets(ctx context.Context, topic topicMeta, reqs []kafka.OffsetRequest) ([]kafka.PartitionOffsets, error) {
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
+	byLeader := map[string][]kafka.OffsetRequest{}
+	for _, r := range reqs {
+		addr := ""
+		if b, ok := topic.leader(r.Partition); ok {
+			addr = net.JoinHostPort(b.Host, strconv.Itoa(b.Port))
+		}
+		byLeader[addr] = append(byLeader[addr], r)
+	}
+	var (
+		mu   sync.Mutex
+		offs []kafka.PartitionOffsets
+		errs []error
+		wg   sync.WaitGroup
+	)
+	for addr, rs := range byLeader {
+		wg.Go(func() {
+			req := &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{s.cfg.Topic: rs}}
+			if addr != "" {
+				req.Addr = kafka.TCP(addr)
+			}
+			res, err := s.client.ListOffsets(ctx, req)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, err)
+				return
+			}
+			offs = append(offs, res.Topics[s.cfg.Topic]...)
+		})
+	}
+	wg.Wait()
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return offs, nil
+}
+
+// offsets returns the span of each of the partitions, asking their
+// leaders as topic names them.
+func (s *Source) offsets(ctx context.Context, topic topicMeta, partitions []int) ([]span, error) {
 	reqs := make([]kafka.OffsetRequest, 0, 2*len(partitions))
 	for _, p := range partitions {
 		reqs = append(reqs, kafka.FirstOffsetOf(p), kafka.LastOffsetOf(p))
 	}
-	res, err := s.client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{s.cfg.Topic: reqs}})
+	res, err := s.listOffsets(ctx, topic, reqs)
 	if err != nil {
 		return nil, fmt.Errorf("kafka: topic %s: offsets: %w: %w", s.cfg.Topic, bridge.ErrUnavailable, err)
 	}
 	spans := make([]span, len(partitions))
 	found := make([]bool, len(partitions))
-	for _, po := range res.Topics[s.cfg.Topic] {
+	for _, po := range res {
 		i := slices.Index(partitions, po.Partition)
 		if i < 0 {
 			continue
@@ -298,25 +329,22 @@ func expiredError(pos bridge.Position, exp ...expiredPartition) *bridge.ExpiredE
 	return &bridge.ExpiredError{Resume: resume, From: slices.Clone(pos), Lost: strings.Join(lost, "; "), Missed: missed}
 }
 
-// spans returns the first offset and the high-water mark of every
-// partition of the topic.
-func (s *Source) spans(ctx context.Context) ([]span, error) {
-	n, err := s.partitions(ctx)
+// spans returns the topic, and the first offset and the high-water mark
+// of each of its partitions.
+func (s *Source) spans(ctx context.Context) (topicMeta, []span, error) {
+	topic, all, err := s.partitions(ctx)
 	if err != nil {
-		return nil, err
+		return topicMeta{}, nil, err
 	}
-	all := make([]int, n)
-	for i := range all {
-		all[i] = i
-	}
-	return s.offsets(ctx, all)
+	offs, err := s.offsets(ctx, topic, all)
+	return topic, offs, err
 }
 
 // Head returns where the topic ends: each partition's high-water mark, the
 // offset after its last message (see [bridge.Headed]). ctx bounds the
 // look-up of the partitions and their offsets.
 func (s *Source) Head(ctx context.Context) (bridge.Position, error) {
-	offs, err := s.spans(ctx)
+	_, offs, err := s.spans(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -334,19 +362,18 @@ func (s *Source) Head(ctx context.Context) (bridge.Position, error) {
 // its high-water mark where it holds none (see [bridge.Seeker]). ctx
 // bounds the look-up of the partitions and their offsets.
 func (s *Source) PositionAt(ctx context.Context, t time.Time) (bridge.Position, error) {
-	n, err := s.partitions(ctx)
+	topic, all, err := s.partitions(ctx)
 	if err != nil {
 		return nil, err
 	}
-	all := make([]int, n)
+	n := len(all)
 	reqs := make([]kafka.OffsetRequest, n)
 	for i := range all {
-		all[i] = i
 		reqs[i] = kafka.TimeOffsetOf(i, t)
 	}
 	// The high-water marks first: a message stored after them is newer
 	// than t, and the partitions without one at t start there.
-	offs, err := s.offsets(ctx, all)
+	offs, err := s.offsets(ctx, topic, all)
 	if err != nil {
 		return nil, err
 	}
@@ -354,13 +381,11 @@ func (s *Source) PositionAt(ctx context.Context, t time.Time) (bridge.Position, 
 	for i, o := range offs {
 		pos[i] = uint64(max(o.last, 0))
 	}
-	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
-	defer cancel()
-	res, err := s.client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{s.cfg.Topic: reqs}})
+	res, err := s.listOffsets(ctx, topic, reqs)
 	if err != nil {
 		return nil, fmt.Errorf("kafka: topic %s: offsets at %v: %w: %w", s.cfg.Topic, t, bridge.ErrUnavailable, err)
 	}
-	for _, po := range res.Topics[s.cfg.Topic] {
+	for _, po := range res {
 		if po.Partition < 0 || po.Partition >= n {
 			continue
 		}

@@ -6,6 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"slices"
+	"strconv"
 	"sync/atomic"
 
 	"github.com/segmentio/kafka-go"
@@ -34,6 +37,20 @@ const maxTopicIDResponse = 16 << 20
 type topicMeta struct {
 	id         [16]byte // zero if the broker gives none
 	partitions int
+	// leaders is each partition's leader, by partition; a zero Broker
+	// where the partition has none (an election under way) or where the
+	// broker gives none (older than Metadata version 12).
+	leaders []kafka.Broker
+	// brokers is the address of each broker of the cluster.
+	brokers []string
+}
+
+// leader returns partition id's leader, and false if it is not known.
+func (m topicMeta) leader(id int) (kafka.Broker, bool) {
+	if id < 0 || id >= len(m.leaders) || m.leaders[id].Host == "" {
+		return kafka.Broker{}, false
+	}
+	return m.leaders[id], true
 }
 
 // incarnation returns the topic's ID folded to 64 bits, 0 if unknown.
@@ -44,24 +61,61 @@ func (m topicMeta) incarnation() uint64 {
 	return max(binary.BigEndian.Uint64(m.id[:8])^binary.BigEndian.Uint64(m.id[8:]), 1)
 }
 
-// topic asks a broker for the topic's ID and its number of partitions,
-// afresh (kafka-go's transport answers its own Metadata requests from a
-// cache). It returns kafka.UnknownTopicOrPartition, wrapped with
-// ErrUnavailable, if the topic does not exist.
+// topic asks the brokers for the topic's ID, its number of partitions
+// and their leaders, afresh (kafka-go's transport answers its own
+// Metadata requests from a cache). It asks every broker it knows of at
+// once and takes the first answer, so that a broker that is down, or
+// frozen, costs nothing while another answers. It returns
+// kafka.UnknownTopicOrPartition, wrapped with ErrUnavailable, if the
+// topic does not exist.
 func (s *Source) topic(ctx context.Context) (topicMeta, error) {
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
-	res, err := s.transport.RoundTrip(ctx, kafka.TCP(s.cfg.Brokers...), &topicIDRequest{topic: s.cfg.Topic, clientID: "esbridge", newest: &s.metadataVersion})
-	if err != nil {
-		s.setConnected(false, err)
-		return topicMeta{}, fmt.Errorf("kafka: topic %s: metadata: %w: %w", s.cfg.Topic, bridge.ErrUnavailable, err)
+	addrs := s.knownBrokers()
+	type answer struct {
+		res *topicIDResponse
+		err error
 	}
-	s.setConnected(true, nil)
-	r := res.(*topicIDResponse)
-	if r.errorCode != 0 {
-		return topicMeta{}, fmt.Errorf("kafka: topic %s: %w: %w", s.cfg.Topic, bridge.ErrUnavailable, kafka.Error(r.errorCode))
+	answers := make(chan answer, len(addrs))
+	for _, addr := range addrs {
+		go func() {
+			res, err := s.transport.RoundTrip(ctx, kafka.TCP(addr), &topicIDRequest{topic: s.cfg.Topic, clientID: "esbridge", newest: &s.metadataVersion})
+			r, _ := res.(*topicIDResponse)
+			answers <- answer{r, err}
+		}()
 	}
-	return r.meta, nil
+	var err error
+	for range addrs {
+		a := <-answers
+		if a.err != nil {
+			err = a.err
+			continue
+		}
+		s.setConnected(true, nil)
+		if a.res.errorCode != 0 {
+			return topicMeta{}, fmt.Errorf("kafka: topic %s: %w: %w", s.cfg.Topic, bridge.ErrUnavailable, kafka.Error(a.res.errorCode))
+		}
+		if len(a.res.meta.brokers) > 0 {
+			s.brokers.Store(&a.res.meta.brokers)
+		}
+		return a.res.meta, nil
+	}
+	s.setConnected(false, err)
+	return topicMeta{}, fmt.Errorf("kafka: topic %s: metadata: %w: %w", s.cfg.Topic, bridge.ErrUnavailable, err)
+}
+
+// knownBrokers returns the addresses of the brokers of the configuration
+// and of those the last metadata named, once each.
+func (s *Source) knownBrokers() []string {
+	addrs := slices.Clone(s.cfg.Brokers)
+	if seen := s.brokers.Load(); seen != nil {
+		for _, b := range *seen {
+			if !slices.Contains(addrs, b) {
+				addrs = append(addrs, b)
+			}
+		}
+	}
+	return addrs
 }
 
 // A topicIDRequest is a Metadata request for one topic, of version 12 if
@@ -203,13 +257,17 @@ func parseTopicIDResponse(b []byte, correlationID int32, topic string) (*topicID
 		return nil, fmt.Errorf("kafka: metadata response %d, want %d", id, correlationID)
 	}
 	d.tags()
-	d.int32()             // throttle_time_ms
+	d.int32() // throttle_time_ms
+	nodes := map[int32]kafka.Broker{}
+	var addrs []string
 	for range d.array() { // brokers
-		d.int32()  // node_id
-		d.string() // host
-		d.int32()  // port
+		b := kafka.Broker{ID: int(d.int32()), Host: d.string(), Port: int(d.int32())}
 		d.string() // rack
 		d.tags()
+		if b.Host != "" && d.err == nil {
+			nodes[int32(b.ID)] = b
+			addrs = append(addrs, net.JoinHostPort(b.Host, strconv.Itoa(b.Port)))
+		}
 	}
 	d.string() // cluster_id
 	d.int32()  // controller_id
@@ -218,15 +276,30 @@ func parseTopicIDResponse(b []byte, correlationID int32, topic string) (*topicID
 		r := &topicIDResponse{errorCode: d.int16()}
 		name := d.string()
 		copy(r.meta.id[:], d.bytes(16))
-		d.bytes(1)            // is_internal
+		d.bytes(1) // is_internal
+		leaders := map[int32]kafka.Broker{}
 		for range d.array() { // partitions
-			d.bytes(2 + 4 + 4 + 4) // error_code, partition_index, leader_id, leader_epoch
-			for range 3 {          // replica_nodes, isr_nodes, offline_replicas
+			d.int16() // error_code
+			id, leader := d.int32(), d.int32()
+			d.int32()     // leader_epoch
+			for range 3 { // replica_nodes, isr_nodes, offline_replicas
 				d.bytes(4 * d.array())
 			}
 			d.tags()
 			r.meta.partitions++
+			if b, ok := nodes[leader]; ok {
+				leaders[id] = b
+			}
 		}
+		if len(leaders) > 0 {
+			r.meta.leaders = make([]kafka.Broker, r.meta.partitions)
+			for id, b := range leaders {
+				if id >= 0 && int(id) < r.meta.partitions {
+					r.meta.leaders[id] = b
+				}
+			}
+		}
+		r.meta.brokers = addrs
 		d.int32() // topic_authorized_operations
 		d.tags()
 		if name == topic && d.err == nil {

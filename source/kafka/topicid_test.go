@@ -2,12 +2,14 @@ package kafka
 
 import (
 	"encoding/binary"
+	"slices"
 	"testing"
 )
 
 // metadataResponse encodes a Metadata response of version 12 (header v1)
-// with two brokers and the given topics, each with n partitions of two
-// replicas.
+// with two brokers, 0 on port 9092 and 1 on 9093, and the given topics,
+// each with n partitions of two replicas: partition p led by broker p%3
+// (none where that is 2, which does not exist).
 func metadataResponse(correlationID int32, topics map[string]int, id [16]byte, code int16) []byte {
 	var b []byte
 	str := func(s string) { b = binary.AppendUvarint(b, uint64(len(s))+1); b = append(b, s...) }
@@ -19,7 +21,7 @@ func metadataResponse(correlationID int32, topics map[string]int, id [16]byte, c
 	for n := range 2 {
 		i32(int32(n))
 		str("127.0.0.1")
-		i32(9092)
+		i32(int32(9092 + n))
 		b = append(b, 0) // rack: null
 		b = append(b, 0) // tags
 	}
@@ -35,7 +37,7 @@ func metadataResponse(correlationID int32, topics map[string]int, id [16]byte, c
 		for p := range n {
 			b = append(b, 0, 0)
 			i32(int32(p))
-			i32(0)
+			i32(int32(p % 3))
 			i32(5)
 			for range 3 {
 				b = binary.AppendUvarint(b, 3)
@@ -56,6 +58,15 @@ func TestParseTopicIDResponse(t *testing.T) {
 	r, err := parseTopicIDResponse(b, 7, "orders")
 	if err != nil || r.meta.id != id || r.meta.partitions != 6 || r.errorCode != 0 {
 		t.Fatalf("parse = %+v, %v", r, err)
+	}
+	for p := range 6 {
+		b, ok := r.meta.leader(p)
+		if want := 9092 + p%3; p%3 == 2 && ok || p%3 != 2 && (!ok || b.Port != want || b.Host != "127.0.0.1" || b.ID != p%3) {
+			t.Errorf("partition %d: leader %+v, %v; want port %d, or none for p%%3 == 2", p, b, ok, want)
+		}
+	}
+	if want := []string{"127.0.0.1:9092", "127.0.0.1:9093"}; !slices.Equal(r.meta.brokers, want) {
+		t.Errorf("brokers %v, want %v", r.meta.brokers, want)
 	}
 	if r.meta.incarnation() == 0 {
 		t.Error("incarnation 0 for an ID")
