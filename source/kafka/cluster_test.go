@@ -60,7 +60,8 @@ func TestClusterFaults(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	run := newClusterRun(clusterPartitions)
-	rd := b.readAlong(ctx, b.source(topic, Config{}), run)
+	src := b.source(topic, Config{})
+	rd := b.readAlong(ctx, src, run)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
@@ -70,6 +71,7 @@ func TestClusterFaults(t *testing.T) {
 
 	phase := func(name string, fault func() (down int)) {
 		t.Helper()
+		before := b.leaders(topic)
 		from := time.Now()
 		down := fault()
 		acked := time.Now()
@@ -78,7 +80,7 @@ func TestClusterFaults(t *testing.T) {
 		poll.UntilNil(t, 90*time.Second, name+": every partition acknowledged and read since", func() error {
 			return run.caughtUp(acked)
 		})
-		run.report(t, name, from, b.leaders(topic), c, down)
+		run.report(t, name, from, before, c, down)
 	}
 	phase("steady", func() int { return 0 })
 
@@ -89,9 +91,36 @@ func TestClusterFaults(t *testing.T) {
 		// The dead node's partitions wait for Kafka to elect new leaders
 		// (once it has missed its heartbeats to the controller, 9 s), and
 		// the reader says so; the others read on.
+		dead := deadPartitions(lead, c, n)
 		poll.UntilNil(t, 60*time.Second, "the reader tells the dead leader's partitions stalled, and only them", func() error {
-			return stalledAre(rd, deadPartitions(lead, c, n))
+			return stalledAre(rd, dead)
 		})
+		// A client resuming meanwhile need not wait for the election: its
+		// reader opens, and reads the partitions with a live leader.
+		pos := run.position()
+		octx, ocancel := context.WithTimeout(ctx, 5*time.Second)
+		r, err := src.Open(octx, bridge.Start{Position: pos})
+		ocancel()
+		if err != nil {
+			t.Fatalf("open at %v while a leader is down: %v", pos, err)
+		}
+		r.Close()
+		// An offset that the dead leader's partition never reached, which
+		// Open could not check, is found out once it has a new leader.
+		ahead := slices.Clone(pos)
+		ahead[dead[0]] += 1000
+		octx, ocancel = context.WithTimeout(ctx, 60*time.Second)
+		defer ocancel()
+		r, err = src.Open(octx, bridge.Start{Position: ahead})
+		for err == nil {
+			_, err = r.Next(octx)
+		}
+		if r != nil {
+			r.Close()
+		}
+		if !errors.Is(err, bridge.ErrAhead) {
+			t.Errorf("open at %v, ahead of partition %d, while its leader is down: %v, want an error wrapping ErrAhead", ahead, dead[0], err)
+		}
 		return n
 	})
 	phase("restart of the killed node", func() int { c.Start(n); return 0 })
@@ -276,6 +305,17 @@ func (b *testBroker) readAlong(ctx context.Context, src *Source, run *clusterRun
 }
 
 func startAt(pos bridge.Position) bridge.Start { return bridge.Start{Position: pos} }
+
+// position returns the position the reader has read up to.
+func (run *clusterRun) position() bridge.Position {
+	run.mu.Lock()
+	defer run.mu.Unlock()
+	pos := make(bridge.Position, len(run.next))
+	for p, o := range run.next {
+		pos[p] = uint64(o)
+	}
+	return pos
+}
 
 // record checks and records a message read.
 func (run *clusterRun) record(m bridge.Message) {

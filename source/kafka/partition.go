@@ -54,6 +54,11 @@ type partition struct {
 	next  int64     // the offset of the next message to hand to Next
 	meta  topicMeta // the topic as last checked: the leader to connect to
 	retry backoff.Backoff
+	// unchecked is set until a fetch succeeds when next was not checked
+	// against the partition's offsets (its leader did not tell Open): an
+	// offset past the high-water mark is then a client's position that
+	// the broker never issued, not one to wait for.
+	unchecked bool
 }
 
 // run reads the partition until the reader is closed or the partition
@@ -113,7 +118,7 @@ func (p *partition) wrap(err error) error {
 func fatal(err error) bool {
 	var exp *expiredPartition
 	var kerr kafka.Error
-	return errors.As(err, &exp) || errors.As(err, &kerr) && !kerr.Temporary()
+	return errors.As(err, &exp) || errors.Is(err, bridge.ErrAhead) || errors.As(err, &kerr) && !kerr.Temporary()
 }
 
 // session connects to the partition's leader and fetches from it until
@@ -138,6 +143,7 @@ func (p *partition) session() error {
 		}
 		p.r.unstall(p.id)
 		p.retry.Reset()
+		p.unchecked = false
 	}
 }
 
@@ -292,6 +298,8 @@ func (p *partition) fetchError(err error) error {
 		return err
 	case first > p.next:
 		return p.expired(first)
+	case p.next > last && p.unchecked:
+		return fmt.Errorf("offset %d, the high-water mark is %d: %w", p.next, last, bridge.ErrAhead)
 	case p.next > last:
 		// Past the end: wait for the partition to grow.
 		backoff.Sleep(p.r.ctx, fetchMaxWait)

@@ -58,8 +58,9 @@ type event struct {
 }
 
 // newReader starts reading each partition i of the topic from next[i],
-// from the leaders of meta.
-func (s *Source) newReader(next []int64, meta topicMeta) *reader {
+// from the leaders of meta; unchecked[i], if true, means that next[i] was
+// not checked against the partition's offsets (see partition.unchecked).
+func (s *Source) newReader(next []int64, meta topicMeta, unchecked []bool) *reader {
 	r := &reader{src: s, inc: meta.incarnation(), c: make(chan event, mergeBuffer), pos: make([]uint64, len(next))}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	for i, o := range next {
@@ -67,7 +68,7 @@ func (s *Source) newReader(next []int64, meta topicMeta) *reader {
 	}
 	r.wg.Add(len(next) + 1)
 	for i, o := range next {
-		r.startPartition(i, o, meta)
+		r.startPartition(i, o, meta, i < len(unchecked) && unchecked[i])
 	}
 	go r.poll(len(next))
 	return r
@@ -85,8 +86,8 @@ func (r *reader) send(ev event) bool {
 
 // startPartition starts reading partition id from offset next on, from
 // its leader in meta.
-func (r *reader) startPartition(id int, next int64, meta topicMeta) {
-	p := &partition{r: r, id: id, next: next, meta: meta, retry: backoff.Backoff{Min: retryMin, Max: retryMax}}
+func (r *reader) startPartition(id int, next int64, meta topicMeta, unchecked bool) {
+	p := &partition{r: r, id: id, next: next, meta: meta, unchecked: unchecked, retry: backoff.Backoff{Min: retryMin, Max: retryMax}}
 	go p.run()
 }
 
@@ -190,7 +191,7 @@ func (r *reader) poll(n int) {
 		s.log.Info("kafka: partitions added", "topic", s.cfg.Topic, "from", n, "to", m)
 		r.wg.Add(len(starts))
 		for i, o := range starts {
-			r.startPartition(n+i, o, check.meta)
+			r.startPartition(n+i, o, check.meta, false)
 		}
 		n = m
 	}

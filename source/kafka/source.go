@@ -139,7 +139,9 @@ func (s *Source) Close() error {
 //     beyond the position's length (added to the topic since) from their
 //     first offset. An offset past a partition's high-water mark, which
 //     the broker never issued, makes Open return an error wrapping
-//     [bridge.ErrAhead].
+//     [bridge.ErrAhead]; or, for a partition whose leader could not tell
+//     (down or moving) when Open asked, makes Next return it once the
+//     partition's new leader tells.
 //
 // Open returns an error wrapping [bridge.ErrUnavailable] when no broker
 // answers or the topic does not exist, and a [*bridge.ExpiredError] when
@@ -147,51 +149,77 @@ func (s *Source) Close() error {
 // the position has more partitions than the topic. ctx bounds the look-up
 // of the partitions and their offsets; the reader lives until Close.
 func (s *Source) Open(ctx context.Context, start bridge.Start) (bridge.Reader, error) {
-	topic, offs, err := s.spans(ctx)
+	topic, all, err := s.partitions(ctx)
 	if err != nil {
 		return nil, err
 	}
-	n := len(offs)
-	next := make([]int64, n)
-	switch {
-	case start.Position != nil:
-		if len(start.Position) > n {
-			return nil, &bridge.ExpiredError{
-				Resume: slices.Clone(start.Position[:n]),
-				Lost:   fmt.Sprintf("kafka: topic %s: position of %d partitions, the topic has %d", s.cfg.Topic, len(start.Position), n),
-			}
-		}
-		var exp []expiredPartition
-		for i := range next {
-			if i >= len(start.Position) {
-				next[i] = offs[i].first
-				continue
-			}
-			p := start.Position[i]
-			if p > math.MaxInt64 {
-				return nil, fmt.Errorf("kafka: topic %s: partition %d: offset %d out of range: %w", s.cfg.Topic, i, p, bridge.ErrBadPosition)
-			}
-			if int64(p) > offs[i].last {
-				return nil, fmt.Errorf("kafka: topic %s: partition %d: offset %d, the high-water mark is %d: %w", s.cfg.Topic, i, p, offs[i].last, bridge.ErrAhead)
-			}
-			if int64(p) < offs[i].first {
-				exp = append(exp, expiredPartition{topic: s.cfg.Topic, partition: i, offset: p, first: uint64(offs[i].first)})
-			}
-			next[i] = int64(p)
-		}
-		if exp != nil {
-			return nil, expiredError(start.Position, exp...)
-		}
-	case start.Earliest:
-		for i := range next {
-			next[i] = offs[i].first
-		}
-	default:
-		for i := range next {
-			next[i] = offs[i].last
+	if start.Position != nil {
+		return s.openAt(ctx, topic, all, start.Position)
+	}
+	offs, err := s.offsets(ctx, topic, all)
+	if err != nil {
+		return nil, err
+	}
+	next := make([]int64, len(all))
+	for i, o := range offs {
+		if start.Earliest {
+			next[i] = o.first
+		} else {
+			next[i] = o.last
 		}
 	}
-	return s.newReader(next, topic), nil
+	return s.newReader(next, topic, nil), nil
+}
+
+// openAt opens a reader at pos (see Open). A partition whose leader does
+// not tell its offsets (it is down, or moving) is read from pos all the
+// same, so that the others need not wait for it: it checks pos itself,
+// against the broker's answer to its first fetch.
+func (s *Source) openAt(ctx context.Context, topic topicMeta, all []int, pos bridge.Position) (bridge.Reader, error) {
+	n := len(all)
+	if len(pos) > n {
+		return nil, &bridge.ExpiredError{
+			Resume: slices.Clone(pos[:n]),
+			Lost:   fmt.Sprintf("kafka: topic %s: position of %d partitions, the topic has %d", s.cfg.Topic, len(pos), n),
+		}
+	}
+	offs, errs := s.someOffsets(ctx, topic, all)
+	next := make([]int64, n)
+	unchecked := make([]bool, n)
+	var exp []expiredPartition
+	told := 0
+	for i := range next {
+		if i < len(pos) && pos[i] > math.MaxInt64 {
+			return nil, fmt.Errorf("kafka: topic %s: partition %d: offset %d out of range: %w", s.cfg.Topic, i, pos[i], bridge.ErrBadPosition)
+		}
+		switch {
+		case errs[i] != nil && i < len(pos):
+			next[i], unchecked[i] = int64(pos[i]), true
+			continue
+		case errs[i] != nil:
+			return nil, fmt.Errorf("kafka: topic %s: partition %d: offsets: %w: %w", s.cfg.Topic, i, bridge.ErrUnavailable, errs[i])
+		case i >= len(pos):
+			next[i] = offs[i].first // added to the topic since
+			continue
+		}
+		told++
+		p := pos[i]
+		if int64(p) > offs[i].last {
+			return nil, fmt.Errorf("kafka: topic %s: partition %d: offset %d, the high-water mark is %d: %w", s.cfg.Topic, i, p, offs[i].last, bridge.ErrAhead)
+		}
+		if int64(p) < offs[i].first {
+			exp = append(exp, expiredPartition{topic: s.cfg.Topic, partition: i, offset: p, first: uint64(offs[i].first)})
+		}
+		next[i] = int64(p)
+	}
+	if told == 0 && n > 0 {
+		// No leader tells: the brokers are down, not one leader.
+		return nil, fmt.Errorf("kafka: topic %s: offsets: %w: %w", s.cfg.Topic, bridge.ErrUnavailable, errors.Join(errs...))
+	}
+	if exp != nil {
+		return nil, expiredError(pos, exp...)
+	}
+	return s.newReader(next, topic, unchecked), nil
 }
 
 // partitions returns the topic and the numbers of its partitions.
@@ -225,11 +253,13 @@ func (s *Source) setConnected(up bool, err error) {
 type span struct{ first, last int64 }
 
 // listOffsets asks each partition's leader, as topic names it, for the
-// offsets of reqs, all the leaders at once; where topic names no leader
-// (a broker older than Metadata version 12), kafka-go's transport routes
-// them. It returns an error if any leader does not answer.
-func (s *Source) listOffsets(ctx context.Context, topic topicMeta, reqs []kafka.OffsetRequest) ([]kafka.PartitionOffsets, error) {
-	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+// offsets of reqs, all the leaders at once, each for at most
+// answerTimeout; where topic names no leader (a broker older than
+// Metadata version 12), kafka-go's transport routes them. It returns the
+// offsets the leaders gave, and the error of each partition whose leader
+// did not answer.
+func (s *Source) listOffsets(ctx context.Context, topic topicMeta, reqs []kafka.OffsetRequest) ([]kafka.PartitionOffsets, map[int]error) {
+	ctx, cancel := context.WithTimeout(ctx, answerTimeout)
 	defer cancel()
 	byLeader := map[string][]kafka.OffsetRequest{}
 	for _, r := range reqs {
@@ -242,7 +272,7 @@ func (s *Source) listOffsets(ctx context.Context, topic topicMeta, reqs []kafka.
 	var (
 		mu   sync.Mutex
 		offs []kafka.PartitionOffsets
-		errs []error
+		errs = map[int]error{}
 		wg   sync.WaitGroup
 	)
 	for addr, rs := range byLeader {
@@ -255,31 +285,40 @@ func (s *Source) listOffsets(ctx context.Context, topic topicMeta, reqs []kafka.
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
-				errs = append(errs, err)
+				for _, r := range rs {
+					errs[r.Partition] = err
+				}
 				return
 			}
 			offs = append(offs, res.Topics[s.cfg.Topic]...)
 		})
 	}
 	wg.Wait()
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
-	}
-	return offs, nil
+	return offs, errs
 }
 
 // offsets returns the span of each of the partitions, asking their
-// leaders as topic names them.
+// leaders as topic names them, or an error if a leader does not tell.
 func (s *Source) offsets(ctx context.Context, topic topicMeta, partitions []int) ([]span, error) {
+	spans, errs := s.someOffsets(ctx, topic, partitions)
+	for i, err := range errs {
+		if err != nil {
+			return nil, fmt.Errorf("kafka: topic %s: partition %d: offsets: %w: %w", s.cfg.Topic, partitions[i], bridge.ErrUnavailable, err)
+		}
+	}
+	return spans, nil
+}
+
+// someOffsets returns the span of each of the partitions whose leader
+// tells, and the error of each other one, by index in partitions.
+func (s *Source) someOffsets(ctx context.Context, topic topicMeta, partitions []int) ([]span, []error) {
 	reqs := make([]kafka.OffsetRequest, 0, 2*len(partitions))
 	for _, p := range partitions {
 		reqs = append(reqs, kafka.FirstOffsetOf(p), kafka.LastOffsetOf(p))
 	}
-	res, err := s.listOffsets(ctx, topic, reqs)
-	if err != nil {
-		return nil, fmt.Errorf("kafka: topic %s: offsets: %w: %w", s.cfg.Topic, bridge.ErrUnavailable, err)
-	}
+	res, failed := s.listOffsets(ctx, topic, reqs)
 	spans := make([]span, len(partitions))
+	errs := make([]error, len(partitions))
 	found := make([]bool, len(partitions))
 	for _, po := range res {
 		i := slices.Index(partitions, po.Partition)
@@ -287,17 +326,21 @@ func (s *Source) offsets(ctx context.Context, topic topicMeta, partitions []int)
 			continue
 		}
 		if po.Error != nil {
-			return nil, fmt.Errorf("kafka: topic %s: partition %d: offsets: %w: %w", s.cfg.Topic, po.Partition, bridge.ErrUnavailable, po.Error)
+			errs[i] = po.Error
+			continue
 		}
 		spans[i] = span{po.FirstOffset, po.LastOffset}
 		found[i] = true
 	}
-	for i, ok := range found {
-		if !ok {
-			return nil, fmt.Errorf("kafka: topic %s: partition %d: no offsets: %w", s.cfg.Topic, partitions[i], bridge.ErrUnavailable)
+	for i, p := range partitions {
+		switch {
+		case failed[p] != nil:
+			errs[i] = failed[p]
+		case !found[i] && errs[i] == nil:
+			errs[i] = errors.New("no offsets")
 		}
 	}
-	return spans, nil
+	return spans, errs
 }
 
 // An expiredPartition is a partition whose messages from offset to
@@ -381,9 +424,9 @@ func (s *Source) PositionAt(ctx context.Context, t time.Time) (bridge.Position, 
 	for i, o := range offs {
 		pos[i] = uint64(max(o.last, 0))
 	}
-	res, err := s.listOffsets(ctx, topic, reqs)
-	if err != nil {
-		return nil, fmt.Errorf("kafka: topic %s: offsets at %v: %w: %w", s.cfg.Topic, t, bridge.ErrUnavailable, err)
+	res, failed := s.listOffsets(ctx, topic, reqs)
+	for p, err := range failed {
+		return nil, fmt.Errorf("kafka: topic %s: partition %d: offsets at %v: %w: %w", s.cfg.Topic, p, t, bridge.ErrUnavailable, err)
 	}
 	for _, po := range res {
 		if po.Partition < 0 || po.Partition >= n {
