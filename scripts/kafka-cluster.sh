@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # kafka-cluster.sh runs a real three-node Apache Kafka cluster (KRaft,
-# each node a broker and a controller) on 127.0.0.1:29091-29093, for the
+# each node a broker and a controller) on 127.0.0.1:19091-19093, for the
 # tests of source/kafka that kill, freeze and restart brokers. It uses the
 # jars of scripts/kafka.sh (Java 17+ and Maven, not Docker).
 #
@@ -30,8 +30,13 @@ timeout=${KAFKA_START_TIMEOUT:-120}
 
 log() { printf 'kafka-cluster.sh: %s\n' "$*" >&2; }
 
-port() { echo $((29090 + $1)); }
-controller_port() { echo $((29190 + $1)); }
+# The nodes listen below 20000: tests pick free ports from 20000 to 31999
+# for servers they restart (internal/brokertest), and above 32767 the
+# kernel hands ports out to connections, so that a port left free while a
+# node is down could be taken before it starts again.
+
+port() { echo $((19090 + $1)); }
+controller_port() { echo $((19190 + $1)); }
 dir() { echo "$run/node$1"; }
 pidfile() { echo "$(dir "$1")/kafka.pid"; }
 
