@@ -22,16 +22,17 @@ import (
 	"github.com/esbridge/esbridge/internal/poll"
 )
 
-// TestCluster reads an R3 stream live on a 3-server JetStream cluster,
-// through a source whose URL lists every server, while a publisher
+// TestCluster reads an R3 stream on a 3-server JetStream cluster, through
+// a source whose URL lists every server, with a live reader and a replay
+// reader (one on each connection of the source), while a publisher
 // publishes continuously and waits for each acknowledgement; then a fault
-// strikes: the server of the source's connection dies, the stream's leader
-// steps down, or a server other than the connection's dies. Reading as the
-// bridge does (reopening at Position after an error), the reader gets
-// every acknowledged message once, in order, with no gap, and delivery
-// resumes after the fault. The stall (from the first acknowledgement after
-// the fault to its delivery) and the longest gap between deliveries are
-// logged, not asserted: run
+// strikes: the server of the source's connections dies, the stream's
+// leader steps down, or another server dies. Reading as the bridge does
+// (reopening at Position after an error), each reader gets every
+// acknowledged message once, in order, with no gap, delivery resumes
+// after the fault, and the source is Connected. The stall (the longest
+// wait of a message acknowledged after the fault for its delivery) and
+// the longest gap between deliveries are logged, not asserted: run
 //
 //	go test -race -run TestCluster -count=5 -v ./source/nats
 //
@@ -44,7 +45,7 @@ func TestCluster(t *testing.T) {
 		{"KillConnServer", func(t *testing.T, c *clusterRun) string {
 			ns := c.connServer(t)
 			ns.Stop()
-			return "stopped " + ns.Name() + ", the connection's server"
+			return "stopped " + ns.Name() + ", the connections' server"
 		}},
 		{"StreamLeaderStepDown", func(t *testing.T, c *clusterRun) string {
 			old := c.cluster.StreamLeader("ORDERS")
@@ -53,7 +54,7 @@ func TestCluster(t *testing.T) {
 		}},
 		{"KillOtherServer", func(t *testing.T, c *clusterRun) string {
 			// The worst other server to lose is the one that holds the
-			// reader's consumer (which has one replica), then the
+			// live reader's consumer (which has one replica), then the
 			// stream's leader.
 			conn, cons := c.connServer(t), c.consumerServer(t)
 			victim := cons
@@ -61,13 +62,10 @@ func TestCluster(t *testing.T) {
 				victim = c.cluster.StreamLeader("ORDERS")
 			}
 			if victim == conn {
-				victim = c.cluster.Servers[0]
-				if victim == conn {
-					victim = c.cluster.Servers[1]
-				}
+				victim = c.cluster.Servers[1] // the connections are on the first
 			}
 			victim.Stop()
-			return fmt.Sprintf("stopped %s (consumer on %s, connection on %s)", victim.Name(), cons.Name(), conn.Name())
+			return fmt.Sprintf("stopped %s (live consumer on %s, connections on %s)", victim.Name(), cons.Name(), conn.Name())
 		}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -76,45 +74,61 @@ func TestCluster(t *testing.T) {
 			faultAt := time.Now()
 			did := tt.fault(t, c)
 			first := c.firstAckAfter(t, faultAt)
-			// Let the publisher go on for a while after the reader resumed.
+			// Let the publisher go on for a while after the readers resumed.
 			c.waitDelivered(t, first+200)
 			c.stopPublishing()
-			stall, gap := c.check(t, faultAt)
-			t.Logf("%s: stall %v (the longest wait of a message acknowledged after the fault for its delivery); longest gap between deliveries %v; %d messages",
-				did, stall.Round(time.Millisecond), gap.Round(time.Millisecond), c.lastAck())
+			if !c.src.Connected() {
+				t.Error("not Connected after the fault")
+			}
+			for _, f := range c.followers {
+				stall, gap := c.check(t, f, faultAt)
+				t.Logf("%s: %s reader: stall %v (the longest wait of a message acknowledged after the fault for its delivery); longest gap between deliveries %v; %d messages",
+					did, f.name, stall.Round(time.Millisecond), gap.Round(time.Millisecond), c.lastAck())
+			}
 		})
 	}
 }
 
-// A clusterRun is a live reader of the R3 stream ORDERS of a 3-server
-// cluster, read in a goroutine as the bridge reads it, while another
-// publishes to the stream.
+// A clusterRun is a live reader and a replay reader of the R3 stream
+// ORDERS of a 3-server cluster, each read in a goroutine as the bridge
+// reads them, while another publishes to the stream.
 type clusterRun struct {
-	cluster *brokertest.NATSCluster
-	src     *Source
-	pub     *nats.Conn
-	js      jetstream.JetStream // on pub
+	cluster   *brokertest.NATSCluster
+	src       *Source
+	pub       *nats.Conn
+	js        jetstream.JetStream // on pub
+	followers []*follower         // the live reader's, then the replay reader's
 
 	stop      context.CancelFunc // stops the publisher
 	published chan struct{}      // closed when the publisher returns
-	read      chan struct{}      // closed when the reader returns
-	cancel    context.CancelFunc // stops the reader
 
-	mu         sync.Mutex
-	acks       []time.Time // acks[i]: when sequence i+1 was acknowledged
-	deliveries []delivery
-	reader     bridge.Reader // the reader's current one
-	errs       []error       // of the publisher or the reader: the end
+	mu   sync.Mutex
+	acks []time.Time // acks[i]: when sequence i+1 was acknowledged
+	errs []error     // of the publisher or a reader: the end
 }
 
-// A delivery is a message the reader returned, and when.
+// A follower reads the stream from sequence 1 on, through one reader after
+// another (see clusterRun.follow).
+type follower struct {
+	name   string // "live" or "replay"
+	live   bool   // the route's live reader, on the live connection
+	cancel context.CancelFunc
+	done   chan struct{} // closed when follow returns
+
+	// Guarded by clusterRun.mu.
+	deliveries []delivery
+	reader     bridge.Reader // the current one
+}
+
+// A delivery is a message a reader returned, and when.
 type delivery struct {
 	seq  uint64
 	data string
 	at   time.Time
 }
 
-// runCluster starts the cluster, the stream, the publisher and the reader.
+// runCluster starts the cluster, the stream, the publisher and the
+// readers.
 func runCluster(t *testing.T) *clusterRun {
 	t.Helper()
 	cl := brokertest.RunNATSCluster(t, 3)
@@ -149,20 +163,27 @@ func runCluster(t *testing.T) *clusterRun {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Both connections to the first server, so that its loss takes both.
+	s.opts = append(s.opts, nats.DontRandomize())
 	t.Cleanup(func() { s.Close() })
-	c := &clusterRun{cluster: cl, src: s, pub: pub, js: js, published: make(chan struct{}), read: make(chan struct{})}
-	c.reader = brokertest.Open(t, s, bridge.Start{Live: true})
+	c := &clusterRun{cluster: cl, src: s, pub: pub, js: js, published: make(chan struct{})}
 
+	for _, f := range []*follower{{name: "live", live: true}, {name: "replay"}} {
+		f.reader = brokertest.Open(t, s, bridge.Start{Position: bridge.Position{1}, Live: f.live})
+		f.done = make(chan struct{})
+		var ctx context.Context
+		ctx, f.cancel = context.WithCancel(context.Background())
+		go c.follow(ctx, t, f)
+		t.Cleanup(func() {
+			f.cancel()
+			<-f.done
+		})
+		c.followers = append(c.followers, f)
+	}
 	var ctx context.Context
 	ctx, c.stop = context.WithCancel(context.Background())
 	go c.publish(ctx, js)
-	ctx, c.cancel = context.WithCancel(context.Background())
-	go c.readLive(ctx, t)
-	t.Cleanup(func() {
-		c.stopPublishing()
-		c.cancel()
-		<-c.read
-	})
+	t.Cleanup(c.stopPublishing)
 	return c
 }
 
@@ -202,12 +223,12 @@ func (c *clusterRun) publish(ctx context.Context, js jetstream.JetStream) {
 	}
 }
 
-// readLive reads the live reader until ctx ends, and when it fails reopens
-// it at its Position, as the bridge does (bridge/route.go).
-func (c *clusterRun) readLive(ctx context.Context, t *testing.T) {
-	defer close(c.read)
+// follow reads f's reader until ctx ends, and when it fails reopens it at
+// its Position, as the bridge does (bridge/route.go).
+func (c *clusterRun) follow(ctx context.Context, t *testing.T, f *follower) {
+	defer close(f.done)
 	c.mu.Lock()
-	r := c.reader
+	r := f.reader
 	c.mu.Unlock()
 	defer func() { r.Close() }()
 	var retry backoff.Backoff
@@ -218,13 +239,13 @@ func (c *clusterRun) readLive(ctx context.Context, t *testing.T) {
 		}
 		if err == nil {
 			c.mu.Lock()
-			c.deliveries = append(c.deliveries, delivery{seq: m.Offset, data: string(m.Data), at: time.Now()})
+			f.deliveries = append(f.deliveries, delivery{seq: m.Offset, data: string(m.Data), at: time.Now()})
 			c.mu.Unlock()
 			retry.Reset()
 			continue
 		}
 		p := r.Position()
-		t.Logf("%s Next: %v; reopening at %v", time.Now().Format("15:04:05.000"), err, p)
+		t.Logf("%s reader: Next: %v; reopening at %v", f.name, err, p)
 		r.Close()
 		for {
 			if !retry.Wait(ctx) {
@@ -232,17 +253,17 @@ func (c *clusterRun) readLive(ctx context.Context, t *testing.T) {
 				return
 			}
 			octx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			r, err = c.src.Open(octx, bridge.Start{Position: p, Live: true})
+			r, err = c.src.Open(octx, bridge.Start{Position: p, Live: f.live})
 			cancel()
 			if err == nil {
 				c.mu.Lock()
-				c.reader = r
+				f.reader = r
 				c.mu.Unlock()
 				break
 			}
 			if !errors.Is(err, bridge.ErrUnavailable) && ctx.Err() == nil {
 				c.mu.Lock()
-				c.errs = append(c.errs, fmt.Errorf("reopening at %v: %w", p, err))
+				c.errs = append(c.errs, fmt.Errorf("%s reader: reopening at %v: %w", f.name, p, err))
 				c.mu.Unlock()
 				r = nopReader{}
 				return
@@ -251,7 +272,7 @@ func (c *clusterRun) readLive(ctx context.Context, t *testing.T) {
 	}
 }
 
-// A nopReader stands for no reader, so that readLive can close the one it has.
+// A nopReader stands for no reader, so that follow can close the one it has.
 type nopReader struct{ bridge.Reader }
 
 func (nopReader) Close() error { return nil }
@@ -269,15 +290,23 @@ func (c *clusterRun) lastAck() uint64 {
 	return uint64(len(c.acks))
 }
 
-// waitDelivered waits until the reader returned sequence seq, or failed.
+// waitDelivered waits until every reader returned sequence seq, or one
+// failed.
 func (c *clusterRun) waitDelivered(t *testing.T, seq uint64) {
 	t.Helper()
+	var f *follower
 	var n uint64
 	ok := poll.Wait(30*time.Second, func() bool {
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		if len(c.deliveries) > 0 {
-			n = c.deliveries[len(c.deliveries)-1].seq
+		for _, f = range c.followers {
+			n = 0
+			if len(f.deliveries) > 0 {
+				n = f.deliveries[len(f.deliveries)-1].seq
+			}
+			if n < seq {
+				break
+			}
 		}
 		return n >= seq || len(c.errs) > 0
 	})
@@ -287,12 +316,12 @@ func (c *clusterRun) waitDelivered(t *testing.T, seq uint64) {
 		t.Fatal(errors.Join(c.errs...))
 	}
 	if !ok {
-		t.Fatalf("the reader has read up to sequence %d after 30s, want %d (%d acknowledged)", n, seq, len(c.acks))
+		t.Fatalf("the %s reader has read up to sequence %d after 30s, want %d (%d acknowledged)", f.name, n, seq, len(c.acks))
 	}
 }
 
 // firstAckAfter waits for the first message acknowledged after at, and
-// for the reader to return it; it returns its sequence.
+// for the readers to return it; it returns its sequence.
 func (c *clusterRun) firstAckAfter(t *testing.T, at time.Time) uint64 {
 	t.Helper()
 	var seq uint64
@@ -308,54 +337,60 @@ func (c *clusterRun) firstAckAfter(t *testing.T, at time.Time) uint64 {
 	return seq
 }
 
-// check stops the reader once it has read every message acknowledged,
-// checks that it returned each once, in order, and returns the stall (the
-// longest time from the acknowledgement of a message acknowledged after at
-// to its delivery) and the longest gap between two deliveries.
-func (c *clusterRun) check(t *testing.T, at time.Time) (stall, gap time.Duration) {
+// check stops f once it has read every message acknowledged, checks that
+// it returned each once, in order, and returns the stall (the longest time
+// from the acknowledgement of a message acknowledged after at to its
+// delivery) and the longest gap between two deliveries.
+func (c *clusterRun) check(t *testing.T, f *follower, at time.Time) (stall, gap time.Duration) {
 	t.Helper()
 	c.waitDelivered(t, c.lastAck())
-	c.cancel()
-	<-c.read
+	f.cancel()
+	<-f.done
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	gapAt := 0
-	for i, d := range c.deliveries {
+	for i, d := range f.deliveries {
 		if want := uint64(i + 1); d.seq != want || d.data != fmt.Sprintf("m%d", want) {
-			t.Fatalf("delivery %d: sequence %d %q, want %d", i, d.seq, d.data, want)
+			t.Fatalf("%s reader: delivery %d: sequence %d %q, want %d", f.name, i, d.seq, d.data, want)
 		}
-		if i > 0 && d.at.Sub(c.deliveries[i-1].at) > gap {
-			gap, gapAt = d.at.Sub(c.deliveries[i-1].at), i
+		if i > 0 && d.at.Sub(f.deliveries[i-1].at) > gap {
+			gap, gapAt = d.at.Sub(f.deliveries[i-1].at), i
 		}
 	}
-	t.Logf("the longest gap ends with sequence %d, delivered %v after the fault, acknowledged %v after it",
-		gapAt+1, c.deliveries[gapAt].at.Sub(at).Round(time.Millisecond), c.acks[gapAt].Sub(at).Round(time.Millisecond))
-	if len(c.deliveries) != len(c.acks) {
-		t.Fatalf("%d deliveries, %d acknowledged", len(c.deliveries), len(c.acks))
+	if len(f.deliveries) != len(c.acks) {
+		t.Fatalf("%s reader: %d deliveries, %d acknowledged", f.name, len(f.deliveries), len(c.acks))
 	}
+	t.Logf("%s reader: the longest gap ends with sequence %d, delivered %v after the fault, acknowledged %v after it",
+		f.name, gapAt+1, f.deliveries[gapAt].at.Sub(at).Round(time.Millisecond), c.acks[gapAt].Sub(at).Round(time.Millisecond))
 	for i, a := range c.acks {
 		if a.After(at) {
-			stall = max(stall, c.deliveries[i].at.Sub(a))
+			stall = max(stall, f.deliveries[i].at.Sub(a))
 		}
 	}
 	return stall, gap
 }
 
-// connServer returns the server of the source's live connection.
+// connServer returns the server of the source's connections, both on
+// the same.
 func (c *clusterRun) connServer(t *testing.T) *brokertest.NATSServer {
 	t.Helper()
 	name := c.src.live.nc.ConnectedServerName()
 	ns := c.cluster.Server(name)
-	if ns == nil {
-		t.Fatalf("the live connection is on %q, no server of the cluster", name)
+	if ns == nil || c.src.replay.nc.ConnectedServerName() != name {
+		t.Fatalf("the live connection is on %q, the replay one on %q", name, c.src.replay.nc.ConnectedServerName())
 	}
 	return ns
 }
 
-// consumerServer returns the server of the live reader's consumer, the
-// stream's only one.
+// consumerServer returns the server of the live reader's consumer.
 func (c *clusterRun) consumerServer(t *testing.T) *brokertest.NATSServer {
 	t.Helper()
+	c.mu.Lock()
+	r, ok := c.followers[0].reader.(*streamReader)
+	c.mu.Unlock()
+	if !ok {
+		t.Fatal("no live reader")
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	st, err := c.js.Stream(ctx, "ORDERS")
@@ -365,13 +400,15 @@ func (c *clusterRun) consumerServer(t *testing.T) *brokertest.NATSServer {
 	var infos []*jetstream.ConsumerInfo
 	l := st.ListConsumers(ctx)
 	for info := range l.Info() {
-		infos = append(infos, info)
+		if strings.HasPrefix(info.Name, r.prefix+"_") {
+			infos = append(infos, info)
+		}
 	}
 	if err := l.Err(); err != nil {
 		t.Fatal(err)
 	}
 	if len(infos) != 1 || infos[0].Cluster == nil || c.cluster.Server(infos[0].Cluster.Leader) == nil {
-		t.Fatalf("consumers of the stream: %+v", infos)
+		t.Fatalf("consumers of the live reader: %+v", infos)
 	}
 	return c.cluster.Server(infos[0].Cluster.Leader)
 }
