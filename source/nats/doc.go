@@ -38,9 +38,14 @@
 // [bridge.ErrUnavailable] while the connection it needs is down, so that
 // the bridge retries.
 //
+// HOST:PORT may list several servers of a NATS cluster, separated by
+// commas: the source connects to one of them, and when that one is lost
+// nats.go reconnects to another (those listed, and those the cluster told
+// it of), trying each server again after a second.
+//
 // A JetStream reader's incarnation ([bridge.Incarnated]) is the stream's
 // creation time. The source reads the stream's info every second for all
-// its readers, and a reader reads it again when nats.go re-creates its
+// its readers, and a reader reads it again when it re-creates its
 // consumer; its Next returns an error
 // wrapping [bridge.ErrReset] once the stream is gone or another one (an
 // ordered consumer would go on with the new stream at the old sequence).
@@ -65,18 +70,25 @@
 // place in the stream where the connection dropped (or where the client
 // dropped messages because the reader was too slow), then goes on.
 //
-// A JetStream reader uses an ordered consumer, which keeps no state on the
-// server and is re-created after a reconnect at the sequence after the last
-// message it delivered, so reading goes on with no gap and no duplicate. If
-// re-creating it fails (the server is not ready yet, the stream was deleted),
-// Next returns that error; the bridge then closes the reader and opens a new
-// one at its Position, which is always the sequence after the last message
-// Next returned.
+// A JetStream reader uses a consumer like nats.go's ordered consumer: one
+// replica, in memory, unacknowledged, so that it keeps no state worth
+// keeping on the server. The reader re-creates it at the sequence after
+// the last message it returned, so reading goes on with no gap and no
+// duplicate: as soon as its connection reconnected (to another server of
+// the cluster, if its server died), when two heartbeats of 500 ms were
+// missed (the consumer's server died while the connection is on another),
+// and after any error of the consumer. Each attempt waits 1 s at most (a
+// cluster electing its JetStream leader drops requests), and the reader
+// tries again for 10 s; if that fails, Next returns the error, and the
+// bridge closes the reader and opens a new one at its Position, which is
+// always the sequence after the last message Next returned. On a
+// 3-server cluster delivery resumes within about a second and a half of
+// the loss of any server (docs/operations.md).
 //
 // # Consumers
 //
-// Each JetStream reader has its own ordered consumer, named
-// esbridge-RANDOM_N. Open creates it under a context of its own (10 s),
+// Each JetStream reader has its own consumer, named esbridge-RANDOM_N,
+// where N counts its re-creations. Open creates it under a context of its own (10 s),
 // not under its ctx: a consumer requested under a ctx that ends meanwhile
 // may still be made on the server, with nothing left to delete it. If ctx
 // ends first, Open returns ctx's error at once and deletes the consumer as

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -14,21 +13,33 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/esbridge/esbridge/bridge"
+	"github.com/esbridge/esbridge/internal/backoff"
 )
 
 const (
 	// deleteTimeout bounds the deletion of a consumer.
 	deleteTimeout = 2 * time.Second
 	// createTimeout bounds the creation of a reader's consumer, which the
-	// context of Open does not bound (see openStream).
+	// context of Open does not bound (see openStream), and the attempts
+	// at re-creating it.
 	createTimeout = 10 * time.Second
+	// recreateTimeout bounds one attempt at re-creating a reader's
+	// consumer. A request the cluster drops (one sent while it elects a
+	// JetStream leader gets no answer) is then sent again within a
+	// second, rather than waited for until createTimeout.
+	recreateTimeout = time.Second
+	// heartbeat is how often the server tells a reader's pull request is
+	// still waiting. A consumer lost with no reconnect of its connection
+	// (its server died while the connection is on another, or the server
+	// deleted it as inactive) is re-created after two are missed.
+	heartbeat = 500 * time.Millisecond
 	// inactiveThreshold is how long the server keeps a consumer that no
 	// pull request waits on (nats.go's default is 5 minutes): a consumer
 	// that esbridge could not delete, because its connection was down or
 	// the bridge stopped, is gone within seconds of its last pull request
 	// (which waits up to 30 s). A reader that is not read for that long
 	// loses its consumer, and gets a new one at its position when it is
-	// read again, after nats.go missed two heartbeats (10 s).
+	// read again, after two missed heartbeats.
 	inactiveThreshold = 10 * time.Second
 	// watchInterval is how often a reader reads the stream's info, to
 	// notice the stream deleted or created again (see watch).
@@ -37,40 +48,66 @@ const (
 	infoTimeout = 2 * time.Second
 )
 
-// A streamReader reads a JetStream stream through an ordered consumer. A
-// goroutine, which Close waits for, calls the consumer's Next, which can
-// block past any deadline while it re-creates the consumer; Next waits for
-// it with its context. Another one watches the stream: an ordered
-// consumer whose stream is deleted and created again goes on reading the
-// new stream from its old sequence, unaware.
+// A streamReader reads a JetStream stream through a consumer of its own,
+// which keeps no state worth keeping on the server: an ephemeral, in
+// memory, unacknowledged consumer of one replica, as nats.go's ordered
+// consumer is, re-created at the next sequence whenever in doubt.
+//
+// Its goroutine run, which Close waits for, reads the consumer and hands
+// each message to Next, and re-creates the consumer itself rather than
+// through nats.go's ordered consumer, for two reasons measured on a
+// 3-server cluster (TestCluster): the ordered consumer re-creates its
+// consumer inside its Next, with one request waited for 10 s, which a
+// cluster electing its JetStream leader (its server died) may drop, so
+// that delivery stopped for 10 s; and a consumer lost with no reconnect
+// was noticed only after two missed heartbeats of 5 s. run re-creates the
+// consumer as soon as its connection reconnected (the session of [conn]
+// ends, and with it run's wait for the next message), after a heartbeat
+// was missed twice, after any error of the consumer, and when a consumer
+// sequence is missing (a message lost on the way), each time at the
+// sequence after the last message it handed over, with attempts of
+// recreateTimeout each (see createSoon).
+//
+// Another goroutine watches the stream: a consumer whose stream is
+// deleted and created again goes on reading the new stream from its old
+// sequence, unaware.
 type streamReader struct {
 	src       *Source
-	conn      *conn  // the live or the replay connection
-	live      bool   // opened as the live reader, see liveStart
-	prefix    string // of the consumer names: PREFIX_1, PREFIX_2... as nats.go re-creates it
-	inc       uint64 // the stream's creation time, Unix nanoseconds: its incarnation
-	cons      jetstream.Consumer
-	it        jetstream.MessagesContext
-	ctx       context.Context // ends when the reader is closed
+	conn      *conn                    // the live or the replay connection
+	live      bool                     // opened as the live reader, see liveStart
+	prefix    string                   // of the consumer names: PREFIX_1, PREFIX_2... as run re-creates it
+	inc       uint64                   // the stream's creation time, Unix nanoseconds: its incarnation
+	cfg       jetstream.ConsumerConfig // of the consumers; create sets Name and OptStartSeq
+	ctx       context.Context          // ends when the reader is closed
 	cancel    context.CancelFunc
 	c         chan streamResult // unbuffered: run holds at most one message
 	exited    chan struct{}     // closed when run returns
-	failed    bool              // set by run before exited is closed: the consumer failed
 	reset     chan struct{}     // closed by watch: the stream was deleted or created again
 	resetOnce sync.Once
 	watched   chan struct{} // closed when watch returns
 	close     sync.Once
 
+	// Owned by run (and by newStreamReader before run starts).
+	serial   int                       // of the consumer: PREFIX_SERIAL
+	cons     jetstream.Consumer        // the consumer, nil while there is none
+	it       jetstream.MessagesContext // its messages
+	session  context.Context           // ends when conn reconnects after cons was created
+	dseq     uint64                    // consumer sequence of the last message of cons
+	sent     uint64                    // the sequence after the last message handed to Next
+	deleting sync.WaitGroup            // deletions of replaced consumers
+
 	// Owned by the goroutine calling Next.
-	next     uint64 // sequence of the next message to return
-	pending  uint64 // messages pending for the consumer after the last one
-	consumer string // name of the consumer of the last message
-	err      error  // the reader's final error
+	next    uint64 // sequence of the next message to return
+	pending uint64 // messages pending for the consumer after the last one
+	err     error  // the reader's final error
 }
 
+// A streamResult is what run hands to Next: a message and its metadata,
+// or the error that ended run.
 type streamResult struct {
-	msg jetstream.Msg
-	err error
+	msg  jetstream.Msg
+	meta *jetstream.MsgMetadata
+	err  error
 }
 
 // openStream opens a reader on the live connection, for the route's live
@@ -126,20 +163,13 @@ func (s *Source) openStream(ctx context.Context, start bridge.Start) (bridge.Rea
 	case start.Earliest:
 		next = max(state.FirstSeq, 1)
 	}
-	cfg := jetstream.OrderedConsumerConfig{
-		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:   next,
-		// One attempt: after a failed re-creation Next returns the error
-		// and the bridge reopens at Position. (With more, nats.go v1.55
-		// panics when the consumer is stopped between attempts.)
-		MaxResetAttempts:  1,
+	cfg := jetstream.ConsumerConfig{
+		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
+		AckPolicy:         jetstream.AckNonePolicy,
 		InactiveThreshold: s.inactive,
-		// Named by us, so that a consumer whose creation failed or was
-		// given up can still be deleted: nats.go names it PREFIX_1.
-		NamePrefix: "esbridge-" + rand.Text(),
-	}
-	if s.cfg.Subject != "" {
-		cfg.FilterSubjects = []string{s.cfg.Subject}
+		Replicas:          1,
+		MemoryStorage:     true,
+		FilterSubject:     s.cfg.Subject,
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -158,7 +188,7 @@ func (s *Source) openStream(ctx context.Context, start bridge.Start) (bridge.Rea
 	res := make(chan opened) // unbuffered: a reader is either taken or closed
 	go func() {
 		defer s.opening.Done()
-		r, err := s.newStreamReader(c, st, cfg, live, uint64(info.Created.UnixNano()))
+		r, err := s.newStreamReader(c, cfg, next, live, uint64(info.Created.UnixNano()))
 		select {
 		case res <- opened{r, err}:
 		case <-ctx.Done():
@@ -178,37 +208,83 @@ func (s *Source) openStream(ctx context.Context, start bridge.Start) (bridge.Rea
 	}
 }
 
-// newStreamReader creates the consumer of cfg, under a context of its own,
-// and starts reading it. If that fails, it deletes the consumer, which
-// may have been made on the server all the same.
-func (s *Source) newStreamReader(c *conn, st jetstream.Stream, cfg jetstream.OrderedConsumerConfig, live bool, inc uint64) (*streamReader, error) {
+// newStreamReader creates the first consumer of cfg, at next, under a
+// context of its own, and starts reading it. If that fails, it deletes
+// the consumer, which may have been made on the server all the same.
+func (s *Source) newStreamReader(c *conn, cfg jetstream.ConsumerConfig, next uint64, live bool, inc uint64) (*streamReader, error) {
+	r := &streamReader{src: s, conn: c, live: live, inc: inc, cfg: cfg,
+		// Named by us, so that a consumer whose creation failed or was
+		// given up can still be deleted.
+		prefix: "esbridge-" + rand.Text(), serial: 1, next: next, sent: next,
+		c: make(chan streamResult), exited: make(chan struct{}), reset: make(chan struct{}), watched: make(chan struct{})}
 	ctx, cancel := context.WithTimeout(context.Background(), createTimeout)
 	defer cancel()
-	cons, err := st.OrderedConsumer(ctx, cfg)
-	if err != nil {
+	if err := r.createSoon(ctx); err != nil {
 		// The request may have reached the server and made the
 		// consumer after all (a timeout), or been refused (which costs
 		// this delete a round trip).
-		s.deleteConsumer(c, cfg.NamePrefix+"_1")
+		s.deleteConsumer(c, r.name())
 		return nil, err
 	}
-	it, err := cons.Messages()
-	if err != nil {
-		if info := cons.CachedInfo(); info != nil {
-			s.deleteConsumer(c, info.Name)
-		}
-		return nil, err
-	}
-	r := &streamReader{src: s, conn: c, live: live, prefix: cfg.NamePrefix, inc: inc, cons: cons, it: it,
-		next: cfg.OptStartSeq, consumer: cfg.NamePrefix + "_1",
-		c: make(chan streamResult), exited: make(chan struct{}), reset: make(chan struct{}), watched: make(chan struct{})}
-	if info := cons.CachedInfo(); info != nil {
+	if info := r.cons.CachedInfo(); info != nil {
 		r.pending = info.NumPending
 	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	go r.run()
 	go r.watch()
 	return r, nil
+}
+
+// name returns the name of the reader's consumer: PREFIX_SERIAL.
+func (r *streamReader) name() string { return r.prefix + "_" + strconv.Itoa(r.serial) }
+
+// create creates the consumer r.name() at r.sent and starts its
+// messages, under ctx. The session of the connection is taken first, so
+// that a reconnect during the creation ends it. Creating a consumer of
+// the same name and configuration again is harmless: create may be tried
+// again after a timeout.
+func (r *streamReader) create(ctx context.Context) error {
+	session := r.conn.session()
+	cfg := r.cfg
+	cfg.Name, cfg.OptStartSeq = r.name(), r.sent
+	cons, err := r.conn.js.CreateOrUpdateConsumer(ctx, r.src.cfg.Stream, cfg)
+	if err != nil {
+		return err
+	}
+	it, err := cons.Messages(jetstream.PullHeartbeat(heartbeat), jetstream.WithMessagesErrOnMissingHeartbeat(true))
+	if err != nil {
+		return err
+	}
+	r.cons, r.it, r.session, r.dseq = cons, it, session, 0
+	return nil
+}
+
+// createSoon creates the consumer, one attempt of recreateTimeout after
+// another while the error is transient, until ctx ends.
+func (r *streamReader) createSoon(ctx context.Context) error {
+	retry := backoff.Backoff{Min: 50 * time.Millisecond, Max: time.Second}
+	for {
+		actx, cancel := context.WithTimeout(ctx, recreateTimeout)
+		err := r.create(actx)
+		cancel()
+		if err == nil || !transient(err) {
+			return err
+		}
+		r.src.log.Debug("nats: creating the consumer: trying again", "conn", r.conn.role, "stream", r.src.cfg.Stream,
+			"consumer", r.name(), "err", err)
+		if !retry.Wait(ctx) {
+			return err
+		}
+	}
+}
+
+// transient reports whether err, of a JetStream API request, may soon go
+// away by itself: no answer in time, no one to answer, or a server that is
+// not ready (status 503), as while the cluster elects a leader.
+func transient(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders) ||
+		errors.As(err, &apiErr) && apiErr.Code == 503
 }
 
 // deleteConsumer deletes the consumer name of the stream through c, unless
@@ -224,27 +300,115 @@ func (s *Source) deleteConsumer(c *conn, name string) {
 	}
 }
 
-// run passes the consumer's messages to Next, until the first error or
-// until the reader is closed.
+// errReconnected ends the reading of a consumer when its connection
+// reconnected.
+var errReconnected = errors.New("reconnected")
+
+// run hands the consumer's messages to Next, re-creating the consumer when
+// it fails, until the reader is closed, the stream is gone or another
+// one, or re-creating the consumer failed for createTimeout; then it
+// deletes the consumer.
 func (r *streamReader) run() {
 	defer close(r.exited)
+	defer func() {
+		r.drop(false)
+		r.deleting.Wait()
+	}()
 	for {
-		m, err := r.it.Next(jetstream.NextContext(r.ctx))
+		err := r.follow()
 		if r.ctx.Err() != nil {
 			return
 		}
-		if err != nil {
-			r.failed = true
-		}
-		select {
-		case r.c <- streamResult{m, err}:
-		case <-r.ctx.Done():
-			return
-		}
-		if err != nil {
+		r.src.log.Debug("nats: re-creating the consumer", "conn", r.conn.role, "stream", r.src.cfg.Stream,
+			"consumer", r.name(), "sequence", r.sent, "err", err)
+		r.drop(true)
+		r.serial++
+		if err = r.recreate(); err != nil {
+			if r.ctx.Err() == nil && !errors.Is(err, bridge.ErrReset) {
+				select {
+				case r.c <- streamResult{err: err}:
+				case <-r.ctx.Done():
+				}
+			}
 			return
 		}
 	}
+}
+
+// follow hands the consumer's messages to Next until the reader is closed
+// (it returns nil), the connection reconnected (errReconnected), or the
+// consumer fails. A message it holds when it returns is read again from
+// the next consumer.
+func (r *streamReader) follow() error {
+	ctx, cancel := context.WithCancel(r.ctx)
+	defer cancel()
+	defer context.AfterFunc(r.session, cancel)()
+	for {
+		m, err := r.it.Next(jetstream.NextContext(ctx))
+		switch {
+		case r.ctx.Err() != nil:
+			return nil
+		case r.session.Err() != nil:
+			return errReconnected
+		case err != nil:
+			return err
+		}
+		meta, err := m.Metadata()
+		if err != nil {
+			return err
+		}
+		if meta.Sequence.Consumer != r.dseq+1 {
+			return fmt.Errorf("consumer sequence %d after %d: a message was lost", meta.Sequence.Consumer, r.dseq)
+		}
+		r.dseq = meta.Sequence.Consumer
+		select {
+		case r.c <- streamResult{msg: m, meta: meta}:
+			r.sent = meta.Sequence.Stream + 1
+		case <-ctx.Done():
+			if r.ctx.Err() != nil {
+				return nil
+			}
+			return errReconnected
+		}
+	}
+}
+
+// drop stops the consumer's messages and deletes it: in the background if
+// async (its server may be gone: run does not wait for that), else at
+// once. It deletes it by name, whether or not its creation succeeded.
+func (r *streamReader) drop(async bool) {
+	if r.it != nil {
+		r.it.Stop()
+	}
+	r.cons, r.it = nil, nil
+	name := r.name()
+	if !async {
+		r.src.deleteConsumer(r.conn, name)
+		return
+	}
+	r.deleting.Go(func() { r.src.deleteConsumer(r.conn, name) })
+}
+
+// recreate creates the next consumer at r.sent (see createSoon) for up to
+// createTimeout, then reads the stream's info: a consumer created on
+// another stream of the same name (the stream was deleted and created
+// again) would read it from the old sequence. It returns an error
+// wrapping bridge.ErrReset, and closes r.reset, if the stream is gone or
+// another one.
+func (r *streamReader) recreate() error {
+	ctx, cancel := context.WithTimeout(r.ctx, createTimeout)
+	defer cancel()
+	err := r.createSoon(ctx)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		r.resetOnce.Do(func() { close(r.reset) })
+	}
+	if errors.Is(err, jetstream.ErrStreamNotFound) || err == nil && r.checkStream() {
+		return fmt.Errorf("nats: stream %s: %w", r.src.cfg.Stream, bridge.ErrReset)
+	}
+	if err != nil {
+		return fmt.Errorf("re-creating the consumer at sequence %d: %w", r.sent, err)
+	}
+	return nil
 }
 
 // watch follows the source's reads of the stream's info (one every
@@ -327,6 +491,11 @@ func (r *streamReader) Next(ctx context.Context) (bridge.Message, error) {
 		return bridge.Message{}, r.resetError()
 	case res = <-r.c:
 	case <-r.exited:
+		select {
+		case <-r.reset: // run found it so, and returned
+			return bridge.Message{}, r.resetError()
+		default:
+		}
 		return bridge.Message{}, fmt.Errorf("nats: stream %s: %w", r.src.cfg.Stream, jetstream.ErrMsgIteratorClosed)
 	case <-ctx.Done():
 		return bridge.Message{}, ctx.Err()
@@ -338,19 +507,7 @@ func (r *streamReader) Next(ctx context.Context) (bridge.Message, error) {
 		r.err = fmt.Errorf("nats: stream %s: %w", r.src.cfg.Stream, res.err)
 		return bridge.Message{}, r.err
 	}
-	meta, err := res.msg.Metadata()
-	if err != nil {
-		r.err = fmt.Errorf("nats: stream %s: %w", r.src.cfg.Stream, err)
-		return bridge.Message{}, r.err
-	}
-	if meta.Consumer != r.consumer {
-		// nats.go re-created the consumer: after a reconnect, or because
-		// the stream was deleted, and perhaps created again. Which?
-		r.consumer = meta.Consumer
-		if r.checkStream() {
-			return bridge.Message{}, r.resetError()
-		}
-	}
+	meta := res.meta
 	select {
 	case <-r.reset:
 		return bridge.Message{}, r.resetError()
@@ -410,29 +567,15 @@ func (r *streamReader) skipped(seq, pending uint64) error {
 // where the reader started.
 func (r *streamReader) Position() bridge.Position { return bridge.Position{r.next} }
 
-// Close stops the consumer, waits for its goroutine and deletes the
-// consumer on the server (which would otherwise do so after
-// inactiveThreshold). It may wait up to nats.go's API timeout if the
-// consumer is being re-created at that moment. It is idempotent.
+// Close stops the reader's goroutines, which delete its consumer on the
+// server (which would otherwise do so after inactiveThreshold): it may
+// wait up to deleteTimeout for a server that does not answer, twice if a
+// replaced consumer is being deleted too. It is idempotent.
 func (r *streamReader) Close() error {
-	r.close.Do(r.stop)
+	r.close.Do(func() {
+		r.cancel()
+		<-r.exited
+		<-r.watched
+	})
 	return nil
-}
-
-// stop stops the consumer, waits for run and deletes the consumer: the
-// current one and, if the reader failed, the one nats.go may have been
-// re-creating, which it names with the next serial number.
-func (r *streamReader) stop() {
-	r.cancel()
-	r.it.Stop()
-	<-r.exited
-	<-r.watched
-	info := r.cons.CachedInfo()
-	if info == nil {
-		return
-	}
-	r.src.deleteConsumer(r.conn, info.Name)
-	if serial, err := strconv.Atoi(strings.TrimPrefix(info.Name, r.prefix+"_")); r.failed && err == nil {
-		r.src.deleteConsumer(r.conn, fmt.Sprintf("%s_%d", r.prefix, serial+1))
-	}
 }

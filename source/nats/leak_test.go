@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/esbridge/esbridge/bridge"
 	"github.com/esbridge/esbridge/internal/brokertest"
 	"github.com/esbridge/esbridge/internal/poll"
@@ -66,14 +68,20 @@ func TestStreamOpenCancelled(t *testing.T) {
 // removed by the server soon after their client vanished.
 func TestStreamConsumerConfig(t *testing.T) {
 	ts := runServer(t)
-	createStream(t, ts, 0)
+	js := createStream(t, ts, 0)
 	s := ts.source(Config{Stream: "ORDERS"})
 	for _, start := range []bridge.Start{{}, {Earliest: true}} {
 		r := brokertest.Open(t, s, start).(*streamReader)
-		info := r.cons.CachedInfo()
-		if info.Config.InactiveThreshold != inactiveThreshold || !strings.HasPrefix(info.Name, r.prefix+"_") ||
-			!strings.HasPrefix(r.prefix, "esbridge-") {
-			t.Errorf("consumer %s of prefix %s: InactiveThreshold %v", info.Name, r.prefix, info.Config.InactiveThreshold)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		cons, err := js.Consumer(ctx, "ORDERS", r.prefix+"_1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		info := cons.CachedInfo()
+		if c := info.Config; c.InactiveThreshold != inactiveThreshold || !strings.HasPrefix(r.prefix, "esbridge-") ||
+			c.AckPolicy != jetstream.AckNonePolicy || c.Replicas != 1 || !c.MemoryStorage {
+			t.Errorf("consumer %s: %+v", info.Name, c)
 		}
 	}
 }

@@ -45,7 +45,9 @@ func (ts *testServer) source(cfg Config) *Source {
 	return s
 }
 
-// waitStatus waits until the connection of s, opened, has status want.
+// waitStatus waits until the connection of s, opened, has status want,
+// and checks that Connected (the readiness of its routes) tells whether it
+// is CONNECTED.
 func waitStatus(t *testing.T, s *Source, want nats.Status) {
 	t.Helper()
 	status := func() nats.Status {
@@ -56,5 +58,8 @@ func waitStatus(t *testing.T, s *Source, want nats.Status) {
 	}
 	if !poll.Wait(10*time.Second, func() bool { return status() == want }) {
 		t.Fatalf("status %v after 10s, want %v", status(), want)
+	}
+	if got := s.Connected(); got != (want == nats.CONNECTED) {
+		t.Fatalf("status %v: Connected = %v", want, got)
 	}
 }

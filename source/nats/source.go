@@ -70,6 +70,35 @@ type conn struct {
 	role string // "live" or "replay", for the logs and the connection name
 	nc   *nats.Conn
 	js   jetstream.JetStream // nil for core NATS
+
+	mu         sync.Mutex
+	current    context.Context    // the session: see session
+	endSession context.CancelFunc // ends current
+}
+
+// session returns a context that ends when the connection has reconnected
+// after the call: the JetStream readers then re-create their consumers at
+// once, at the sequence after the last message they returned, rather than
+// after missed heartbeats, since a consumer (which has one replica) may
+// have been on the server that was lost.
+func (c *conn) session() context.Context {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.current == nil {
+		c.current, c.endSession = context.WithCancel(context.Background())
+	}
+	return c.current
+}
+
+// reconnected ends the session and begins the next; nats.go calls it
+// (through its ReconnectHandler) once it has reconnected.
+func (c *conn) reconnected() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.endSession != nil {
+		c.endSession()
+	}
+	c.current, c.endSession = context.WithCancel(context.Background())
 }
 
 // New validates cfg and returns a Source. It connects to nothing: the
@@ -163,11 +192,13 @@ func (s *Source) dial(role string, disconnected nats.ConnErrHandler, more ...nat
 	if role != "live" {
 		name += "-" + role
 	}
+	c := &conn{role: role}
 	opts := append(slices.Clip(s.opts),
 		nats.Name(name),
 		nats.DisconnectErrHandler(disconnected),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			s.log.Info("nats: reconnected", "conn", role, "server", nc.ConnectedUrlRedacted())
+			c.reconnected()
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
 			subject := ""
@@ -181,7 +212,7 @@ func (s *Source) dial(role string, disconnected nats.ConnErrHandler, more ...nat
 	if err != nil {
 		return nil, fmt.Errorf("nats: connect: %w", err)
 	}
-	c := &conn{role: role, nc: nc}
+	c.nc = nc
 	if s.cfg.Stream != "" {
 		if c.js, err = jetstream.New(nc); err != nil {
 			nc.Close()
