@@ -52,6 +52,10 @@ defaults
 
 frontend sse
     bind 127.0.0.1:{{.Port}}
+    # With no instance up, a stream gets an empty one that tells the
+    # browser to come back in 5s, rather than a 503, after which a
+    # browser would not try again.
+    http-request return status 200 content-type text/event-stream string "retry: 5000\n\n" if { nbsrv(esbridge) eq 0 } { req.hdr(accept) -m sub text/event-stream }
     default_backend esbridge
 
 backend esbridge

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -48,7 +49,8 @@ const lbCatchUp = 3
 // with no gap event and never a status other than 200 (a browser would
 // stop for good); every client was moved at least once; and no instance
 // had more catch-up readers on a route than the route's bound, read from
-// its admin port. The test logs, for each step, the time until every
+// its admin port. Once every instance is down, HAProxy answers a stream
+// with a retry line rather than a 503. The test logs, for each step, the time until every
 // client has every message published before the instance exited, and
 // each instance's peak resident memory (VmHWM).
 //
@@ -250,6 +252,10 @@ func TestRollingDeploy(t *testing.T) {
 	scraping.Wait()
 	for i, in := range instances {
 		in.peak()
+		in.proc.Signal(syscall.SIGTERM)
+		if code := in.proc.Wait(progtest.Timeout); code != 0 {
+			t.Errorf("esbridge %d exited with status %d after SIGTERM", i, code)
+		}
 		t.Logf("esbridge %d: peak resident memory (VmHWM) of each run: %v MiB; most catch-up readers at once: %v; most clients waiting for one: %v",
 			i, in.peaks, in.maxReaders, in.maxWaiting)
 		for route, m := range in.maxReaders {
@@ -258,6 +264,48 @@ func TestRollingDeploy(t *testing.T) {
 			}
 		}
 	}
+
+	// With every instance down, HAProxy answers a stream with a retry
+	// line, and anything else with 503.
+	for i := range instances {
+		proxy.waitState(i, "DOWN")
+	}
+	for _, accept := range []string{"text/event-stream", ""} {
+		code, body, header := get(t, proxy.URL("/js"), http.Header{"Accept": {accept}})
+		want := http.StatusServiceUnavailable
+		if accept != "" {
+			want = http.StatusOK
+			if ct := header.Get("Content-Type"); ct != "text/event-stream" || body != "retry: 5000\n\n" {
+				t.Errorf("GET /js with every instance down: %s %q, want text/event-stream %q", ct, body, "retry: 5000\n\n")
+			}
+		}
+		if code != want {
+			t.Errorf("GET /js (Accept: %q) with every instance down: status %d, want %d", accept, code, want)
+		}
+	}
+}
+
+// get does a GET of url with header, and returns the status, the body and
+// the header of the response; an error fails t.
+func get(t *testing.T, url string, header http.Header) (int, string, http.Header) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), progtest.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	maps.Copy(req.Header, header)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(body), resp.Header
 }
 
 // lbBinary returns the esbridge binary of TestRollingDeploy: with the race
