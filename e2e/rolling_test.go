@@ -50,9 +50,9 @@ const lbCatchUp = 3
 // stop for good); every client was moved at least once; and no instance
 // had more catch-up readers on a route than the route's bound, read from
 // its admin port. Once every instance is down, HAProxy answers a stream
-// with a retry line rather than a 503. The test logs, for each step, the time until every
-// client has every message published before the instance exited, and
-// each instance's peak resident memory (VmHWM).
+// with a retry line rather than a 503. The test logs, for each step, the
+// time until every client has every message published before the
+// instance exited, and each instance's peak resident memory (VmHWM).
 //
 // E2E_LB_CLIENTS sets the number of clients (400 by default); the figures
 // of docs/performance.md are from 3,000.
