@@ -1,8 +1,8 @@
 package e2e
 
-// HAProxy, Debian's package, in front of esbridge instances: the load
-// balancer of docs/operations.md ("Behind a load balancer"), run by the
-// test with a generated configuration.
+// HAProxy, Debian's package, in front of esbridge instances, run by the
+// test with the configuration of docs/operations.md ("Behind a load
+// balancer").
 
 import (
 	"bytes"
@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
@@ -20,7 +21,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"text/template"
 	"time"
 
 	"github.com/esbridge/esbridge/internal/brokertest"
@@ -28,50 +28,56 @@ import (
 	"github.com/esbridge/esbridge/internal/progtest"
 )
 
-// haproxyConfig is HAProxy's configuration for SSE, as docs/operations.md
-// shows it, with the health checks made fast for the test (inter 200ms
-// where the docs have 2s). Keep the two alike.
-var haproxyConfig = template.Must(template.New("haproxy.cfg").Parse(`global
-    maxconn {{.MaxConn}}
-
-defaults
-    mode http
-    maxconn {{.MaxConn}}
-    timeout connect 2s
-    timeout http-request 10s
-    # Longer than esbridge's heartbeat (-heartbeat, 15s), which is all an
-    # idle stream carries.
-    timeout client 1m
-    timeout server 1m
-    timeout tunnel 1h
-    # A GET may be retried elsewhere: on a refused connection (an instance
-    # that has just exited) and on a reused connection it closed.
-    retries 3
-    option redispatch 1
-    retry-on conn-failure empty-response
-
-frontend sse
-    bind 127.0.0.1:{{.Port}}
-    # With no instance up, a stream gets an empty one that tells the
-    # browser to come back in 5s, rather than a 503, after which a
-    # browser would not try again.
-    http-request return status 200 content-type text/event-stream string "retry: 5000\n\n" if { nbsrv(esbridge) eq 0 } { req.hdr(accept) -m sub text/event-stream }
-    default_backend esbridge
-
-backend esbridge
-    balance leastconn
-    option httpchk GET /readyz
-    http-check expect status 200
-    default-server check inter 200ms fall 2 rise 2
-{{- range $i, $addr := .Servers}}
-    server esbridge{{$i}} {{$addr}}
-{{- end}}
-
-frontend stats
-    bind 127.0.0.1:{{.StatsPort}}
-    stats enable
-    stats uri /stats
-`))
+// haproxyConfig returns HAProxy's configuration for SSE as
+// docs/operations.md gives it ("Behind a load balancer"), the one home of
+// it, made to run here: its frontend on 127.0.0.1:port, servers (host:port)
+// in its backend, checks every 200 ms rather than 2 s, maxconn connections
+// at most, each response's server in its X-Server header, and a statistics
+// page on 127.0.0.1:statsPort.
+func haproxyConfig(t *testing.T, port, statsPort, maxconn int, servers []string) string {
+	t.Helper()
+	doc, err := os.ReadFile("../docs/operations.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, _ := strings.Cut(string(doc), "\n## Behind a load balancer\n")
+	_, block, _ := strings.Cut(section, "\n```\n")
+	block, _, ok := strings.Cut(block, "\n```\n")
+	if !ok || !strings.HasPrefix(block, "global\n") {
+		t.Fatal("docs/operations.md: no HAProxy configuration block under \"## Behind a load balancer\"")
+	}
+	replace := map[string]string{
+		"bind :80":      "bind 127.0.0.1:" + strconv.Itoa(port),
+		"maxconn 20000": "maxconn " + strconv.Itoa(maxconn),
+		"default-server check inter 2s fall 2 rise 2": "default-server check inter 200ms fall 2 rise 2",
+	}
+	var cfg strings.Builder
+	replaced := 0
+	for line := range strings.Lines(block + "\n") {
+		trimmed := strings.TrimSpace(line)
+		if strings.HasPrefix(trimmed, "server ") {
+			continue // the docs' servers
+		}
+		if r, ok := replace[trimmed]; ok {
+			line = strings.Replace(line, trimmed, r, 1)
+			replaced++
+		}
+		cfg.WriteString(line)
+	}
+	if replaced < len(replace) {
+		t.Fatalf("docs/operations.md: the HAProxy configuration has changed: want the lines %q in it", slices.Collect(maps.Keys(replace)))
+	}
+	if !strings.HasSuffix(strings.TrimSpace(block), "server esbridge2 10.0.0.12:8080") {
+		t.Fatal("docs/operations.md: the HAProxy configuration no longer ends with the backend's servers")
+	}
+	// Which server answered, for the tests' failure messages.
+	cfg.WriteString("    http-response set-header X-Server %s\n")
+	for i, addr := range servers {
+		fmt.Fprintf(&cfg, "    server esbridge%d %s\n", i, addr)
+	}
+	fmt.Fprintf(&cfg, "\nfrontend stats\n    bind 127.0.0.1:%d\n    stats enable\n    stats uri /stats\n", statsPort)
+	return cfg.String()
+}
 
 // An haproxy is a running HAProxy.
 type haproxy struct {
@@ -106,16 +112,10 @@ func startHAProxy(t *testing.T, clients int, servers []string) *haproxy {
 	t.Helper()
 	bin := haproxyPath(t)
 	h := &haproxy{t: t, port: brokertest.StablePort(t), statsPort: brokertest.StablePort(t)}
-	var cfg bytes.Buffer
-	err := haproxyConfig.Execute(&cfg, map[string]any{
-		// Each client has a connection to HAProxy and one from it.
-		"MaxConn": 2*clients + 100, "Port": h.port, "StatsPort": h.statsPort, "Servers": servers,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Each client has a connection to HAProxy and one from it.
+	cfg := haproxyConfig(t, h.port, h.statsPort, 2*clients+100, servers)
 	path := filepath.Join(t.TempDir(), "haproxy.cfg")
-	if err := os.WriteFile(path, cfg.Bytes(), 0o600); err != nil {
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	// -db: in the foreground, logging to stderr.
@@ -138,7 +138,7 @@ func startHAProxy(t *testing.T, clients int, servers []string) *haproxy {
 			<-exited
 		}
 		if t.Failed() {
-			t.Logf("haproxy's configuration:\n%s\nits output:\n%s", cfg.String(), h.output.String())
+			t.Logf("haproxy's configuration:\n%s\nits output:\n%s", cfg, h.output.String())
 		}
 	})
 	poll.UntilNil(t, progtest.Timeout, "haproxy serves its statistics", func() error {

@@ -275,8 +275,11 @@ func TestRollingDeploy(t *testing.T) {
 		want := http.StatusServiceUnavailable
 		if accept != "" {
 			want = http.StatusOK
-			if ct := header.Get("Content-Type"); ct != "text/event-stream" || body != "retry: 5000\n\n" {
-				t.Errorf("GET /js with every instance down: %s %q, want text/event-stream %q", ct, body, "retry: 5000\n\n")
+			ms, ok := strings.CutPrefix(body, "retry: ")
+			ms, ok2 := strings.CutSuffix(ms, "\n\n")
+			n, err := strconv.Atoi(ms)
+			if ct := header.Get("Content-Type"); ct != "text/event-stream" || !ok || !ok2 || err != nil || n < 5000 || n >= 15000 {
+				t.Errorf("GET /js with every instance down: %s %q, want text/event-stream and a retry line of 5000 to 14999 ms", ct, body)
 			}
 		}
 		if code != want {
@@ -393,6 +396,14 @@ type lbClient struct {
 	streams int    // responses received
 	breaks  int    // streams that ended with an error, not cleanly
 	err     error  // what the client saw that it should not have; it stopped there
+	// For a failure's message: what the client does, since when.
+	state string
+	since time.Time
+}
+
+// set records what the client does from now on. c.mu must be held.
+func (c *lbClient) set(state string) {
+	c.state, c.since = state, time.Now()
 }
 
 // run reads url until ctx ends or the client sees something wrong. As a
@@ -418,6 +429,9 @@ func (c *lbClient) run(ctx context.Context, hc *http.Client, url string) {
 			c.breaks++
 			c.mu.Unlock()
 		}
+		c.mu.Lock()
+		c.set(fmt.Sprintf("waiting %v to reconnect (%v)", retry, err))
+		c.mu.Unlock()
 		select {
 		case <-ctx.Done():
 			return
@@ -444,6 +458,7 @@ func (c *lbClient) stream(ctx context.Context, hc *http.Client, url string, retr
 	if c.lastID != "" {
 		req.Header.Set("Last-Event-ID", c.lastID)
 	}
+	c.set("connecting")
 	c.mu.Unlock()
 	resp, err := hc.Do(req)
 	if err != nil {
@@ -456,6 +471,7 @@ func (c *lbClient) stream(ctx context.Context, hc *http.Client, url string, retr
 	}
 	c.mu.Lock()
 	c.streams++
+	c.set("reading a stream of " + resp.Header.Get("X-Server"))
 	c.mu.Unlock()
 	p := ssetest.NewParser()
 	buf := make([]byte, 16<<10)
@@ -514,7 +530,7 @@ func (c *lbClient) behind(head []int) string {
 	defer c.mu.Unlock()
 	for p, h := range head {
 		if c.got[p] < h {
-			return fmt.Sprintf("has %v of %v, %d streams, last ID %q", c.got, head, c.streams, c.lastID)
+			return fmt.Sprintf("has %v of %v, %d streams, last ID %q; %s for %v", c.got, head, c.streams, c.lastID, c.state, time.Since(c.since).Round(time.Millisecond))
 		}
 	}
 	return ""
