@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -137,8 +138,12 @@ func TestRollingDeploy(t *testing.T) {
 	}
 	// waitHead waits until every client has every message of head, and
 	// returns how long after since; or says which clients do not.
-	waitHead := func(what string, head [][]int, since time.Time) (time.Duration, error) {
-		var behind []string
+	// waitHead waits until every client has every message of head and a
+	// stream open, and returns when those that opened a stream since since
+	// (all, if none did) had, after since; or says which clients do not.
+	waitHead := func(what string, head [][]int, since time.Time) (arrivals, error) {
+		at := make([]time.Duration, len(clients))
+		var behind, last []string
 		var failed error
 		ok := poll.Wait(60*time.Second, func() bool {
 			behind = behind[:0]
@@ -147,27 +152,47 @@ func TestRollingDeploy(t *testing.T) {
 					failed = fmt.Errorf("client %d of %s: %w", i, c.route.path, err)
 					return true
 				}
-				if s := c.behind(head[i%len(routes)]); s != "" && len(behind) < 5 {
-					behind = append(behind, fmt.Sprintf("client %d of %s: %s", i, c.route.path, s))
+				if at[i] > 0 {
+					continue
 				}
+				if s := c.behind(head[i%len(routes)]); s != "" {
+					if len(behind) < 3 {
+						behind = append(behind, fmt.Sprintf("client %d of %s: %s", i, c.route.path, s))
+					}
+					continue
+				}
+				at[i] = time.Since(since)
+			}
+			if len(behind) > 0 {
+				last = slices.Clone(behind)
 			}
 			return len(behind) == 0
 		})
 		switch {
 		case failed != nil:
-			return 0, failed
+			return arrivals{}, failed
 		case !ok:
-			return 0, fmt.Errorf("after 60s, clients still miss messages %s:\n%s", what, strings.Join(behind, "\n"))
+			return arrivals{}, fmt.Errorf("after 60s, clients still miss messages %s:\n%s", what, strings.Join(behind, "\n"))
 		}
-		return time.Since(since), nil
+		var moved []time.Duration
+		for i, c := range clients {
+			if c.streamedSince(since) {
+				moved = append(moved, at[i])
+			}
+		}
+		if len(moved) == 0 {
+			moved = at
+		}
+		slices.Sort(moved)
+		return arrivals{n: len(moved), p50: moved[len(moved)/2], p99: moved[len(moved)*99/100], max: moved[len(moved)-1], last: last}, nil
 	}
-	mustHead := func(what string, head [][]int, since time.Time) time.Duration {
+	mustHead := func(what string, head [][]int, since time.Time) arrivals {
 		t.Helper()
-		d, err := waitHead(what, head, since)
+		a, err := waitHead(what, head, since)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return d
+		return a
 	}
 	streams := func() int {
 		s := 0
@@ -184,7 +209,7 @@ func TestRollingDeploy(t *testing.T) {
 		}
 		return true
 	})
-	t.Logf("%d clients through HAProxy at the head in %v", n, mustHead("before the deploy", heads(), began).Round(time.Millisecond))
+	t.Logf("through HAProxy: %v", mustHead("before the deploy", heads(), began))
 
 	// The rolling deploy.
 	for i, in := range instances {
@@ -198,13 +223,13 @@ func TestRollingDeploy(t *testing.T) {
 		exited := time.Since(t0)
 		head := heads()
 		type result struct {
-			d   time.Duration
+			a   arrivals
 			err error
 		}
 		back := make(chan result, 1)
 		go func() {
-			d, err := waitHead(fmt.Sprintf("published before esbridge %d exited", i), head, t0)
-			back <- result{d, err}
+			a, err := waitHead(fmt.Sprintf("published before esbridge %d exited", i), head, t0)
+			back <- result{a, err}
 		}()
 		proxy.waitState(i, "DOWN")
 		in.start()
@@ -214,9 +239,11 @@ func TestRollingDeploy(t *testing.T) {
 		if res.err != nil {
 			t.Fatal(res.err)
 		}
-		d := res.d
-		t.Logf("esbridge %d: exited %v after SIGTERM, up again in HAProxy after %v; every client at the head after %v; %d streams opened meanwhile",
-			i, exited.Round(time.Millisecond), up.Round(time.Millisecond), d.Round(time.Millisecond), streams()-before)
+		t.Logf("esbridge %d: exited %v after SIGTERM, up again in HAProxy after %v; of the clients moved, %v; %d streams opened meanwhile",
+			i, exited.Round(time.Millisecond), up.Round(time.Millisecond), res.a, streams()-before)
+		if res.a.max > 10*time.Second {
+			t.Logf("the last clients, shortly before they were at the head:\n%s", strings.Join(res.a.last, "\n"))
+		}
 	}
 
 	stopPub()
@@ -286,6 +313,19 @@ func TestRollingDeploy(t *testing.T) {
 			t.Errorf("GET /js (Accept: %q) with every instance down: status %d, want %d", accept, code, want)
 		}
 	}
+}
+
+// arrivals are the times at which clients had every message of a head.
+type arrivals struct {
+	n             int // clients
+	p50, p99, max time.Duration
+	last          []string // the last to arrive, a poll before they did
+}
+
+// String returns the median, 99th percentile and maximum.
+func (a arrivals) String() string {
+	r := func(d time.Duration) time.Duration { return d.Round(10 * time.Millisecond) }
+	return fmt.Sprintf("%d clients at the head after %v (median), %v (p99), %v (all)", a.n, r(a.p50), r(a.p99), r(a.max))
 }
 
 // get does a GET of url with header, and returns the status, the body and
@@ -397,8 +437,16 @@ type lbClient struct {
 	breaks  int    // streams that ended with an error, not cleanly
 	err     error  // what the client saw that it should not have; it stopped there
 	// For a failure's message: what the client does, since when.
-	state string
-	since time.Time
+	state  string
+	since  time.Time
+	opened time.Time // when its last stream began
+}
+
+// streamedSince reports whether the client's last stream began after t.
+func (c *lbClient) streamedSince(t time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.opened.After(t)
 }
 
 // set records what the client does from now on. c.mu must be held.
@@ -472,6 +520,7 @@ func (c *lbClient) stream(ctx context.Context, hc *http.Client, url string, retr
 	c.mu.Lock()
 	c.streams++
 	c.set("reading a stream of " + resp.Header.Get("X-Server"))
+	c.opened = c.since
 	c.mu.Unlock()
 	p := ssetest.NewParser()
 	buf := make([]byte, 16<<10)
@@ -524,14 +573,22 @@ func (c *lbClient) failed() error {
 	return c.err
 }
 
-// behind describes what the client lacks of head, or returns "".
+// behind describes what the client lacks of head, or of a stream open
+// (a client whose stream ended is not back until it has one), or returns
+// "".
 func (c *lbClient) behind(head []int) string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	describe := func(why string) string {
+		return fmt.Sprintf("%s: has %v of %v, %d streams, last ID %q; %s for %v", why, c.got, head, c.streams, c.lastID, c.state, time.Since(c.since).Round(time.Millisecond))
+	}
 	for p, h := range head {
 		if c.got[p] < h {
-			return fmt.Sprintf("has %v of %v, %d streams, last ID %q; %s for %v", c.got, head, c.streams, c.lastID, c.state, time.Since(c.since).Round(time.Millisecond))
+			return describe("behind")
 		}
+	}
+	if c.opened.IsZero() || c.opened.Before(c.since) {
+		return describe("no stream")
 	}
 	return ""
 }
