@@ -283,8 +283,8 @@ func TestRollingDeploy(t *testing.T) {
 		if code := in.proc.Wait(progtest.Timeout); code != 0 {
 			t.Errorf("esbridge %d exited with status %d after SIGTERM", i, code)
 		}
-		t.Logf("esbridge %d: peak resident memory (VmHWM) of each run: %v MiB; most catch-up readers at once: %v; most clients waiting for one: %v",
-			i, in.peaks, in.maxReaders, in.maxWaiting)
+		t.Logf("esbridge %d: peak resident memory (VmHWM) of each run: %v MiB; most catch-up readers at once: %v; most clients waiting for one: %v; clients caught up from the broker in each run: %v",
+			i, in.peaks, in.maxReaders, in.maxWaiting, in.catchUps)
 		for route, m := range in.maxReaders {
 			if m > lbCatchUp {
 				t.Errorf("esbridge %d had %d catch-up readers on %s at once, over the route's bound of %d", i, m, route, lbCatchUp)
@@ -619,11 +619,16 @@ type lbInstance struct {
 	peaks      []int          // VmHWM of each run, MiB
 	maxReaders map[string]int // by route, the most catch-up readers seen at once
 	maxWaiting map[string]int // by route, the most clients waiting for one
+	// By run and route, the last catch-ups (esbridge_catchups_total) seen.
+	catchUps []map[string]int
 }
 
 // start starts a run of the instance and waits until it is ready.
 func (in *lbInstance) start() {
 	in.t.Helper()
+	in.mu.Lock()
+	in.catchUps = append(in.catchUps, make(map[string]int))
+	in.mu.Unlock()
 	in.proc = progtest.Listen(in.t, in.bin, in.args)
 	in.proc.WaitReadyz(http.StatusOK)
 }
@@ -675,11 +680,15 @@ func (in *lbInstance) scrape(ctx context.Context) {
 }
 
 // record keeps the value of line, a metric of the text format, if it is
-// a catch-up gauge and the most seen.
+// a catch-up gauge and the most seen, or the catch-ups counter.
 func (in *lbInstance) record(line string) {
+	in.mu.Lock()
+	run := &in.catchUps[len(in.catchUps)-1]
+	in.mu.Unlock()
 	for name, m := range map[string]*map[string]int{
 		"esbridge_catchup_readers": &in.maxReaders,
 		"esbridge_catchup_waiting": &in.maxWaiting,
+		"esbridge_catchups_total":  run,
 	} {
 		rest, ok := strings.CutPrefix(line, name+`{route="`)
 		if !ok {
