@@ -31,9 +31,8 @@ import (
 // haproxyConfig returns HAProxy's configuration for SSE as
 // docs/operations.md gives it ("Behind a load balancer"), the one home of
 // it, made to run here: its frontend on 127.0.0.1:port, servers (host:port)
-// in its backend, checks every 200 ms rather than 2 s, maxconn connections
-// at most, each response's server in its X-Server header, and a statistics
-// page on 127.0.0.1:statsPort.
+// in its backend, maxconn connections at most, each response's server in
+// its X-Server header, and a statistics page on 127.0.0.1:statsPort.
 func haproxyConfig(t *testing.T, port, statsPort, maxconn int, servers []string) string {
 	t.Helper()
 	doc, err := os.ReadFile("../docs/operations.md")
@@ -49,7 +48,6 @@ func haproxyConfig(t *testing.T, port, statsPort, maxconn int, servers []string)
 	replace := map[string]string{
 		"bind :80":      "bind 127.0.0.1:" + strconv.Itoa(port),
 		"maxconn 20000": "maxconn " + strconv.Itoa(maxconn),
-		"default-server check inter 2s fall 2 rise 2": "default-server check inter 200ms fall 2 rise 2",
 	}
 	var cfg strings.Builder
 	replaced := 0

@@ -437,9 +437,10 @@ type lbClient struct {
 	breaks  int    // streams that ended with an error, not cleanly
 	err     error  // what the client saw that it should not have; it stopped there
 	// For a failure's message: what the client does, since when.
-	state  string
-	since  time.Time
-	opened time.Time // when its last stream began
+	state   string
+	since   time.Time
+	history []string  // the last states, each with its time
+	opened  time.Time // when its last stream began
 }
 
 // streamedSince reports whether the client's last stream began after t.
@@ -449,9 +450,14 @@ func (c *lbClient) streamedSince(t time.Time) bool {
 	return c.opened.After(t)
 }
 
-// set records what the client does from now on. c.mu must be held.
+// set records what the client does from now on, and keeps the last few
+// states with their times. c.mu must be held.
 func (c *lbClient) set(state string) {
 	c.state, c.since = state, time.Now()
+	c.history = append(c.history, c.since.Format("15:04:05.000")+" "+state)
+	if len(c.history) > 8 {
+		c.history = c.history[1:]
+	}
 }
 
 // run reads url until ctx ends or the client sees something wrong. As a
@@ -478,7 +484,7 @@ func (c *lbClient) run(ctx context.Context, hc *http.Client, url string) {
 			c.mu.Unlock()
 		}
 		c.mu.Lock()
-		c.set(fmt.Sprintf("waiting %v to reconnect (%v)", retry, err))
+		c.set(fmt.Sprintf("waiting %v to reconnect at %v (%v)", retry, c.got, err))
 		c.mu.Unlock()
 		select {
 		case <-ctx.Done():
@@ -519,7 +525,7 @@ func (c *lbClient) stream(ctx context.Context, hc *http.Client, url string, retr
 	}
 	c.mu.Lock()
 	c.streams++
-	c.set("reading a stream of " + resp.Header.Get("X-Server"))
+	c.set(fmt.Sprintf("reading a stream of %s from %v", resp.Header.Get("X-Server"), c.got))
 	c.opened = c.since
 	c.mu.Unlock()
 	p := ssetest.NewParser()
@@ -580,7 +586,7 @@ func (c *lbClient) behind(head []int) string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	describe := func(why string) string {
-		return fmt.Sprintf("%s: has %v of %v, %d streams, last ID %q; %s for %v", why, c.got, head, c.streams, c.lastID, c.state, time.Since(c.since).Round(time.Millisecond))
+		return fmt.Sprintf("%s: has %v of %v, %d streams, last ID %q; %s for %v; lately:\n\t%s", why, c.got, head, c.streams, c.lastID, c.state, time.Since(c.since).Round(time.Millisecond), strings.Join(c.history, "\n\t"))
 	}
 	for p, h := range head {
 		if c.got[p] < h {
