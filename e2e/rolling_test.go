@@ -52,8 +52,9 @@ const lbCatchUp = 3
 // had more catch-up readers on a route than the route's bound, read from
 // its admin port. Once every instance is down, HAProxy answers a stream
 // with a retry line rather than a 503. The test logs, for each step, the
-// time until every client has every message published before the
-// instance exited, and each instance's peak resident memory (VmHWM).
+// times at which the clients moved had a stream again and every message
+// published before the instance exited, and each instance's peak
+// resident memory (VmHWM).
 //
 // E2E_LB_CLIENTS sets the number of clients (400 by default); the figures
 // of docs/performance.md are from 3,000.
@@ -136,8 +137,6 @@ func TestRollingDeploy(t *testing.T) {
 		}
 		return h
 	}
-	// waitHead waits until every client has every message of head, and
-	// returns how long after since; or says which clients do not.
 	// waitHead waits until every client has every message of head and a
 	// stream open, and returns when those that opened a stream since since
 	// (all, if none did) had, after since; or says which clients do not.
