@@ -3,7 +3,8 @@
 # with java; reused if running; KAFKA_BROKERS points at another) and a real
 # RabbitMQ (scripts/rabbitmq.sh: Debian's rabbitmq-server, installed if
 # missing; reused if running; AMQP_URL points at another), installs Debian's
-# Chromium and the npm packages of the browser tests (e2e/setup.sh), and
+# Chromium and the npm packages of the browser tests and Debian's HAProxy
+# for the rolling-deploy test (e2e/setup.sh), and
 # runs the linters and every test with the race detector, packages in
 # parallel (go test's default -p, GOMAXPROCS). NATS tests embed nats-server;
 # the tests of every package share the Kafka and RabbitMQ brokers, and the

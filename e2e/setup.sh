@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
-# Installs what the browser tests of e2e/ need, if it is missing: Debian's
-# Chromium (/usr/bin/chromium, with apt-get, as root or through sudo) and
-# the npm packages of e2e/browser (npm ci, from package-lock.json). No
+# Installs what the tests of e2e/ need, if it is missing: Debian's
+# Chromium (/usr/bin/chromium) for the browser tests and Debian's HAProxy
+# (haproxy) for TestRollingDeploy, with apt-get, as root or through sudo;
+# and the npm packages of e2e/browser (npm ci, from package-lock.json). No
 # browser is ever downloaded by npm or playwright. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-if [ ! -x /usr/bin/chromium ]; then
+missing=()
+if [ ! -x /usr/bin/chromium ]; then missing+=(chromium); fi
+if [ ! -x /usr/sbin/haproxy ] && ! command -v haproxy >/dev/null; then missing+=(haproxy); fi
+if [ ${#missing[@]} -gt 0 ]; then
 	sudo=""
 	if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
 	$sudo apt-get update
-	$sudo apt-get install -y chromium
+	$sudo apt-get install -y "${missing[@]}"
 fi
 
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
