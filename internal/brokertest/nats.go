@@ -135,7 +135,7 @@ func RunNATSCluster(t testing.TB, n int) *NATSCluster {
 	c := &NATSCluster{}
 	var routes []*url.URL
 	for i := range n {
-		ns := &NATSServer{t: t, port: stablePort(t), dir: t.TempDir(), name: fmt.Sprintf("n%d", i+1), clusterPort: stablePort(t)}
+		ns := &NATSServer{t: t, port: StablePort(t), dir: t.TempDir(), name: fmt.Sprintf("n%d", i+1), clusterPort: StablePort(t)}
 		routes = append(routes, &url.URL{Scheme: "nats-route", Host: net.JoinHostPort("127.0.0.1", strconv.Itoa(ns.clusterPort))})
 		c.Servers = append(c.Servers, ns)
 	}
