@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/esbridge/esbridge/esource"
@@ -66,6 +67,9 @@ type Bridge struct {
 	logger *slog.Logger
 	terse  bool // Config.TerseReadyz
 	runMu  sync.Mutex
+	// draining is set by Shutdown: /readyz answers 503 from then on, so
+	// that a load balancer sends the clients it ends elsewhere.
+	draining atomic.Bool
 }
 
 // New returns a Bridge for routes. It returns ErrBadRoute, wrapped with the
@@ -172,6 +176,9 @@ func (b *Bridge) Run(ctx context.Context) error {
 // answers. It is for programs that serve the routes under a mux of their
 // own and answer their own readiness checks.
 func (b *Bridge) Ready() bool {
+	if b.draining.Load() {
+		return false
+	}
 	for _, r := range b.order {
 		if !r.isReady() {
 			return false
@@ -199,6 +206,14 @@ func (b *Bridge) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	case "/healthz":
 		fmt.Fprintln(w, "ok")
 	case "/readyz":
+		if b.draining.Load() {
+			msg := "not ready: draining"
+			if b.terse {
+				msg = "not ready"
+			}
+			http.Error(w, msg, http.StatusServiceUnavailable)
+			return
+		}
 		var waiting []string
 		for _, r := range b.order {
 			if !r.isReady() {
@@ -221,9 +236,11 @@ func (b *Bridge) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 
 // Shutdown ends every stream gracefully, as esource.EventSource.Shutdown
 // does: clients get what was published, then a short retry line, so that
-// browsers reconnect elsewhere and resume from their IDs. It waits until
-// the streams have ended or ctx ends.
+// browsers reconnect elsewhere and resume from their IDs. From its start,
+// /readyz answers 503 (draining), so that a load balancer sends them to
+// another instance. It waits until the streams have ended or ctx ends.
 func (b *Bridge) Shutdown(ctx context.Context) error {
+	b.draining.Store(true)
 	var errs []error
 	var mu sync.Mutex
 	var wg sync.WaitGroup

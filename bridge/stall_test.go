@@ -110,3 +110,40 @@ func TestStalledPartitions(t *testing.T) {
 		t.Errorf("/readyz with every partition read: %d %q, want 200", code, body)
 	}
 }
+
+// From the start of Shutdown, /readyz answers 503, so that a load
+// balancer sends the clients that the drain ends to another instance.
+func TestReadyzWhileDraining(t *testing.T) {
+	src := fakesource.New("one", 1, 1)
+	b := startBridge(t, bridge.Config{}, bridge.Route{Path: "/one", Source: src})
+	srv := httptest.NewServer(b)
+	defer srv.Close()
+	poll.Until(t, 10*time.Second, "the route is ready", b.Ready)
+	// A client that stays: the drain ends its stream.
+	resp, err := http.Get(srv.URL + "/one")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	done := make(chan error, 1)
+	go func() { done <- b.Shutdown(context.Background()) }()
+	poll.Until(t, 10*time.Second, "the bridge is not ready", func() bool { return !b.Ready() })
+	r, err := http.Get(srv.URL + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(r.Body)
+	r.Body.Close()
+	if r.StatusCode != 503 || !strings.Contains(string(body), "draining") {
+		t.Errorf("/readyz while draining: %d %q, want 503 draining", r.StatusCode, body)
+	}
+	rec := httptest.NewRecorder()
+	b.ServeReadyz(rec, httptest.NewRequest("GET", "/readyz", nil))
+	if rec.Code != 503 || !strings.HasPrefix(rec.Body.String(), "not ready\ndraining\n") {
+		t.Errorf("admin /readyz while draining: %d %q", rec.Code, rec.Body)
+	}
+	io.Copy(io.Discard, resp.Body) // the stream ends with its retry line
+	if err := <-done; err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
+}

@@ -233,7 +233,10 @@ func clip(s string, n int) string {
 // says no more than ready or not (Config.TerseReadyz).
 func (b *Bridge) ServeReadyz(w http.ResponseWriter, _ *http.Request) {
 	var body strings.Builder
-	ready := true
+	ready := !b.draining.Load()
+	if !ready {
+		body.WriteString("draining\n")
+	}
 	now := time.Now()
 	for _, r := range b.order {
 		state := "ready"
