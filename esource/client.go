@@ -50,6 +50,7 @@ type client struct {
 	bufs   [][]byte
 	filter Filter // the events it receives; nil for all
 	bit    uint64 // filter's bit in the entries' pass sets; 0 if it has none
+	inWave bool   // woken by the last wake, and not yet waiting again (see EventSource.wakeClients)
 
 	progress   string        // ID of the last event skipped, if the browser is behind it
 	progressAt time.Time     // when the client was last sent a progress frame
@@ -73,6 +74,11 @@ func (c *client) run(ctx context.Context, start Start) error {
 // after its gap.
 func (c *client) serve(ctx context.Context, start Start) error {
 	es := c.es
+	defer func() {
+		if c.inWave {
+			es.leaveWave() // it will write no more: the wave goes on without it
+		}
+	}()
 	switch {
 	case start.resumes():
 		es.mu.RLock()
@@ -160,20 +166,38 @@ func (c *client) serve(ctx context.Context, start Start) error {
 			return c.write([][]byte{retryLine(jitter(es.cfg.drainRetry))})
 		}
 
+		if c.inWave {
+			c.inWave = false
+			es.leaveWave()
+		}
+		if c.bit == 0 {
+			es.waiting.Add(1)
+		}
+		var woke, probed, beat bool
 		select {
 		case <-wake:
+			woke = true
 		case <-es.done:
 		case <-progress:
 		case <-probe:
-			if c.closed() {
-				return errClientGone
-			}
+			probed = true
 		case <-heartbeat:
+			beat = true
+		case <-ctx.Done():
+		}
+		if c.bit == 0 {
+			es.waiting.Add(-1)
+			c.inWave = woke
+		}
+		switch {
+		case probed && c.closed():
+			return errClientGone
+		case beat:
 			if err := c.write([][]byte{heartbeatLine}); err != nil {
 				return err
 			}
 			timer.Reset(c.heartbeat)
-		case <-ctx.Done():
+		case ctx.Err() != nil:
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 				c.finish()
 			}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/bits"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -42,23 +43,29 @@ type EventSource struct {
 	cfg      config
 	ordering Ordering // cfg.history, if it is one
 
-	mu       sync.RWMutex
-	ring     []entry           // the log; event seq lives at ring[seq%len(ring)]
-	head     uint64            // seq of the oldest event in the log
-	next     uint64            // seq the next event gets
-	size     int               // wire bytes in the log
-	evicted  entry             // the event before head, if any (ID and position)
-	ids      map[string]uint64 // ID -> seq, for the events in the log
-	longest  int               // length of the longest ID ever published
-	page     []byte            // where the next events' bytes go
-	wake     chan struct{}     // closed and replaced to wake the clients
-	woken    chan struct{}     // a replaced wake, for unlock to close
-	pending  uint64            // the filters with events since their last wake
-	wokenBy  []chan struct{}   // replaced wakes of filters, for unlock to close
-	lostAll  uint64            // 1 + seq of the newest evicted event sent to all, if any
-	lastWake time.Time         // when wake was last closed
-	waking   *time.Timer       // wakes the clients later, when armed
-	armed    bool              // waking is set to fire
+	mu      sync.RWMutex
+	ring    []entry           // the log; event seq lives at ring[seq%len(ring)]
+	head    uint64            // seq of the oldest event in the log
+	next    uint64            // seq the next event gets
+	size    int               // wire bytes in the log
+	evicted entry             // the event before head, if any (ID and position)
+	ids     map[string]uint64 // ID -> seq, for the events in the log
+	longest int               // length of the longest ID ever published
+	page    []byte            // where the next events' bytes go
+	wake    chan struct{}     // closed and replaced to wake the clients
+	woken   chan struct{}     // a replaced wake, for unlock to close
+	pending uint64            // the filters with events since their last wake
+	wokenBy []chan struct{}   // replaced wakes of filters, for unlock to close
+	lostAll uint64            // 1 + seq of the newest evicted event sent to all, if any
+	waking  *time.Timer       // wakes the clients once a wave took too long, when armed
+	armed   bool              // waking is set to fire
+	// A wave is the clients woken by one wake, until each has written what
+	// it found and waits again; events published meanwhile are owed to the
+	// waiting clients, and woken for when the wave ends (see wakeClients).
+	// Only clients of every event (no Filter) take part.
+	waiting  atomic.Int64 // clients waiting on wake
+	inWave   atomic.Int64 // clients of the last wave still writing
+	owed     atomic.Bool  // events published since the last wake
 	catching map[*Replay]struct{}
 	clients  map[*client]struct{}
 	filters  [MaxFilters]filterSlot // the clients' distinct filters
@@ -181,10 +188,14 @@ func (es *EventSource) Publish(ev Event) error {
 	return nil
 }
 
-// wakeClients wakes every client to send what was published, at once if
-// the last wake is a flush interval ago, else when it will be. Publishing
-// faster than that hands each client a batch per wake, not an event.
-// es.mu must be held, and released with unlock, which wakes them.
+// wakeClients wakes the clients to send what was published: at once if
+// the clients of the last wake have all written what they found (the
+// clients are idle), else when the last of them has, or after the flush
+// interval if that comes first (a client stuck in a slow write). So an
+// event goes out at once while the clients keep up, and events that come
+// while the clients are still writing go to each one in one write: the
+// batches grow with the load, with no fixed window. es.mu must be held,
+// and released with unlock, which wakes them.
 func (es *EventSource) wakeClients() {
 	// With woken set, unlock wakes every client: no client has seen the
 	// new wake channel yet.
@@ -192,19 +203,42 @@ func (es *EventSource) wakeClients() {
 		es.wakeFilters()
 		return
 	}
-	if es.armed {
-		return
+	if es.inWave.Load() > 0 && es.cfg.flushInterval > 0 {
+		es.owed.Store(true)
+		// Read again after owed is set: a client that ended the wave
+		// meanwhile saw owed set, or this sees the wave ended.
+		if es.inWave.Load() > 0 {
+			if !es.armed {
+				es.armed = true
+				es.waking.Reset(es.cfg.flushInterval)
+			}
+			return
+		}
 	}
-	now := time.Now()
-	if wait := es.cfg.flushInterval - now.Sub(es.lastWake); wait > 0 {
-		es.armed = true
-		es.waking.Reset(wait)
-		return
-	}
+	es.wakeNow()
+}
+
+// wakeNow starts a wave: it replaces the wake channels, for unlock to
+// close. es.mu must be held.
+func (es *EventSource) wakeNow() {
+	es.owed.Store(false)
+	es.inWave.Store(es.waiting.Load())
 	es.woken = es.wake
 	es.wake = make(chan struct{})
-	es.lastWake = now
 	es.wakeFilters()
+}
+
+// leaveWave is called by a client of the last wave once it has written
+// what it found: the last one wakes the clients for the events owed.
+func (es *EventSource) leaveWave() {
+	if es.inWave.Add(-1) > 0 || !es.owed.Load() {
+		return
+	}
+	es.mu.Lock()
+	defer es.unlock()
+	if es.owed.Load() {
+		es.wakeNow()
+	}
 }
 
 // wakeFilters replaces the wake channel of each filter that events were
@@ -239,12 +273,15 @@ func (es *EventSource) unlock() {
 	}
 }
 
+// wakeLater wakes the clients for the events owed when a wave has taken
+// longer than the flush interval.
 func (es *EventSource) wakeLater() {
 	es.mu.Lock()
 	defer es.unlock()
 	es.armed = false
-	es.lastWake = time.Time{}
-	es.wakeClients()
+	if es.owed.Load() {
+		es.wakeNow()
+	}
 }
 
 // evict drops the oldest event of the log. es.mu must be held.

@@ -24,8 +24,9 @@ const (
 	// DefaultWriteTimeout bounds each write to a client.
 	DefaultWriteTimeout = 30 * time.Second
 
-	// DefaultFlushInterval is how long a published event may wait for
-	// others to be sent along with it.
+	// DefaultFlushInterval is the longest a published event waits for
+	// the clients' earlier writes to end before it wakes the clients
+	// that wait (see WithFlushInterval).
 	DefaultFlushInterval = 5 * time.Millisecond
 
 	// DefaultProgressInterval is how often, at most, a filtered client
@@ -161,11 +162,14 @@ func WithDrainRetry(d time.Duration) Option {
 	}
 }
 
-// WithFlushInterval sets how often, at most, clients are woken to send
-// what was published. Events published within one interval go to each
-// client in one write: a little latency buys a lot of throughput when
-// events come fast. An event published after a quiet interval goes out at
-// once. Zero wakes clients on every event.
+// WithFlushInterval sets the longest a published event waits for the
+// clients' earlier writes to end. An event goes out at once while the
+// clients keep up: the clients that wait are woken as soon as it is
+// published. While clients woken for earlier events are still writing,
+// the events published meanwhile are sent together, when the last of
+// them has written, so that batches grow with the load, with no fixed
+// window; d bounds that wait when a write takes long (a slow client).
+// Zero wakes the clients on every event.
 func WithFlushInterval(d time.Duration) Option {
 	return func(c *config) error {
 		if d < 0 {
