@@ -22,17 +22,19 @@ type NATSServer struct {
 // directory, and shuts it down at cleanup.
 func RunNATS(t testing.TB) *NATSServer {
 	t.Helper()
-	ns := &NATSServer{t: t, port: stablePort(t), dir: t.TempDir()}
+	ns := &NATSServer{t: t, port: StablePort(t), dir: t.TempDir()}
 	ns.Start()
 	t.Cleanup(ns.Stop)
 	return ns
 }
 
-// stablePort returns a free port below the kernel's ephemeral range
-// (32768 and up on Linux). A server stopped and started again on a port of
-// that range may find it taken: the bridge, reconnecting to it meanwhile,
-// can be given that very port as its own and connect to itself.
-func stablePort(t testing.TB) int {
+// StablePort returns a free port below the kernel's ephemeral range
+// (32768 and up on Linux), for a server that a test stops and starts again
+// on the same port (a broker, a proxy in front of one). A server stopped
+// and started again on a port of that range may find it taken: the
+// bridge, reconnecting to it meanwhile, can be given that very port as its
+// own and connect to itself.
+func StablePort(t testing.TB) int {
 	t.Helper()
 	for range 100 {
 		port := 20000 + rand.IntN(12000)
