@@ -414,9 +414,13 @@ func testFault(t *testing.T, br faultBroker, f fault) {
 			t.Fatal(err)
 		}
 	}
-	if n := establishedTo(t, b.Pid(), fp.port); n != br.conns {
-		t.Fatalf("the bridge has %d connections to the broker before the fault, want %d", n, br.conns)
+	connsLike := func() error {
+		if c := establishedTo(t, b.Pid(), fp.port); len(c) != br.conns {
+			return fmt.Errorf("%d connections (%s), want %d", len(c), strings.Join(c, ", "), br.conns)
+		}
+		return nil
 	}
+	poll.UntilNil(t, waitFor, "the bridge has its connections to the broker", connsLike)
 
 	began := time.Now()
 	atFault := pub.count()
@@ -443,7 +447,10 @@ func testFault(t *testing.T, br faultBroker, f fault) {
 	var back *collected
 	var holdErr error
 	poll.Wait(f.hold, func() bool {
-		if holdErr = readyzIs(b, want); holdErr != nil {
+		// A request that times out, on a machine busy with other
+		// tests, tells nothing.
+		if code, err := readyzCode(b); err == nil && code != want {
+			holdErr = fmt.Errorf("/readyz answers %d, want %d", code, want)
 			return true
 		}
 		if back == nil && time.Since(holding) >= f.hold/2 {
@@ -494,10 +501,12 @@ func testFault(t *testing.T, br faultBroker, f fault) {
 	// Once ready again, the bridge may be unready for a moment more: a
 	// JetStream reader that nats.go failed to re-create during the fault
 	// is reopened by the bridge (the client misses nothing).
-	switch got := readyz(); {
+	// Requests that failed (timed out on a busy machine) tell nothing.
+	got := slices.Compact(slices.DeleteFunc(readyz(), func(c string) bool { return c == "error" }))
+	switch {
 	case !f.down && !slices.Equal(got, []string{"200"}):
 		t.Errorf("/readyz answered %v in turn, want 200 throughout", got)
-	case f.down && (len(got) < 3 || got[0] != "200" || got[1] != "503" || got[len(got)-1] != "200" || slices.Contains(got, "error")):
+	case f.down && (len(got) < 3 || got[0] != "200" || got[1] != "503" || got[len(got)-1] != "200"):
 		t.Errorf("/readyz answered %v in turn, want 200, then 503 while the broker was unreachable, then 200", got)
 	case len(got) > 3:
 		t.Logf("/readyz answered %v in turn", got)
@@ -505,12 +514,7 @@ func testFault(t *testing.T, br faultBroker, f fault) {
 
 	// Nothing left behind, with the same two clients as before.
 	late.close()
-	poll.UntilNil(t, settleBound, "the bridge's connections to the broker are as before the fault", func() error {
-		if n := establishedTo(t, b.Pid(), fp.port); n != br.conns {
-			return fmt.Errorf("%d connections, want %d", n, br.conns)
-		}
-		return nil
-	})
+	poll.UntilNil(t, settleBound, "the bridge's connections to the broker are as before the fault", connsLike)
 	if tg.consumers != nil {
 		t.Logf("%d consumers on the broker before the fault", consumers)
 		poll.UntilNil(t, settleBound, "the broker's consumers are as before the fault", func() error {
@@ -531,16 +535,22 @@ func testFault(t *testing.T, br faultBroker, f fault) {
 
 // readyzIs returns an error unless b's /readyz answers code.
 func readyzIs(b *proc, code int) error {
-	hc := http.Client{Timeout: 2 * time.Second}
+	got, err := readyzCode(b)
+	if err == nil && got != code {
+		err = fmt.Errorf("/readyz answers %d, want %d", got, code)
+	}
+	return err
+}
+
+// readyzCode returns the status of b's /readyz.
+func readyzCode(b *proc) (int, error) {
+	hc := http.Client{Timeout: 5 * time.Second}
 	resp, err := hc.Get(b.URL("/readyz"))
 	if err != nil {
-		return err
+		return 0, err
 	}
 	resp.Body.Close()
-	if resp.StatusCode != code {
-		return fmt.Errorf("/readyz answers %d, want %d", resp.StatusCode, code)
-	}
-	return nil
+	return resp.StatusCode, nil
 }
 
 // A background publisher publishes p1, p2, ... every 20 ms, from a
@@ -722,10 +732,11 @@ func checkDelivery(t *testing.T, who string, evs []ssetest.Event, from, last int
 	return gaps
 }
 
-// establishedTo returns how many TCP connections over IPv4 the process
-// pid has established to port, from /proc: its sockets' inodes, matched
-// in its network namespace's table.
-func establishedTo(t *testing.T, pid, port int) int {
+// establishedTo returns the TCP connections over IPv4 that the process
+// pid has established to port ("LOCAL->REMOTE", in /proc's hexadecimal),
+// from /proc: its sockets' inodes, matched in its network namespace's
+// table.
+func establishedTo(t *testing.T, pid, port int) []string {
 	t.Helper()
 	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
 	if err != nil {
@@ -743,18 +754,18 @@ func establishedTo(t *testing.T, pid, port int) int {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	n := 0
+	var conns []string
 	remote := fmt.Sprintf(":%04X", port)
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		// sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
 		fs := strings.Fields(sc.Text())
 		if len(fs) > 9 && strings.HasSuffix(fs[2], remote) && fs[3] == "01" && sockets[fs[9]] {
-			n++
+			conns = append(conns, fs[1]+"->"+fs[2])
 		}
 	}
 	if err := sc.Err(); err != nil {
 		t.Fatal(err)
 	}
-	return n
+	return conns
 }
