@@ -232,63 +232,75 @@ func faultBrokers() []faultBroker {
 				},
 			}
 		}},
-		{name: "rabbitmq", history: true, conns: 1, setup: func(t *testing.T) brokerTarget {
-			u, err := url.Parse(brokertest.AMQP(t))
-			if err != nil {
-				t.Fatal(err)
-			}
-			counted := os.Getenv("AMQP_URL") == ""
-			if counted {
-				// A virtual host of the test's own, whose channels are
-				// the bridge's and the publisher's.
-				u.Path = "/" + rabbitVhost(t, u.User.Username())
-			} else {
-				t.Log("AMQP_URL is set: not counting the consumers of that broker")
-			}
-			conn, err := amqp.Dial(u.String())
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { conn.Close() })
-			ch, err := conn.Channel()
-			if err == nil {
-				err = ch.Confirm(false)
-			}
-			stream := fmt.Sprintf("esbridge-faults-%d", time.Now().UnixNano())
-			if err == nil {
-				_, err = ch.QueueDeclare(stream, true, false, false, false, amqp.Table{"x-queue-type": "stream"})
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { ch.QueueDelete(stream, false, false, false) })
-			var mu sync.Mutex
-			tg := brokerTarget{
-				upstream: u.Host,
-				route: func(via string) string {
-					u := *u
-					u.Host, u.RawQuery = via, "stream="+stream
-					return "/r=" + u.String()
-				},
-				publish: func(p string) error {
-					mu.Lock()
-					defer mu.Unlock()
-					dc, err := ch.PublishWithDeferredConfirm("", stream, false, false, amqp.Publishing{Body: []byte(p)})
-					if err != nil {
-						return err
-					}
-					if !dc.Wait() {
-						return fmt.Errorf("%s not confirmed", p)
-					}
-					return nil
-				},
-			}
-			if counted {
-				tg.consumers = func() (int, error) { return rabbitConsumers(strings.TrimPrefix(u.Path, "/")) }
-			}
-			return tg
-		}},
+		{name: "rabbitmq", history: true, conns: 1, setup: func(t *testing.T) brokerTarget { return rabbitTarget(t, true) }},
+		{name: "rabbitmq-exchange", conns: 1, setup: func(t *testing.T) brokerTarget { return rabbitTarget(t, false) }},
 	}
+}
+
+// rabbitTarget declares a stream queue, or a fanout exchange, on the
+// RabbitMQ broker, and returns its target.
+func rabbitTarget(t *testing.T, stream bool) brokerTarget {
+	u, err := url.Parse(brokertest.AMQP(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	counted := os.Getenv("AMQP_URL") == ""
+	if counted {
+		// A virtual host of the test's own, whose channels are the
+		// bridge's and the publisher's.
+		u.Path = "/" + rabbitVhost(t, u.User.Username())
+	} else {
+		t.Log("AMQP_URL is set: not counting the consumers of that broker")
+	}
+	conn, err := amqp.Dial(u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	ch, err := conn.Channel()
+	if err == nil {
+		err = ch.Confirm(false)
+	}
+	name := fmt.Sprintf("esbridge-faults-%d", time.Now().UnixNano())
+	exchange, key, query := "", name, "stream="+name
+	if err == nil && stream {
+		_, err = ch.QueueDeclare(name, true, false, false, false, amqp.Table{"x-queue-type": "stream"})
+		t.Cleanup(func() { ch.QueueDelete(name, false, false, false) })
+	} else if err == nil {
+		// Not auto-deleted: it would go with the bridge's binding when
+		// the bridge's connection drops.
+		err = ch.ExchangeDeclare(name, "fanout", false, false, false, false, nil)
+		exchange, key, query = name, "", "exchange="+name
+		t.Cleanup(func() { ch.ExchangeDelete(name, false, false) })
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	tg := brokerTarget{
+		upstream: u.Host,
+		route: func(via string) string {
+			u := *u
+			u.Host, u.RawQuery = via, query
+			return "/r=" + u.String()
+		},
+		publish: func(p string) error {
+			mu.Lock()
+			defer mu.Unlock()
+			dc, err := ch.PublishWithDeferredConfirm(exchange, key, false, false, amqp.Publishing{Body: []byte(p)})
+			if err != nil {
+				return err
+			}
+			if !dc.Wait() {
+				return fmt.Errorf("%s not confirmed", p)
+			}
+			return nil
+		},
+	}
+	if counted {
+		tg.consumers = func() (int, error) { return rabbitConsumers(strings.TrimPrefix(u.Path, "/")) }
+	}
+	return tg
 }
 
 // rabbitVhost makes a virtual host on the RabbitMQ broker of
