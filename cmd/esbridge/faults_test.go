@@ -356,20 +356,21 @@ func rabbitConsumers(vhost string) (int, error) {
 }
 
 // Faults of the network between esbridge and its broker, with toxiproxy
-// in between, on JetStream, core NATS and RabbitMQ stream routes: 500 ms
-// of latency each way, a 1 KB/s trickle, a connection that hangs without
-// closing, connections reset, and a partition (5 s, or FAULT_PARTITION).
-// Messages are published directly to the broker all along; one client
-// stays connected, one leaves and resumes with its ID in the middle of
-// the fault, one resumes after it from the first message (beyond the
-// bridge's backlog, from the broker). Each gets every message once, in
-// order, and a gap event only where the broker lost messages (core NATS
-// while the bridge was away, never JetStream nor a RabbitMQ stream).
-// /readyz is 503 while the broker is unreachable, 200 otherwise; the
-// bridge notices a dead connection within noticeBound and recovers by
-// itself within recoverBound of the network being whole again; then its
-// goroutines, its connections to the broker and the broker's consumers
-// are what they were before the fault. Each row logs its times.
+// in between, on JetStream, core NATS, RabbitMQ stream and RabbitMQ
+// exchange routes: 500 ms of latency each way, a 1 KB/s trickle, a
+// connection that hangs without closing, connections reset, and a
+// partition (5 s, or FAULT_PARTITION). Messages are published directly
+// to the broker all along; one client stays connected, one leaves and
+// resumes with its ID in the middle of the fault, one resumes after it
+// from the first message (beyond the bridge's backlog, from the broker).
+// Each gets every message once, in order, and a gap event only where the
+// broker lost messages (core NATS and an exchange while the bridge was
+// away, never JetStream nor a RabbitMQ stream). /readyz is 503 while the
+// broker is unreachable, 200 otherwise; the bridge notices a dead
+// connection within noticeBound and recovers by itself within
+// recoverBound of the network being whole again; then its goroutines,
+// its connections to the broker and the broker's consumers are what they
+// were before the fault. Each row logs its times.
 func TestBrokerFaults(t *testing.T) {
 	t.Parallel()
 	partition := 5 * time.Second
