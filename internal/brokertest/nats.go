@@ -37,11 +37,12 @@ func RunNATS(t testing.TB) *NATSServer {
 	return ns
 }
 
-// StablePort returns a free port of 127.0.0.1 below the kernel's
-// ephemeral range (32768 and up on Linux), for a server that a test stops
-// and starts again on the same port. A port of that range may be taken
-// meanwhile: a client reconnecting to the server can be given that very
-// port as its own, and connect to itself.
+// StablePort returns a free port below the kernel's ephemeral range
+// (32768 and up on Linux), for a server that a test stops and starts again
+// on the same port (a broker, a proxy in front of one). A server stopped
+// and started again on a port of that range may find it taken: the
+// bridge, reconnecting to it meanwhile, can be given that very port as its
+// own and connect to itself.
 func StablePort(t testing.TB) int {
 	t.Helper()
 	for range 100 {

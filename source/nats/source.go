@@ -26,6 +26,15 @@ import (
 // in place on the server, when the context of Open has no earlier deadline.
 const flushTimeout = 10 * time.Second
 
+// pingInterval is how often a connection pings the server. One whose
+// server stopped answering without closing it (a peer gone, a network
+// that drops every packet) is found dead when a ping finds two before it
+// unanswered (nats.go's MaxPingsOut): within 15 s, as a RabbitMQ
+// connection with its heartbeats, rather than the 4 to 6 minutes of
+// nats.go's default interval (2 minutes), during which /readyz said
+// ready (TestBrokerFaults/core/hang in cmd/esbridge).
+const pingInterval = 5 * time.Second
+
 // A Source is a core NATS subject or a JetStream stream. It implements
 // [bridge.Source], [bridge.Connectivity], [bridge.Headed] (a JetStream
 // stream's head) and [bridge.Subjected] (a JetStream stream's subjects),
@@ -118,6 +127,8 @@ func New(cfg Config) (*Source, error) {
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(time.Second),
 		nats.RetryOnFailedConnect(true),
+		nats.PingInterval(pingInterval),
+		nats.MaxPingsOutstanding(2),
 	}
 	switch {
 	case cfg.User != "":
