@@ -124,7 +124,8 @@ type soakRoute struct {
 	acked  atomic.Uint64 // the last g the broker holds
 
 	mu        sync.Mutex
-	times     []int64 // publication start of g, UnixNano, at index g-1
+	times     []int64 // start of the last attempt to publish g, UnixNano, at index g-1
+	ackTimes  []int64 // when the broker held g, at index g-1
 	uncertain map[uint64]bool
 }
 
@@ -132,7 +133,8 @@ func (r *soakRoute) path() string { return "/" + r.name }
 
 func (r *soakRoute) lane(g uint64) int { return int((g - 1) % uint64(r.lanes)) }
 
-// pubTime returns when the publication of g began.
+// pubTime returns when the last attempt to publish g began: the broker's
+// timestamp of g is not earlier.
 func (r *soakRoute) pubTime(g uint64) time.Time {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -140,6 +142,16 @@ func (r *soakRoute) pubTime(g uint64) time.Time {
 		return time.Time{}
 	}
 	return time.Unix(0, r.times[g-1])
+}
+
+// ackTime returns when the broker held g: its timestamp is not later.
+func (r *soakRoute) ackTime(g uint64) time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if g == 0 || g > uint64(len(r.ackTimes)) {
+		return time.Time{}
+	}
+	return time.Unix(0, r.ackTimes[g-1])
 }
 
 // isUncertain tells whether g was sent more than once (a retry after an
@@ -210,6 +222,7 @@ func (r *soakRoute) run(ctx context.Context, rate, size int, errs *atomic.Int64)
 				if try > 0 {
 					r.mu.Lock()
 					r.uncertain[g] = true
+					r.times[g-1] = time.Now().UnixNano()
 					r.mu.Unlock()
 				}
 				err := r.pub.publish(g, r.lane(g), body)
@@ -225,6 +238,9 @@ func (r *soakRoute) run(ctx context.Context, rate, size int, errs *atomic.Int64)
 				case <-time.After(200 * time.Millisecond):
 				}
 			}
+			r.mu.Lock()
+			r.ackTimes = append(r.ackTimes, time.Now().UnixNano())
+			r.mu.Unlock()
 			r.acked.Store(g)
 			sent++
 		}
