@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -181,6 +182,9 @@ func (r *soakRoute) held(n uint64) (have []bool, twice int, err error) {
 		}
 		have[g] = true
 	})
+	if err == nil && n > 0 && !slices.Contains(have[1:], true) {
+		err = errors.New("nothing read (is the broker down?)")
+	}
 	return have, twice, err
 }
 
