@@ -13,6 +13,7 @@
 //	go run . -scenarios=QS    # the RabbitMQ scenarios (a broker at -amqp-url)
 //	go run . -scenarios=QS -quick
 //	go run . -scenarios=W -wide-runs=6  # 15,000 clients of esource and of plain net/http
+//	go run . -scenarios=T -soak-duration=5m  # the soak, shorter than its 30 minutes
 //
 // The scenarios, each run for every library:
 //
@@ -86,7 +87,12 @@
 // run with -demo over TLS, with HTTP/2 rapid resets (-reset-attackers
 // connections, -reset-duration a phase): its resident memory and a normal
 // client's latency, quiet, then under an attack on /healthz and on a
-// stream route.
+// stream route. Scenario T (soak.go) runs the esbridge program for
+// -soak-duration (30 minutes) with a route on each broker, clients
+// joining, leaving, reading slowly, resuming, filtering, merging, a NATS
+// and an esbridge restart partway through: the slopes of its memory,
+// goroutines, open files and broker connections, and an exact check of
+// every client's stream (exit status 1 if one fails).
 //
 // The orchestrator (this process) re-executes itself twice per library and
 // scenario: a server process (-role=server), whose memory is measured
@@ -135,6 +141,7 @@ type options struct {
 	amqp          amqpOptions
 	herd          herdOptions
 	reset         resetOptions
+	soak          soakOptions
 	filter        filterOptions
 	json          bool
 	verbose       bool
@@ -151,7 +158,7 @@ func main() {
 	)
 	flag.StringVar(&role, "role", "", "internal: run as the `server` or `client` process")
 	flag.StringVar(&lib, "lib", "", "internal: the library a server process serves")
-	flag.StringVar(&o.scenarios, "scenarios", "ABCDW", "scenarios to run (letters A, B, C, D, W, the Kafka scenarios K, R and F, the RabbitMQ scenarios Q and S, the herd H, the rapid reset X)")
+	flag.StringVar(&o.scenarios, "scenarios", "ABCDW", "scenarios to run (letters A, B, C, D, W, the Kafka scenarios K, R and F, the RabbitMQ scenarios Q and S, the herd H, the rapid reset X, the soak T)")
 	flag.StringVar(&libs, "libs", strings.Join(libraries, ","), "libraries to compare, comma-separated")
 	flag.IntVar(&o.clients, "clients", 1000, "clients in scenarios A, B and D")
 	flag.IntVar(&o.idle, "idle", 10000, "idle connections in scenario C")
@@ -177,6 +184,7 @@ func main() {
 	routeFlags(&route)
 	herdFlags(&o.herd)
 	resetFlags(&o.reset)
+	soakFlags(&o.soak)
 	filterFlags(&o.filter)
 	flag.BoolVar(&o.json, "json", false, "print the results as JSON instead of tables")
 	flag.BoolVar(&o.verbose, "v", false, "show the child processes' stderr and progress")
@@ -204,6 +212,7 @@ func main() {
 			o.amqp.live.paced, o.amqp.live.closed, o.amqp.replay.messages = 2*time.Second, 2*time.Second, 50000
 			o.herd.clients, o.herd.back, o.herd.timeout = 200, 2000, time.Minute
 			o.filter.duration, o.filter.runs = 2*time.Second, 1
+			o.soak.duration, o.soak.clients = 3*time.Minute, 20
 		}
 		err = orchestrate(o)
 	default:
@@ -232,6 +241,7 @@ type results struct {
 	Herd       *herdResults  `json:"herd,omitempty"`
 	Reset      *resetResults `json:"reset,omitempty"`
 	Filter     *filterRes    `json:"filter,omitempty"`
+	Soak       *soakResults  `json:"soak,omitempty"`
 }
 
 type jsonOptions struct {
@@ -369,13 +379,26 @@ func orchestrate(o options) error {
 		o.logf("X")
 		res.Reset = o.resetScenario()
 	}
+	if strings.Contains(sc, "T") {
+		o.logf("T")
+		res.Soak = o.soakScenario()
+	}
 	o.logf("done in %v", time.Since(start).Round(time.Second))
 	if o.json {
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(res)
+		if err := enc.Encode(res); err != nil {
+			return err
+		}
+	} else {
+		printTables(os.Stdout, o, res)
 	}
-	printTables(os.Stdout, o, res)
+	if res.Soak != nil && res.Soak.failed() {
+		if res.Soak.Error != "" {
+			return fmt.Errorf("soak: %s", res.Soak.Error)
+		}
+		return fmt.Errorf("soak: %d checks failed", res.Soak.NFailures)
+	}
 	return nil
 }
 
@@ -656,6 +679,9 @@ func printTables(out io.Writer, o options, r results) {
 	}
 	if r.Herd != nil {
 		printHerd(out, o, r.Herd)
+	}
+	if r.Soak != nil {
+		printSoak(out, o, r.Soak)
 	}
 }
 

@@ -85,14 +85,9 @@ func (o options) runReset(res *resetResults) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	bin := o.reset.bin
-	if bin == "" {
-		bin = filepath.Join(dir, "esbridge")
-		build := exec.Command("go", "build", "-o", bin, "./cmd/esbridge")
-		build.Dir = ".."
-		if out, err := build.CombinedOutput(); err != nil {
-			return fmt.Errorf("building esbridge: %v: %s", err, out)
-		}
+	bin, err := buildESBridge(dir, o.reset.bin)
+	if err != nil {
+		return err
 	}
 	res.Bin = bin
 	cert, key := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
