@@ -21,8 +21,8 @@ const (
 	SASLSCRAMSHA512 = "scram-sha-512"
 )
 
-// DefaultMetadataInterval is how often a reader looks for new partitions
-// and checks the connection when [Config.MetadataInterval] is zero.
+// DefaultMetadataInterval is how often, at most, a reader starts reading
+// new partitions when [Config.MetadataInterval] is zero.
 const DefaultMetadataInterval = 5 * time.Second
 
 // Config configures a [Source]. It maps one to one to the URL form of
@@ -45,9 +45,9 @@ type Config struct {
 	SASL           string
 	User, Password string
 
-	// MetadataInterval is how often each reader reads the topic's
-	// metadata, to find partitions added to the topic and to tell whether
-	// the brokers answer ([Source.Connected]). Zero means
+	// MetadataInterval is how often, at most, a reader starts reading
+	// partitions added to the topic, and how long kafka-go's transport
+	// keeps the metadata it routes offset requests by. Zero means
 	// [DefaultMetadataInterval].
 	MetadataInterval time.Duration
 

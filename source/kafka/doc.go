@@ -42,19 +42,30 @@
 // A reader reads each partition over its own connection to that
 // partition's leader (kafka-go's Conn, fetch after fetch), in a goroutine
 // that Close waits for, and hands the messages of each fetch to Next in
-// chunks. It reconnects by itself after a leader change or a short broker
-// outage, at the offset after the last message it read. When it cannot
-// (three connections or fetches in a row failed, the topic was deleted),
-// Next returns the error, and the bridge closes the reader and opens a
-// new one at its Position, which Open refuses with an error wrapping
-// [bridge.ErrUnavailable] until the brokers and the topic are back. Where
+// chunks. A partition fails alone: when its leader dies, freezes or
+// moves, it tells the reader it is stalled ([bridge.Staller]), learns the
+// leaders again from the source's check of the topic (asked at once, one
+// for every partition that asks meanwhile, at most ten a second) and
+// connects to the new leader, at the offset after the last message it
+// read, while the other partitions read on. The check asks every broker
+// the source knows of at once and takes the first answer, so that a dead
+// or frozen broker costs nothing; a fetch that a leader does not answer
+// within 2 s past its own wait is given up. Next returns an error only
+// for what reconnecting cannot cure (the topic deleted, an authorization
+// refused), and the bridge then opens a new reader at its Position. Where
 // the offset to read next was deleted meanwhile, or is skipped over in a
 // fetch and no longer held, Next returns a [*bridge.ExpiredError].
 //
-// Every [Config.MetadataInterval], each reader reads the topic's metadata:
-// partitions added to the topic are then read from their first offset,
-// and appended to the Position, and [Source.Connected] tells whether a
-// broker answered.
+// Open asks each partition's leader for its offsets. A partition whose
+// leader does not tell (down, or moving) is read from a client's position
+// unchecked, and checks it against its new leader's first answer: an
+// offset the broker never issued is then an error wrapping
+// [bridge.ErrAhead] from Next.
+//
+// The topic is checked every second, for each reader: partitions added to
+// it are read from their first offset, and appended to the Position, at
+// most every [Config.MetadataInterval]; [Source.Connected] tells whether
+// a broker answered the last check.
 //
 // # Topics deleted and created again
 //

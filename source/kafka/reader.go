@@ -135,10 +135,10 @@ func (r *reader) Stalled() []bridge.Stall {
 // Source.topicCheck), and hands Next an error
 // wrapping bridge.ErrReset once it finds it created again (another ID, or
 // fewer partitions), or deleted (twice in a row, so that a broker that
-// has not loaded its metadata yet is not taken at its word). Every
-// MetadataInterval, which keeps Source.Connected current, it starts
-// reading the partitions added to the topic from their first offset. n is
-// the number of partitions read.
+// has not loaded its metadata yet is not taken at its word). At most
+// every MetadataInterval, it starts reading the partitions a check found
+// added to the topic, from their first offset. n is the number of
+// partitions read.
 func (r *reader) poll(n int) {
 	defer r.wg.Done()
 	s := r.src

@@ -24,8 +24,9 @@ import (
 	"github.com/esbridge/esbridge/internal/sharedcheck"
 )
 
-// requestTimeout bounds each metadata or offsets request, and each dial,
-// when the caller's context has no earlier deadline.
+// requestTimeout bounds each check of the topic (a metadata request to
+// every broker at once), and the dials of kafka-go's transport, when the
+// caller's context has no earlier deadline.
 const requestTimeout = 10 * time.Second
 
 // A Source is a Kafka topic, read partition by partition without a
