@@ -23,7 +23,9 @@
 //	B  latency: -rate events/s to -clients streams; each event carries its
 //	   publish time; the clients report publish-to-receive percentiles.
 //	C  memory per idle connection: -idle streams open, the server's memory
-//	   after GC before and after they connect.
+//	   after GC before and after they connect and stay idle for -idle-wait
+//	   (6 s: longer than esource's 5 s probe interval, after which its
+//	   idle streams wait on small fresh goroutines).
 //	D  stalled client: scenario A with -stall-size-byte events, first for
 //	   -stall-duration, then with one more client that never reads
 //	   (SO_RCVBUF 4 KiB) until -stall-bytes per client are published; the
@@ -123,6 +125,7 @@ type options struct {
 	libs          []string
 	clients       int
 	idle          int
+	idleWait      time.Duration
 	size          int
 	stallSize     int
 	stallBytes    int
@@ -162,6 +165,7 @@ func main() {
 	flag.StringVar(&libs, "libs", strings.Join(libraries, ","), "libraries to compare, comma-separated")
 	flag.IntVar(&o.clients, "clients", 1000, "clients in scenarios A, B and D")
 	flag.IntVar(&o.idle, "idle", 10000, "idle connections in scenario C")
+	flag.DurationVar(&o.idleWait, "idle-wait", 6*time.Second, "how long the connections of scenario C stay idle before the server's memory is measured")
 	flag.IntVar(&o.size, "size", 100, "event data size in bytes")
 	flag.IntVar(&o.stallSize, "stall-size", 4096, "event data size in scenario D, large enough that the non-reading client's socket buffers fill within the run")
 	flag.IntVar(&o.stallBytes, "stall-bytes", 16<<20, "bytes per client published in scenario D with the non-reading client")
@@ -563,7 +567,7 @@ func (o options) memory(lib string) (m memoryRun) {
 		m.Error = err.Error()
 		return m
 	}
-	time.Sleep(500 * time.Millisecond) // let the last warm-up writes settle
+	time.Sleep(o.idleWait) // idle: the last warm-up writes settle, and esource's streams move to small stacks
 	if err := s.srv.call(command{Cmd: "mem", HeapProfile: o.profile("C", lib, "heap")}, &m.After, time.Minute); err != nil {
 		m.Error = err.Error()
 		return m

@@ -53,10 +53,17 @@ type client struct {
 	inWave bool   // woken by the last wake, and not yet waiting again (see EventSource.wakeClients)
 
 	progress   string        // ID of the last event skipped, if the browser is behind it
-	progressAt time.Time     // when the client was last sent a progress frame
+	progressAt time.Duration // when the client was last sent a progress frame (see EventSource.since)
 	sent       atomic.Uint64 // bytes written, for Stats
 	closed     func() bool   // reports, without blocking, that the client closed its connection; nil if it cannot tell
 	heartbeat  time.Duration // how often an idle client is sent a comment; 0 for never (a part of a merged stream, a Tee)
+
+	wroteAt       time.Duration   // when it was last written to, for its heartbeat (see EventSource.since)
+	probeAt       time.Duration   // when its connection is next looked at, if closed is set
+	tick          <-chan struct{} // the wheel's channel for its next deadline, until it is closed
+	progressTimer *time.Timer     // for a filtered client: when to look at the log for progress
+	pooled        *[][]byte       // the pool's entry bufs belong to, while it holds one
+	end           func()          // ends the stream once served, if it has a goroutine of its own (see loop)
 }
 
 // run serves c, from start, until ctx ends, the sink fails, or the
@@ -74,11 +81,6 @@ func (c *client) run(ctx context.Context, start Start) error {
 // after its gap.
 func (c *client) serve(ctx context.Context, start Start) error {
 	es := c.es
-	defer func() {
-		if c.inWave {
-			es.leaveWave() // it will write no more: the wave goes on without it
-		}
-	}()
 	switch {
 	case start.resumes():
 		es.mu.RLock()
@@ -95,24 +97,63 @@ func (c *client) serve(ctx context.Context, start Start) error {
 			return err
 		}
 	}
+	c.progressAt = es.since()
+	c.probeAt = c.progressAt + es.cfg.probe
+	return c.loop(ctx, wokeNot)
+}
 
-	var heartbeat <-chan time.Time
-	var timer *time.Timer
-	if c.heartbeat > 0 {
-		timer = time.NewTimer(c.heartbeat)
-		defer timer.Stop()
-		heartbeat = timer.C
-	}
-	var probe <-chan time.Time // when to look whether the client closed its connection
-	if c.closed != nil && es.cfg.probe > 0 {
-		t := time.NewTicker(es.cfg.probe)
-		defer t.Stop()
-		probe = t.C
-	}
-	var progress <-chan time.Time // fires when a pending progress frame is due
-	var progressTimer *time.Timer
-	c.progressAt = time.Now()
+// errMoved ends the goroutine that served a client which moved to a fresh
+// one (see client.loop).
+var errMoved = errors.New("esource: the stream moved to another goroutine")
+
+// A wakeup is why a waiting client woke.
+type wakeup uint8
+
+const (
+	wokeNot    wakeup = iota // it did not wait
+	wokeEvents               // its wake channel: events were published
+	wokeTick                 // its deadline on the wheel: a heartbeat or a probe may be due
+	wokeOther                // shutdown, a progress frame due, or its context ended
+)
+
+// A wait is what a waiting client waits for, besides its context.
+type wait struct {
+	wake     <-chan struct{}
+	tick     <-chan struct{}
+	progress <-chan time.Time
+}
+
+// loop serves c from where it stands, after the wakeup woke, until ctx
+// ends, the sink fails, or the EventSource shuts down.
+//
+// A client whose stream has a goroutine of its own (c.end is set) waits
+// on a fresh goroutine when it goes to wait idle: first, and after
+// anything but new events woke it (its deadline on the wheel, say). The
+// fresh goroutine's small stack is then all it holds while it waits,
+// where the old one grew in writes; loop returns errMoved, and the new
+// goroutine ends the stream. A client that keeps up with the events
+// waits where it is, at no cost.
+func (c *client) loop(ctx context.Context, woke wakeup) (err error) {
+	es := c.es
+	defer func() {
+		if errors.Is(err, errMoved) {
+			return
+		}
+		c.release()
+		if c.progressTimer != nil {
+			c.progressTimer.Stop()
+		}
+		if c.inWave {
+			es.leaveWave() // it will write no more: the wave goes on without it
+		}
+	}()
+	idle := woke != wokeEvents
 	for {
+		if err := c.wakeUp(ctx, woke); err != nil {
+			return err
+		}
+		woke = wokeNot
+
 		es.mu.RLock()
 		wake, closed, head := es.wake, es.closed, es.head
 		if c.bit != 0 {
@@ -124,25 +165,6 @@ func (c *client) serve(ctx context.Context, start Start) error {
 		}
 		sleeping := c.bit != 0 && c.cursor == es.next // woken for its events only
 		es.mu.RUnlock()
-		progress = nil
-		if (c.progress != "" || sleeping) && len(c.bufs) == 0 && !behind {
-			// A filtered client is not woken for the events it skips: it
-			// looks at the log once a progress interval, to tell its
-			// browser where it stands.
-			wait := es.cfg.progress
-			if c.progress != "" {
-				_, wait = c.progressDue(time.Now())
-			}
-			if wait > 0 {
-				if progressTimer == nil {
-					progressTimer = time.NewTimer(wait)
-					defer progressTimer.Stop()
-				} else {
-					progressTimer.Reset(wait)
-				}
-				progress = progressTimer.C
-			}
-		}
 
 		switch {
 		case behind:
@@ -158,9 +180,6 @@ func (c *client) serve(ctx context.Context, start Start) error {
 			if err != nil {
 				return err
 			}
-			if timer != nil {
-				timer.Reset(c.heartbeat)
-			}
 			continue
 		case closed:
 			return c.write([][]byte{retryLine(jitter(es.cfg.drainRetry))})
@@ -170,39 +189,130 @@ func (c *client) serve(ctx context.Context, start Start) error {
 			c.inWave = false
 			es.leaveWave()
 		}
+		c.release() // buffers only while writing
+		w := wait{wake: wake, tick: c.deadline(), progress: c.progressWake(sleeping)}
 		if c.bit == 0 {
 			es.waiting.Add(1)
 		}
-		var woke, probed, beat bool
-		select {
-		case <-wake:
-			woke = true
-		case <-es.done:
-		case <-progress:
-		case <-probe:
-			probed = true
-		case <-heartbeat:
-			beat = true
-		case <-ctx.Done():
+		if idle && c.end != nil {
+			go c.moved(ctx, w)
+			return errMoved
 		}
-		if c.bit == 0 {
-			es.waiting.Add(-1)
-			c.inWave = woke
-		}
-		switch {
-		case probed && c.closed():
-			return errClientGone
-		case beat:
-			if err := c.write([][]byte{heartbeatLine}); err != nil {
-				return err
+		woke = c.await(ctx, w)
+		idle = woke != wokeEvents
+	}
+}
+
+// moved is where a client that moved to a fresh goroutine waits (see
+// loop): its few frames are all that stack holds meanwhile, so that the
+// runtime starts goroutines, and these, with small stacks.
+func (c *client) moved(ctx context.Context, w wait) {
+	if err := c.loop(ctx, c.await(ctx, w)); !errors.Is(err, errMoved) {
+		c.end()
+	}
+}
+
+// await waits for w or ctx, and tells which woke it. Shutdown wakes the
+// clients through their wake channels.
+func (c *client) await(ctx context.Context, w wait) wakeup {
+	var woke wakeup
+	select {
+	case <-w.wake:
+		woke = wokeEvents
+	case <-w.tick:
+		woke = wokeTick
+	case <-w.progress:
+		woke = wokeOther
+	case <-ctx.Done():
+		woke = wokeOther
+	}
+	if c.bit == 0 {
+		c.es.waiting.Add(-1)
+		c.inWave = woke == wokeEvents
+	}
+	return woke
+}
+
+// wakeUp does what is due when c wakes: at its deadline, the probe of its
+// connection and its heartbeat; when its context ended, the end of its
+// stream.
+func (c *client) wakeUp(ctx context.Context, woke wakeup) error {
+	switch woke {
+	case wokeTick:
+		c.tick = nil
+		now := c.es.since()
+		if c.closed != nil && now >= c.probeAt {
+			if c.closed() {
+				return errClientGone
 			}
-			timer.Reset(c.heartbeat)
-		case ctx.Err() != nil:
-			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			c.probeAt = now + c.es.cfg.probe
+		}
+		if c.heartbeat > 0 && now-c.wroteAt >= c.heartbeat {
+			return c.write([][]byte{heartbeatLine})
+		}
+	case wokeOther:
+		if err := ctx.Err(); err != nil {
+			if errors.Is(err, context.DeadlineExceeded) {
 				c.finish()
 			}
-			return ctx.Err()
+			return err
 		}
+	}
+	return nil
+}
+
+// deadline returns the wheel's channel for c's next deadline: its next
+// probe, or its heartbeat; nil if it has neither. The channel is kept
+// until it is closed, though a write moves the heartbeat on (see wheel).
+func (c *client) deadline() <-chan struct{} {
+	if c.tick != nil {
+		return c.tick
+	}
+	due, ok := time.Duration(0), false
+	if c.closed != nil && c.es.cfg.probe > 0 {
+		due, ok = c.probeAt, true
+	}
+	if c.heartbeat > 0 {
+		if hb := c.wroteAt + c.heartbeat; !ok || hb < due {
+			due, ok = hb, true
+		}
+	}
+	if !ok {
+		return nil
+	}
+	c.tick = c.es.wheel.at(c.es.epoch.Add(due))
+	return c.tick
+}
+
+// progressWake returns a channel that fires when c, a filtered client, is
+// due to look at the log for a progress frame: when one is pending, or,
+// while it sleeps (it is not woken for the events it skips), once a
+// progress interval. It returns nil for other clients.
+func (c *client) progressWake(sleeping bool) <-chan time.Time {
+	if c.progress == "" && !sleeping {
+		return nil
+	}
+	wait := c.es.cfg.progress
+	if c.progress != "" {
+		_, wait = c.progressDue(c.es.since())
+	}
+	if wait <= 0 {
+		return nil
+	}
+	if c.progressTimer == nil {
+		c.progressTimer = time.NewTimer(wait)
+	} else {
+		c.progressTimer.Reset(wait)
+	}
+	return c.progressTimer.C
+}
+
+// release returns c's batch buffers to the EventSource's pool: an idle
+// client holds none.
+func (c *client) release() {
+	if c.pooled != nil {
+		c.es.bufs.put(c.pooled, c.bufs)
+		c.pooled, c.bufs = nil, nil
 	}
 }
 
@@ -254,6 +364,7 @@ func (c *client) finish() {
 		clear(c.bufs)
 		c.resume.reset()
 	}
+	c.release()
 }
 
 // collect gathers into c.bufs the wire bytes of the events from c.cursor
@@ -262,14 +373,17 @@ func (c *client) finish() {
 // were skipped a progress frame with their ID ends the batch, if one is
 // due. es.mu must be held, and c.cursor must not be behind the log.
 func (c *client) collect() {
-	c.bufs = c.bufs[:0]
+	if c.pooled == nil {
+		c.pooled = c.es.bufs.get()
+	}
+	c.bufs = (*c.pooled)[:0]
 	if c.bit != 0 && c.resume.skip == nil {
 		c.collectIndexed()
 	} else {
 		c.collectAll()
 	}
 	if c.progress != "" {
-		now := time.Now()
+		now := c.es.since()
 		if due, _ := c.progressDue(now); due {
 			c.bufs = append(c.bufs, progressLine(c.progress))
 			c.progress, c.progressAt = "", now

@@ -73,6 +73,9 @@ type EventSource struct {
 	active   uint64                 // a bit for each filter in use
 	closed   bool
 	stats    counters
+	epoch    time.Time     // the origin of the clients' times (see since)
+	wheel    *wheel        // the clients' heartbeats and probes
+	bufs     bufPool       // batches being written (see client.release)
 	done     chan struct{} // closed by Close and Shutdown
 	drained  chan struct{} // closed once closed and no client is left
 }
@@ -118,6 +121,8 @@ func New(opts ...Option) (*EventSource, error) {
 		drained:  make(chan struct{}),
 	}
 	es.ordering, _ = cfg.history.(Ordering)
+	es.wheel = newWheel(wheelStep(cfg.heartbeat, cfg.probe))
+	es.epoch = es.wheel.start
 	es.waking = time.AfterFunc(time.Hour, es.wakeLater)
 	es.waking.Stop()
 	return es, nil
@@ -406,6 +411,28 @@ func (es *EventSource) resize(n int) {
 	es.ring = ring
 }
 
+// since returns the time since es's epoch, on the monotonic clock: the
+// clients keep their times so, in 8 bytes each.
+func (es *EventSource) since() time.Duration { return time.Since(es.epoch) }
+
+// A bufPool holds slices of buffers for writes: a client holds one only
+// while it writes, not while it waits.
+type bufPool struct{ pool sync.Pool }
+
+// get returns an empty slice of buffers.
+func (p *bufPool) get() *[][]byte {
+	if b, ok := p.pool.Get().(*[][]byte); ok {
+		return b
+	}
+	return new([][]byte)
+}
+
+// put returns b, whose elements are cleared, to the pool.
+func (p *bufPool) put(b *[][]byte, bufs [][]byte) {
+	*b = bufs[:0]
+	p.pool.Put(b)
+}
+
 // Clients returns the number of clients being served, Tee iterators included.
 func (es *EventSource) Clients() int {
 	es.mu.RLock()
@@ -431,6 +458,16 @@ func (es *EventSource) close() {
 	es.closed = true
 	es.waking.Stop()
 	close(es.done)
+	// Wake the waiting clients, which find es closed and end their
+	// streams: they wait on no other channel for it (each channel a
+	// client waits on costs it a record in the runtime).
+	close(es.wake)
+	es.wake = make(chan struct{})
+	for set := es.active; set != 0; set &= set - 1 {
+		f := &es.filters[bits.TrailingZeros64(set)]
+		close(f.wake)
+		f.wake = make(chan struct{})
+	}
 	if len(es.clients) == 0 {
 		close(es.drained)
 	}

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -527,4 +528,94 @@ func TestConnTakeover(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestIdleStreams: a stream on a taken over connection that waits idle
+// moves to a fresh goroutine at each of its deadlines (see client.loop).
+// Through the moves each stream keeps one goroutine, gets its heartbeats
+// on time, is found gone when its client closes, and gets the next event.
+func TestIdleStreams(t *testing.T) {
+	checkNoLeaks(t)
+	const heartbeat = 100 * time.Millisecond
+	es := newSource(t, WithHeartbeat(heartbeat), WithConnTakeover())
+	es.cfg.probe = 50 * time.Millisecond
+	srv := httptest.NewServer(es)
+	defer srv.Close()
+
+	const n = 20
+	type idle struct {
+		conn  net.Conn
+		beats atomic.Int32
+		data  chan string
+	}
+	streams := make([]*idle, n)
+	for i := range streams {
+		conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		if _, err := io.WriteString(conn, "GET / HTTP/1.1\r\nHost: esource\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		s := &idle{conn: conn, data: make(chan string, 1)}
+		streams[i] = s
+		go func() {
+			br := bufio.NewReader(conn)
+			for {
+				line, err := br.ReadString('\n')
+				if err != nil {
+					return
+				}
+				switch {
+				case line == ":\n":
+					s.beats.Add(1)
+				case strings.HasPrefix(line, "data: "):
+					s.data <- strings.TrimSpace(strings.TrimPrefix(line, "data: "))
+				}
+			}
+		}()
+	}
+	waitClients(t, es, n)
+	start := time.Now()
+	poll.Until(t, 10*time.Second, "5 heartbeats on every stream", func() bool {
+		for _, s := range streams {
+			if s.beats.Load() < 5 {
+				return false
+			}
+		}
+		return true
+	})
+	// 5 heartbeats take 0.5 s at least; far more time means they were late.
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("5 heartbeats took %v, want about %v", took, 5*heartbeat)
+	}
+	poll.Until(t, 5*time.Second, fmt.Sprintf("one goroutine of esource per stream (%d)", n), func() bool {
+		buf := make([]byte, 1<<20)
+		streaming := 0
+		for g := range strings.SplitSeq(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+			if strings.Contains(g, "esource.(*client)") {
+				streaming++
+			}
+		}
+		return streaming == n
+	})
+
+	if err := es.Publish(Event{ID: "1", Data: "after"}); err != nil {
+		t.Fatal(err)
+	}
+	for i, s := range streams {
+		select {
+		case got := <-s.data:
+			if got != "after" {
+				t.Fatalf("stream %d got %q, want after", i, got)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("stream %d: no event in 10 s", i)
+		}
+	}
+	for _, s := range streams[:n/2] {
+		s.conn.Close()
+	}
+	poll.Until(t, 5*time.Second, "the closed streams gone", func() bool { return es.Clients() == n-n/2 })
 }

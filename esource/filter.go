@@ -175,12 +175,12 @@ func alwaysSent(ev *Event) bool {
 // progressDue reports whether c, which skipped events since it last told
 // its browser where it stands, may be told now; if not, it returns how
 // long until it may.
-func (c *client) progressDue(now time.Time) (bool, time.Duration) {
+func (c *client) progressDue(now time.Duration) (bool, time.Duration) {
 	d := c.es.cfg.progress
 	if d <= 0 {
 		return false, 0
 	}
-	wait := d - now.Sub(c.progressAt)
+	wait := d - (now - c.progressAt)
 	return wait <= 0, wait
 }
 

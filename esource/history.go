@@ -305,7 +305,7 @@ func (r *Replay) Flush() error {
 	es.mu.RUnlock()
 	r.passed = 0
 	if r.behind && r.last != "" {
-		now := time.Now()
+		now := r.c.es.since()
 		if due, _ := r.c.progressDue(now); due {
 			r.push(progressLine(r.last))
 			r.behind, r.c.progressAt = false, now

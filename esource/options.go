@@ -218,6 +218,8 @@ func WithHistory(h History) Option {
 // ServeHTTP returns as soon as the stream is under way, so anything held
 // for the stream's life (a place under a connection limit, say) must not
 // be released when ServeHTTP returns, but when the connection is closed.
+// The stream's context, which the History hook is given, has the
+// request's deadline but none of its values: they end with ServeHTTP.
 // Such middleware wraps the ResponseWriter with a Hijack method that
 // returns a net.Conn whose Close releases it (keeping a *net.TCPConn's
 // writev, for speed), and an Unwrap method for http.ResponseController.

@@ -119,7 +119,7 @@ func (es *EventSource) respond(w http.ResponseWriter, r *http.Request, st stream
 func (es *EventSource) serveConn(w http.ResponseWriter, conn net.Conn, r *http.Request, st streamBody, first []byte) {
 	// HTTP/1.0 has no chunked encoding: the body ends with the connection.
 	chunked := r.ProtoMinor > 0
-	s := &connSink{conn: conn, timeout: es.cfg.writeTimeout, chunked: chunked, head: responseHead(w, chunked)}
+	s := &connSink{conn: conn, timeout: es.cfg.writeTimeout, chunked: chunked, head: responseHead(w, chunked), vecs: &es.bufs}
 	var closed func() bool
 	if sc, ok := conn.(syscall.Conn); ok {
 		if rc, err := sc.SyscallConn(); err == nil {
@@ -135,17 +135,26 @@ func (es *EventSource) serveConn(w http.ResponseWriter, conn net.Conn, r *http.R
 		conn.Close()
 		return
 	}
-	// The request's context ends when ServeHTTP returns; its deadline, if
-	// any, still ends the stream.
-	ctx, cancel := context.WithoutCancel(r.Context()), context.CancelFunc(func() {})
+	// The request's context ends when ServeHTTP returns, and with it what
+	// its values stand for (a trace's span, say): the stream's context
+	// keeps none of them, and holds nothing of the request's, but its
+	// deadline, if any, which still ends the stream.
+	ctx, cancel := context.Background(), context.CancelFunc(func() {})
 	if d, ok := r.Context().Deadline(); ok {
 		ctx, cancel = context.WithDeadline(ctx, d)
 	}
-	go func() {
-		defer st.detach()
-		defer cancel()
-		_ = st.run(ctx)
+	end := func() {
 		s.end(nil)
+		cancel()
+		st.detach()
+	}
+	if cs, ok := st.(*clientStream); ok {
+		cs.c.end = end // it may move to a fresh goroutine, which ends it
+	}
+	go func() {
+		if err := st.run(ctx); !errors.Is(err, errMoved) {
+			end()
+		}
 	}()
 }
 
@@ -237,9 +246,9 @@ type connSink struct {
 	deadline time.Time
 	aborted  atomic.Bool
 	chunked  bool
-	head     []byte // the response head, until it is written
-	size     []byte // chunk size line
-	vec      net.Buffers
+	head     []byte   // the response head, until it is written
+	size     []byte   // chunk size line
+	vecs     *bufPool // where the I/O vector of a write comes from
 }
 
 var crlf = []byte("\r\n")
@@ -251,9 +260,10 @@ func (s *connSink) write(bufs [][]byte) error {
 			return err
 		}
 	}
-	s.vec = s.vec[:0]
+	pooled := s.vecs.get()
+	vec := *pooled
 	if s.head != nil {
-		s.vec = append(s.vec, s.head)
+		vec = append(vec, s.head)
 		s.head = nil
 	}
 	if s.chunked {
@@ -263,15 +273,16 @@ func (s *connSink) write(bufs [][]byte) error {
 		}
 		s.size = strconv.AppendInt(s.size[:0], int64(n), 16)
 		s.size = append(s.size, crlf...)
-		s.vec = append(s.vec, s.size)
+		vec = append(vec, s.size)
 	}
-	s.vec = append(s.vec, bufs...)
+	vec = append(vec, bufs...)
 	if s.chunked {
-		s.vec = append(s.vec, crlf)
+		vec = append(vec, crlf)
 	}
-	vec := s.vec // WriteTo consumes its receiver
-	_, err := vec.WriteTo(s.conn)
-	clear(s.vec)
+	consumed := net.Buffers(vec) // WriteTo consumes its receiver
+	_, err := consumed.WriteTo(s.conn)
+	clear(vec)
+	s.vecs.put(pooled, vec)
 	return err
 }
 

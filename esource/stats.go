@@ -104,6 +104,7 @@ func (c *client) write(bufs [][]byte) error {
 	err := c.sink.write(bufs)
 	if err == nil {
 		c.sent.Add(uint64(n))
+		c.wroteAt = c.es.since()
 	}
 	return err
 }
