@@ -285,6 +285,8 @@ type memoryRun struct {
 	Before      memResult     `json:"before"`
 	After       memResult     `json:"after"`
 	HeapStackKB float64       `json:"heapStackKBPerConn"`
+	HeapKB      float64       `json:"heapKBPerConn"`
+	StackKB     float64       `json:"stackKBPerConn"`
 	SysKB       float64       `json:"sysKBPerConn"`
 	RSSKB       float64       `json:"rssKBPerConn"`
 	Goroutines  float64       `json:"goroutinesPerConn"`
@@ -575,6 +577,8 @@ func (o options) memory(lib string) (m memoryRun) {
 	n := float64(o.idle)
 	kb := func(after, before uint64) float64 { return (float64(after) - float64(before)) / 1024 / n }
 	m.HeapStackKB = kb(m.After.HeapInuse+m.After.StackInuse, m.Before.HeapInuse+m.Before.StackInuse)
+	m.HeapKB = kb(m.After.HeapInuse, m.Before.HeapInuse)
+	m.StackKB = kb(m.After.StackInuse, m.Before.StackInuse)
 	m.SysKB = kb(m.After.Sys, m.Before.Sys)
 	m.RSSKB = kb(m.After.RSS, m.Before.RSS)
 	m.Goroutines = float64(m.After.Goroutines-m.Before.Goroutines) / n
@@ -624,13 +628,14 @@ func printTables(out io.Writer, o options, r results) {
 	}
 	if len(r.Memory) > 0 {
 		section(fmt.Sprintf("C. Memory per idle connection: %d connections, server process, after GC", o.idle))
-		row("library", "heap+stack KB/conn", "Sys KB/conn", "RSS KB/conn", "goroutines/conn", "RSS before MB", "RSS after MB", "note")
+		row("library", "heap+stack KB/conn", "heap", "stack", "Sys KB/conn", "RSS KB/conn", "goroutines/conn", "RSS before MB", "RSS after MB", "note")
 		for _, m := range r.Memory {
 			if m.Error != "" {
-				row(m.Lib, "", "", "", "", "", "", "error: "+m.Error)
+				row(m.Lib, "", "", "", "", "", "", "", "", "error: "+m.Error)
 				continue
 			}
-			row(m.Lib, fmt.Sprintf("%.1f", m.HeapStackKB), fmt.Sprintf("%.1f", m.SysKB), fmt.Sprintf("%.1f", m.RSSKB),
+			row(m.Lib, fmt.Sprintf("%.2f", m.HeapStackKB), fmt.Sprintf("%.2f", m.HeapKB), fmt.Sprintf("%.2f", m.StackKB),
+				fmt.Sprintf("%.1f", m.SysKB), fmt.Sprintf("%.2f", m.RSSKB),
 				fmt.Sprintf("%.2f", m.Goroutines), m.Before.RSS>>20, m.After.RSS>>20, "")
 		}
 	}

@@ -179,21 +179,19 @@ func (m *merger) run(ctx context.Context) error {
 			ended <- p.c.serve(ctx, p.start)
 		}()
 	}
-	var heartbeat <-chan time.Time
-	var timer *time.Timer
-	if d := m.cfg.heartbeat; d > 0 {
-		timer = time.NewTimer(d)
-		defer timer.Stop()
-		heartbeat = timer.C
-	}
-	var probe <-chan time.Time
-	if m.closed != nil && m.cfg.probe > 0 {
-		t := time.NewTicker(m.cfg.probe)
-		defer t.Stop()
-		probe = t.C
-	}
+	// Heartbeats and probes come from the first part's wheel, as its own
+	// clients' do (see client.deadline).
+	wheel := m.parts[0].c.es.wheel
+	probing := m.closed != nil && m.cfg.probe > 0
+	probeAt := time.Now().Add(m.cfg.probe)
+	var tick <-chan struct{}
 	var err error
 	for left := len(m.parts); left > 0; {
+		if tick == nil {
+			if due, ok := m.deadline(probing, probeAt); ok {
+				tick = wheel.at(due)
+			}
+		}
 		select {
 		case e := <-ended:
 			left--
@@ -201,14 +199,17 @@ func (m *merger) run(ctx context.Context) error {
 				err = e // the client went, or its context ended: so do the others
 				cancel()
 			}
-		case <-heartbeat:
-			if e := m.heartbeat(timer); e != nil && err == nil {
-				err = e // the parts end at their next write, or now
-				cancel()
+		case <-tick:
+			tick = nil
+			if probing && !time.Now().Before(probeAt) {
+				probeAt = time.Now().Add(m.cfg.probe)
+				if m.closed() && err == nil {
+					err = errClientGone
+					cancel()
+				}
 			}
-		case <-probe:
-			if m.closed() && err == nil {
-				err = errClientGone
+			if e := m.heartbeat(); e != nil && err == nil {
+				err = e // the parts end at their next write, or now
 				cancel()
 			}
 		}
@@ -223,17 +224,32 @@ func (m *merger) run(ctx context.Context) error {
 	return m.writeOwn()
 }
 
+// deadline returns when the merged stream is next due a heartbeat or,
+// if probing, a look at its connection (at probeAt); false for never.
+func (m *merger) deadline(probing bool, probeAt time.Time) (time.Time, bool) {
+	var due time.Time
+	if probing {
+		due = probeAt
+	}
+	if d := m.cfg.heartbeat; d > 0 {
+		m.mu.Lock()
+		hb := m.lastWrite.Add(d)
+		m.mu.Unlock()
+		if due.IsZero() || hb.Before(due) {
+			due = hb
+		}
+	}
+	return due, !due.IsZero()
+}
+
 // heartbeat writes a comment if nothing was written for a heartbeat
-// interval, and sets timer to fire when the next one is due.
-func (m *merger) heartbeat(timer *time.Timer) error {
+// interval.
+func (m *merger) heartbeat() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	d := m.cfg.heartbeat
-	if wait := d - time.Since(m.lastWrite); wait > 0 {
-		timer.Reset(wait)
+	if d := m.cfg.heartbeat; d <= 0 || time.Since(m.lastWrite) < d {
 		return nil
 	}
-	timer.Reset(d)
 	m.own = append(m.own[:0], heartbeatLine...)
 	return m.writeOwn()
 }
