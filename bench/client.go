@@ -93,6 +93,7 @@ type clientProc struct {
 	prog    net.Conn
 	cpu0    time.Duration // CPU time used when the streams were ready
 	total   histogram     // the latencies of earlier reports with Reset
+	direct  *stream       // the direct consumer of scenario L, if started
 }
 
 // connectResult is the reply to "connect".
@@ -119,6 +120,7 @@ type clientReport struct {
 	Total      latency       `json:"total"`             // with Reset: of every report so far
 	Stalled    string        `json:"stalled,omitempty"` // what became of the non-reading client
 	CPU        time.Duration `json:"cpu"`               // since the streams were ready
+	Direct     *directReport `json:"direct,omitempty"`  // the direct consumer of scenario L
 }
 
 // latency summarizes a histogram.
@@ -144,6 +146,16 @@ func runClient() error {
 			r.reply(res)
 		case "report":
 			r.reply(p.report(c.Reset, c.Published))
+		case "direct":
+			if c.Direct == nil {
+				r.fail(errors.New("direct: no stream"))
+				continue
+			}
+			if err := p.startDirect(*c.Direct); err != nil {
+				r.fail(err)
+				continue
+			}
+			r.reply(struct{}{})
 		default:
 			r.fail(fmt.Errorf("unknown command %q", c.Cmd))
 		}
@@ -434,6 +446,7 @@ func (p *clientProc) report(reset bool, published uint64) clientReport {
 		r.Stalled = drain(p.stalled)
 	}
 	r.CPU = cpuTime() - p.cpu0
+	r.Direct = p.directReport(reset)
 	return r
 }
 

@@ -54,7 +54,7 @@ type serverConfig struct {
 	backlog      int
 	writeTimeout time.Duration
 	flush        time.Duration
-	route        routeConfig // the bridge's route, for libs "kafka" and "rabbitmq" (see broker.go)
+	route        routeConfig // the bridge's route, for libs "kafka", "jetstream" and "rabbitmq" (see broker.go)
 }
 
 // newServer returns the adapter for the library lib.
@@ -84,6 +84,8 @@ func newServer(lib string, cfg serverConfig) (server, error) {
 		return newPlainServer(cfg.backlog), nil
 	case "kafka":
 		return newKafkaServer(cfg)
+	case "jetstream":
+		return newJetStreamServer(cfg)
 	case "rabbitmq":
 		return newAMQPServer(cfg)
 	}

@@ -14,6 +14,7 @@
 //	go run . -scenarios=QS -quick
 //	go run . -scenarios=W -wide-runs=6  # 15,000 clients of esource and of plain net/http
 //	go run . -scenarios=T -soak-duration=5m  # the soak, shorter than its 30 minutes
+//	go run . -scenarios=L -added-runs=3  # latency added over a direct consumer, JetStream and Kafka
 //
 // The scenarios, each run for every library:
 //
@@ -84,6 +85,16 @@
 //	   cores), so the default is 500,000 messages: each read takes about
 //	   10 s, long enough to be steady, and the scenario about 70 s.
 //
+// Scenario L (added.go) measures the latency esbridge adds over a direct
+// consumer of the broker: -added-clients SSE clients (200) of a bridge
+// route and, in the same client process, a consumer of the same stream
+// with the settings of the bridge's source, at -added-rate messages/s
+// (200) for -added-duration (20 s) after -added-warmup (5 s); on
+// JetStream (a nats-server embedded in the orchestrator) and on Kafka
+// (-kafka-brokers, a fresh topic of -added-kafka-partitions, 1),
+// -added-runs times each: publish-to-receive p50, p90, p99 and max of
+// both, and the SSE's minus the direct's.
+//
 // Scenario H (herd.go) meets a crowd resuming at once. Scenario X
 // (reset.go) attacks the esbridge program, built from ../cmd/esbridge and
 // run with -demo over TLS, with HTTP/2 rapid resets (-reset-attackers
@@ -146,6 +157,7 @@ type options struct {
 	reset         resetOptions
 	soak          soakOptions
 	filter        filterOptions
+	added         addedOptions
 	json          bool
 	verbose       bool
 }
@@ -161,7 +173,7 @@ func main() {
 	)
 	flag.StringVar(&role, "role", "", "internal: run as the `server` or `client` process")
 	flag.StringVar(&lib, "lib", "", "internal: the library a server process serves")
-	flag.StringVar(&o.scenarios, "scenarios", "ABCDW", "scenarios to run (letters A, B, C, D, W, the Kafka scenarios K, R and F, the RabbitMQ scenarios Q and S, the herd H, the rapid reset X, the soak T)")
+	flag.StringVar(&o.scenarios, "scenarios", "ABCDW", "scenarios to run (letters A, B, C, D, W, the Kafka scenarios K, R and F, the RabbitMQ scenarios Q and S, the herd H, the rapid reset X, the soak T, the latency added over a direct consumer L)")
 	flag.StringVar(&libs, "libs", strings.Join(libraries, ","), "libraries to compare, comma-separated")
 	flag.IntVar(&o.clients, "clients", 1000, "clients in scenarios A, B and D")
 	flag.IntVar(&o.idle, "idle", 10000, "idle connections in scenario C")
@@ -190,6 +202,7 @@ func main() {
 	resetFlags(&o.reset)
 	soakFlags(&o.soak)
 	filterFlags(&o.filter)
+	addedFlags(&o.added)
 	flag.BoolVar(&o.json, "json", false, "print the results as JSON instead of tables")
 	flag.BoolVar(&o.verbose, "v", false, "show the child processes' stderr and progress")
 	flag.BoolVar(&quick, "quick", false, "a small, fast run for smoke testing (overrides sizes and durations)")
@@ -246,6 +259,7 @@ type results struct {
 	Reset      *resetResults `json:"reset,omitempty"`
 	Filter     *filterRes    `json:"filter,omitempty"`
 	Soak       *soakResults  `json:"soak,omitempty"`
+	Added      []addedRun    `json:"added,omitempty"`
 }
 
 type jsonOptions struct {
@@ -376,6 +390,10 @@ func orchestrate(o options) error {
 	if strings.Contains(sc, "S") {
 		o.logf("S")
 		res.AMQPReplay = o.replayScenario(amqpBroker{o.amqp}, "S", o.amqp.replay)
+	}
+	if strings.Contains(sc, "L") {
+		o.logf("L")
+		res.Added = o.addedScenario()
 	}
 	if strings.Contains(sc, "H") {
 		o.logf("H")
@@ -670,6 +688,9 @@ func printTables(out io.Writer, o options, r results) {
 	}
 	if r.Filter != nil {
 		printFilter(out, o, r.Filter)
+	}
+	if len(r.Added) > 0 {
+		printAdded(out, o, r.Added)
 	}
 	if r.Replay != nil {
 		printReplay(out, fmt.Sprintf("R. Replay catch-up: %d keyed %d-byte messages on %d partitions, read from the start",

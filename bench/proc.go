@@ -55,6 +55,10 @@ type command struct {
 	Keys      int    `json:"keys,omitempty"`
 	Filter    bool   `json:"filter,omitempty"`
 	Published uint64 `json:"published,omitempty"`
+	// Direct, in "direct", is the stream to read with a direct consumer
+	// of the broker beside the streams (scenario L, added.go); "report"
+	// then reports it apart.
+	Direct *directSpec `json:"direct,omitempty"`
 }
 
 // hello is the first line a server child writes: where it listens.
