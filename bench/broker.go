@@ -220,6 +220,9 @@ func (s *stream) scanBroker(d []byte, now int64) int {
 	if s.hist != nil {
 		if ts, ok := parseUint(d[:19]); ok {
 			s.hist.add(time.Duration(now - int64(ts)))
+			if s.first != nil {
+				s.first.add(seq, now-int64(ts))
+			}
 		}
 	}
 	return brokerNew

@@ -45,13 +45,14 @@ type stream struct {
 	hist     *histogram // publish-to-receive latency, in latency runs
 	err      error
 
-	broker bool     // broker payloads: the sequence number is in the data
-	seen   []uint64 // in broker mode, a bit per sequence number received
-	dups   uint64   // in broker mode, events received twice
-	gap    string   // the first gap event, in broker mode
-	keys   int      // in broker mode with a ?key= filter: the number of keys
-	key    int      // and this stream's: it is sent seq with seq%keys == key
-	others uint64   // sequence numbers of other keys received (mismatches)
+	broker bool           // broker payloads: the sequence number is in the data
+	seen   []uint64       // in broker mode, a bit per sequence number received
+	dups   uint64         // in broker mode, events received twice
+	gap    string         // the first gap event, in broker mode
+	keys   int            // in broker mode with a ?key= filter: the number of keys
+	key    int            // and this stream's: it is sent seq with seq%keys == key
+	others uint64         // sequence numbers of other keys received (mismatches)
+	first  *firstReceipts // in broker mode with First, shared by the streams
 }
 
 // covered returns the largest n such that the stream has every message
@@ -91,9 +92,10 @@ type clientProc struct {
 	streams []*stream
 	stalled net.Conn
 	prog    net.Conn
-	cpu0    time.Duration // CPU time used when the streams were ready
-	total   histogram     // the latencies of earlier reports with Reset
-	direct  *stream       // the direct consumer of scenario L, if started
+	cpu0    time.Duration  // CPU time used when the streams were ready
+	total   histogram      // the latencies of earlier reports with Reset
+	direct  *stream        // the direct consumer of scenario L, if started
+	first   *firstReceipts // with First, the first receipt of each message
 }
 
 // connectResult is the reply to "connect".
@@ -121,6 +123,7 @@ type clientReport struct {
 	Stalled    string        `json:"stalled,omitempty"` // what became of the non-reading client
 	CPU        time.Duration `json:"cpu"`               // since the streams were ready
 	Direct     *directReport `json:"direct,omitempty"`  // the direct consumer of scenario L
+	First      *latency      `json:"first,omitempty"`   // with First: of each message's first receipt by a stream
 }
 
 // latency summarizes a histogram.
@@ -197,6 +200,12 @@ func (p *clientProc) connect(c command) (connectResult, error) {
 		s := &stream{broker: c.Broker}
 		if c.Latency {
 			s.hist = new(histogram)
+		}
+		if c.First && c.Broker {
+			if p.first == nil {
+				p.first = newFirstReceipts()
+			}
+			s.first = p.first
 		}
 		r := req
 		if c.Filter && c.Keys > 0 {
@@ -447,6 +456,10 @@ func (p *clientProc) report(reset bool, published uint64) clientReport {
 	}
 	r.CPU = cpuTime() - p.cpu0
 	r.Direct = p.directReport(reset)
+	if p.first != nil {
+		l := p.first.summary(reset)
+		r.First = &l
+	}
 	return r
 }
 

@@ -59,6 +59,10 @@ type command struct {
 	// of the broker beside the streams (scenario L, added.go); "report"
 	// then reports it apart.
 	Direct *directSpec `json:"direct,omitempty"`
+	// First, in "connect" with Broker and Latency, makes the client
+	// process time each message's first receipt by any of its streams
+	// too (scenario L): "report" gives their percentiles apart.
+	First bool `json:"first,omitempty"`
 }
 
 // hello is the first line a server child writes: where it listens.
