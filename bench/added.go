@@ -423,46 +423,66 @@ func directJetStream(spec directSpec, s *stream) error {
 // directKafka reads every partition of the topic from its end as the
 // bridge's Kafka source does: a kafka-go Conn to the partition's leader,
 // fetch after fetch with MinBytes 1, MaxBytes 8 MiB and MaxWait 500 ms,
-// each message timed as it is read from the fetch's answer. The process's
-// end ends it.
+// each message timed as it is read from the fetch's answer. A fetch that
+// fails other than by timing out is retried on a new connection from the
+// next offset, as the source does; the first such error is reported. The
+// process's end ends it.
 func directKafka(spec directSpec, s *stream) error {
 	brokers := strings.Split(spec.Addr, ",")
+	dial := func(part int, offset int64) (*kafka.Conn, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		conn, err := kafka.DialLeader(ctx, "tcp", brokers[0], spec.Name, part)
+		if err != nil {
+			return nil, err
+		}
+		if offset < 0 {
+			offset, err = conn.ReadLastOffset()
+		}
+		if err == nil {
+			_, err = conn.Seek(offset, kafka.SeekAbsolute)
+		}
+		if err != nil {
+			conn.Close()
+			return nil, err
+		}
+		return conn, nil
+	}
 	conns := make([]*kafka.Conn, 0, spec.Partitions)
 	for part := range spec.Partitions {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		conn, err := kafka.DialLeader(ctx, "tcp", brokers[0], spec.Name, part)
-		cancel()
-		if err != nil {
-			return err
-		}
-		last, err := conn.ReadLastOffset()
-		if err == nil {
-			_, err = conn.Seek(last, kafka.SeekAbsolute)
-		}
+		conn, err := dial(part, -1)
 		if err != nil {
 			return err
 		}
 		conns = append(conns, conn)
 	}
 	const maxWait = 500 * time.Millisecond
-	for _, conn := range conns {
+	for part, conn := range conns {
 		go func() {
 			for {
-				if err := conn.SetReadDeadline(time.Now().Add(maxWait + 2*time.Second)); err != nil {
-					s.fail(err)
-					return
+				err := conn.SetReadDeadline(time.Now().Add(maxWait + 2*time.Second))
+				if err == nil {
+					batch := conn.ReadBatchWith(kafka.ReadBatchConfig{MinBytes: 1, MaxBytes: 8 << 20, MaxWait: maxWait})
+					for {
+						m, err := batch.ReadMessage()
+						if err != nil {
+							break
+						}
+						s.receive(m.Value, time.Now().UnixNano())
+					}
+					err = batch.Close()
 				}
-				batch := conn.ReadBatchWith(kafka.ReadBatchConfig{MinBytes: 1, MaxBytes: 8 << 20, MaxWait: maxWait})
+				if err == nil || errors.Is(err, io.EOF) || errors.Is(err, kafka.RequestTimedOut) {
+					continue
+				}
+				s.fail(fmt.Errorf("partition %d (reconnected): %w", part, err))
+				offset, _ := conn.Offset()
+				conn.Close()
 				for {
-					m, err := batch.ReadMessage()
-					if err != nil {
+					if conn, err = dial(part, offset); err == nil {
 						break
 					}
-					s.receive(m.Value, time.Now().UnixNano())
-				}
-				if err := batch.Close(); err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, kafka.RequestTimedOut) {
-					s.fail(err)
-					return
+					time.Sleep(100 * time.Millisecond)
 				}
 			}
 		}()
