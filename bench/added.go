@@ -123,6 +123,11 @@ type latencyTarget struct {
 // addedScenario runs scenario L.
 func (o options) addedScenario() []addedRun {
 	var targets []latencyTarget
+	defer func() {
+		for _, t := range targets {
+			t.close()
+		}
+	}()
 	for _, b := range strings.Split(o.added.brokers, ",") {
 		switch strings.TrimSpace(b) {
 		case "jetstream":
@@ -143,11 +148,6 @@ func (o options) addedScenario() []addedRun {
 			return []addedRun{{Error: fmt.Sprintf("scenario L: unknown broker %q (want jetstream or kafka)", b)}}
 		}
 	}
-	defer func() {
-		for _, t := range targets {
-			t.close()
-		}
-	}()
 	var runs []addedRun
 	for run := 1; run <= o.added.runs; run++ {
 		for _, t := range targets {

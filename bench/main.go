@@ -230,6 +230,7 @@ func main() {
 			o.herd.clients, o.herd.back, o.herd.timeout = 200, 2000, time.Minute
 			o.filter.duration, o.filter.runs = 2*time.Second, 1
 			o.soak.duration, o.soak.clients = 3*time.Minute, 20
+			o.added.warmup, o.added.duration = time.Second, 2*time.Second
 		}
 		err = orchestrate(o)
 	default:
