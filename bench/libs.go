@@ -19,7 +19,7 @@
 // Scenario W also serves lib "plain" (plain.go), its baseline, with a ring
 // of -backlog events. Lib "poller" (poller.go), a prototype with no
 // goroutine per idle connection, is run only when named, in -libs or
-// -wide-libs.
+// -wide-libs; "plain" may be named in -libs too.
 
 package main
 
@@ -38,7 +38,7 @@ import (
 var libraries = []string{"esource", "r3labs", "go-sse"}
 
 // optionalLibs are servers that -libs accepts but does not run by default.
-var optionalLibs = []string{"poller"}
+var optionalLibs = []string{"poller", "plain"}
 
 // streamPath is the URL path (and query, for r3labs) that every client of
 // every server requests.
