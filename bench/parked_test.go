@@ -16,24 +16,37 @@ import (
 // goroutine after GC, the garbage collector having shrunk what stacks it
 // could. "grown" first grows each stack to 16 KB, as a deep write path can,
 // then parks; "grown-3gc" measures it after three more collections, each of
-// which halves a stack that uses under a quarter of itself.
+// which halves a stack that uses under a quarter of itself. "again" starts
+// and ends a first crowd before the one measured, as a server that has run
+// a while: the runtime then starts goroutines with the average stack size
+// it found (GODEBUG adaptivestackstart, on by default). "again-1case"
+// parks on one channel instead of six. Run each in a process of its own,
+// since the runtime keeps what earlier ones taught it:
 //
-//	cd bench && go test -run '^$' -bench ParkedGoroutine -benchtime 1x
+//	cd bench && go test -c -o /tmp/parked.test && for v in fresh grown grown-3gc again again-1case; do
+//	  /tmp/parked.test -test.run '^$' -test.bench "ParkedGoroutine/$v\$" -test.benchtime 1x; done
 func BenchmarkParkedGoroutine(b *testing.B) {
 	for _, bc := range []struct {
-		name string
-		grow int // bytes of stack to use before parking
-		gcs  int // collections before measuring
+		name  string
+		grow  int  // bytes of stack to use before parking
+		gcs   int  // collections before measuring
+		again bool // a first crowd before
+		one   bool // park on one channel
 	}{
-		{"fresh", 0, 2},
-		{"grown", 12 << 10, 2},
-		{"grown-3gc", 12 << 10, 5},
+		{"fresh", 0, 2, false, false},
+		{"grown", 12 << 10, 2, false, false},
+		{"grown-3gc", 12 << 10, 5, false, false},
+		{"again", 0, 2, true, false},
+		{"again-1case", 0, 2, true, true},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			const n = 10000
 			var stack, heap, rss float64
 			for b.Loop() {
-				s, h, r := parked(b, n, bc.grow, bc.gcs)
+				if bc.again {
+					parked(b, n, bc.grow, bc.gcs, bc.one)
+				}
+				s, h, r := parked(b, n, bc.grow, bc.gcs, bc.one)
 				stack, heap, rss = s/n, h/n, r/n
 			}
 			b.ReportMetric(stack, "stack-B/goroutine")
@@ -45,7 +58,7 @@ func BenchmarkParkedGoroutine(b *testing.B) {
 
 // parked starts n parked goroutines and returns the growth of stack in use,
 // heap in use and resident set, in bytes, after gcs collections.
-func parked(b *testing.B, n, grow, gcs int) (stack, heap, rss float64) {
+func parked(b *testing.B, n, grow, gcs int, one bool) (stack, heap, rss float64) {
 	measure := func(gcs int) (runtime.MemStats, uint64) {
 		for range gcs {
 			runtime.GC()
@@ -72,6 +85,10 @@ func parked(b *testing.B, n, grow, gcs int) (stack, heap, rss float64) {
 				useStack(grow)
 			}
 			started.Done()
+			if one {
+				<-wake
+				return
+			}
 			select {
 			case <-wake:
 			case <-done:
@@ -85,6 +102,7 @@ func parked(b *testing.B, n, grow, gcs int) (stack, heap, rss float64) {
 	started.Wait()
 	m1, r1 := measure(gcs)
 	cancel()
+	close(wake)
 	exited.Wait()
 	return float64(m1.StackInuse) - float64(m0.StackInuse),
 		float64(m1.HeapInuse) - float64(m0.HeapInuse),
