@@ -228,9 +228,11 @@ func (s *pollerServer) writer(sh *pollShard) {
 		sh.added = sh.added[:0]
 		sh.mu.Unlock()
 		beat := sh.beat.Swap(false)
-		next := s.next.Load()
 		live := sh.conns[:0]
 		for _, c := range sh.conns {
+			// Per connection, not per pass: a pass over thousands takes
+			// long enough for events to be published meanwhile.
+			next := s.next.Load()
 			c.mu.Lock()
 			dead, busy := c.dead, c.busy
 			c.mu.Unlock()
