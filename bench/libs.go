@@ -17,7 +17,9 @@
 //     knobs: it writes every event to every subscriber in turn.
 //
 // Scenario W also serves lib "plain" (plain.go), its baseline, with a ring
-// of -backlog events.
+// of -backlog events. Lib "poller" (poller.go), a prototype with no
+// goroutine per idle connection, is run only when named, in -libs or
+// -wide-libs; "plain" may be named in -libs too.
 
 package main
 
@@ -34,6 +36,9 @@ import (
 
 // libraries lists the servers under test, in the order they are reported.
 var libraries = []string{"esource", "r3labs", "go-sse"}
+
+// optionalLibs are servers that -libs accepts but does not run by default.
+var optionalLibs = []string{"poller", "plain"}
 
 // streamPath is the URL path (and query, for r3labs) that every client of
 // every server requests.
@@ -82,6 +87,8 @@ func newServer(lib string, cfg serverConfig) (server, error) {
 		return gosseServer{&gosse.Server{}}, nil
 	case "plain":
 		return newPlainServer(cfg.backlog), nil
+	case "poller":
+		return newPollerServer(cfg.backlog, cfg.writeTimeout)
 	case "kafka":
 		return newKafkaServer(cfg)
 	case "jetstream":

@@ -13,6 +13,7 @@
 //	go run . -scenarios=QS    # the RabbitMQ scenarios (a broker at -amqp-url)
 //	go run . -scenarios=QS -quick
 //	go run . -scenarios=W -wide-runs=6  # 15,000 clients of esource and of plain net/http
+//	go run . -scenarios=CW -libs=esource,poller -wide-libs=esource,poller,plain  # and of the poller prototype
 //	go run . -scenarios=T -soak-duration=5m  # the soak, shorter than its 30 minutes
 //	go run . -scenarios=L -added-runs=3  # latency added over a direct consumer, JetStream and Kafka
 //
@@ -41,7 +42,8 @@
 //	   take turns of -wide-duration, -wide-runs rounds. Publish-to-receive
 //	   percentiles per turn and over all, the server's memory per
 //	   connection with the streams open, and esource's figures over
-//	   plain's; -libs does not apply (see wide.go).
+//	   plain's; -libs does not apply, -wide-libs adds the poller
+//	   prototype (poller.go) as a third crowd (see wide.go).
 //
 // The broker scenarios run the esbridge bridge on a real broker, on fresh
 // streams created by the orchestrator and deleted at the end. They are not
@@ -190,6 +192,7 @@ func main() {
 	flag.IntVar(&o.wide.rate, "wide-rate", 10, "events per second in scenario W")
 	flag.DurationVar(&o.wide.duration, "wide-duration", 10*time.Second, "publishing time of each server's turn in scenario W")
 	flag.IntVar(&o.wide.runs, "wide-runs", 3, "rounds of scenario W: turns of each server")
+	wideLibList := flag.String("wide-libs", "esource,plain", "servers of scenario W, comma-separated: some of esource, poller, plain")
 	flag.DurationVar(&o.stallDuration, "stall-duration", 5*time.Second, "publishing time in scenario D without the non-reading client")
 	flag.DurationVar(&o.stallTimeout, "stall-timeout", 10*time.Second, "report a stall after this long without progress")
 	flag.DurationVar(&o.writeTimeout, "write-timeout", 5*time.Second, "esource write timeout")
@@ -220,6 +223,7 @@ func main() {
 		err = runHerdClient()
 	case "":
 		o.libs = strings.Split(libs, ",")
+		o.wide.libs = strings.Split(*wideLibList, ",")
 		if quick {
 			o.clients, o.idle, o.wide.clients = 100, 1000, 1000
 			o.duration, o.latDuration, o.stallDuration, o.wide.duration = 2*time.Second, 2*time.Second, 2*time.Second, 2*time.Second
@@ -317,8 +321,8 @@ type stallRun struct {
 
 func orchestrate(o options) error {
 	for _, l := range o.libs {
-		if !slices.Contains(libraries, l) {
-			return fmt.Errorf("unknown library %q (want some of %v)", l, libraries)
+		if !slices.Contains(libraries, l) && !slices.Contains(optionalLibs, l) {
+			return fmt.Errorf("unknown library %q (want some of %v, %v)", l, libraries, optionalLibs)
 		}
 	}
 	if o.profileDir != "" {

@@ -1,7 +1,8 @@
 // This file is scenario W, a wide crowd: -wide-clients streams (15,000 by
 // default) receiving -wide-rate events/s (10), each carrying its publish
 // time, from esource and from the baseline "plain" (plain.go), a shared-log
-// fan-out on plain net/http.
+// fan-out on plain net/http; -wide-libs can add "poller" (poller.go), with
+// no goroutine per connection.
 //
 // Each server has its own process and its own client process, and both
 // crowds stay connected for the whole scenario: the servers take turns,
@@ -9,7 +10,7 @@
 // alternating from one round to the next. A shared, busy machine thus
 // weighs on both alike; the table gives each turn, the latencies over all
 // turns, each server's memory per connection after the last turn (GC'd,
-// the streams open), and esource's figures over plain's.
+// the streams open), and each server's figures over plain's.
 
 package main
 
@@ -23,8 +24,9 @@ import (
 	"time"
 )
 
-// wideLibs are the servers scenario W compares; -libs does not apply.
-var wideLibs = []string{"esource", "plain"}
+// wideLibs are the servers scenario W can compare (-wide-libs); -libs
+// does not apply. The last, "plain", is the baseline of the ratios.
+var wideLibs = []string{"esource", "poller", "plain"}
 
 // wideOptions are the flags of scenario W.
 type wideOptions struct {
@@ -32,6 +34,7 @@ type wideOptions struct {
 	rate     int
 	duration time.Duration
 	runs     int
+	libs     []string // some of wideLibs, esource and plain by default
 }
 
 // wideLib is one server's result in scenario W.
@@ -61,9 +64,12 @@ type wideTurn struct {
 
 // wideScenario runs scenario W.
 func (o options) wideScenario() []*wideLib {
-	libs := make([]*wideLib, len(wideLibs))
-	for i, lib := range wideLibs {
+	libs := make([]*wideLib, len(o.wide.libs))
+	for i, lib := range o.wide.libs {
 		libs[i] = &wideLib{Lib: lib}
+		if !slices.Contains(wideLibs, lib) {
+			libs[i].Error = fmt.Sprintf("unknown library %q in -wide-libs (want some of %v)", lib, wideLibs)
+		}
 	}
 	fail := func(w *wideLib, err error) {
 		w.Error = err.Error()
@@ -87,6 +93,9 @@ func (o options) wideScenario() []*wideLib {
 		return libs
 	}
 	for _, w := range libs {
+		if w.Error != "" {
+			continue
+		}
 		o.logf("W %s: %d clients", w.Lib, o.wide.clients)
 		s, err := o.open(w.Lib)
 		if err != nil {
@@ -224,16 +233,13 @@ func printWide(out io.Writer, o options, libs []*wideLib) {
 	}
 	tw.Flush()
 
-	var es, pl *wideLib
+	var pl *wideLib
 	for _, w := range libs {
-		switch w.Lib {
-		case "esource":
-			es = w
-		case "plain":
+		if w.Lib == "plain" && w.Error == "" {
 			pl = w
 		}
 	}
-	if es == nil || pl == nil || es.Error != "" || pl.Error != "" {
+	if pl == nil {
 		return
 	}
 	ratio := func(a, b float64) string {
@@ -242,12 +248,17 @@ func printWide(out io.Writer, o options, libs []*wideLib) {
 		}
 		return fmt.Sprintf("%.2fx", a/b)
 	}
-	var rounds []string
-	for i := range min(len(es.Turns), len(pl.Turns)) {
-		rounds = append(rounds, ratio(float64(es.Turns[i].Latency.P99), float64(pl.Turns[i].Latency.P99)))
+	for _, es := range libs {
+		if es == pl || es.Error != "" {
+			continue
+		}
+		var rounds []string
+		for i := range min(len(es.Turns), len(pl.Turns)) {
+			rounds = append(rounds, ratio(float64(es.Turns[i].Latency.P99), float64(pl.Turns[i].Latency.P99)))
+		}
+		e, p := es.Client.Total, pl.Client.Total
+		fmt.Fprintf(out, "\n%s/plain: p50 %s, p99 %s, max %s over all rounds (p99 in each round: %s); memory per connection %s (heap+stack), %s (RSS)\n",
+			es.Lib, ratio(float64(e.P50), float64(p.P50)), ratio(float64(e.P99), float64(p.P99)), ratio(float64(e.Max), float64(p.Max)),
+			strings.Join(rounds, ", "), ratio(es.HeapStackKB, pl.HeapStackKB), ratio(es.RSSKB, pl.RSSKB))
 	}
-	e, p := es.Client.Total, pl.Client.Total
-	fmt.Fprintf(out, "\nesource/plain: p50 %s, p99 %s, max %s over all rounds (p99 in each round: %s); memory per connection %s (heap+stack), %s (RSS)\n",
-		ratio(float64(e.P50), float64(p.P50)), ratio(float64(e.P99), float64(p.P99)), ratio(float64(e.Max), float64(p.Max)),
-		strings.Join(rounds, ", "), ratio(es.HeapStackKB, pl.HeapStackKB), ratio(es.RSSKB, pl.RSSKB))
 }
