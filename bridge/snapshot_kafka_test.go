@@ -3,6 +3,8 @@ package bridge_test
 import (
 	"fmt"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -94,5 +96,63 @@ func TestSnapshotKafka(t *testing.T) {
 	equalTables(t, table, state)
 	if st := b.Stats(t.Context())[0].Snapshot; st.Keys != len(state) {
 		t.Fatalf("stats %+v, want %d keys", st, len(state))
+	}
+}
+
+// TestSnapshotKafkaConsistent: as TestSnapshotConsistent, on a topic of
+// several partitions, whose snapshots end at positions of every
+// partition.
+func TestSnapshotKafkaConsistent(t *testing.T) {
+	const pages, keys, batches, batch = 10, 30, 40, 20
+	brokers := brokertest.Kafka(t)
+	topic := kafkaTopic(t, brokers, 3)
+	src, err := kafkasource.New(kafkasource.Config{Brokers: brokers, Topic: topic, MetadataInterval: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, url := serveRoute(t, bridge.Route{Path: "/t", Source: src,
+		Options: bridge.Options{Snapshot: bridge.SnapshotKey, Format: bridge.FormatEnvelope}}, bridge.Config{Backlog: 64})
+
+	final := map[string]string{}
+	var written atomic.Int32
+	var finished atomic.Bool
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for b := range batches {
+			var msgs []kafka.Message
+			for i := b * batch; i < (b+1)*batch; i++ {
+				key := "k" + strconv.Itoa((i*7)%keys)
+				m := kafka.Message{Key: []byte(key)}
+				if i%5 == 0 {
+					delete(final, key)
+				} else {
+					m.Value = fmt.Appendf(nil, "w%d", i)
+					final[key] = string(m.Value)
+				}
+				msgs = append(msgs, m)
+			}
+			writeKafka(t, brokers, topic, msgs...)
+			written.Add(1)
+		}
+		finished.Store(true)
+	})
+	// Partitions are merged as they come: a page is done once the writer
+	// is, and its table is the final state (else it waits for more, and
+	// fails when none comes).
+	done := func(table map[string]string) bool {
+		return finished.Load() && fmt.Sprint(table) == fmt.Sprint(final)
+	}
+	tables := make([]map[string]string, pages)
+	for p := range pages {
+		wg.Go(func() {
+			poll.Until(t, 30*time.Second, "the writes go on", func() bool { return int(written.Load()) >= p*batches/pages })
+			tables[p] = follow(t, url, done)
+		})
+	}
+	wg.Wait()
+	for p, table := range tables {
+		if fmt.Sprint(table) != fmt.Sprint(final) {
+			t.Fatalf("page %d ends with %v, want %v", p, table, final)
+		}
 	}
 }

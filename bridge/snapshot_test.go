@@ -9,9 +9,11 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/esbridge/esbridge/bridge"
@@ -344,4 +346,88 @@ func snapshotKeys(hc *http.Client, url string, keys int) error {
 			return nil
 		}
 	}
+}
+
+// TestSnapshotConsistent: pages that take their snapshots while the
+// stream changes (updates and deletes over a few keys) and then follow
+// it live all end with the broker's final state, exactly: each snapshot
+// was the state as of its end's position, and the stream after it had
+// no change twice and none missing.
+func TestSnapshotConsistent(t *testing.T) {
+	const pages, keys, writes = 20, 30, 1500
+	js, addr := jetStream(t)
+	putKeys(t, js, keys, 1)
+	_, url := snapBridge(t, addr, "S", bridge.Config{Backlog: 64}, bridge.Options{Snapshot: bridge.TypeSubject, Format: bridge.FormatEnvelope})
+
+	final := map[string]string{}
+	for k := range keys {
+		final[fmt.Sprintf("s.k%d", k)] = "v0"
+	}
+	var written atomic.Int32
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := range writes {
+			subj := fmt.Sprintf("s.k%d", (i*7)%keys)
+			msg := &nats.Msg{Subject: subj, Data: fmt.Appendf(nil, "w%d", i), Header: nats.Header{}}
+			if i%5 == 0 {
+				msg.Data = nil
+				msg.Header.Set("KV-Operation", "DEL")
+				delete(final, subj)
+			} else {
+				final[subj] = string(msg.Data)
+			}
+			if _, err := js.PublishMsg(context.Background(), msg); err != nil {
+				t.Error(err)
+				return
+			}
+			written.Add(1)
+		}
+		if _, err := js.Publish(context.Background(), "s.end", []byte("end")); err != nil {
+			t.Error(err)
+		}
+	})
+	tables := make([]map[string]string, pages)
+	for p := range pages {
+		wg.Go(func() {
+			// Spread over the writes.
+			poll.Until(t, 30*time.Second, "the writes go on", func() bool { return int(written.Load()) >= p*writes/pages })
+			tables[p] = followToEnd(t, url, "s.end")
+		})
+	}
+	wg.Wait()
+	for p, table := range tables {
+		if fmt.Sprint(table) != fmt.Sprint(final) {
+			t.Fatalf("page %d ends with %v, want %v", p, table, final)
+		}
+	}
+}
+
+// followToEnd reads a snapshot at url, then the changes after it, into a
+// table, until the key end is in it, and returns the table without end.
+func followToEnd(t testing.TB, url, end string) map[string]string {
+	table := follow(t, url, func(table map[string]string) bool { return table[end] != "" })
+	delete(table, end)
+	return table
+}
+
+// follow reads a snapshot at url, then the changes after it, into a
+// table, until done says it is done with it, and returns it.
+func follow(t testing.TB, url string, done func(map[string]string) bool) map[string]string {
+	c := open(t, url+"?view=snapshot", "")
+	_, table, _ := readSnapshot(t, c)
+	for !done(table) { // done by the snapshot alone, maybe
+		ev := c.next()
+		if ev.typ == bridge.DeleteType {
+			var d struct{ Key string }
+			if err := json.Unmarshal([]byte(ev.data), &d); err != nil {
+				t.Error(err)
+				return nil
+			}
+			delete(table, d.Key)
+			continue
+		}
+		k, v := envelopeEntry(t, ev.data)
+		table[k] = v
+	}
+	return table
 }
