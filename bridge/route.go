@@ -34,9 +34,12 @@ type route struct {
 	ready    atomic.Bool
 	staller  atomic.Pointer[Staller] // the live reader, if it is one
 	snap     *snapTable              // with Options.Snapshot
-	lagCache lagCache
-	reads    readTimes
-	logger   *slog.Logger
+	// snapAtFirst: the snapshot table is to be read up to the live
+	// reader's first message. Of the live reader's goroutine.
+	snapAtFirst bool
+	lagCache    lagCache
+	reads       readTimes
+	logger      *slog.Logger
 }
 
 // codec returns the codec of the stream's current incarnation, as far as
@@ -119,7 +122,13 @@ func (r *route) run(ctx context.Context) {
 			if reset {
 				id = r.codec().origin()
 			}
-			r.snap.rebuild(ctx, rd.Position(), id)
+			// A reader that cannot tell its position before its first
+			// message (a RabbitMQ stream read from its head) has the
+			// table read up to that message.
+			r.snapAtFirst = rd.Position() == nil
+			if !r.snapAtFirst {
+				r.snap.rebuild(ctx, rd.Position(), id)
+			}
 			rebuild = false
 		}
 		opened, reset, inc = true, false, now
@@ -210,6 +219,9 @@ func (r *route) follow(ctx context.Context, rd Reader) (Position, error) {
 				return pos, err
 			}
 			r.logger.Error("message cannot be sent", "route", r.path, "id", id, "err", err)
+		} else if r.snapAtFirst {
+			r.snapAtFirst = false
+			r.snap.rebuild(ctx, pos, id) // m included
 		} else if r.snap != nil {
 			r.snap.apply(&m, ev) // after the log has it: a snapshot's clients join the log there
 		}

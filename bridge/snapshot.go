@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -270,6 +271,7 @@ func (t *snapTable) rebuild(ctx context.Context, upTo Position, id string) {
 		t.ready = make(chan struct{})
 	}
 	t.state, t.gen, t.pending, t.pendBy, t.id = snapBuilding, nil, nil, 0, id
+	upTo = slices.Clone(upTo)
 	t.build++
 	build := t.build
 	bctx, cancel := context.WithCancel(ctx)
@@ -413,7 +415,7 @@ func (t *snapTable) op(m *Message, ev esource.Event) (snapOp, bool) {
 	if ev.Type == DeleteType {
 		return snapOp{key: string(key), del: true}, true
 	}
-	ev.ID = ""
+	ev.ID, ev.Labels = "", nil // view=snapshot takes no filter
 	enc, err := esource.Encode(ev, nil)
 	if err != nil {
 		return snapOp{}, false // the live reader logs it

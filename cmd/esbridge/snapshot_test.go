@@ -2,11 +2,13 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
 
 	"github.com/nats-io/nats.go/jetstream"
+	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/segmentio/kafka-go"
 )
 
@@ -134,5 +136,42 @@ func TestSnapshotViews(t *testing.T) {
 	}
 	if m[`esbridge_snapshot_bytes{route="/settings"}`] <= 0 {
 		t.Errorf("esbridge_snapshot_bytes is %v", m[`esbridge_snapshot_bytes{route="/settings"}`])
+	}
+}
+
+// TestSnapshotAMQPStream: a RabbitMQ stream keyed by a header has a
+// snapshot view too. Its live reader learns where the stream ends only
+// with its first message: the table is read up to it, and pages that ask
+// before it comes wait.
+func TestSnapshotAMQPStream(t *testing.T) {
+	rb := newRabbit(t)
+	stream := rb.stream(nil)
+	publish := func(key, value string) {
+		t.Helper()
+		rb.do("publish", func(ch *amqp.Channel) error {
+			dc, err := ch.PublishWithDeferredConfirm("", stream, false, false,
+				amqp.Publishing{Headers: amqp.Table{"k": key}, Body: []byte(value)})
+			if err != nil {
+				return err
+			}
+			if !dc.Wait() {
+				return errors.New("not confirmed")
+			}
+			return nil
+		})
+	}
+	publish("a", "a1")
+	publish("b", "b1")
+	publish("a", "a2")
+	b := startBridge(t, "-listen", "127.0.0.1:0", "-route", rb.route("/s", "stream="+stream+"&snapshot=header:k&format=envelope"))
+	b.WaitReadyz(200)
+
+	c := connect(t, b.URL("/s?view=snapshot"), "")
+	publish("c", "c1")
+	_, table, _ := readSnapshot(t, c)
+	sameTable(t, table, map[string]string{"a": "a2", "b": "b1", "c": "c1"})
+	publish("b", "b2")
+	if ev := c.next(); !strings.Contains(ev.Data, `"key":"b"`) || !strings.Contains(ev.Data, `"data":"b2"`) {
+		t.Fatalf("got %+v, want b=b2", ev)
 	}
 }
