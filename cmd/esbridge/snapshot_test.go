@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/esbridge/esbridge/internal/poll"
 	"github.com/nats-io/nats.go/jetstream"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/segmentio/kafka-go"
@@ -142,7 +143,7 @@ func TestSnapshotViews(t *testing.T) {
 // TestSnapshotAMQPStream: a RabbitMQ stream keyed by a header has a
 // snapshot view too. Its live reader learns where the stream ends only
 // with its first message: the table is read up to it, and pages that ask
-// before it comes wait.
+// before it comes wait, with heartbeats.
 func TestSnapshotAMQPStream(t *testing.T) {
 	rb := newRabbit(t)
 	stream := rb.stream(nil)
@@ -163,10 +164,12 @@ func TestSnapshotAMQPStream(t *testing.T) {
 	publish("a", "a1")
 	publish("b", "b1")
 	publish("a", "a2")
-	b := startBridge(t, "-listen", "127.0.0.1:0", "-route", rb.route("/s", "stream="+stream+"&snapshot=header:k&format=envelope"))
+	b := startBridge(t, "-listen", "127.0.0.1:0", "-heartbeat", "200ms",
+		"-route", rb.route("/s", "stream="+stream+"&snapshot=header:k&format=envelope"))
 	b.WaitReadyz(200)
 
 	c := connect(t, b.URL("/s?view=snapshot"), "")
+	poll.Until(t, waitFor, "heartbeats while the page waits", func() bool { return strings.Count(c.body(), ":\n\n") >= 3 })
 	publish("c", "c1")
 	_, table, _ := readSnapshot(t, c)
 	sameTable(t, table, map[string]string{"a": "a2", "b": "b1", "c": "c1"})
