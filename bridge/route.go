@@ -33,13 +33,14 @@ type route struct {
 	seq      uint64 // live sequence, for sources without history
 	ready    atomic.Bool
 	staller  atomic.Pointer[Staller] // the live reader, if it is one
-	snap     *snapTable              // with Options.Snapshot
+	lagCache lagCache
+	reads    readTimes
+	logger   *slog.Logger
+
+	snap *snapTable // with Options.Snapshot
 	// snapAtFirst: the snapshot table is to be read up to the live
 	// reader's first message. Of the live reader's goroutine.
 	snapAtFirst bool
-	lagCache    lagCache
-	reads       readTimes
-	logger      *slog.Logger
 }
 
 // codec returns the codec of the stream's current incarnation, as far as
