@@ -81,8 +81,18 @@ func TestSnapshotViews(t *testing.T) {
 		"-route", "/settings=jetstream://" + ns.Addr() + "/KV_settings?snapshot=subject&format=envelope",
 		"-route", top.route("/t", "snapshot=key&format=envelope"),
 	}
-	b := startBridge(t, append([]string{"-listen", "127.0.0.1:0", "-admin-listen", "127.0.0.1:0"}, routes...)...)
+	plain := "/plain=jetstream://" + ns.Addr() + "/KV_settings"
+	b := startBridge(t, append([]string{"-listen", "127.0.0.1:0", "-admin-listen", "127.0.0.1:0", "-route", plain}, routes...)...)
 	b.WaitReadyz(200)
+	for _, tc := range []struct{ path, reason string }{
+		{"/settings?view=table", "want snapshot"},
+		{"/plain?view=snapshot", "no snapshot view"},
+		{"/t?view=snapshot&key=a", "takes no subject or key filter"},
+	} {
+		if code, body, _ := b.Get(tc.path); code != 400 || !strings.Contains(body, tc.reason) {
+			t.Errorf("GET %s: %d %q, want 400 saying %q", tc.path, code, body, tc.reason)
+		}
+	}
 
 	s := connect(t, b.URL("/settings?view=snapshot"), "")
 	reason, table, end := readSnapshot(t, s)
