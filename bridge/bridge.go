@@ -123,6 +123,14 @@ func (b *Bridge) newRoute(cfg Config, rt Route) (*route, error) {
 	if opts.Earliest && !info.History {
 		return nil, fmt.Errorf("%w: start=earliest needs a source with history, and %s keeps none", ErrBadOption, info.Stream)
 	}
+	switch {
+	case opts.Snapshot != "" && !info.History:
+		return nil, fmt.Errorf("%w: snapshot needs a source with history, and %s keeps none", ErrBadOption, info.Stream)
+	case opts.Snapshot == SnapshotKey && !info.Keyed:
+		return nil, fmt.Errorf("%w: snapshot=key needs a source whose messages have keys (Kafka); use snapshot=subject or snapshot=header:NAME", ErrBadOption)
+	}
+	opts.SnapshotMaxKeys = cmp.Or(opts.SnapshotMaxKeys, DefaultSnapshotMaxKeys)
+	opts.SnapshotMaxBytes = cmp.Or(opts.SnapshotMaxBytes, DefaultSnapshotMaxBytes)
 	r := &route{
 		path:   rt.Path,
 		src:    rt.Source,
@@ -134,6 +142,9 @@ func (b *Bridge) newRoute(cfg Config, rt Route) (*route, error) {
 	}
 	c := newCodec(info.Stream)
 	r.codecs.Store(&c)
+	if opts.Snapshot != "" {
+		r.snap = newSnapTable(r)
+	}
 	r.ctx, r.stop = context.WithCancel(context.Background())
 	r.catchUps = newCatchUps(r, cmp.Or(opts.CatchUpReaders, DefaultCatchUpReaders))
 	r.sinces = newSinceCache()

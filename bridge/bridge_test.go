@@ -163,6 +163,9 @@ func (c *sseClient) next() event {
 		case "event":
 			ev.typ = value
 		case "data":
+			if ev.data != "" {
+				value = ev.data + "\n" + value // joined as browsers do
+			}
 			ev.data = value
 		}
 	}

@@ -128,6 +128,10 @@ func (cs *catchUps) ride(ctx context.Context, rp *esource.Replay, pos *eventID, 
 		}
 		last, err = c.ride(ctx, rp, rd, last)
 		c.leave(rd)
+		if pos.heal && !last.heal {
+			l := *last // maybe the reader's own
+			l.heal, last = true, &l
+		}
 		if !errors.Is(err, errDroppedOff) {
 			return err
 		}
@@ -445,6 +449,9 @@ func (c *catchUp) ride(ctx context.Context, rp *esource.Replay, rd *rider, pos *
 				if e.expired.Resume != nil && covers(client.pos, e.expired.Resume) {
 					continue // the client had received what was lost
 				}
+				if pos.heal {
+					return client, errSnapshotExpired
+				}
 				err = rp.Send(expiredGap(r.codec(), e.expired, e.expired.missedBy(client.pos), r.codec().position(client.pos)))
 			} else {
 				at = e.at
@@ -511,7 +518,7 @@ func (r *route) Replay(ctx context.Context, from esource.Start, rp *esource.Repl
 			}
 			pos, err = &eventID{kind: kindOrigin, inc: c.inc, pos: Position{}}, nil
 		}
-		err = r.replay(ctx, rp, pos)
+		err = r.replayView(ctx, rp, pos)
 		if !errors.Is(err, errStreamReset) {
 			break
 		}

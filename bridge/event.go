@@ -3,6 +3,7 @@ package bridge
 import (
 	"encoding/base64"
 	"encoding/json"
+	"net/url"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -27,21 +28,49 @@ type translator struct {
 	info Info
 }
 
-// event returns the event for m, with the given ID.
+// event returns the event for m, with the given ID. On a snapshot route
+// (see snapshot.go), a message that deletes its key is an event of type
+// DeleteType, and every other one tells its key: in the envelope's key,
+// or in the first line of the raw format's data.
 func (t translator) event(id string, m *Message) esource.Event {
 	ev := esource.Event{ID: id, Type: t.eventType(m)}
 	if t.info.Subject != "" || t.info.Keyed {
 		ev.Labels = []string{labelSubject: m.Subject, labelKey: string(m.Key)}
 	}
+	key, keyed := t.snapshotKey(m)
+	if keyed && t.deletes(m) {
+		ev.Type, ev.Data = DeleteType, deletion(key)
+		return ev
+	}
 	switch {
 	case t.opts.Format == FormatEnvelope:
-		ev.Data = t.envelope(m)
+		ev.Data = t.envelope(m, key, keyed)
+	case t.opts.Snapshot != "":
+		ev.Data = t.rawKeyed(&ev, m, key)
 	case utf8.Valid(m.Data):
 		ev.Data = m.Data
 	default:
 		ev.Type, ev.Data = BinaryType, base64.StdEncoding.EncodeToString(m.Data)
 	}
 	return ev
+}
+
+// rawKeyed returns the data of a message in the raw format on a snapshot
+// route: its key, percent-encoded (see keyLine), a line feed, then its
+// payload (in base64, with ev's type BinaryType, if it is not UTF-8).
+func (t translator) rawKeyed(ev *esource.Event, m *Message, key []byte) []byte {
+	b := append(keyLine(key), '\n')
+	if utf8.Valid(m.Data) {
+		return append(b, m.Data...)
+	}
+	ev.Type = BinaryType
+	return base64.StdEncoding.AppendEncode(b, m.Data)
+}
+
+// keyLine returns key percent-encoded as a URL path segment is
+// (JavaScript's decodeURIComponent reads it back): never a line break.
+func keyLine(key []byte) []byte {
+	return []byte(url.PathEscape(string(key)))
 }
 
 func (t translator) eventType(m *Message) string {
@@ -82,7 +111,9 @@ type envelope struct {
 	DataBase64 []byte              `json:"data_base64,omitempty"`
 }
 
-func (t translator) envelope(m *Message) []byte {
+// envelope returns the envelope of m. key, if keyed, is its snapshot key,
+// which the envelope's key tells where the message has no Kafka key.
+func (t translator) envelope(m *Message, key []byte, keyed bool) []byte {
 	e := envelope{Subject: m.Subject, Topic: m.Topic}
 	if m.Topic != "" {
 		e.Partition = &m.Partition
@@ -94,12 +125,15 @@ func (t translator) envelope(m *Message) []byte {
 			e.Offset = &m.Offset
 		}
 	}
-	if m.Key != nil {
-		if utf8.Valid(m.Key) {
-			k := string(m.Key)
+	if !keyed {
+		key = m.Key
+	}
+	if key != nil {
+		if utf8.Valid(key) {
+			k := string(key)
 			e.Key = &k
 		} else {
-			e.KeyBase64 = m.Key
+			e.KeyBase64 = key
 		}
 	}
 	if len(m.Headers) > 0 {

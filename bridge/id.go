@@ -94,6 +94,7 @@ type eventID struct {
 	pos        Position // kindPosition, kindEvent
 	epoch, seq uint64   // kindLive
 	merged     bool     // made by Merge, which may change it in place
+	heal       bool     // a client of the snapshot view: a fresh snapshot rather than an expired gap
 }
 
 // samePosition reports whether t and u name the same position.

@@ -3,6 +3,7 @@ package bridge
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/url"
 	"strconv"
 	"strings"
@@ -10,7 +11,8 @@ import (
 )
 
 // Options are a route's options, common to every source. In a route URL
-// they are query parameters: start, type, format, catchup and max_since.
+// they are query parameters: start, type, format, catchup, max_since,
+// snapshot, snapshot_max_keys and snapshot_max_bytes.
 type Options struct {
 	// Earliest makes a client without an event ID begin with the earliest
 	// message the broker holds (start=earliest) rather than with the next
@@ -39,6 +41,21 @@ type Options struct {
 	// negative value refuses every since. A client past it gets a gap
 	// event (reason "since-refused") and the live stream.
 	MaxSince time.Duration
+
+	// Snapshot turns on the route's snapshot view (?view=snapshot, see
+	// snapshot.go) and names each message's key, in the words of Type:
+	// SnapshotKey (the Kafka message key), TypeSubject (the NATS subject,
+	// the AMQP routing key), or "header:NAME". Empty: no snapshot view. It
+	// needs a source with history.
+	Snapshot string
+
+	// SnapshotMaxKeys and SnapshotMaxBytes bound the route's snapshot
+	// table (snapshot_max_keys=N, snapshot_max_bytes=SIZE); zero means
+	// DefaultSnapshotMaxKeys and DefaultSnapshotMaxBytes. A route whose
+	// table grows past them drops it and refuses snapshots, and goes on
+	// streaming.
+	SnapshotMaxKeys  int
+	SnapshotMaxBytes int64
 }
 
 // Option values.
@@ -48,6 +65,14 @@ const (
 
 	FormatRaw      = "raw"
 	FormatEnvelope = "envelope"
+
+	SnapshotKey = "key"
+)
+
+// Defaults of the snapshot table's bounds.
+const (
+	DefaultSnapshotMaxKeys  = 1_000_000
+	DefaultSnapshotMaxBytes = 256 << 20
 )
 
 // ErrBadOption is returned for a route option out of range.
@@ -96,6 +121,23 @@ func ParseOptions(q url.Values) (Options, url.Values, error) {
 			if d == 0 {
 				o.MaxSince = -1
 			}
+		case "snapshot":
+			if v != SnapshotKey && v != TypeSubject && (!strings.HasPrefix(v, "header:") || v == "header:") {
+				return o, nil, fmt.Errorf("%w: snapshot=%q: want key, subject or header:NAME", ErrBadOption, v)
+			}
+			o.Snapshot = v
+		case "snapshot_max_keys":
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 {
+				return o, nil, fmt.Errorf("%w: snapshot_max_keys=%q: want a number of keys, 1 or more", ErrBadOption, v)
+			}
+			o.SnapshotMaxKeys = n
+		case "snapshot_max_bytes":
+			n, err := ParseSize(v)
+			if err != nil {
+				return o, nil, fmt.Errorf("%w: snapshot_max_bytes=%q: want a positive size such as 256MiB", ErrBadOption, v)
+			}
+			o.SnapshotMaxBytes = n
 		default:
 			rest[name] = values
 			continue
@@ -105,4 +147,26 @@ func ParseOptions(q url.Values) (Options, url.Values, error) {
 		}
 	}
 	return o, rest, nil
+}
+
+// ParseSize reads a size in bytes written as GOMEMLIMIT is: digits and
+// an optional unit, B, KiB, MiB, GiB or TiB. It returns ErrBadOption for
+// anything else, and for a size that is not positive.
+func ParseSize(v string) (int64, error) {
+	units := [...]struct {
+		suffix string
+		shift  uint
+	}{{"TiB", 40}, {"GiB", 30}, {"MiB", 20}, {"KiB", 10}, {"B", 0}} // B last: MiB ends with it
+	digits, shift := v, uint(0)
+	for _, u := range units {
+		if d, ok := strings.CutSuffix(v, u.suffix); ok {
+			digits, shift = d, u.shift
+			break
+		}
+	}
+	n, err := strconv.ParseInt(digits, 10, 64)
+	if err != nil || n <= 0 || n > math.MaxInt64>>shift {
+		return 0, fmt.Errorf("%w: want a positive size such as 512MiB or 2GiB (B, KiB, MiB, GiB, TiB), not %q", ErrBadOption, v)
+	}
+	return n << shift, nil
 }

@@ -28,6 +28,9 @@ func (r *route) Decode(id string) (esource.Position, bool) {
 // partition.
 func (r *route) Covers(last, p esource.Position) bool {
 	l, t := last.(*eventID), p.(*eventID)
+	if l.kind == kindSnapshot {
+		return false // a client waiting for its snapshot has received nothing
+	}
 	if apart, newer := r.apart(l, t); apart {
 		return newer
 	}
@@ -58,6 +61,9 @@ func covers(v, p Position) bool {
 // event at p when it is past it in the event's partition.
 func (r *route) Received(last, p esource.Position) bool {
 	l, t := last.(*eventID), p.(*eventID)
+	if l.kind == kindSnapshot {
+		return false
+	}
 	if t.kind != kindEvent {
 		return r.Covers(last, p)
 	}

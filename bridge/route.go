@@ -36,6 +36,11 @@ type route struct {
 	lagCache lagCache
 	reads    readTimes
 	logger   *slog.Logger
+
+	snap *snapTable // with Options.Snapshot
+	// snapAtFirst: the snapshot table is to be read up to the live
+	// reader's first message. Of the live reader's goroutine.
+	snapAtFirst bool
 }
 
 // codec returns the codec of the stream's current incarnation, as far as
@@ -53,6 +58,10 @@ func (r *route) run(ctx context.Context) {
 	var inc uint64            // the incarnation the live reader read, 0 until known
 	var last Position         // where the live reader stood
 	var retry backoff.Backoff // 100 ms up to 5 s
+	rebuild := r.snap != nil  // the snapshot table must be read from the broker
+	if r.snap != nil {
+		defer r.snap.close()
+	}
 	for ctx.Err() == nil {
 		rd, err := r.src.Open(ctx, start)
 		var exp *ExpiredError
@@ -61,6 +70,7 @@ func (r *route) run(ctx context.Context) {
 			// Retention deleted messages the live reader had not read:
 			// every client lost them.
 			start = r.expired(exp)
+			rebuild = r.snap != nil
 			continue
 		case errors.Is(err, ErrAhead) && opened && inc == 0:
 			// The stream's head is behind where the live reader stood:
@@ -108,6 +118,20 @@ func (r *route) run(ctx context.Context) {
 			r.publishStart(rd.Position())
 		}
 		r.setLive(rd.Position())
+		if rebuild || reset && r.snap != nil {
+			id := r.codec().position(rd.Position())
+			if reset {
+				id = r.codec().origin()
+			}
+			// A reader that cannot tell its position before its first
+			// message (a RabbitMQ stream read from its head) has the
+			// table read up to that message.
+			r.snapAtFirst = rd.Position() == nil
+			if !r.snapAtFirst {
+				r.snap.rebuild(ctx, rd.Position(), id)
+			}
+			rebuild = false
+		}
 		opened, reset, inc = true, false, now
 		if st, ok := rd.(Staller); ok {
 			r.staller.Store(&st)
@@ -125,6 +149,7 @@ func (r *route) run(ctx context.Context) {
 			// The broker deleted what the live reader was about to read
 			// (a source that finds out only when reading): as above.
 			start = r.expired(exp)
+			rebuild = r.snap != nil
 			continue
 		}
 		r.ready.Store(false)
@@ -189,11 +214,17 @@ func (r *route) follow(ctx context.Context, rd Reader) (Position, error) {
 			r.seq++
 			id = r.codec().live(r.epoch, r.seq)
 		}
-		if err := r.es.Publish(r.tr.event(id, &m)); err != nil {
+		ev := r.tr.event(id, &m)
+		if err := r.es.Publish(ev); err != nil {
 			if errors.Is(err, esource.ErrClosed) {
 				return pos, err
 			}
 			r.logger.Error("message cannot be sent", "route", r.path, "id", id, "err", err)
+		} else if r.snapAtFirst {
+			r.snapAtFirst = false
+			r.snap.rebuild(ctx, pos, id) // m included
+		} else if r.snap != nil {
+			r.snap.apply(&m, ev) // after the log has it: a snapshot's clients join the log there
 		}
 	}
 }
@@ -327,13 +358,26 @@ func (r *route) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	start, err := r.startOf(req, q)
+	view, err := r.viewOf(q, f)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	var start esource.Start
+	if view == "snapshot" && req.Header.Get("Last-Event-ID") == "" && q.Get("lastEventId") == "" {
+		start = snapshotStart()
+	} else {
+		start, err = r.startOf(req, q)
+	}
 	switch {
 	case errors.Is(err, errClientGone):
 		return
 	case err != nil:
 		http.Error(w, "esbridge: "+err.Error(), http.StatusBadRequest)
 		return
+	}
+	if t, ok := start.Position.(*eventID); ok && view == "snapshot" {
+		t.heal = true // decoded for this client alone
 	}
 	r.es.Serve(w, req, start, f)
 }

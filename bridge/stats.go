@@ -51,6 +51,9 @@ type RouteStats struct {
 	// is a [Headed], it is ready, and the broker answered.
 	Lag      uint64
 	LagKnown bool
+	// Snapshot are the figures of the route's snapshot table; nil for a
+	// route without a snapshot view.
+	Snapshot *SnapshotStats
 	// Partitions are the figures of each partition of the live reader's
 	// position, for a source with history, by partition: a route may
 	// serve while some of them do not.
@@ -128,6 +131,9 @@ func (b *Bridge) Stats(ctx context.Context) []RouteStats {
 			CatchUpReaders: readers,
 			CatchUpWaiting: int(r.catchUps.waiting.Load()),
 			Stats:          r.es.Stats(),
+		}
+		if r.snap != nil {
+			stats[i].Snapshot = r.snap.stats()
 		}
 		if _, ok := r.src.(Headed); ok {
 			wg.Go(func() {

@@ -15,8 +15,9 @@ import (
 )
 
 // A proxy stands in for a load balancer in front of esbridge instances. It
-// serves the test page at /page.html and passes any other request to the
-// next of its backends in turn, skipping those it cannot reach; when it
+// serves the test pages at /page.html and /snapshot.html and passes any
+// other request to the next of its backends in turn, skipping those it
+// cannot reach; when it
 // reaches none, it drops the connection, which a browser retries.
 // Responses are streamed through as they come, and every stream is logged.
 // A stream that breaks at the backend breaks at the browser too.
@@ -110,8 +111,8 @@ func (p *proxy) cut() {
 
 // ServeHTTP serves the test page, or passes the request on to a backend.
 func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path == "/page.html" {
-		http.ServeFile(w, r, "browser/page.html")
+	if r.URL.Path == "/page.html" || r.URL.Path == "/snapshot.html" {
+		http.ServeFile(w, r, "browser"+r.URL.Path)
 		return
 	}
 	at := time.Now()

@@ -100,6 +100,16 @@ var (
 		"Messages the route's live reader is behind the broker in the partition (absent where esbridge_lag_messages is).", []string{"route", "partition"}, nil)
 	partitionStalledDesc = prometheus.NewDesc("esbridge_partition_stalled_seconds",
 		"How long the route's live reader has been failing to read the partition (a Kafka partition whose leader is down or moving); 0 while it reads it.", []string{"route", "partition"}, nil)
+	snapshotReadyDesc = prometheus.NewDesc("esbridge_snapshot_ready",
+		"Whether the route's snapshot table is built and within its bounds (1) or not (0); absent for a route without a snapshot view.", []string{"route"}, nil)
+	snapshotKeysDesc = prometheus.NewDesc("esbridge_snapshot_keys",
+		"Keys in the route's snapshot table.", []string{"route"}, nil)
+	snapshotBytesDesc = prometheus.NewDesc("esbridge_snapshot_bytes",
+		"Bytes of the route's snapshot table counted against snapshot_max_bytes: keys, encoded events, and 128 a key.", []string{"route"}, nil)
+	snapshotsDesc = prometheus.NewDesc("esbridge_snapshots_total",
+		"Snapshots sent to clients of the route's snapshot view.", []string{"route"}, nil)
+	snapshotsRefusedDesc = prometheus.NewDesc("esbridge_snapshots_refused_total",
+		"Snapshots refused, the route's table being over snapshot_max_keys or snapshot_max_bytes.", []string{"route"}, nil)
 	partitionLastReadDesc = prometheus.NewDesc("esbridge_partition_last_read_timestamp_seconds",
 		"When the route's live reader last moved on in the partition, as seen at the scrapes (so to within the time between two scrapes).", []string{"route", "partition"}, nil)
 )
@@ -108,7 +118,8 @@ var (
 func (bridgeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{routeInfoDesc, sourceUpDesc, clientsDesc, publishedDesc, bytesDesc,
 		catchUpReadersDesc, catchUpWaitingDesc, catchUpsDesc, slowDesc, gapsDesc, lagDesc,
-		partitionLagDesc, partitionStalledDesc, partitionLastReadDesc} {
+		partitionLagDesc, partitionStalledDesc, partitionLastReadDesc,
+		snapshotReadyDesc, snapshotKeysDesc, snapshotBytesDesc, snapshotsDesc, snapshotsRefusedDesc} {
 		ch <- d
 	}
 }
@@ -143,6 +154,17 @@ func (c bridgeCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		if st.LagKnown {
 			gauge(lagDesc, float64(st.Lag), route)
+		}
+		if sn := st.Snapshot; sn != nil {
+			ready := 0.0
+			if sn.Ready {
+				ready = 1
+			}
+			gauge(snapshotReadyDesc, ready, route)
+			gauge(snapshotKeysDesc, float64(sn.Keys), route)
+			gauge(snapshotBytesDesc, float64(sn.Bytes), route)
+			counter(snapshotsDesc, sn.Served, route)
+			counter(snapshotsRefusedDesc, sn.Refused, route)
 		}
 		for _, ps := range st.Partitions {
 			p := strconv.Itoa(ps.Partition)

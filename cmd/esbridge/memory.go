@@ -9,10 +9,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"math"
 	"runtime/debug"
 	"strconv"
 	"strings"
+
+	"github.com/esbridge/esbridge/bridge"
 )
 
 // cgroupShare is the part of a cgroup's memory limit taken as the soft
@@ -25,22 +26,11 @@ const cgroupShare = 0.9
 type byteSize int64
 
 func (b *byteSize) Set(s string) error {
-	units := [...]struct {
-		suffix string
-		shift  uint
-	}{{"TiB", 40}, {"GiB", 30}, {"MiB", 20}, {"KiB", 10}, {"B", 0}} // B last: MiB ends with it
-	digits, shift := s, uint(0)
-	for _, u := range units {
-		if d, ok := strings.CutSuffix(s, u.suffix); ok {
-			digits, shift = d, u.shift
-			break
-		}
-	}
-	n, err := strconv.ParseInt(digits, 10, 64)
-	if err != nil || n <= 0 || n > math.MaxInt64>>shift {
+	n, err := bridge.ParseSize(s)
+	if err != nil {
 		return errors.New("want a positive size such as 512MiB or 2GiB (B, KiB, MiB, GiB, TiB)")
 	}
-	*b = byteSize(n << shift)
+	*b = byteSize(n)
 	return nil
 }
 
