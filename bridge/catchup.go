@@ -81,18 +81,19 @@ type catchUp struct {
 	ctx    context.Context // ends when the last rider leaves
 	cancel context.CancelFunc
 
-	mu     sync.Mutex
-	ring   []caught // event seq is at ring[seq%len(ring)]
-	head   uint64   // seq of the oldest event held
-	next   uint64   // seq of the next event
-	size   int      // bytes held
-	from   *eventID // where the reader stood before the oldest event held
-	grew   chan struct{}
-	moved  chan struct{} // closed and replaced when a rider moves on
-	riders map[*rider]struct{}
-	err    error // why the reader stopped, once it has
-	done   bool  // no rider left: it takes no more
-	opened bool  // the source opened: until then it takes riders at its own start only
+	mu      sync.Mutex
+	ring    []caught      // event seq is at ring[seq%len(ring)]
+	head    uint64        // seq of the oldest event held
+	next    uint64        // seq of the next event
+	size    int           // bytes held
+	from    *eventID      // where the reader stood before the oldest event held
+	grew    chan struct{} // closed and replaced when the ring grows, if watched
+	watched bool          // a rider took grew to wait on it
+	moved   chan struct{} // closed and replaced when a rider moves on
+	riders  map[*rider]struct{}
+	err     error // why the reader stopped, once it has
+	done    bool  // no rider left: it takes no more
+	opened  bool  // the source opened: until then it takes riders at its own start only
 }
 
 // A caught event is an event read by a catch-up reader.
@@ -307,17 +308,19 @@ func (c *catchUp) follow(rd Reader, pos Position, inc uint16) (Position, error) 
 	r := c.cs.r
 	ids := idEncoder{c: r.codec()}
 	ids.c.inc = inc
+	var s slab
 	for {
 		m, err := rd.Next(c.ctx)
 		if err != nil {
 			return pos, err
 		}
 		pos = advance(pos, &m)
-		at := &eventID{kind: kindPosition, inc: inc, partition: m.Partition, pos: slices.Clone(pos)}
+		at := s.eventID()
+		*at = eventID{kind: kindPosition, inc: inc, partition: m.Partition, pos: s.position(pos)}
 		if len(pos) > 1 {
 			at.kind = kindEvent
 		}
-		ev, err := esource.Encode(r.tr.event(ids.message(pos, m.Partition), &m), at)
+		ev, err := s.encode(r.tr.event(s.string(ids.append(pos, m.Partition)), &m, &s), at)
 		if err != nil {
 			r.logger.Error("message cannot be sent", "route", r.path, "id", ev.ID(), "err", err)
 			continue
@@ -370,8 +373,12 @@ func (c *catchUp) add(e caught) bool {
 	c.ring[c.next%uint64(len(c.ring))] = e
 	c.next++
 	c.size += e.ev.Len()
-	close(c.grew)
-	c.grew = make(chan struct{})
+	if c.watched {
+		// Only a rider that found nothing to send waits: a rider busy
+		// sending costs the reader no channel per event.
+		close(c.grew)
+		c.grew, c.watched = make(chan struct{}), false
+	}
 	return true
 }
 
@@ -436,6 +443,9 @@ func (c *catchUp) ride(ctx context.Context, rp *esource.Replay, rd *rider, pos *
 			batch = append(batch, c.ring[seq%uint64(len(c.ring))])
 		}
 		grew, stopped := c.grew, c.err
+		if len(batch) == 0 {
+			c.watched = true // it may wait on grew
+		}
 		c.mu.Unlock()
 
 		for _, e := range batch {

@@ -27,10 +27,16 @@ type translator struct {
 	info Info
 }
 
-// event returns the event for m, with the given ID.
-func (t translator) event(id string, m *Message) esource.Event {
+// event returns the event for m, with the given ID; its labels come from
+// s, if not nil.
+func (t translator) event(id string, m *Message, s *slab) esource.Event {
 	ev := esource.Event{ID: id, Type: t.eventType(m)}
-	if t.info.Subject != "" || t.info.Keyed {
+	switch {
+	case t.info.Subject == "" && !t.info.Keyed:
+	case s != nil:
+		ev.Labels = s.strings(2)
+		ev.Labels[labelSubject], ev.Labels[labelKey] = m.Subject, s.string(m.Key)
+	default:
 		ev.Labels = []string{labelSubject: m.Subject, labelKey: string(m.Key)}
 	}
 	switch {
@@ -82,7 +88,11 @@ type envelope struct {
 	DataBase64 []byte              `json:"data_base64,omitempty"`
 }
 
-func (t translator) envelope(m *Message) []byte {
+func (t translator) envelope(msg *Message) []byte {
+	// The fields point into a copy: msg itself does not escape, so that
+	// a reader's message costs no allocation in the other formats.
+	m := new(Message)
+	*m = *msg
 	e := envelope{Subject: m.Subject, Topic: m.Topic}
 	if m.Topic != "" {
 		e.Partition = &m.Partition

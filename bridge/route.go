@@ -189,7 +189,7 @@ func (r *route) follow(ctx context.Context, rd Reader) (Position, error) {
 			r.seq++
 			id = r.codec().live(r.epoch, r.seq)
 		}
-		if err := r.es.Publish(r.tr.event(id, &m)); err != nil {
+		if err := r.es.Publish(r.tr.event(id, &m, nil)); err != nil {
 			if errors.Is(err, esource.ErrClosed) {
 				return pos, err
 			}
