@@ -40,6 +40,12 @@ const (
 	// for its slowest rider before it goes on without it: the rider drops
 	// off and is caught up again, by another reader.
 	riderPatience = time.Second
+	// rideBatch is how many events a rider takes from the ring at once.
+	rideBatch = 64
+	// catchUpLinger is how long a rider that sent all its reader had read
+	// waits for rideBatch events more, while the reader reads, before it
+	// writes what it sent.
+	catchUpLinger = time.Millisecond
 	// openAttempts is how many times in a row a catch-up reader tries to
 	// open while the route's live reader is open (so the broker answers)
 	// before it gives up: its riders get a gap, and its slot is free.
@@ -87,9 +93,10 @@ type catchUp struct {
 	next    uint64        // seq of the next event
 	size    int           // bytes held
 	from    *eventID      // where the reader stood before the oldest event held
-	grew    chan struct{} // closed and replaced when the ring grows, if watched
-	watched bool          // a rider took grew to wait on it
-	moved   chan struct{} // closed and replaced when a rider moves on
+	grew    chan struct{} // closed and replaced when the ring reaches wake
+	wake    uint64        // the seq after which riders wait on grew; 0 for none
+	moved   chan struct{} // closed and replaced when a rider moves on, if awaited
+	awaited bool          // the reader waits on moved
 	riders  map[*rider]struct{}
 	err     error // why the reader stopped, once it has
 	done    bool  // no rider left: it takes no more
@@ -226,8 +233,10 @@ func (c *catchUp) leave(rd *rider) {
 
 // signalMoved wakes the reader if it waits for riders. c.mu must be held.
 func (c *catchUp) signalMoved() {
-	close(c.moved)
-	c.moved = make(chan struct{})
+	if c.awaited {
+		close(c.moved)
+		c.moved, c.awaited = make(chan struct{}), false
+	}
 }
 
 // run reads the source from pos on until its riders are gone, reopening
@@ -359,6 +368,7 @@ func (c *catchUp) add(e caught) bool {
 			defer patience.Stop()
 		}
 		moved := c.moved
+		c.awaited = true
 		c.mu.Unlock()
 		select {
 		case <-moved:
@@ -373,11 +383,11 @@ func (c *catchUp) add(e caught) bool {
 	c.ring[c.next%uint64(len(c.ring))] = e
 	c.next++
 	c.size += e.ev.Len()
-	if c.watched {
-		// Only a rider that found nothing to send waits: a rider busy
-		// sending costs the reader no channel per event.
+	if c.wake != 0 && c.next >= c.wake {
+		// Only riders that sent all there was wait, each for as many
+		// events as it asked for: the reader makes no channel per event.
 		close(c.grew)
-		c.grew, c.watched = make(chan struct{}), false
+		c.grew, c.wake = make(chan struct{}), 0
 	}
 	return true
 }
@@ -430,10 +440,15 @@ func (c *catchUp) stop(err error) {
 func (c *catchUp) ride(ctx context.Context, rp *esource.Replay, rd *rider, pos *eventID) (*eventID, error) {
 	r := c.cs.r
 	var at *eventID // the reader's position after the last event sent
-	batch := make([]caught, 0, 64)
+	batch := make([]caught, 0, rideBatch)
+	var linger *time.Timer
 	rp.Restart() // c's first events may be some the client has
 	for {
 		c.mu.Lock()
+		if len(batch) > 0 {
+			rd.cursor += uint64(len(batch))
+			c.signalMoved()
+		}
 		if rd.cursor < c.head {
 			c.mu.Unlock()
 			return clientAt(pos, at), errDroppedOff
@@ -443,8 +458,16 @@ func (c *catchUp) ride(ctx context.Context, rp *esource.Replay, rd *rider, pos *
 			batch = append(batch, c.ring[seq%uint64(len(c.ring))])
 		}
 		grew, stopped := c.grew, c.err
-		if len(batch) == 0 {
-			c.watched = true // it may wait on grew
+		if len(batch) < cap(batch) && stopped == nil {
+			// It may wait on grew: for the next event if it has none,
+			// else for a batch more (see below).
+			want := c.next + 1
+			if len(batch) > 0 {
+				want = c.next + rideBatch
+			}
+			if c.wake == 0 || want < c.wake {
+				c.wake = want
+			}
 		}
 		c.mu.Unlock()
 
@@ -464,15 +487,30 @@ func (c *catchUp) ride(ctx context.Context, rp *esource.Replay, rd *rider, pos *
 				return clientAt(pos, at), err
 			}
 		}
-		c.mu.Lock()
-		rd.cursor += uint64(len(batch))
-		c.signalMoved()
-		c.mu.Unlock()
 
 		var err error
 		switch {
 		case len(batch) == cap(batch):
 			continue // more to come: Replay flushes by itself when a batch is full
+		case len(batch) > 0 && stopped == nil:
+			// The reader is reading: wait a little for a batch more
+			// before writing what was sent, so that a rider as fast as
+			// its reader writes in large pieces, not a few events at a
+			// time (a write, and a wake-up of its client, each).
+			if linger == nil {
+				linger = time.NewTimer(catchUpLinger)
+				defer linger.Stop()
+			} else {
+				linger.Reset(catchUpLinger)
+			}
+			select {
+			case <-grew:
+				linger.Stop()
+			case <-linger.C:
+				err = rp.Flush()
+			case <-ctx.Done():
+				err = rp.Wait(ctx, nil) // flushes, and says why ctx ended
+			}
 		case len(batch) > 0:
 			err = rp.Flush()
 		case stopped != nil:
