@@ -171,6 +171,7 @@ func resetGap(c codec) esource.Event {
 func (r *route) follow(ctx context.Context, rd Reader) (Position, error) {
 	pos := slices.Clone(rd.Position())
 	ids := idEncoder{c: r.codec()}
+	var s slab // as a catch-up reader's: no allocation of the route's own per message
 	for {
 		m, err := rd.Next(ctx)
 		switch {
@@ -183,13 +184,13 @@ func (r *route) follow(ctx context.Context, rd Reader) (Position, error) {
 		var id string
 		if r.info.History {
 			pos = advance(pos, &m)
-			id = ids.message(pos, m.Partition)
-			r.setLive(pos)
+			id = s.string(ids.append(pos, m.Partition))
+			r.live.Store(s.positionRef(pos))
 		} else {
 			r.seq++
 			id = r.codec().live(r.epoch, r.seq)
 		}
-		if err := r.es.Publish(r.tr.event(id, &m, nil)); err != nil {
+		if err := r.es.Publish(r.tr.event(id, &m, &s)); err != nil {
 			if errors.Is(err, esource.ErrClosed) {
 				return pos, err
 			}

@@ -7,7 +7,8 @@ import (
 )
 
 // A slab hands out what a catch-up reader makes for each message it reads
-// (the event's encoding, its ID and labels, its decoded position) as
+// (the event's encoding, its ID and labels, its decoded position), and the
+// live reader of a route (IDs, labels, where it stands), as
 // pieces of larger allocations, so that a message costs no allocation of
 // its own: a catch-up reader reads as fast as the broker sends, and
 // allocations per message were a quarter of its time, most of it the
@@ -22,6 +23,7 @@ type slab struct {
 	wire   []byte // event encodings, one after another
 	text   []byte // the bytes of strings handed out
 	ids    []eventID
+	refs   []Position
 	offs   []uint64
 	labels []string
 }
@@ -97,6 +99,17 @@ func (s *slab) position(p Position) Position {
 	copy(q, p)
 	s.offs = s.offs[len(p):]
 	return q
+}
+
+// positionRef returns a pointer to a copy of p in the slab.
+func (s *slab) positionRef(p Position) *Position {
+	if len(s.refs) == 0 {
+		s.refs = make([]Position, slabIDs)
+	}
+	ref := &s.refs[0]
+	s.refs = s.refs[1:]
+	*ref = s.position(p)
+	return ref
 }
 
 // strings returns n empty strings in the slab.
