@@ -369,6 +369,11 @@ func (c *catchUp) add(e caught) bool {
 		}
 		moved := c.moved
 		c.awaited = true
+		if c.wake != 0 {
+			// Riders waiting for a batch more get what there is: the
+			// ring holds no more for now.
+			c.signalGrew()
+		}
 		c.mu.Unlock()
 		select {
 		case <-moved:
@@ -386,10 +391,16 @@ func (c *catchUp) add(e caught) bool {
 	if c.wake != 0 && c.next >= c.wake {
 		// Only riders that sent all there was wait, each for as many
 		// events as it asked for: the reader makes no channel per event.
-		close(c.grew)
-		c.grew, c.wake = make(chan struct{}), 0
+		c.signalGrew()
 	}
 	return true
+}
+
+// signalGrew wakes the riders waiting for the ring to grow. c.mu must be
+// held.
+func (c *catchUp) signalGrew() {
+	close(c.grew)
+	c.grew, c.wake = make(chan struct{}), 0
 }
 
 // evict drops the events before seq. c.mu must be held.
@@ -425,8 +436,7 @@ func (c *catchUp) stop(err error) {
 	defer c.mu.Unlock()
 	c.err = err
 	c.done = true
-	close(c.grew)
-	c.grew = make(chan struct{})
+	c.signalGrew()
 }
 
 // ride sends rp what c reads after pos, from rd's cursor on, until the log
@@ -445,10 +455,6 @@ func (c *catchUp) ride(ctx context.Context, rp *esource.Replay, rd *rider, pos *
 	rp.Restart() // c's first events may be some the client has
 	for {
 		c.mu.Lock()
-		if len(batch) > 0 {
-			rd.cursor += uint64(len(batch))
-			c.signalMoved()
-		}
 		if rd.cursor < c.head {
 			c.mu.Unlock()
 			return clientAt(pos, at), errDroppedOff
@@ -487,6 +493,10 @@ func (c *catchUp) ride(ctx context.Context, rp *esource.Replay, rd *rider, pos *
 				return clientAt(pos, at), err
 			}
 		}
+		c.mu.Lock()
+		rd.cursor += uint64(len(batch))
+		c.signalMoved()
+		c.mu.Unlock()
 
 		var err error
 		switch {
