@@ -171,7 +171,7 @@ func resetGap(c codec) esource.Event {
 func (r *route) follow(ctx context.Context, rd Reader) (Position, error) {
 	pos := slices.Clone(rd.Position())
 	ids := idEncoder{c: r.codec()}
-	var s slab // as a catch-up reader's: no allocation of the route's own per message
+	var s slab // labels and positions as a catch-up reader's; IDs of their own (see slab)
 	for {
 		m, err := rd.Next(ctx)
 		switch {
@@ -184,7 +184,7 @@ func (r *route) follow(ctx context.Context, rd Reader) (Position, error) {
 		var id string
 		if r.info.History {
 			pos = advance(pos, &m)
-			id = s.string(ids.append(pos, m.Partition))
+			id = ids.message(pos, m.Partition)
 			r.live.Store(s.positionRef(pos))
 		} else {
 			r.seq++

@@ -7,17 +7,21 @@ import (
 )
 
 // A slab hands out what a catch-up reader makes for each message it reads
-// (the event's encoding, its ID and labels, its decoded position), and the
-// live reader of a route (IDs, labels, where it stands), as
-// pieces of larger allocations, so that a message costs no allocation of
-// its own: a catch-up reader reads as fast as the broker sends, and
-// allocations per message were a quarter of its time, most of it the
-// garbage collector's.
+// (the event's encoding, its ID and labels, its decoded position), and
+// the live reader of a route (labels, where it stands), as pieces of
+// larger allocations, so that a message costs no allocation of its own: a
+// catch-up reader reads as fast as the broker sends, and allocations per
+// message were a quarter of its time, most of it the garbage collector's.
 //
 // What a slab hands out is never written again. A piece lives as long as
 // anything refers to it, and keeps the rest of its chunk alive: the ring
 // of a catch-up reader holds its events in the order they were made, so
-// at most a chunk of each kind more than the ring holds. A slab is not
+// at most a chunk of each kind more than the ring holds. An event ID can
+// outlive them: a client keeps the ID of the last event it was sent, and
+// with it that ID's chunk of strings, which is why that chunk is small
+// (slabText). The live reader's IDs are strings of their own: every
+// client of the log keeps one, idle clients included, and a chunk each
+// would count against the memory of an idle connection. A slab is not
 // safe for concurrent use.
 type slab struct {
 	wire   []byte // event encodings, one after another
@@ -32,7 +36,7 @@ type slab struct {
 // allocated alone.
 const (
 	slabWire   = 64 << 10
-	slabText   = 16 << 10
+	slabText   = 1 << 10 // at most this much kept by a client's last ID
 	slabIDs    = 256
 	slabOffs   = 4096
 	slabLabels = 512
