@@ -18,8 +18,10 @@ import (
 // of a catch-up reader holds its events in the order they were made, so
 // at most a chunk of each kind more than the ring holds. An event ID can
 // outlive them: a client keeps the ID of the last event it was sent, and
-// with it that ID's chunk of strings, which is why that chunk is small
-// (slabText). The live reader's IDs are strings of their own: every
+// with it that ID's chunk of strings; and a client that joined the log
+// from a catch-up reader keeps the position it joined at until the log
+// sends it an event. So the chunks of strings, event IDs and positions are
+// small, 4 KB in all. The live reader's IDs are strings of their own: every
 // client of the log keeps one, idle clients included, and a chunk each
 // would count against the memory of an idle connection. A slab is not
 // safe for concurrent use.
@@ -36,9 +38,9 @@ type slab struct {
 // allocated alone.
 const (
 	slabWire   = 64 << 10
-	slabText   = 1 << 10 // at most this much kept by a client's last ID
-	slabIDs    = 256
-	slabOffs   = 4096
+	slabText   = 1 << 10
+	slabIDs    = 16
+	slabOffs   = 256
 	slabLabels = 512
 )
 
