@@ -40,6 +40,12 @@ const (
 	// for its slowest rider before it goes on without it: the rider drops
 	// off and is caught up again, by another reader.
 	riderPatience = time.Second
+	// rideBatch is how many events a rider takes from the ring at once.
+	rideBatch = 64
+	// catchUpLinger is how long a rider that sent all its reader had read
+	// waits for rideBatch events more, while the reader reads, before it
+	// writes what it sent.
+	catchUpLinger = time.Millisecond
 	// openAttempts is how many times in a row a catch-up reader tries to
 	// open while the route's live reader is open (so the broker answers)
 	// before it gives up: its riders get a gap, and its slot is free.
@@ -81,18 +87,20 @@ type catchUp struct {
 	ctx    context.Context // ends when the last rider leaves
 	cancel context.CancelFunc
 
-	mu     sync.Mutex
-	ring   []caught // event seq is at ring[seq%len(ring)]
-	head   uint64   // seq of the oldest event held
-	next   uint64   // seq of the next event
-	size   int      // bytes held
-	from   *eventID // where the reader stood before the oldest event held
-	grew   chan struct{}
-	moved  chan struct{} // closed and replaced when a rider moves on
-	riders map[*rider]struct{}
-	err    error // why the reader stopped, once it has
-	done   bool  // no rider left: it takes no more
-	opened bool  // the source opened: until then it takes riders at its own start only
+	mu      sync.Mutex
+	ring    []caught      // event seq is at ring[seq%len(ring)]
+	head    uint64        // seq of the oldest event held
+	next    uint64        // seq of the next event
+	size    int           // bytes held
+	from    *eventID      // where the reader stood before the oldest event held
+	grew    chan struct{} // closed and replaced when the ring reaches wake
+	wake    uint64        // the seq after which riders wait on grew; 0 for none
+	moved   chan struct{} // closed and replaced when a rider moves on, if awaited
+	awaited bool          // the reader waits on moved
+	riders  map[*rider]struct{}
+	err     error // why the reader stopped, once it has
+	done    bool  // no rider left: it takes no more
+	opened  bool  // the source opened: until then it takes riders at its own start only
 }
 
 // A caught event is an event read by a catch-up reader.
@@ -229,8 +237,10 @@ func (c *catchUp) leave(rd *rider) {
 
 // signalMoved wakes the reader if it waits for riders. c.mu must be held.
 func (c *catchUp) signalMoved() {
-	close(c.moved)
-	c.moved = make(chan struct{})
+	if c.awaited {
+		close(c.moved)
+		c.moved, c.awaited = make(chan struct{}), false
+	}
 }
 
 // run reads the source from pos on until its riders are gone, reopening
@@ -311,17 +321,19 @@ func (c *catchUp) follow(rd Reader, pos Position, inc uint16) (Position, error) 
 	r := c.cs.r
 	ids := idEncoder{c: r.codec()}
 	ids.c.inc = inc
+	var s slab
 	for {
 		m, err := rd.Next(c.ctx)
 		if err != nil {
 			return pos, err
 		}
 		pos = advance(pos, &m)
-		at := &eventID{kind: kindPosition, inc: inc, partition: m.Partition, pos: slices.Clone(pos)}
+		at := s.eventID()
+		*at = eventID{kind: kindPosition, inc: inc, partition: m.Partition, pos: s.position(pos)}
 		if len(pos) > 1 {
 			at.kind = kindEvent
 		}
-		ev, err := esource.Encode(r.tr.event(ids.message(pos, m.Partition), &m), at)
+		ev, err := s.encode(r.tr.event(s.string(ids.append(pos, m.Partition)), &m, &s), at)
 		if err != nil {
 			r.logger.Error("message cannot be sent", "route", r.path, "id", ev.ID(), "err", err)
 			continue
@@ -360,6 +372,12 @@ func (c *catchUp) add(e caught) bool {
 			defer patience.Stop()
 		}
 		moved := c.moved
+		c.awaited = true
+		if c.wake != 0 {
+			// Riders waiting for a batch more get what there is: the
+			// ring holds no more for now.
+			c.signalGrew()
+		}
 		c.mu.Unlock()
 		select {
 		case <-moved:
@@ -374,9 +392,19 @@ func (c *catchUp) add(e caught) bool {
 	c.ring[c.next%uint64(len(c.ring))] = e
 	c.next++
 	c.size += e.ev.Len()
-	close(c.grew)
-	c.grew = make(chan struct{})
+	if c.wake != 0 && c.next >= c.wake {
+		// Only riders that sent all there was wait, each for as many
+		// events as it asked for: the reader makes no channel per event.
+		c.signalGrew()
+	}
 	return true
+}
+
+// signalGrew wakes the riders waiting for the ring to grow. c.mu must be
+// held.
+func (c *catchUp) signalGrew() {
+	close(c.grew)
+	c.grew, c.wake = make(chan struct{}), 0
 }
 
 // evict drops the events before seq. c.mu must be held.
@@ -412,8 +440,7 @@ func (c *catchUp) stop(err error) {
 	defer c.mu.Unlock()
 	c.err = err
 	c.done = true
-	close(c.grew)
-	c.grew = make(chan struct{})
+	c.signalGrew()
 }
 
 // ride sends rp what c reads after pos, from rd's cursor on, until the log
@@ -427,7 +454,8 @@ func (c *catchUp) stop(err error) {
 func (c *catchUp) ride(ctx context.Context, rp *esource.Replay, rd *rider, pos *eventID) (*eventID, error) {
 	r := c.cs.r
 	var at *eventID // the reader's position after the last event sent
-	batch := make([]caught, 0, 64)
+	batch := make([]caught, 0, rideBatch)
+	var linger *time.Timer
 	rp.Restart() // c's first events may be some the client has
 	for {
 		c.mu.Lock()
@@ -440,6 +468,17 @@ func (c *catchUp) ride(ctx context.Context, rp *esource.Replay, rd *rider, pos *
 			batch = append(batch, c.ring[seq%uint64(len(c.ring))])
 		}
 		grew, stopped := c.grew, c.err
+		if len(batch) < cap(batch) && stopped == nil {
+			// It may wait on grew: for the next event if it has none,
+			// else for a batch more (see below).
+			want := c.next + 1
+			if len(batch) > 0 {
+				want = c.next + rideBatch
+			}
+			if c.wake == 0 || want < c.wake {
+				c.wake = want
+			}
+		}
 		c.mu.Unlock()
 
 		for _, e := range batch {
@@ -470,6 +509,25 @@ func (c *catchUp) ride(ctx context.Context, rp *esource.Replay, rd *rider, pos *
 		switch {
 		case len(batch) == cap(batch):
 			continue // more to come: Replay flushes by itself when a batch is full
+		case len(batch) > 0 && stopped == nil:
+			// The reader is reading: wait a little for a batch more
+			// before writing what was sent, so that a rider as fast as
+			// its reader writes in large pieces, not a few events at a
+			// time (a write, and a wake-up of its client, each).
+			if linger == nil {
+				linger = time.NewTimer(catchUpLinger)
+				defer linger.Stop()
+			} else {
+				linger.Reset(catchUpLinger)
+			}
+			select {
+			case <-grew:
+				linger.Stop()
+			case <-linger.C:
+				err = rp.Flush()
+			case <-ctx.Done():
+				err = rp.Wait(ctx, nil) // flushes, and says why ctx ended
+			}
 		case len(batch) > 0:
 			err = rp.Flush()
 		case stopped != nil:

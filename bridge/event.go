@@ -28,13 +28,19 @@ type translator struct {
 	info Info
 }
 
-// event returns the event for m, with the given ID. On a snapshot route
-// (see snapshot.go), a message that deletes its key is an event of type
-// DeleteType, and every other one tells its key: in the envelope's key,
-// or in the first line of the raw format's data.
-func (t translator) event(id string, m *Message) esource.Event {
+// event returns the event for m, with the given ID; its labels come from
+// s, if not nil. On a snapshot route (see snapshot.go), a message that
+// deletes its key is an event of type DeleteType, and every other one
+// tells its key: in the envelope's key, or in the first line of the raw
+// format's data.
+func (t translator) event(id string, m *Message, s *slab) esource.Event {
 	ev := esource.Event{ID: id, Type: t.eventType(m)}
-	if t.info.Subject != "" || t.info.Keyed {
+	switch {
+	case t.info.Subject == "" && !t.info.Keyed:
+	case s != nil:
+		ev.Labels = s.strings(2)
+		ev.Labels[labelSubject], ev.Labels[labelKey] = m.Subject, s.string(m.Key)
+	default:
 		ev.Labels = []string{labelSubject: m.Subject, labelKey: string(m.Key)}
 	}
 	key, keyed := t.snapshotKey(m)
@@ -111,9 +117,13 @@ type envelope struct {
 	DataBase64 []byte              `json:"data_base64,omitempty"`
 }
 
-// envelope returns the envelope of m. key, if keyed, is its snapshot key,
-// which the envelope's key tells where the message has no Kafka key.
-func (t translator) envelope(m *Message, key []byte, keyed bool) []byte {
+// envelope returns the envelope of msg. key, if keyed, is its snapshot
+// key, which the envelope's key tells where the message has no Kafka key.
+func (t translator) envelope(msg *Message, key []byte, keyed bool) []byte {
+	// The fields point into a copy: msg itself does not escape, so that
+	// a reader's message costs no allocation in the other formats.
+	m := new(Message)
+	*m = *msg
 	e := envelope{Subject: m.Subject, Topic: m.Topic}
 	if m.Topic != "" {
 		e.Partition = &m.Partition

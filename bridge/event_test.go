@@ -38,7 +38,7 @@ func TestTranslate(t *testing.T) {
 			if tr.opts.Format == "" {
 				tr.opts.Format = FormatRaw
 			}
-			got := tr.event("id", &tt.msg)
+			got := tr.event("id", &tt.msg, nil)
 			if got.ID != tt.want.ID || got.Type != tt.want.Type || toString(got.Data) != toString(tt.want.Data) {
 				t.Errorf("got %+v (data %s), want %+v (data %s)", got, toString(got.Data), tt.want, toString(tt.want.Data))
 			}

@@ -141,7 +141,7 @@ func (c codec) appendMessage(b []byte, p Position, partition int) []byte {
 }
 
 // An idEncoder encodes the IDs of a reader's messages into buffers it
-// reuses, so that an ID costs one allocation: its string.
+// reuses, so that an ID costs one allocation, its string, or none.
 type idEncoder struct {
 	c         codec
 	raw, text []byte
@@ -150,9 +150,15 @@ type idEncoder struct {
 // message returns the ID of a message of partition that brought the
 // stream to p: a position in a stream of one partition, else an event.
 func (e *idEncoder) message(p Position, partition int) string {
+	return string(e.append(p, partition))
+}
+
+// append is message, returning the ID in a buffer of e's that the next
+// call reuses.
+func (e *idEncoder) append(p Position, partition int) []byte {
 	e.raw = e.c.appendMessage(e.raw[:0], p, partition)
 	e.text = base64.RawURLEncoding.AppendEncode(e.text[:0], e.raw)
-	return string(e.text)
+	return e.text
 }
 
 func appendPosition(b []byte, p Position) []byte {

@@ -196,6 +196,7 @@ func resetGap(c codec) esource.Event {
 func (r *route) follow(ctx context.Context, rd Reader) (Position, error) {
 	pos := slices.Clone(rd.Position())
 	ids := idEncoder{c: r.codec()}
+	var s slab // labels and positions as a catch-up reader's; IDs of their own (see slab)
 	for {
 		m, err := rd.Next(ctx)
 		switch {
@@ -209,12 +210,12 @@ func (r *route) follow(ctx context.Context, rd Reader) (Position, error) {
 		if r.info.History {
 			pos = advance(pos, &m)
 			id = ids.message(pos, m.Partition)
-			r.setLive(pos)
+			r.live.Store(s.positionRef(pos))
 		} else {
 			r.seq++
 			id = r.codec().live(r.epoch, r.seq)
 		}
-		ev := r.tr.event(id, &m)
+		ev := r.tr.event(id, &m, &s)
 		if err := r.es.Publish(ev); err != nil {
 			if errors.Is(err, esource.ErrClosed) {
 				return pos, err

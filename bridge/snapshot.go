@@ -355,7 +355,7 @@ func (t *snapTable) readFrom(ctx context.Context, g *snapGen, start Start, upTo 
 		case m.Partition < len(upTo) && m.Offset >= upTo[m.Partition]:
 			continue // the live reader's, which it writes itself
 		}
-		op, ok := t.op(&m, t.tr.event("", &m))
+		op, ok := t.op(&m, t.tr.event("", &m, nil))
 		if !ok {
 			continue
 		}

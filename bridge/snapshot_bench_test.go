@@ -38,7 +38,7 @@ func benchTableMemory(b *testing.B, format string) {
 			for k := range keys {
 				m := Message{Key: fmt.Appendf(nil, "key-%06d", k), Data: value}
 				m.Data = append(fmt.Appendf(nil, "%d:", round), value...)
-				tab.apply(&m, tr.event("id", &m))
+				tab.apply(&m, tr.event("id", &m, nil))
 			}
 		}
 		runtime.GC()

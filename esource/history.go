@@ -86,8 +86,20 @@ type Encoded struct {
 // would decode it from ev.ID (nil if it has none). It returns
 // ErrInvalidEvent for an event that cannot be encoded.
 func Encode(ev Event, pos Position) (Encoded, error) {
-	wire, err := ev.appendWire(nil)
-	return Encoded{id: ev.ID, pos: pos, wire: wire, typ: ev.Type, labels: ev.Labels, always: alwaysSent(&ev)}, err
+	e, _, err := AppendEncode(nil, ev, pos)
+	return e, err
+}
+
+// AppendEncode is Encode, appending the encoding to dst, and returns dst
+// extended. The event refers to the bytes appended, which must not change:
+// a History that encodes the events it reads one after another into a
+// buffer it only appends to (taking a new one when it is full) allocates
+// once per buffer, not per event, and its events sent in a row go to the
+// client in one piece. On error dst is returned unchanged.
+func AppendEncode(dst []byte, ev Event, pos Position) (Encoded, []byte, error) {
+	n := len(dst)
+	dst, err := ev.appendWire(dst)
+	return Encoded{id: ev.ID, pos: pos, wire: dst[n:], typ: ev.Type, labels: ev.Labels, always: alwaysSent(&ev)}, dst, err
 }
 
 // ID returns the event's ID.
