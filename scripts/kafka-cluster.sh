@@ -113,7 +113,9 @@ launch() {
 	local n=$1 d
 	d=$(dir "$n")
 	java_opts "$n"
-	nohup java "${opts[@]}" kafka.Kafka "$d/server.properties" >"$d/logs/stdout.log" 2>&1 </dev/null &
+	# The broker outlives this script: it must not keep the descriptors it
+	# inherits, such as a lock file that the caller holds with flock(1).
+	nohup java "${opts[@]}" kafka.Kafka "$d/server.properties" >"$d/logs/stdout.log" 2>&1 </dev/null 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&- &
 	echo $! >"$(pidfile "$n")"
 }
 

@@ -145,8 +145,10 @@ start() {
 	local logsize=0
 	[[ -f $run/logs/server.log ]] && logsize=$(stat -c %s "$run/logs/server.log")
 	log "starting Kafka $version on $host:$port"
+	# The broker outlives this script: it must not keep the descriptors it
+	# inherits, such as a lock file that the caller holds with flock(1).
 	nohup java "${java_opts[@]}" kafka.Kafka "$run/server.properties" \
-		>"$run/logs/stdout.log" 2>&1 </dev/null &
+		>"$run/logs/stdout.log" 2>&1 </dev/null 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&- &
 	echo $! >"$pidfile"
 	local deadline=$((SECONDS + timeout))
 	until answering $port && tail -c +$((logsize + 1)) "$run/logs/server.log" 2>/dev/null | grep -q 'Kafka Server started'; do
