@@ -311,7 +311,8 @@ func (c *client) progressWake(sleeping bool) <-chan time.Time {
 // client holds none.
 func (c *client) release() {
 	if c.pooled != nil {
-		c.es.bufs.put(c.pooled, c.bufs)
+		*c.pooled = c.bufs[:0]
+		c.es.bufs.put(c.pooled)
 		c.pooled, c.bufs = nil, nil
 	}
 }

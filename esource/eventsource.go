@@ -73,11 +73,12 @@ type EventSource struct {
 	active   uint64                 // a bit for each filter in use
 	closed   bool
 	stats    counters
-	epoch    time.Time     // the origin of the clients' times (see since)
-	wheel    *wheel        // the clients' heartbeats and probes
-	bufs     bufPool       // batches being written (see client.release)
-	done     chan struct{} // closed by Close and Shutdown
-	drained  chan struct{} // closed once closed and no client is left
+	epoch    time.Time      // the origin of the clients' times (see since)
+	wheel    *wheel         // the clients' heartbeats and probes
+	bufs     pool[[][]byte] // batches being written (see client.release)
+	bytes    pool[[]byte]   // the bytes of writes gathered into one (see connSink)
+	done     chan struct{}  // closed by Close and Shutdown
+	drained  chan struct{}  // closed once closed and no client is left
 }
 
 // An entry is an event in the log. Its wire bytes are a slice of a page,
@@ -415,23 +416,20 @@ func (es *EventSource) resize(n int) {
 // clients keep their times so, in 8 bytes each.
 func (es *EventSource) since() time.Duration { return time.Since(es.epoch) }
 
-// A bufPool holds slices of buffers for writes: a client holds one only
-// while it writes, not while it waits.
-type bufPool struct{ pool sync.Pool }
+// A pool holds what writes need for a while, such as slices of buffers:
+// a client holds one only while it writes, not while it waits.
+type pool[T any] struct{ p sync.Pool }
 
-// get returns an empty slice of buffers.
-func (p *bufPool) get() *[][]byte {
-	if b, ok := p.pool.Get().(*[][]byte); ok {
-		return b
+// get returns a value from the pool, or a new one.
+func (p *pool[T]) get() *T {
+	if v, ok := p.p.Get().(*T); ok {
+		return v
 	}
-	return new([][]byte)
+	return new(T)
 }
 
-// put returns b, whose elements are cleared, to the pool.
-func (p *bufPool) put(b *[][]byte, bufs [][]byte) {
-	*b = bufs[:0]
-	p.pool.Put(b)
-}
+// put returns v to the pool.
+func (p *pool[T]) put(v *T) { p.p.Put(v) }
 
 // Clients returns the number of clients being served, Tee iterators included.
 func (es *EventSource) Clients() int {

@@ -619,3 +619,21 @@ func TestIdleStreams(t *testing.T) {
 	}
 	poll.Until(t, 5*time.Second, "the closed streams gone", func() bool { return es.Clients() == n-n/2 })
 }
+
+// TestConnTakeoverTLS: over TLS a taken over HTTP/1.1 connection is a
+// *tls.Conn, which has no writev: each batch is gathered into one write
+// (one TLS record, not one per piece), and the stream reads as any other.
+func TestConnTakeoverTLS(t *testing.T) {
+	checkNoLeaks(t)
+	es := newSource(t, WithConnTakeover())
+	srv := httptest.NewUnstartedServer(es)
+	srv.StartTLS() // HTTP/1.1: EnableHTTP2 is not set
+	t.Cleanup(srv.Close)
+	s := connect(t, srv.Client(), srv.URL, "")
+	if s.resp.ProtoMajor != 1 {
+		t.Fatalf("protocol %s, want HTTP/1.1", s.resp.Proto)
+	}
+	waitClients(t, es, 1)
+	publishN(t, es, 1, 300)
+	s.expect(1, 300)
+}

@@ -128,13 +128,15 @@ func WithRetry(d time.Duration) Option {
 }
 
 // MaxHeartbeat returns the longest heartbeat interval under a write
-// timeout: 7/8 of it. A write moves the write deadline once an eighth of
-// the timeout has passed (moving it costs), and an HTTP/2 stream is reset
-// when its deadline passes, written to or not: the heartbeat keeps an
-// idle stream's deadline ahead. (Without heartbeats, each write to an
-// HTTP/2 stream clears its deadline once done.)
+// timeout: 3/4 of it. A write moves the write deadline only once an
+// eighth of the timeout has passed (moving it costs), so the last write
+// before an idle spell may have left the deadline up to 7/8 of the
+// timeout ahead; the heartbeat, timed from that write, comes up to a
+// tenth of itself late (see wheelStep); and an HTTP/2 stream is reset
+// when its deadline passes, written to or not. (Without heartbeats, each
+// write to an HTTP/2 stream clears its deadline once done.)
 func MaxHeartbeat(writeTimeout time.Duration) time.Duration {
-	return writeTimeout - writeTimeout/8
+	return writeTimeout - writeTimeout/4
 }
 
 // WithWriteTimeout bounds each write to a client; a client that does not

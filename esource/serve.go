@@ -119,12 +119,14 @@ func (es *EventSource) respond(w http.ResponseWriter, r *http.Request, st stream
 func (es *EventSource) serveConn(w http.ResponseWriter, conn net.Conn, r *http.Request, st streamBody, first []byte) {
 	// HTTP/1.0 has no chunked encoding: the body ends with the connection.
 	chunked := r.ProtoMinor > 0
-	s := &connSink{conn: conn, timeout: es.cfg.writeTimeout, chunked: chunked, head: responseHead(w, chunked), vecs: &es.bufs}
+	s := &connSink{conn: conn, timeout: es.cfg.writeTimeout, chunked: chunked, head: responseHead(w, chunked), vecs: &es.bufs, bytes: &es.bytes}
 	var closed func() bool
 	if sc, ok := conn.(syscall.Conn); ok {
 		if rc, err := sc.SyscallConn(); err == nil {
 			closed = func() bool { return closedByPeer(rc) }
 		}
+	} else {
+		s.gather = true // not a socket of its own: a *tls.Conn, say
 	}
 	if !st.attach(s, closed) {
 		s.end(retryLine(jitter(es.cfg.drainRetry)))
@@ -246,9 +248,14 @@ type connSink struct {
 	deadline time.Time
 	aborted  atomic.Bool
 	chunked  bool
-	head     []byte   // the response head, until it is written
-	size     []byte   // chunk size line
-	vecs     *bufPool // where the I/O vector of a write comes from
+	head     []byte          // the response head, until it is written
+	size     []byte          // chunk size line
+	vecs     *pool[[][]byte] // where the I/O vector of a write comes from
+	bytes    *pool[[]byte]   // where a gathered write's bytes go
+	// gather copies a write's pieces into one buffer and writes it at
+	// once: for a connection that is not a socket, which has no writev
+	// and would make each piece a write (and over TLS a record) of its own.
+	gather bool
 }
 
 var crlf = []byte("\r\n")
@@ -279,10 +286,22 @@ func (s *connSink) write(bufs [][]byte) error {
 	if s.chunked {
 		vec = append(vec, crlf)
 	}
-	consumed := net.Buffers(vec) // WriteTo consumes its receiver
-	_, err := consumed.WriteTo(s.conn)
+	var err error
+	if s.gather {
+		b := s.bytes.get()
+		for _, v := range vec {
+			*b = append(*b, v...)
+		}
+		_, err = s.conn.Write(*b)
+		*b = (*b)[:0]
+		s.bytes.put(b)
+	} else {
+		consumed := net.Buffers(vec) // WriteTo consumes its receiver
+		_, err = consumed.WriteTo(s.conn)
+	}
 	clear(vec)
-	s.vecs.put(pooled, vec)
+	*pooled = vec[:0]
+	s.vecs.put(pooled)
 	return err
 }
 
