@@ -55,6 +55,9 @@ type command struct {
 	Keys      int    `json:"keys,omitempty"`
 	Filter    bool   `json:"filter,omitempty"`
 	Published uint64 `json:"published,omitempty"`
+	// TLS is how "connect" reaches the server: off (plain HTTP/1.1), h1
+	// (HTTP/1.1 over TLS) or h2 (HTTP/2 over TLS); see tls.go.
+	TLS string `json:"tls,omitempty"`
 }
 
 // hello is the first line a server child writes: where it listens.
