@@ -613,19 +613,29 @@ func printTables(out io.Writer, o options, r results) {
 		section(fmt.Sprintf("A. Throughput: %d clients, %d-byte events, closed loop with window %d, %v, %s",
 			o.clients, o.size, o.window, o.duration, transport(o.tls)))
 		row("library", "events", "elapsed", "deliveries/s", "vs esource", "missing", "gaps", "disorder", "server CPU", "client CPU", "idle CPU", "note")
-		var es, pl float64
-		for _, t := range r.Throughput {
+		var es, pl *throughput
+		for i, t := range r.Throughput {
 			row(throughputCells(t)...)
 			switch t.Lib {
 			case "esource":
-				es = t.DeliveriesPerS
+				es = &r.Throughput[i]
 			case "plain":
-				pl = t.DeliveriesPerS
+				pl = &r.Throughput[i]
 			}
 		}
-		if es > 0 && pl > 0 {
+		if es != nil && pl != nil && es.DeliveriesPerS > 0 && pl.DeliveriesPerS > 0 {
+			// Per CPU second of the server, the ratio holds when the
+			// machine's other work takes more from one server than from
+			// the other.
+			perCPU := func(t *throughput) float64 {
+				return float64(t.Run.Delivered) * float64(o.clients) / t.Run.CPU.Seconds()
+			}
 			tw.Flush()
-			fmt.Fprintf(out, "esource/plain: %.2fx deliveries/s\n", es/pl)
+			fmt.Fprintf(out, "esource/plain: %.2fx deliveries/s", es.DeliveriesPerS/pl.DeliveriesPerS)
+			if es.Run.CPU > 0 && pl.Run.CPU > 0 {
+				fmt.Fprintf(out, ", %.2fx deliveries per server CPU second", perCPU(es)/perCPU(pl))
+			}
+			fmt.Fprintln(out)
 		}
 	}
 	if len(r.Latency) > 0 {
