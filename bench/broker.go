@@ -434,13 +434,12 @@ func (o options) replaySSE(b broker, letter, name string, n, run int) (r replayR
 		return r
 	}
 	s := &stream{broker: true}
-	req := fmt.Sprintf("GET %s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n", streamPath, addr.HTTP)
 	sem := make(chan struct{}, 1)
 	sem <- struct{}{}
 	machine := cpuMeter()
 	cpu0 := cpuTime()
 	start := time.Now()
-	go s.run(addr.HTTP, req, 64<<10, sem)
+	go s.run(&streamDialer{mode: tlsOff}, addr.HTTP, streamPath, 64<<10, sem)
 	last, lastChange := uint64(0), time.Now()
 	for {
 		got := s.events.Load()

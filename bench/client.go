@@ -15,7 +15,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
@@ -167,15 +166,18 @@ func runClient() error {
 }
 
 // connect opens c.N streams to c.URL (first the non-reading one, with
-// c.Stall), waits until each has received a warm-up event, and starts
-// reporting progress to c.Progress if set.
+// c.Stall), over c.TLS, waits until each has received a warm-up event,
+// and starts reporting progress to c.Progress if set.
 func (p *clientProc) connect(c command) (connectResult, error) {
 	start := time.Now()
-	request := func(path string) string {
-		return fmt.Sprintf("GET %s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n", path, c.URL)
+	dialer, err := newStreamDialer(c.TLS)
+	if err != nil {
+		return connectResult{}, err
 	}
-	req := request(streamPath)
 	if c.Stall {
+		if dialer.mode != tlsOff {
+			return connectResult{}, errors.New("the non-reading client runs without TLS")
+		}
 		// A small receive buffer, set before connecting so that the window
 		// is small too: the server's writes to it block soon.
 		d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
@@ -189,6 +191,7 @@ func (p *clientProc) connect(c command) (connectResult, error) {
 		if err != nil {
 			return connectResult{}, err
 		}
+		req := fmt.Sprintf("GET %s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n", streamPath, c.URL)
 		if _, err := io.WriteString(nc, req); err != nil {
 			return connectResult{}, err
 		}
@@ -207,14 +210,14 @@ func (p *clientProc) connect(c command) (connectResult, error) {
 			}
 			s.first = p.first
 		}
-		r := req
+		path := streamPath
 		if c.Filter && c.Keys > 0 {
 			s.keys, s.key = c.Keys, i%c.Keys
-			r = request(fmt.Sprintf("%s&key=k%d", streamPath, s.key))
+			path = fmt.Sprintf("%s&key=k%d", streamPath, s.key)
 		}
 		p.streams = append(p.streams, s)
 		sem <- struct{}{}
-		go s.run(c.URL, r, c.BufSize, sem)
+		go s.run(dialer, c.URL, path, c.BufSize, sem)
 	}
 
 	deadline := time.Now().Add(2 * time.Minute)
@@ -241,30 +244,22 @@ func (p *clientProc) connect(c command) (connectResult, error) {
 	}
 }
 
-// run reads the stream until it fails. It releases sem once the request
-// is sent.
-func (s *stream) run(addr, req string, bufSize int, sem chan struct{}) {
+// run reads the stream until it fails. It releases sem once the response
+// head is read.
+func (s *stream) run(d *streamDialer, addr, path string, bufSize int, sem chan struct{}) {
 	defer s.ended.Store(true)
 	fail := func(err error) {
 		s.mu.Lock()
 		s.err = err
 		s.mu.Unlock()
 	}
-	nc, err := net.Dial("tcp", addr)
-	if err == nil {
-		_, err = io.WriteString(nc, req)
-	}
+	resp, closeConn, err := d.open(addr, path, bufSize)
 	<-sem
 	if err != nil {
 		fail(err)
 		return
 	}
-	defer nc.Close()
-	resp, err := http.ReadResponse(bufio.NewReaderSize(nc, bufSize), nil)
-	if err != nil {
-		fail(err)
-		return
-	}
+	defer closeConn()
 	if resp.StatusCode != http.StatusOK {
 		fail(fmt.Errorf("status %s", resp.Status))
 		return

@@ -60,6 +60,7 @@ type serverConfig struct {
 	writeTimeout time.Duration
 	flush        time.Duration
 	route        routeConfig // the bridge's route, for libs "kafka", "jetstream" and "rabbitmq" (see broker.go)
+	tls          bool        // serve HTTPS, HTTP/1.1 and HTTP/2 (see tls.go)
 }
 
 // newServer returns the adapter for the library lib.

@@ -16,6 +16,8 @@
 //	go run . -scenarios=CW -libs=esource,poller -wide-libs=esource,poller,plain  # and of the poller prototype
 //	go run . -scenarios=T -soak-duration=5m  # the soak, shorter than its 30 minutes
 //	go run . -scenarios=L -added-runs=3  # latency added over a direct consumer, JetStream and Kafka
+//	go run . -scenarios=A -libs=esource,plain -tls=h2  # A over HTTP/2 and TLS, against plain
+//	go run . -scenarios=W -tls=h1 -wide-runs=2         # W over HTTP/1.1 and TLS
 //
 // The scenarios, each run for every library:
 //
@@ -44,6 +46,16 @@
 //	   connection with the streams open, and esource's figures over
 //	   plain's; -libs does not apply, -wide-libs adds the poller
 //	   prototype (poller.go) as a third crowd (see wide.go).
+//
+// Scenarios A to C take lib "plain" too (-libs=esource,plain): the
+// baseline of W, and of A over TLS. With -tls=h1 or -tls=h2, scenarios A,
+// B, C and W run over TLS (tls.go): the server process serves HTTPS with a
+// self-signed ECDSA P-256 certificate made at its start, offering h2 and
+// http/1.1 as the esbridge program does, and esource takes HTTP/1.1
+// connections over (a *tls.Conn then) as the program does; each client
+// stream opens a TLS connection of its own and speaks HTTP/1.1 (h1) or
+// HTTP/2 (h2) on it. The handshakes happen while the clients connect,
+// before anything is timed. Other scenarios refuse -tls.
 //
 // The broker scenarios run the esbridge bridge on a real broker, on fresh
 // streams created by the orchestrator and deleted at the end. They are not
@@ -151,6 +163,7 @@ type options struct {
 	stallTimeout  time.Duration
 	writeTimeout  time.Duration
 	flush         time.Duration
+	tls           string
 	profileDir    string
 	wide          wideOptions
 	kafka         kafkaOptions
@@ -197,6 +210,7 @@ func main() {
 	flag.DurationVar(&o.stallTimeout, "stall-timeout", 10*time.Second, "report a stall after this long without progress")
 	flag.DurationVar(&o.writeTimeout, "write-timeout", 5*time.Second, "esource write timeout")
 	flag.DurationVar(&o.flush, "flush", esource.DefaultFlushInterval, "esource flush interval")
+	flag.StringVar(&o.tls, "tls", tlsOff, "scenarios A, B, C and W over TLS: `off`, h1 (HTTP/1.1 over TLS) or h2 (HTTP/2 over TLS)")
 	flag.StringVar(&o.profileDir, "profile", "", "write the server processes' CPU (A, B, D) and heap (C) profiles to this `dir`")
 	kafkaFlags(&o.kafka)
 	amqpFlags(&o.amqp)
@@ -214,7 +228,7 @@ func main() {
 	var err error
 	switch role {
 	case "server":
-		err = runServer(lib, serverConfig{backlog: o.backlog, writeTimeout: o.writeTimeout, flush: o.flush, route: route})
+		err = runServer(lib, serverConfig{backlog: o.backlog, writeTimeout: o.writeTimeout, flush: o.flush, route: route, tls: o.tls != tlsOff})
 	case "client":
 		err = runClient()
 	case "herd-server":
@@ -324,6 +338,9 @@ func orchestrate(o options) error {
 		if !slices.Contains(libraries, l) && !slices.Contains(optionalLibs, l) {
 			return fmt.Errorf("unknown library %q (want some of %v, %v)", l, libraries, optionalLibs)
 		}
+	}
+	if err := checkTLS(o.tls, strings.ToUpper(o.scenarios)); err != nil {
+		return err
 	}
 	if o.profileDir != "" {
 		if err := os.MkdirAll(o.profileDir, 0o755); err != nil {
@@ -439,16 +456,17 @@ func (o options) logf(format string, args ...any) {
 type session struct {
 	srv, cli *child
 	addr     hello
+	tls      string // -tls: how the client connects
 }
 
 func (o options) open(lib string, extra ...string) (*session, error) {
-	args := append([]string{"-role=server", "-lib=" + lib,
+	args := append([]string{"-role=server", "-lib=" + lib, "-tls=" + o.tls,
 		fmt.Sprint("-backlog=", o.backlog), fmt.Sprint("-write-timeout=", o.writeTimeout), fmt.Sprint("-flush=", o.flush)}, extra...)
 	srv, err := startChild("server "+lib, o.verbose, args...)
 	if err != nil {
 		return nil, err
 	}
-	s := &session{srv: srv}
+	s := &session{srv: srv, tls: o.tls}
 	if err := srv.call(command{}, &s.addr, 30*time.Second); err != nil {
 		srv.kill()
 		return nil, err
@@ -473,7 +491,7 @@ func (s *session) connect(n int, c command) (connectResult, error) {
 	if err := s.srv.call(command{Cmd: "warm", On: true}, &none, 10*time.Second); err != nil {
 		return cr, err
 	}
-	c.Cmd, c.N, c.URL = "connect", n, s.addr.HTTP
+	c.Cmd, c.N, c.URL, c.TLS = "connect", n, s.addr.HTTP, s.tls
 	if err := s.cli.call(c, &cr, 3*time.Minute); err != nil {
 		return cr, err
 	}
@@ -623,11 +641,32 @@ func printTables(out io.Writer, o options, r results) {
 		fmt.Fprintf(out, "\n%s\n", title)
 	}
 	if len(r.Throughput) > 0 {
-		section(fmt.Sprintf("A. Throughput: %d clients, %d-byte events, closed loop with window %d, %v",
-			o.clients, o.size, o.window, o.duration))
+		section(fmt.Sprintf("A. Throughput: %d clients, %d-byte events, closed loop with window %d, %v, %s",
+			o.clients, o.size, o.window, o.duration, transport(o.tls)))
 		row("library", "events", "elapsed", "deliveries/s", "vs esource", "missing", "gaps", "disorder", "server CPU", "client CPU", "idle CPU", "note")
-		for _, t := range r.Throughput {
+		var es, pl *throughput
+		for i, t := range r.Throughput {
 			row(throughputCells(t)...)
+			switch t.Lib {
+			case "esource":
+				es = &r.Throughput[i]
+			case "plain":
+				pl = &r.Throughput[i]
+			}
+		}
+		if es != nil && pl != nil && es.DeliveriesPerS > 0 && pl.DeliveriesPerS > 0 {
+			// Per CPU second of the server, the ratio holds when the
+			// machine's other work takes more from one server than from
+			// the other.
+			perCPU := func(t *throughput) float64 {
+				return float64(t.Run.Delivered) * float64(o.clients) / t.Run.CPU.Seconds()
+			}
+			tw.Flush()
+			fmt.Fprintf(out, "esource/plain: %.2fx deliveries/s", es.DeliveriesPerS/pl.DeliveriesPerS)
+			if es.Run.CPU > 0 && pl.Run.CPU > 0 {
+				fmt.Fprintf(out, ", %.2fx deliveries per server CPU second", perCPU(es)/perCPU(pl))
+			}
+			fmt.Fprintln(out)
 		}
 	}
 	if len(r.Latency) > 0 {

@@ -63,6 +63,9 @@ type command struct {
 	// process time each message's first receipt by any of its streams
 	// too (scenario L): "report" gives their percentiles apart.
 	First bool `json:"first,omitempty"`
+	// TLS is how "connect" reaches the server: off (plain HTTP/1.1), h1
+	// (HTTP/1.1 over TLS) or h2 (HTTP/2 over TLS); see tls.go.
+	TLS string `json:"tls,omitempty"`
 }
 
 // hello is the first line a server child writes: where it listens.

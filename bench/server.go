@@ -124,7 +124,14 @@ func runServer(lib string, cfg serverConfig) error {
 	mux := http.NewServeMux()
 	mux.Handle("/events", srv)
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 30 * time.Second}
-	go func() { _ = hs.Serve(ln) }()
+	if cfg.tls {
+		if hs.TLSConfig, err = serverTLS(); err != nil {
+			return err
+		}
+		go func() { _ = hs.ServeTLS(ln, "", "") }()
+	} else {
+		go func() { _ = hs.Serve(ln) }()
+	}
 	s := &serverProc{srv: srv, prog: newProgress()}
 	go s.prog.serve(pln)
 

@@ -186,8 +186,8 @@ func fileLimit(need int) error {
 
 // printWide writes the tables of scenario W.
 func printWide(out io.Writer, o options, libs []*wideLib) {
-	fmt.Fprintf(out, "\nW. Wide crowd: %d clients per server, %d events/s (%d bytes), publish to receive; the servers take turns of %v, %d rounds\n",
-		o.wide.clients, o.wide.rate, o.size, o.wide.duration, o.wide.runs)
+	fmt.Fprintf(out, "\nW. Wide crowd: %d clients per server, %s, %d events/s (%d bytes), publish to receive; the servers take turns of %v, %d rounds\n",
+		o.wide.clients, transport(o.tls), o.wide.rate, o.size, o.wide.duration, o.wide.runs)
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	row := func(cells ...any) {
 		for _, c := range cells {
