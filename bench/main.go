@@ -18,6 +18,7 @@
 //	go run . -scenarios=L -added-runs=3  # latency added over a direct consumer, JetStream and Kafka
 //	go run . -scenarios=A -libs=esource,plain -tls=h2  # A over HTTP/2 and TLS, against plain
 //	go run . -scenarios=W -tls=h1 -wide-runs=2         # W over HTTP/1.1 and TLS
+//	go run . -scenarios=V     # a snapshot view served to 1,000 clients at once, against a kafka-go reader
 //
 // The scenarios, each run for every library:
 //
@@ -109,6 +110,17 @@
 // -added-runs times each: publish-to-receive p50, p90, p99 and max of
 // both, and the SSE's minus the direct's.
 //
+// Scenario V (snapview.go) serves a snapshot view (issue 22): a fresh
+// compacted topic of -snap-keys keys (100,000) of -snap-size bytes (200),
+// -snap-rewrite of them written twice, one bridge route with snapshot=key
+// in a fresh server process per run (-snap-runs, 3), its table built; then,
+// alternating which goes first, one plain kafka-go reader reads the topic
+// from its start, and -snap-clients SSE clients (1,000) ask for
+// ?view=snapshot at once: each client's time from its request to its
+// snapshot-end (p50, p99, max; every key counted), against the reader's
+// time, and the server's heap and resident memory before the route, with
+// the table built and after the crowd, against the table's bytes.
+//
 // Scenario H (herd.go) meets a crowd resuming at once. Scenario X
 // (reset.go) attacks the esbridge program, built from ../cmd/esbridge and
 // run with -demo over TLS, with HTTP/2 rapid resets (-reset-attackers
@@ -173,6 +185,7 @@ type options struct {
 	soak          soakOptions
 	filter        filterOptions
 	added         addedOptions
+	snap          snapOptions
 	json          bool
 	verbose       bool
 }
@@ -188,7 +201,7 @@ func main() {
 	)
 	flag.StringVar(&role, "role", "", "internal: run as the `server` or `client` process")
 	flag.StringVar(&lib, "lib", "", "internal: the library a server process serves")
-	flag.StringVar(&o.scenarios, "scenarios", "ABCDW", "scenarios to run (letters A, B, C, D, W, the Kafka scenarios K, R and F, the RabbitMQ scenarios Q and S, the herd H, the rapid reset X, the soak T, the latency added over a direct consumer L)")
+	flag.StringVar(&o.scenarios, "scenarios", "ABCDW", "scenarios to run (letters A, B, C, D, W, the Kafka scenarios K, R and F, the RabbitMQ scenarios Q and S, the herd H, the rapid reset X, the soak T, the latency added over a direct consumer L, the snapshot views V)")
 	flag.StringVar(&libs, "libs", strings.Join(libraries, ","), "libraries to compare, comma-separated")
 	flag.IntVar(&o.clients, "clients", 1000, "clients in scenarios A, B and D")
 	flag.IntVar(&o.idle, "idle", 10000, "idle connections in scenario C")
@@ -220,6 +233,7 @@ func main() {
 	soakFlags(&o.soak)
 	filterFlags(&o.filter)
 	addedFlags(&o.added)
+	snapFlags(&o.snap)
 	flag.BoolVar(&o.json, "json", false, "print the results as JSON instead of tables")
 	flag.BoolVar(&o.verbose, "v", false, "show the child processes' stderr and progress")
 	flag.BoolVar(&quick, "quick", false, "a small, fast run for smoke testing (overrides sizes and durations)")
@@ -233,6 +247,8 @@ func main() {
 		err = runClient()
 	case "herd-server":
 		err = runHerdServer(o.herd.routeURL, o.backlog)
+	case "snap-server":
+		err = runSnapServer(o.snap.routeURL, o.backlog)
 	case "herd-client":
 		err = runHerdClient()
 	case "":
@@ -249,6 +265,7 @@ func main() {
 			o.filter.duration, o.filter.runs = 2*time.Second, 1
 			o.soak.duration, o.soak.clients = 3*time.Minute, 20
 			o.added.warmup, o.added.duration = time.Second, 2*time.Second
+			o.snap.keys, o.snap.rewrite, o.snap.clients, o.snap.runs = 20000, 2000, 100, 1
 		}
 		err = orchestrate(o)
 	default:
@@ -279,6 +296,7 @@ type results struct {
 	Filter     *filterRes    `json:"filter,omitempty"`
 	Soak       *soakResults  `json:"soak,omitempty"`
 	Added      []addedRun    `json:"added,omitempty"`
+	Snap       *snapRes      `json:"snapshot,omitempty"`
 }
 
 type jsonOptions struct {
@@ -416,6 +434,10 @@ func orchestrate(o options) error {
 	if strings.Contains(sc, "L") {
 		o.logf("L")
 		res.Added = o.addedScenario()
+	}
+	if strings.Contains(sc, "V") {
+		o.logf("V")
+		res.Snap = o.snapScenario()
 	}
 	if strings.Contains(sc, "H") {
 		o.logf("H")
@@ -735,6 +757,9 @@ func printTables(out io.Writer, o options, r results) {
 	}
 	if len(r.Added) > 0 {
 		printAdded(out, o, r.Added)
+	}
+	if r.Snap != nil {
+		printSnap(out, o, r.Snap)
 	}
 	if r.Replay != nil {
 		printReplay(out, fmt.Sprintf("R. Replay catch-up: %d keyed %d-byte messages on %d partitions, read from the start",
