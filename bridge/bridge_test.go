@@ -60,26 +60,11 @@ func serveBridge(t *testing.T, addr string, cfg bridge.Config, opts bridge.Optio
 }
 
 // runBridge runs a bridge serving rt until the test ends, and returns the
-// route's URL once it is ready. It closes rt.Source at the end.
+// route's URL once it is ready (see serveRoute).
 func runBridge(t *testing.T, rt bridge.Route, cfg bridge.Config) string {
 	t.Helper()
-	b, err := bridge.New(cfg, rt)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() { b.Run(ctx) })
-	srv := httptest.NewServer(b)
-	t.Cleanup(func() {
-		b.Shutdown(context.Background())
-		srv.Close()
-		cancel()
-		wg.Wait()
-		rt.Source.Close()
-	})
-	waitReady(t, srv.URL)
-	return srv.URL + rt.Path
+	_, url := serveRoute(t, rt, cfg)
+	return url
 }
 
 func waitReady(t *testing.T, base string) {
