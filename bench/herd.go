@@ -117,44 +117,27 @@ func herdFlags(h *herdOptions) {
 // HeapProfile, without forcing a collection; the reply is its memory).
 func runHerdServer(routeURL string, backlog int) error {
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	u, err := url.Parse(routeURL)
+	var src *countingSource
+	rs, err := openRoute(routeURL, backlog, logger, func(inner bridge.Source) bridge.Source {
+		src = &countingSource{Source: inner}
+		return src
+	})
 	if err != nil {
 		return err
 	}
-	opts, rest, err := bridge.ParseOptions(u.Query())
-	if err != nil {
-		return err
-	}
-	inner, err := routeurl.OpenSource(u, rest, logger.With("route", "/events"))
-	if err != nil {
-		return err
-	}
-	defer inner.Close()
-	src := &countingSource{Source: inner}
-	b, err := bridge.New(bridge.Config{Backlog: backlog, ConnTakeover: true, Logger: logger}, bridge.Route{Path: "/events", Source: src, Options: opts})
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	ran := make(chan struct{})
-	go func() {
-		defer close(ran)
-		b.Run(ctx)
-	}()
+	defer rs.close()
+	b := rs.b
 	for deadline := time.Now().Add(30 * time.Second); !b.Ready(); time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			return errors.New("bridge not ready in 30s")
 		}
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := rs.listen()
 	if err != nil {
 		return err
 	}
-	hs := &http.Server{Handler: b, ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10} // as cmd/esbridge
-	go func() { _ = hs.Serve(ln) }()
 	r := replier{enc: json.NewEncoder(os.Stdout)}
-	r.reply(hello{HTTP: ln.Addr().String()})
+	r.reply(hello{HTTP: addr})
 	var s serverProc
 	for c := range commands {
 		switch c.Cmd {
@@ -183,14 +166,72 @@ func runHerdServer(routeURL string, backlog int) error {
 			r.fail(fmt.Errorf("unknown command %q", c.Cmd))
 		}
 	}
-	// Stdin closed: stop as esbridge does, so that the source deletes its
-	// consumers.
+	return nil // stdin closed: rs.close stops the bridge as esbridge does
+}
+
+// A routeServer is a bridge serving one route of a broker at /events, as
+// the esbridge program would: the server process of scenarios H and V.
+type routeServer struct {
+	b      *bridge.Bridge
+	src    bridge.Source
+	cancel context.CancelFunc
+	ran    chan struct{}
+}
+
+// openRoute opens the source of routeURL, wrapped by wrap if not nil, and
+// runs a bridge on it.
+func openRoute(routeURL string, backlog int, logger *slog.Logger, wrap func(bridge.Source) bridge.Source) (*routeServer, error) {
+	u, err := url.Parse(routeURL)
+	if err != nil {
+		return nil, err
+	}
+	opts, rest, err := bridge.ParseOptions(u.Query())
+	if err != nil {
+		return nil, err
+	}
+	src, err := routeurl.OpenSource(u, rest, logger.With("route", "/events"))
+	if err != nil {
+		return nil, err
+	}
+	served := src
+	if wrap != nil {
+		served = wrap(src)
+	}
+	b, err := bridge.New(bridge.Config{Backlog: backlog, ConnTakeover: true, Logger: logger}, bridge.Route{Path: "/events", Source: served, Options: opts})
+	if err != nil {
+		src.Close()
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	rs := &routeServer{b: b, src: src, cancel: cancel, ran: make(chan struct{})}
+	go func() {
+		defer close(rs.ran)
+		_ = b.Run(ctx)
+	}()
+	return rs, nil
+}
+
+// listen serves the bridge over HTTP on a loopback port, with the
+// program's server limits, and returns its address.
+func (rs *routeServer) listen() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	hs := &http.Server{Handler: rs.b, ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10} // as cmd/esbridge
+	go func() { _ = hs.Serve(ln) }()
+	return ln.Addr().String(), nil
+}
+
+// close stops the bridge as esbridge does, so that the source deletes its
+// consumers, and closes the source.
+func (rs *routeServer) close() {
 	sctx, scancel := context.WithTimeout(context.Background(), time.Second)
 	defer scancel()
-	_ = b.Shutdown(sctx)
-	cancel()
-	<-ran
-	return nil
+	_ = rs.b.Shutdown(sctx)
+	rs.cancel()
+	<-rs.ran
+	rs.src.Close()
 }
 
 // An esbridgeProc is a herd-server child and its log.

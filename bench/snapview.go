@@ -32,7 +32,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -46,7 +45,6 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/esbridge/esbridge/bridge"
-	"github.com/esbridge/esbridge/internal/routeurl"
 )
 
 // snapOptions are the flags of scenario V.
@@ -98,31 +96,13 @@ func runSnapServer(routeURL string, backlog int) error {
 	if h.Before, err = measureMem(""); err != nil {
 		return err
 	}
-	u, err := url.Parse(routeURL)
-	if err != nil {
-		return err
-	}
-	opts, rest, err := bridge.ParseOptions(u.Query())
-	if err != nil {
-		return err
-	}
 	start := time.Now()
-	src, err := routeurl.OpenSource(u, rest, logger.With("route", "/events"))
+	rs, err := openRoute(routeURL, backlog, logger, nil)
 	if err != nil {
 		return err
 	}
-	defer src.Close()
-	b, err := bridge.New(bridge.Config{Backlog: backlog, ConnTakeover: true, Logger: logger}, bridge.Route{Path: "/events", Source: src, Options: opts})
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	ran := make(chan struct{})
-	go func() {
-		defer close(ran)
-		_ = b.Run(ctx)
-	}()
+	defer rs.close()
+	b, ctx := rs.b, context.Background()
 	table := func() bridge.SnapshotStats {
 		if st := b.Stats(ctx); len(st) == 1 && st[0].Snapshot != nil {
 			return *st[0].Snapshot
@@ -141,13 +121,9 @@ func runSnapServer(routeURL string, backlog int) error {
 	if h.Ready, err = measureMem(""); err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
+	if h.HTTP, err = rs.listen(); err != nil {
 		return err
 	}
-	hs := &http.Server{Handler: b, ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10} // as cmd/esbridge
-	go func() { _ = hs.Serve(ln) }()
-	h.HTTP = ln.Addr().String()
 	r := replier{enc: json.NewEncoder(os.Stdout)}
 	r.reply(h)
 	var s serverProc
@@ -161,33 +137,13 @@ func runSnapServer(routeURL string, backlog int) error {
 				r.fail(err)
 				continue
 			}
-			peak, _ := vmHWM()
+			peak := procStatus(os.Getpid(), "VmHWM")
 			r.reply(snapMem{Mem: m, Peak: peak, Table: table()})
 		default:
 			r.fail(fmt.Errorf("unknown command %q", c.Cmd))
 		}
 	}
-	sctx, scancel := context.WithTimeout(context.Background(), time.Second)
-	defer scancel()
-	_ = b.Shutdown(sctx)
-	cancel()
-	<-ran
 	return nil
-}
-
-// vmHWM returns the peak resident set size of this process, from /proc.
-func vmHWM() (uint64, error) {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0, err
-	}
-	for line := range strings.Lines(string(b)) {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kb, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			return kb << 10, err
-		}
-	}
-	return 0, errors.New("no VmHWM in /proc/self/status")
 }
 
 // snapRes is the result of scenario V.
