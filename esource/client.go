@@ -292,17 +292,17 @@ func (c *client) progressWake(sleeping bool) <-chan time.Time {
 	if c.progress == "" && !sleeping {
 		return nil
 	}
-	wait := c.es.cfg.progress
+	d := c.es.cfg.progress
 	if c.progress != "" {
-		_, wait = c.progressDue(c.es.since())
+		_, d = c.progressDue(c.es.since())
 	}
-	if wait <= 0 {
+	if d <= 0 {
 		return nil
 	}
 	if c.progressTimer == nil {
-		c.progressTimer = time.NewTimer(wait)
+		c.progressTimer = time.NewTimer(d)
 	} else {
-		c.progressTimer.Reset(wait)
+		c.progressTimer.Reset(d)
 	}
 	return c.progressTimer.C
 }
