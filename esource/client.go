@@ -268,19 +268,12 @@ func (c *client) deadline() <-chan struct{} {
 	if c.tick != nil {
 		return c.tick
 	}
-	due, ok := time.Duration(0), false
-	if c.closed != nil && c.es.cfg.probe > 0 {
-		due, ok = c.probeAt, true
-	}
-	if c.heartbeat > 0 {
-		if hb := c.wroteAt + c.heartbeat; !ok || hb < due {
-			due, ok = hb, true
-		}
-	}
+	es := c.es
+	due, ok := nextDue(c.closed != nil && es.cfg.probe > 0, es.epoch.Add(c.probeAt), c.heartbeat, es.epoch.Add(c.wroteAt))
 	if !ok {
 		return nil
 	}
-	c.tick = c.es.wheel.at(c.es.epoch.Add(due))
+	c.tick = es.wheel.at(due)
 	return c.tick
 }
 

@@ -227,19 +227,10 @@ func (m *merger) run(ctx context.Context) error {
 // deadline returns when the merged stream is next due a heartbeat or,
 // if probing, a look at its connection (at probeAt); false for never.
 func (m *merger) deadline(probing bool, probeAt time.Time) (time.Time, bool) {
-	var due time.Time
-	if probing {
-		due = probeAt
-	}
-	if d := m.cfg.heartbeat; d > 0 {
-		m.mu.Lock()
-		hb := m.lastWrite.Add(d)
-		m.mu.Unlock()
-		if due.IsZero() || hb.Before(due) {
-			due = hb
-		}
-	}
-	return due, !due.IsZero()
+	m.mu.Lock()
+	wrote := m.lastWrite
+	m.mu.Unlock()
+	return nextDue(probing, probeAt, m.cfg.heartbeat, wrote)
 }
 
 // heartbeat writes a comment if nothing was written for a heartbeat

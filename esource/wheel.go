@@ -114,3 +114,20 @@ func (w *wheel) ticks(t time.Time) uint64 {
 func (w *wheel) due(k uint64) time.Duration {
 	return time.Until(w.start.Add(time.Duration(k) * w.step))
 }
+
+// nextDue returns when a stream is next due a look at its connection (at
+// probeAt, if probing) or a heartbeat (heartbeat after it was last written
+// to, at wroteAt, if heartbeat is not 0), whichever comes first; false
+// for neither.
+func nextDue(probing bool, probeAt time.Time, heartbeat time.Duration, wroteAt time.Time) (time.Time, bool) {
+	var due time.Time
+	if probing {
+		due = probeAt
+	}
+	if heartbeat > 0 {
+		if hb := wroteAt.Add(heartbeat); due.IsZero() || hb.Before(due) {
+			due = hb
+		}
+	}
+	return due, !due.IsZero()
+}
